@@ -1,0 +1,197 @@
+"""The one interface through which a soft prompt enters a model.
+
+A backbone wraps a frozen Hugging Face model and its tokenizer and answers three questions for a
+prompt ``[length, dim]`` (or ``None`` for no prompt) and an :class:`~softprompt.encoding.EncodedBatch`:
+
+* :meth:`Backbone.word_scores` — a log-score per (row, candidate word), ``[batch, max_words]``
+  (``-inf`` pads rows with fewer candidates), used for rank classification and its loss;
+* :meth:`Backbone.gold_nll` — the language-model loss of each row's gold word, ``[batch]``;
+* :meth:`Backbone.generate` — greedy continuations, for generation-based evaluation.
+
+Where the prompt goes is each family's business: after the leading special token if the
+tokenizer adds one (``[BOS] prompt text`` / ``[CLS] prompt text [SEP]``), else first. Padding is
+always on the right, after the text, never between prompt and text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from ..encoding import EncodedBatch
+from ..prompt import InitContext, common_token_ids
+
+
+class Backbone(ABC):
+    """A frozen model plus the rules for putting a prompt into it."""
+
+    family: ClassVar[str]
+
+    def __init__(self, model, tokenizer, model_id: str | None = None, max_length: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_id = model_id or getattr(model.config, "name_or_path", "") or type(model).__name__
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.eval()
+        probe_with = tokenizer("a", add_special_tokens=True)["input_ids"]
+        probe_without = tokenizer("a", add_special_tokens=False)["input_ids"]
+        start = _find(probe_with, probe_without)
+        self.lead_ids: list[int] = probe_with[:start] if start >= 0 else []
+        self.trail_ids: list[int] = probe_with[start + len(probe_without):] if start >= 0 else []
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        model_max = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None) or 512
+        tok_max = getattr(tokenizer, "model_max_length", None)
+        if tok_max and tok_max < 10**6:
+            model_max = min(model_max, tok_max)
+        self.max_length = min(max_length or 1024, model_max)
+        self._fingerprint: str | None = None
+
+    # ----------------------------------------------------------------- model facts
+    @classmethod
+    @abstractmethod
+    def auto_class(cls):
+        """The ``transformers`` auto class that loads this family's models."""
+
+    @property
+    def dim(self) -> int:
+        """Width of the input embeddings: a prompt is ``[length, dim]``."""
+        return self.model.get_input_embeddings().weight.shape[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.get_input_embeddings().weight.dtype
+
+    @property
+    def mask_token(self) -> str | None:
+        """The mask token the template's ``{mask}`` slot renders to (masked LMs only)."""
+        return None
+
+    @property
+    def mask_token_id(self) -> int | None:
+        return None
+
+    @property
+    def n_special(self) -> int:
+        """Special tokens this family adds around a row."""
+        return len(self.lead_ids) + len(self.trail_ids)
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of the input-embedding matrix: tells one model's weights from another's.
+
+        256 evenly spaced rows, rounded to bfloat16 so a float32 and a bfloat16 copy of the same
+        weights agree, plus the shape.
+        """
+        if self._fingerprint is None:
+            w = self.model.get_input_embeddings().weight.detach()
+            rows = w[:: max(1, w.shape[0] // 256)].to(torch.bfloat16).contiguous().cpu()
+            h = hashlib.sha256(str(tuple(w.shape)).encode())
+            h.update(rows.view(torch.int16).numpy().tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        """Input embeddings of ``ids [...]`` -> ``[..., dim]``, through the embedding *module*."""
+        return self.model.get_input_embeddings()(ids.to(self.device))
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def init_context(self, label_words=(), seed: int = 0) -> InitContext:
+        """What the prompt initialisers need from this model."""
+        gen = torch.Generator().manual_seed(seed)
+
+        def embed(ids: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                return self.embed(ids).float().cpu()
+
+        return InitContext(
+            embed=embed, tokenize=self.tokenize, common_ids=common_token_ids(self.tokenizer),
+            label_words=label_words, generator=gen, model_fingerprint=self.fingerprint,
+        )
+
+    # ------------------------------------------------------------------- helpers
+    def _pad(self, seqs: list[list[int]], pad: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad ``seqs`` -> ``ids [n, T]`` and ``mask [n, T]`` on the model's device."""
+        pad = self.pad_id if pad is None else pad
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _lead_and_prompt(self, prompt: torch.Tensor | None) -> torch.Tensor | None:
+        """The shared prefix ``[lead specials + prompt, dim]``, or None when empty."""
+        parts = []
+        if self.lead_ids:
+            parts.append(self.embed(torch.tensor(self.lead_ids)))
+        if prompt is not None:
+            parts.append(prompt.to(device=self.device, dtype=self.dtype))
+        return torch.cat(parts, 0) if parts else None
+
+    @staticmethod
+    def _flatten(batch: EncodedBatch) -> tuple[list[int], list[list[int]]]:
+        """(row index, word ids) of every (row, candidate) pair, row-major."""
+        rows, words = [], []
+        for b, ws in enumerate(batch.words):
+            for w in ws:
+                rows.append(b)
+                words.append(w)
+        return rows, words
+
+    @staticmethod
+    def _unflatten(batch: EncodedBatch, flat: torch.Tensor) -> torch.Tensor:
+        """Scores of the flattened pairs ``[n_pairs]`` -> ``[batch, max_words]`` padded with -inf."""
+        width = max(len(ws) for ws in batch.words)
+        out = flat.new_full((len(batch), width), float("-inf"))
+        i = 0
+        for b, ws in enumerate(batch.words):
+            out[b, : len(ws)] = flat[i: i + len(ws)]
+            i += len(ws)
+        return out
+
+    @staticmethod
+    def _token_logprob_sums(logprobs: torch.Tensor, targets: torch.Tensor, tmask: torch.Tensor,
+                            length_normalize: bool) -> torch.Tensor:
+        """Sum (or mean) over tokens of ``logprobs [n, T, V]`` at ``targets [n, T]`` where ``tmask``."""
+        lp = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * tmask
+        total = lp.sum(-1)
+        if length_normalize:
+            total = total / tmask.sum(-1).clamp(min=1)
+        return total
+
+    # -------------------------------------------------------------------- the API
+    @abstractmethod
+    def word_scores(self, prompt: torch.Tensor | None, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+        """Log-score of each candidate word of each row: ``[batch, max_words]``.
+
+        ``prompt``: ``[length, dim]`` or None. Scores of one row are comparable with each other
+        (rank classification); the single-token fast path may omit the row's log-normaliser,
+        which changes neither the ranking nor a softmax over the row's candidates.
+        """
+
+    @abstractmethod
+    def gold_nll(self, prompt: torch.Tensor | None, batch: EncodedBatch) -> torch.Tensor:
+        """Mean token negative log-likelihood of each row's gold word, full vocabulary: ``[batch]``."""
+
+    @abstractmethod
+    def generate(self, prompt: torch.Tensor | None, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+        """Greedy continuation of each row's context (the prompt before it): ``batch`` strings."""
+
+
+def _find(haystack: list[int], needle: list[int]) -> int:
+    for i in range(len(haystack) - len(needle) + 1):
+        if haystack[i: i + len(needle)] == needle:
+            return i
+    return -1

@@ -1,0 +1,187 @@
+"""Decoder-only models (Llama, SmolLM, GPT-2, Gemma, ...): ``[BOS] prompt text word``.
+
+The prompt sits before the text and, under causal attention, attends only to itself (and the
+BOS before it). Its keys and values in every layer are therefore the same for every row of a
+batch. :class:`CausalBackbone` runs the prefix once with batch size 1, expands its per-layer
+keys/values to the batch as views (no copy, no recomputation), and runs the texts against that
+cache with position ids that continue after the prefix. Gradients flow back through the cache
+into the prompt, summed over rows by the expand. At inference (no grad) the prefix keys/values
+are cached per prompt tensor until it changes (its version counter moves on every in-place
+update, e.g. an optimizer step).
+
+Only scored logits are computed: the final hidden states are gathered at the positions that
+predict a label token, and the output embedding is applied there alone; when every label is a
+single token shared by all rows, only those vocabulary rows are multiplied (exact for ranking and
+for a softmax over labels).
+
+``shared_prefix=False`` selects plain concatenation of ``[prefix; text]`` (the reference path,
+used by tests to check the fast path).
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections import OrderedDict
+
+import torch
+from transformers import AutoModelForCausalLM, DynamicCache
+
+from ..encoding import EncodedBatch
+from .base import Backbone
+
+
+class CausalBackbone(Backbone):
+    family = "causal"
+
+    def __init__(self, model, tokenizer, model_id=None, max_length=None, shared_prefix: bool = True,
+                 kv_cache_size: int = 32):
+        super().__init__(model, tokenizer, model_id, max_length)
+        self.trail_ids = []  # an EOS before the label would be wrong for a decoder
+        self.shared_prefix = shared_prefix
+        self.kv_cache_size = kv_cache_size
+        self._kv_cache: OrderedDict[int, tuple] = OrderedDict()
+        cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self._softcap = getattr(cfg, "final_logit_softcapping", None)
+        # transformers 5 renamed ``past_key_values`` to ``cache``; accept either.
+        params = inspect.signature(self._decoder.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    @classmethod
+    def auto_class(cls):
+        return AutoModelForCausalLM
+
+    # ------------------------------------------------------------------ internals
+    @property
+    def _decoder(self):
+        return self.model.base_model
+
+    def _run(self, cache=None, **kwargs):
+        """Call the decoder stack with ``cache`` under this version's keyword; returns (output, cache)."""
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        out = self._decoder(**kwargs)
+        cache = getattr(out, "cache", None)
+        return out, cache if cache is not None else getattr(out, "past_key_values", None)
+
+    def _head(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of ``hidden [n, dim]`` over the vocabulary, or over ``rows [k]`` only -> ``[n, k]``."""
+        head = self.model.get_output_embeddings()
+        if rows is None:
+            logits = head(hidden)
+        else:
+            logits = hidden @ head.weight[rows].T
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[rows]
+        if self._softcap:
+            logits = torch.tanh(logits / self._softcap) * self._softcap
+        return logits.float()
+
+    def _prefix_kv(self, prefix: torch.Tensor, prompt: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer ``(key, value)``, each ``[1, kv_heads, prefix_len, head_dim]``, of ``prefix [P, dim]``."""
+        use_cache = prompt is not None and not torch.is_grad_enabled()
+        if use_cache:
+            hit = self._kv_cache.get(id(prompt))
+            if hit is not None and hit[0]() is prompt and hit[1] == prompt._version:
+                self._kv_cache.move_to_end(id(prompt))
+                return hit[2]
+        pos = torch.arange(prefix.shape[0], device=self.device)[None]
+        _, cache = self._run(inputs_embeds=prefix[None], position_ids=pos, use_cache=True,
+                             cache=DynamicCache(config=self.model.config))
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if use_cache:
+            self._kv_cache[id(prompt)] = (weakref.ref(prompt), prompt._version, kv)
+            while len(self._kv_cache) > self.kv_cache_size:
+                self._kv_cache.popitem(last=False)
+        return kv
+
+    def clear_cache(self) -> None:
+        """Forget cached prompt keys/values."""
+        self._kv_cache.clear()
+
+    def _forward(self, prompt: torch.Tensor | None, seqs: list[list[int]], keep_cache: bool = False):
+        """Final hidden states of the text positions of ``seqs``: ``([n, T, dim], mask [n, T], cache, P)``."""
+        ids, mask = self._pad(seqs)
+        emb = self.embed(ids)
+        prefix = self._lead_and_prompt(prompt)
+        n, t = ids.shape
+        if prefix is None:
+            out, cache = self._run(inputs_embeds=emb, attention_mask=mask, use_cache=keep_cache)
+            return out.last_hidden_state, mask, cache, 0
+        p = prefix.shape[0]
+        full_mask = torch.cat([mask.new_ones(n, p), mask], 1)
+        if not self.shared_prefix:
+            x = torch.cat([prefix[None].expand(n, -1, -1), emb], 1)
+            out, cache = self._run(inputs_embeds=x, attention_mask=full_mask, use_cache=keep_cache)
+            return out.last_hidden_state[:, p:], mask, cache, p
+        cache = DynamicCache(config=self.model.config)
+        for i, (k, v) in enumerate(self._prefix_kv(prefix, prompt)):
+            cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), i)
+        pos = (torch.arange(t, device=self.device) + p)[None].expand(n, t)
+        out, cache = self._run(inputs_embeds=emb, attention_mask=full_mask, position_ids=pos, cache=cache, use_cache=True)
+        return out.last_hidden_state, mask, cache, p
+
+    def _scored_logprobs(self, prompt, contexts: list[list[int]], words: list[list[int]],
+                         length_normalize: bool) -> torch.Tensor:
+        """Sum of log p(word tokens | context) for aligned ``contexts``/``words`` lists -> ``[n]``."""
+        seqs = [c + w for c, w in zip(contexts, words)]
+        hidden, _, _, _ = self._forward(prompt, seqs)
+        rows, cols, targets, owner = [], [], [], []
+        for i, (c, w) in enumerate(zip(contexts, words)):
+            for j, tok in enumerate(w):
+                rows.append(i)
+                cols.append(len(c) - 1 + j)
+                targets.append(tok)
+                owner.append(i)
+        dev = self.device
+        h = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]
+        lp = torch.log_softmax(self._head(h), -1)
+        tok_lp = lp.gather(-1, torch.tensor(targets, device=dev)[:, None]).squeeze(-1)
+        total = torch.zeros(len(seqs), device=dev).index_add(0, torch.tensor(owner, device=dev), tok_lp)
+        if length_normalize:
+            total = total / torch.tensor([len(w) for w in words], device=dev, dtype=total.dtype)
+        return total
+
+    # ---------------------------------------------------------------------- API
+    def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+        if batch.single_token:
+            hidden, mask, _, _ = self._forward(prompt, batch.context)
+            last = mask.sum(1) - 1
+            h = hidden[torch.arange(len(batch), device=self.device), last]
+            vocab_rows = torch.tensor([w[0] for w in batch.words[0]], device=self.device)
+            return self._head(h, vocab_rows)
+        rows, words = self._flatten(batch)
+        flat = self._scored_logprobs(prompt, [batch.context[r] for r in rows], words, length_normalize)
+        return self._unflatten(batch, flat)
+
+    def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
+        words = batch.gold_words()
+        return -self._scored_logprobs(prompt, batch.context, words, length_normalize=True)
+
+    @torch.no_grad()
+    def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+        hidden, mask, cache, p = self._forward(prompt, batch.context, keep_cache=True)
+        n = len(batch)
+        lengths = mask.sum(1)
+        attn = torch.cat([mask.new_ones(n, p), mask], 1)
+        logits = self._head(hidden[torch.arange(n, device=self.device), lengths - 1])
+        eos = self.tokenizer.eos_token_id
+        out = torch.zeros((n, 0), dtype=torch.long, device=self.device)
+        done = torch.zeros(n, dtype=torch.bool, device=self.device)
+        for step in range(max_new_tokens):
+            tok = logits.argmax(-1)
+            out = torch.cat([out, tok[:, None]], 1)
+            done |= tok == eos
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            attn = torch.cat([attn, attn.new_ones(n, 1)], 1)
+            pos = (p + lengths + step)[:, None]
+            step_out, cache = self._run(inputs_embeds=self.embed(tok[:, None]), attention_mask=attn, position_ids=pos,
+                                        cache=cache, use_cache=True)
+            logits = self._head(step_out.last_hidden_state[:, -1])
+        texts = []
+        for row in out.tolist():
+            if eos in row:
+                row = row[: row.index(eos)]
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
+        return texts

@@ -1,0 +1,91 @@
+"""Masked language models (BERT, RoBERTa, ...): ``[CLS] prompt text ... [MASK] ... [SEP]``.
+
+The label is read at the mask slot. A label word of ``k`` sub-tokens is scored with ``k``
+consecutive masks (the sum of their log-probabilities, predicted in parallel), so multi-token
+words are scored exactly for what the model can say. As for encoder-decoders, the prompt's
+states depend on the text (bidirectional attention): nothing is shared across rows; only the mask
+positions go through the prediction head, and padding is dynamic.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForMaskedLM
+
+from ..encoding import EncodedBatch
+from ..errors import ConfigError
+from .base import Backbone
+
+
+class MaskedBackbone(Backbone):
+    family = "masked"
+
+    @classmethod
+    def auto_class(cls):
+        return AutoModelForMaskedLM
+
+    @property
+    def mask_token(self) -> str | None:
+        return self.tokenizer.mask_token
+
+    @property
+    def mask_token_id(self) -> int | None:
+        return self.tokenizer.mask_token_id
+
+    def _head_module(self):
+        for name in ("cls", "lm_head"):
+            head = getattr(self.model, name, None)
+            if head is not None:
+                return head
+        return None
+
+    def _mask_logprobs(self, prompt, seqs: list[list[int]], positions: list[list[int]]) -> list[torch.Tensor]:
+        """log-softmax over the vocabulary at ``positions`` of each row -> list of ``[k_i, V]``."""
+        ids, mask = self._pad([self.lead_ids + s + self.trail_ids for s in seqs])
+        emb = self.embed(ids)
+        shift = len(self.lead_ids)
+        n = ids.shape[0]
+        if prompt is not None:
+            lead = emb[:, :shift]
+            emb = torch.cat([lead, prompt.to(self.device, self.dtype)[None].expand(n, -1, -1), emb[:, shift:]], 1)
+            mask = torch.cat([mask[:, :shift], mask.new_ones(n, prompt.shape[0]), mask[:, shift:]], 1)
+            shift += prompt.shape[0]
+        rows = torch.tensor([i for i, ps in enumerate(positions) for _ in ps], device=self.device)
+        cols = torch.tensor([shift + p for ps in positions for p in ps], device=self.device)
+        head = self._head_module()
+        if head is not None:
+            hidden = self.model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+            logits = head(hidden[rows, cols])
+        else:  # unknown head layout: full logits, then gather
+            logits = self.model(inputs_embeds=emb, attention_mask=mask).logits[rows, cols]
+        lp = torch.log_softmax(logits.float(), -1)
+        return list(lp.split([len(ps) for ps in positions]))
+
+    def _pair_scores(self, prompt, batch: EncodedBatch, rows: list[int], words: list[list[int]],
+                     length_normalize: bool) -> torch.Tensor:
+        mask_id = self.mask_token_id
+        seqs, positions = [], []
+        for r, w in zip(rows, words):
+            ctx, m = batch.context[r], batch.mask_pos[r]
+            seqs.append(ctx[:m] + [mask_id] * len(w) + ctx[m + 1:])
+            positions.append(list(range(m, m + len(w))))
+        lps = self._mask_logprobs(prompt, seqs, positions)
+        scores = []
+        for lp, w in zip(lps, words):
+            s = lp.gather(-1, torch.tensor(w, device=self.device)[:, None]).sum()
+            scores.append(s / len(w) if length_normalize else s)
+        return torch.stack(scores)
+
+    def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+        if batch.single_token:
+            lps = self._mask_logprobs(prompt, batch.context, [[m] for m in batch.mask_pos])
+            vocab_rows = torch.tensor([w[0] for w in batch.words[0]], device=self.device)
+            return torch.cat(lps, 0)[:, vocab_rows]
+        rows, words = self._flatten(batch)
+        return self._unflatten(batch, self._pair_scores(prompt, batch, rows, words, length_normalize))
+
+    def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
+        return -self._pair_scores(prompt, batch, list(range(len(batch))), batch.gold_words(), True)
+
+    def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+        raise ConfigError("a masked language model cannot generate free text; evaluate with --scoring rank")

@@ -1,0 +1,68 @@
+"""Encoder-decoder models (T5, BART, ...): the prompt is prepended on the encoder side.
+
+``encoder: [prompt] text [EOS]``; the decoder reads the label word with teacher forcing. The
+prompt's encoder states depend on the text (the encoder attends both ways), so unlike decoder-only
+models there is nothing to share across rows: each row pays for its prompt positions. What is
+still saved: the encoder runs once per row, not once per candidate word (its states are indexed
+out to the candidates), the decoder only sees label tokens, and padding is dynamic.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForSeq2SeqLM
+from transformers.modeling_outputs import BaseModelOutput
+
+from ..encoding import EncodedBatch
+from .base import Backbone
+
+
+class Seq2SeqBackbone(Backbone):
+    family = "seq2seq"
+
+    @classmethod
+    def auto_class(cls):
+        return AutoModelForSeq2SeqLM
+
+    def _encode(self, prompt, contexts: list[list[int]]):
+        """Encoder states ``[n, S, dim]`` and mask ``[n, S]`` of ``lead + prompt + context + trail``."""
+        ids, mask = self._pad([c + self.trail_ids for c in contexts])
+        emb = self.embed(ids)
+        prefix = self._lead_and_prompt(prompt)
+        if prefix is not None:
+            n = ids.shape[0]
+            emb = torch.cat([prefix[None].expand(n, -1, -1), emb], 1)
+            mask = torch.cat([mask.new_ones(n, prefix.shape[0]), mask], 1)
+        enc = self.model.get_encoder()(inputs_embeds=emb, attention_mask=mask)
+        return enc.last_hidden_state, mask
+
+    def _decoder_start(self) -> int:
+        start = self.model.config.decoder_start_token_id
+        return self.pad_id if start is None else start
+
+    def _word_logprobs(self, enc, enc_mask, rows: list[int], words: list[list[int]], length_normalize: bool):
+        """log p(word | encoder states of ``rows``) for each (row, word) pair -> ``[n_pairs]``."""
+        idx = torch.tensor(rows, device=self.device)
+        start = self._decoder_start()
+        dec_in, _ = self._pad([[start] + w[:-1] for w in words])
+        targets, tmask = self._pad(words, pad=0)
+        out = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=enc[idx]), attention_mask=enc_mask[idx],
+                         decoder_input_ids=dec_in, decoder_attention_mask=tmask)
+        lp = torch.log_softmax(out.logits.float(), -1)
+        return self._token_logprob_sums(lp, targets, tmask, length_normalize)
+
+    def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+        enc, enc_mask = self._encode(prompt, batch.context)
+        rows, words = self._flatten(batch)
+        return self._unflatten(batch, self._word_logprobs(enc, enc_mask, rows, words, length_normalize))
+
+    def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
+        enc, enc_mask = self._encode(prompt, batch.context)
+        return -self._word_logprobs(enc, enc_mask, list(range(len(batch))), batch.gold_words(), True)
+
+    @torch.no_grad()
+    def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+        enc, enc_mask = self._encode(prompt, batch.context)
+        out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=enc_mask,
+                                  max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+        return [self.tokenizer.decode(row, skip_special_tokens=True) for row in out.tolist()]

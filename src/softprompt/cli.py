@@ -1,0 +1,161 @@
+"""The ``softprompt`` command. Options are generated from the config dataclasses in
+:mod:`softprompt.config`; ``--config FILE.yaml`` loads the same options from YAML (command-line
+options win)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import typing
+from typing import Any, Callable
+
+from .config import EvalConfig, PredictConfig, TrainConfig, build, load_yaml
+from .errors import SoftPromptError
+
+
+def _base_type(tp: Any) -> Any:
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args else tp
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
+    """One option per field of ``cls``: type, default, help and choices come from the field."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        tp = _base_type(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f"{meta.get('help', '')} (default: {default!r})"
+        if meta.get("positional"):
+            parser.add_argument(f.name, nargs="*", default=argparse.SUPPRESS, help=meta.get("help"))
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, type=tp if tp in (int, float) else str, default=argparse.SUPPRESS,
+                                choices=meta.get("choices"), help=help_text, dest=f.name)
+
+
+def config_from_args(cls, args: argparse.Namespace):
+    """YAML values (if ``--config``), then the options given on the command line."""
+    values: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    values.update({k: v for k, v in vars(args).items() if k in names})
+    return build(cls, values)
+
+
+def cmd_train(cfg: TrainConfig) -> int:
+    from .training import train
+
+    result = train(cfg)
+    print(f"best prompt: {result.best_prompt}  (dev {json.dumps(result.dev)})")
+    if result.test is not None:
+        primary = next(iter(result.test))
+        print(f"test {primary} with the learned prompt: {result.test[primary]:.4f}  ({json.dumps(result.test)})")
+        if result.zero_shot_test is not None:
+            print(f"test {primary} zero-shot (same template and verbalizer, no prompt): "
+                  f"{result.zero_shot_test[primary]:.4f}  ({json.dumps(result.zero_shot_test)})")
+    print(f"wall time: {result.seconds:.1f} s")
+    return 0
+
+
+def cmd_eval(cfg: EvalConfig) -> int:
+    from .api import PromptedModel
+    from .modeling import DEFAULT_MODEL, load_model
+    from .tasks.data import read_examples
+    from .tasks.from_config import load_rows, parse_field_map, task_from_config
+
+    if cfg.prompt:
+        pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, max_length=cfg.max_length)
+        if cfg.task and cfg.task != pm.task.name:  # domain transfer: the other task's data and format
+            pm.task = task_from_config(cfg)
+    else:
+        if not cfg.task:
+            raise SoftPromptError("give --prompt DIR, or --task NAME (and --model) for the zero-shot baseline")
+        backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device)
+        backbone.max_length = min(backbone.max_length, cfg.max_length)
+        pm = PromptedModel(backbone, None, task_from_config(cfg))
+    if cfg.file:
+        rows = read_examples(cfg.file, field_map=parse_field_map(cfg.field_map), limit=cfg.limit)
+        pm.task.validate(rows, where=cfg.file)
+    else:
+        rows = load_rows(pm.task, cfg, cfg.split, cfg.limit)
+    result = pm.evaluate(rows, cfg.batch_size, cfg.scoring, cfg.length_normalize, progress=cfg.progress)
+    print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "prompt": cfg.prompt, **result.summary()}))
+    return 0
+
+
+def cmd_predict(cfg: PredictConfig) -> int:
+    from .api import PromptedModel
+
+    if not cfg.prompt:
+        raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best)")
+    texts = list(cfg.texts)
+    if texts == ["-"]:
+        texts = [ln.rstrip("\n") for ln in sys.stdin if ln.strip()]
+    if not texts:
+        raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
+    pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, max_length=cfg.max_length)
+    for text, pred in zip(texts, pm.classify(texts, cfg.batch_size, cfg.scoring)):
+        if cfg.json:
+            print(json.dumps({"input": text, "label": pred.label, "scores": pred.scores, "generated": pred.generated}))
+        else:
+            detail = ", ".join(f"{k}={v:.3f}" for k, v in pred.scores.items()) or repr(pred.generated)
+            print(f"{pred.label}\t{detail}\t{text}")
+    return 0
+
+
+def cmd_tasks(_: Any) -> int:
+    from .tasks.registry import BUILTIN_TASKS
+
+    for name, task in BUILTIN_TASKS.items():
+        print(f"{name:24s} {task.description}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[Any, Callable[[Any], int], str]] = {
+    "train": (TrainConfig, cmd_train, "train a soft prompt on a task"),
+    "eval": (EvalConfig, cmd_eval, "evaluate a saved prompt (or the zero-shot baseline) on a split or file"),
+    "predict": (PredictConfig, cmd_predict, "classify texts with a saved prompt"),
+    "tasks": (None, cmd_tasks, "list the built-in tasks"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="softprompt", description="Prompt tuning on frozen language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (cls, _, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if cls is not None:
+            p.add_argument("--config", help="YAML file of options (command-line options override it)")
+            add_dataclass_options(p, cls)
+    from .peft_compat import add_cli as add_peft_cli
+
+    add_peft_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if hasattr(args, "handler"):
+            return args.handler(args)
+        cls, handler, _ = COMMANDS[args.command]
+        return handler(config_from_args(cls, args) if cls is not None else args)
+    except SoftPromptError as exc:
+        print(f"softprompt: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("softprompt: interrupted; a training run continues with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Configuration as data: one dataclass per command, with the paper's defaults and a help text.
+
+The CLI's options are generated from these dataclasses (:mod:`softprompt.cli`) and YAML files are
+checked against them, so there is no second list of options to drift.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .modeling import DEFAULT_MODEL
+
+
+def opt(default: Any, help: str, choices: tuple | None = None, positional: bool = False, **kw) -> Any:
+    """A config field with its help text (and optional choices) kept beside its default."""
+    meta = {"help": help, "choices": choices, "positional": positional}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
+    return field(default=default, metadata=meta, **kw)
+
+
+@dataclass
+class DataConfig:
+    """Where examples come from: a built-in task or your own files."""
+
+    task: str = opt("rotten_tomatoes", "built-in task name (see `softprompt tasks`), or a name for your own files")
+    data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl (default: $SOFTPROMPT_DATA_DIR, the bundled copy, then the HF hub)")
+    train_file: str | None = opt(None, "your own training file (.jsonl, .csv or .tsv)")
+    validation_file: str | None = opt(None, "your own dev file (.jsonl, .csv or .tsv)")
+    test_file: str | None = opt(None, "your own test file (.jsonl, .csv or .tsv)")
+    template: str | None = opt(None, "template with {field} slots (and {mask} for masked LMs), e.g. 'Review: {text}\\nSentiment:'")
+    label_words: str | None = opt(None, "verbalizer, e.g. 'positive=great,good;negative=terrible'")
+    field_map: str | None = opt(None, "map our field names to your columns, e.g. 'text=sentence,label=sentiment'")
+    max_length: int = opt(512, "longest input in tokens (prompt included); longer texts are truncated (longest field, from its end)")
+
+
+@dataclass
+class TrainConfig(DataConfig):
+    """Options of ``softprompt train`` (defaults follow Lester et al., 2021 where it gives one)."""
+
+    model: str = opt(DEFAULT_MODEL, "embedded model name, local model directory or Hugging Face id")
+    method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)")
+    prompt_length: int = opt(100, "number of soft prompt vectors (the paper's default: 100)")
+    init: str = opt("class-labels", "initialiser: random-uniform, vocab, class-labels, text:WORDS, file:PATH, pretrained:PATH")
+    optimizer: str = opt("adafactor", "optimizer (the paper: Adafactor, no relative step or parameter scaling)", ("adafactor", "adam"))
+    lr: float = opt(0.3, "learning rate (the paper: 0.3 with Adafactor; try 1e-3 to 3e-2 with Adam)")
+    weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)")
+    warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant")
+    batch_size: int = opt(8, "training batch size (the paper: 32)")
+    eval_batch_size: int = opt(32, "evaluation batch size")
+    max_steps: int = opt(1000, "training steps (the paper: 30,000 on TPUs)")
+    eval_every: int = opt(100, "evaluate on the dev split and checkpoint every N steps")
+    patience: int = opt(5, "stop after this many evaluations without improvement (0: never)")
+    train_limit: int | None = opt(None, "use only the first N training rows")
+    eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training")
+    test_limit: int | None = opt(None, "evaluate on the first N test rows at the end")
+    loss: str = opt("rank", "rank: cross-entropy over the labels' scores; lm: the label's token likelihood", ("rank", "lm"))
+    scoring: str = opt("rank", "how dev/test are scored: rank classification or greedy generation", ("rank", "generate"))
+    length_normalize: bool = opt(False, "divide a multi-token label's log-likelihood by its token count")
+    seed: int = opt(0, "random seed (initialisation and data order)")
+    out: str = opt("runs/default", "output directory: best/, last/, checkpoint/, metrics.jsonl, results.json")
+    resume: bool = opt(False, "continue an interrupted run in --out from its last checkpoint")
+    test_split: str = opt("test", "split evaluated at the end with the best prompt ('' to skip)")
+    zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split")
+    device: str | None = opt(None, "torch device (default: cuda if available, else cpu)")
+    dtype: str = opt("float32", "model weights dtype", ("float32", "bfloat16", "float16"))
+    progress: bool = opt(True, "show a progress bar")
+
+    def __post_init__(self):
+        for name in ("prompt_length", "batch_size", "eval_batch_size", "max_steps", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+
+
+@dataclass
+class EvalConfig:
+    """Options of ``softprompt eval``."""
+
+    prompt: str | None = opt(None, "saved prompt directory (omit for the zero-shot baseline with --task and --model)")
+    task: str | None = opt(None, "task to evaluate on (default: the prompt's own task; another name = domain transfer)")
+    split: str = opt("test", "split to evaluate")
+    data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl")
+    file: str | None = opt(None, "evaluate on this file instead of a split (.jsonl, .csv or .tsv)")
+    field_map: str | None = opt(None, "map our field names to your columns, e.g. 'text=sentence,label=sentiment'")
+    model: str | None = opt(None, "model (default: the one the prompt was trained for)")
+    batch_size: int = opt(32, "evaluation batch size")
+    scoring: str = opt("rank", "rank classification or greedy generation", ("rank", "generate"))
+    length_normalize: bool = opt(False, "divide a multi-token label's log-likelihood by its token count")
+    limit: int | None = opt(None, "evaluate on the first N rows only")
+    max_length: int = opt(512, "longest input in tokens (prompt included)")
+    device: str | None = opt(None, "torch device")
+    progress: bool = opt(True, "show a progress bar")
+
+
+@dataclass
+class PredictConfig:
+    """Options of ``softprompt predict``."""
+
+    texts: list = opt([], "texts to classify (a JSON object per input for multi-field templates; '-' reads lines from stdin)", positional=True)
+    prompt: str = opt("", "saved prompt directory")
+    model: str | None = opt(None, "model (default: the one the prompt was trained for)")
+    batch_size: int = opt(32, "batch size")
+    scoring: str = opt("rank", "rank classification or greedy generation", ("rank", "generate"))
+    max_length: int = opt(512, "longest input in tokens (prompt included)")
+    device: str | None = opt(None, "torch device")
+    json: bool = opt(False, "print one JSON object per input")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping of option names (dashes or underscores) to values."""
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def build(cls, values: dict[str, Any]):
+    """Make ``cls`` from ``values``, naming any unknown option and the valid ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(known)}")
+    return cls(**values)
+
+
+def to_dict(config) -> dict[str, Any]:
+    return dataclasses.asdict(config)

@@ -1,0 +1,44 @@
+"""Exceptions raised by softprompt.
+
+Every error a user can cause has its own type and a message that names the problem and the
+fix. Catch :class:`SoftPromptError` to handle all of them; the CLI prints the message alone,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class SoftPromptError(Exception):
+    """Base class of every error softprompt raises on purpose."""
+
+
+class ConfigError(SoftPromptError, ValueError):
+    """An option or configuration value is invalid (unknown name, out of range, clash)."""
+
+
+class DataError(SoftPromptError, ValueError):
+    """A data file or example is missing, malformed or inconsistent with its task."""
+
+
+class TemplateError(DataError):
+    """A template is malformed or refers to a field the examples do not have."""
+
+
+class UnknownLabelError(DataError):
+    """An example carries a label the verbalizer does not know."""
+
+
+class PromptFileError(SoftPromptError, ValueError):
+    """A saved prompt is missing, truncated, corrupt or of the wrong shape."""
+
+
+class ModelMismatchError(SoftPromptError, ValueError):
+    """A saved prompt was trained for a different model than the one it is used with."""
+
+
+class ModelLoadError(SoftPromptError, RuntimeError):
+    """A model could not be found or loaded."""
+
+
+class RequestTooLargeError(SoftPromptError, ValueError):
+    """A request exceeds a stated limit (batch size, text length, number of inputs)."""

@@ -1,0 +1,74 @@
+"""A method is a config plus a module, registered by name.
+
+A :class:`Method` tells the trainer what to train (:meth:`Method.trainable_parameters`) and what
+to put before the text (:meth:`Method.prompt`, ``[length, dim]`` or None); the backbone does the
+rest. Later methods (prefix tuning, full model tuning, PPT, KPT, PTR, KnowPrompt, Hyperformer)
+register here the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+METHODS: dict[str, tuple[type, type["Method"]]] = {}
+
+
+def register_method(name: str, config_cls: type) -> Callable[[type["Method"]], type["Method"]]:
+    """Register ``Method`` subclass under ``name`` with its config dataclass."""
+
+    def deco(cls: type["Method"]) -> type["Method"]:
+        cls.name = name
+        METHODS[name] = (config_cls, cls)
+        return cls
+
+    return deco
+
+
+def get_method(name: str) -> tuple[type, type["Method"]]:
+    """``(config class, method class)`` registered as ``name``."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+@dataclass
+class MethodConfig:
+    """Base of method configs (fields with the paper's defaults)."""
+
+
+class Method(nn.Module):
+    """What is trained and how it reaches the backbone."""
+
+    name: ClassVar[str] = ""
+    trains: ClassVar[bool] = True
+
+    def __init__(self, config: Any, backbone, task, seed: int = 0):
+        super().__init__()
+        self.config = config
+
+    def prompt(self) -> torch.Tensor | None:
+        """The vectors put before the text: ``[length, dim]``, or None."""
+        return None
+
+    @property
+    def prompt_length(self) -> int:
+        p = self.prompt()
+        return 0 if p is None else p.shape[0]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def save(self, path: str | Path, metadata: dict[str, Any]) -> Path:
+        """Save what was learnt to directory ``path`` (atomically), with ``metadata``."""
+        raise NotImplementedError(f"method {self.name!r} has nothing to save")
+
+    def load_state(self, path: str | Path) -> None:
+        """Restore what :meth:`save` wrote (used by ``--resume``)."""
+        raise NotImplementedError(f"method {self.name!r} has nothing to load")

@@ -1,0 +1,50 @@
+"""Prompt tuning (Lester et al., 2021): a learned ``[length, dim]`` prompt before the text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..prompt import SoftPrompt
+from .base import Method, MethodConfig, register_method
+
+
+@dataclass
+class PromptTuningConfig(MethodConfig):
+    prompt_length: int = 100
+    init: str = "class-labels"
+
+
+@register_method("prompt-tuning", PromptTuningConfig)
+class PromptTuning(Method):
+    """Only the soft prompt is trained; the model stays frozen."""
+
+    def __init__(self, config: PromptTuningConfig, backbone, task, seed: int = 0):
+        super().__init__(config, backbone, task, seed)
+        label_words = []
+        if task.verbalizer.is_fixed:
+            label_words = [[task.verbalizer.prefix + w for w in ws] for ws in task.verbalizer.candidates()]
+        ctx = backbone.init_context(label_words=label_words, seed=seed)
+        self.soft_prompt = SoftPrompt.initialize(config.prompt_length, backbone.dim, config.init, ctx)
+
+    def prompt(self):
+        return self.soft_prompt.weight
+
+    def save(self, path, metadata):
+        return self.soft_prompt.save(path, metadata)
+
+    def load_state(self, path):
+        loaded = SoftPrompt.load(path)
+        self.soft_prompt.weight.data.copy_(loaded.weight)
+        self.soft_prompt.metadata = loaded.metadata
+
+
+@dataclass
+class ManualPromptConfig(MethodConfig):
+    pass
+
+
+@register_method("manual", ManualPromptConfig)
+class ManualPrompt(Method):
+    """The template and verbalizer alone, no learned vectors (the zero-shot manual-prompt baseline)."""
+
+    trains = False

@@ -1,0 +1,138 @@
+"""Scoring: rank classification over label words, and generation mapped back to labels.
+
+Rank classification scores each label by the log-likelihood of its verbalisation after the
+template (``length_normalize`` divides a multi-token word's log-likelihood by its token count);
+a label with several words takes their weighted log-mean-exp (the verbalizer's ``aggregate``).
+Generation decodes greedily and maps the output back to the label whose word it starts with;
+outputs that match no label are counted as invalid (and as wrong).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .batching import estimate_lengths, eval_batches
+from .encoding import EncodedBatch, encode
+from .errors import ConfigError
+
+SCORINGS = ("rank", "generate")
+
+
+@dataclass
+class Prediction:
+    """One row's answer: the label (None for an invalid generation) and per-label probabilities."""
+
+    label: str | None
+    scores: dict[str, float] = field(default_factory=dict)
+    generated: str | None = None
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one evaluation plus counts: rows, truncated rows, invalid generations."""
+
+    metrics: dict[str, float]
+    n: int
+    truncated: int = 0
+    invalid: int = 0
+    predictions: list[Prediction] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {**self.metrics, "n": self.n, "truncated": self.truncated, "invalid": self.invalid}
+
+
+def label_scores(backbone, task, batch: EncodedBatch, prompt: torch.Tensor | None,
+                 length_normalize: bool = False) -> torch.Tensor:
+    """Differentiable per-label log-scores ``[batch, n_labels]`` (``-inf`` pads for choice tasks).
+
+    ``prompt``: ``[length, dim]`` or None (zero-shot).
+    """
+    scores = backbone.word_scores(prompt, batch, length_normalize)
+    if not batch.shared_words:  # one word per candidate: the word is the label
+        return scores
+    word_label = torch.tensor(batch.word_label[0], device=scores.device)
+    return task.verbalizer.aggregate(scores, word_label, len(batch.label_names[0]))
+
+
+def classification_loss(backbone, task, batch: EncodedBatch, prompt: torch.Tensor | None,
+                        loss: str = "rank", length_normalize: bool = False) -> torch.Tensor:
+    """Mean loss over the batch: ``rank`` = cross-entropy over the labels' scores; ``lm`` = the
+    gold word's token negative log-likelihood over the whole vocabulary (the paper's objective)."""
+    if loss == "lm":
+        return backbone.gold_nll(prompt, batch).mean()
+    if loss != "rank":
+        raise ConfigError(f"unknown loss {loss!r}; choose 'rank' or 'lm'")
+    scores = label_scores(backbone, task, batch, prompt, length_normalize)
+    gold = torch.tensor(batch.gold, device=scores.device)
+    return torch.nn.functional.cross_entropy(scores, gold)
+
+
+def _normalize_text(text: str) -> str:
+    return re.sub(r"[^\w\s]", " ", text.lower()).strip()
+
+
+def match_generation(text: str, label_names: Sequence[str], candidates: Sequence[Sequence[str]]) -> str | None:
+    """The label whose word (or, for choice tasks, text) the generated ``text`` starts with, else None."""
+    got = _normalize_text(text)
+    best, best_len = None, 0
+    for name, words in zip(label_names, candidates):
+        for w in words:
+            w_norm = _normalize_text(w)
+            if w_norm and (got == w_norm or got.startswith(w_norm + " ")) and len(w_norm) > best_len:
+                best, best_len = name, len(w_norm)
+    return best
+
+
+@torch.no_grad()
+def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch.Tensor | None = None,
+            batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
+            with_labels: bool = False, max_new_tokens: int | None = None, progress: bool = False):
+    """Predict every example; returns ``(predictions, truncated_count)`` in input order."""
+    if scoring not in SCORINGS:
+        raise ConfigError(f"unknown scoring {scoring!r}; choose one of {SCORINGS}")
+    lengths = estimate_lengths(examples, task.template.fields)
+    preds: list[Prediction | None] = [None] * len(examples)
+    truncated = 0
+    plen = 0 if prompt is None else prompt.shape[0]
+    batches = eval_batches(lengths, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="eval", leave=False)
+    for idx in batches:
+        rows = [examples[i] for i in idx]
+        batch = encode(backbone, task, rows, prompt_length=plen, with_labels=with_labels)
+        truncated += batch.truncated
+        if scoring == "rank":
+            probs = torch.softmax(label_scores(backbone, task, batch, prompt, length_normalize), -1).cpu()
+            for j, i in enumerate(idx):
+                names = batch.label_names[j]
+                p = probs[j, : len(names)]
+                preds[i] = Prediction(label=names[int(p.argmax())], scores={n: float(v) for n, v in zip(names, p)})
+        else:
+            longest = max(len(w) for ws in batch.words for w in ws)
+            texts = backbone.generate(prompt, batch, max_new_tokens or longest + 2)
+            for j, i in enumerate(idx):
+                cands = task.verbalizer.candidates(rows[j])
+                preds[i] = Prediction(label=match_generation(texts[j], batch.label_names[j], cands), generated=texts[j])
+    return preds, truncated
+
+
+def evaluate(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch.Tensor | None = None,
+             batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
+             progress: bool = False) -> EvalResult:
+    """Score ``examples`` (which carry gold labels) and compute the task's metrics."""
+    from .tasks.metrics import compute_metrics
+
+    preds, truncated = predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
+                               with_labels=True, progress=progress)
+    golds = [str(ex["label"]) for ex in examples]
+    guessed = [p.label if p.label is not None else "<invalid>" for p in preds]
+    labels = task.verbalizer.labels if task.verbalizer.is_fixed else sorted(set(golds))
+    metrics = compute_metrics(task.metrics, guessed, golds, labels, task.positive_label)
+    invalid = sum(p.label is None for p in preds)
+    return EvalResult(metrics=metrics, n=len(examples), truncated=truncated, invalid=invalid, predictions=preds)

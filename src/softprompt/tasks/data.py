@@ -1,0 +1,218 @@
+"""Reading and writing example files.
+
+An example is a plain ``dict[str, Any]``; its gold label is the string under ``"label"``.
+Files are JSON Lines (``.jsonl`` / ``.json``: one object per line), CSV or TSV (a header
+row names the columns). Every row comes back with an ``"idx"``: the file's own when it has
+one, else the row's 0-based position among the data rows, so error messages and
+predictions can point back at it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from softprompt.atomic import atomic_write_text
+from softprompt.errors import ConfigError, DataError
+
+FORMATS = ("jsonl", "json", "csv", "tsv")
+_SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
+_DELIMITERS = {"csv": ",", "tsv": "\t"}
+
+
+def label_to_str(value: Any) -> Any:
+    """Return a label as a string: ``1 -> "1"``, ``True -> "true"``; other values unchanged."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def example_ref(example: Mapping[str, Any]) -> str:
+    """``" (example idx=3)"`` when the example has an idx, else ``""``; for error messages."""
+    idx = example.get("idx") if isinstance(example, Mapping) else None
+    return f" (example idx={idx})" if idx is not None else ""
+
+
+def read_examples(
+    path: str | os.PathLike,
+    format: str | None = None,
+    field_map: Mapping[str, str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """Read the examples of one file.
+
+    ``format``: one of ``jsonl``, ``json`` (both JSON Lines), ``csv``, ``tsv``; by default
+    taken from the file's suffix. ``field_map`` maps our field name to the file's column,
+    e.g. ``{"text": "sentence", "label": "sentiment"}``; other columns keep their names.
+    A label that is a number or a bool becomes a string. ``limit`` keeps the first N rows.
+    Raises :class:`DataError` naming the file and 1-based line of a malformed row.
+    """
+    path = Path(path)
+    fmt = _resolve_format(path, format)
+    field_map = _check_field_map(field_map)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigError(f"limit must be a whole number >= 0 or None, got {limit!r}")
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise DataError(
+            f"data file {what}: {path}; check the path, or pass --data-dir with a folder "
+            "that holds <task>/<split>.jsonl"
+        )
+    rows: list[dict[str, Any]] = []
+    if limit == 0:
+        return rows
+    reader = _jsonl_rows(path) if fmt == "jsonl" else _delimited_rows(path, fmt, field_map)
+    for line_no, raw in reader:
+        where = f"{path}:{line_no}"
+        row = _apply_field_map(raw, field_map, where)
+        if "label" in row:
+            row["label"] = label_to_str(row["label"])
+        row.setdefault("idx", len(rows))
+        rows.append(row)
+        if limit is not None and len(rows) >= limit:
+            break
+    return rows
+
+
+def write_examples(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Write ``rows`` as JSON Lines (UTF-8), atomically: readers never see half a file."""
+    lines = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise DataError(f"row {i} is a {type(row).__name__}, not a dict; cannot write {path}")
+        try:
+            lines.append(json.dumps(dict(row), ensure_ascii=False) + "\n")
+        except (TypeError, ValueError) as err:
+            raise DataError(f"row {i} cannot be written as JSON to {path}: {err}") from err
+    atomic_write_text(path, "".join(lines))
+
+
+def _resolve_format(path: Path, format: str | None) -> str:
+    if format is not None:
+        fmt = format.lower().lstrip(".")
+        if fmt not in FORMATS:
+            raise ConfigError(f"unknown data format {format!r}; supported: {', '.join(FORMATS)}")
+        return "jsonl" if fmt == "json" else fmt
+    fmt = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ConfigError(
+            f"cannot tell the format of {path} from its suffix {path.suffix!r}; supported: "
+            f"{', '.join(_SUFFIX_FORMATS)}; or pass format= (one of {', '.join(FORMATS)})"
+        )
+    return fmt
+
+
+def _check_field_map(field_map: Mapping[str, str] | None) -> dict[str, str]:
+    if not field_map:
+        return {}
+    if not isinstance(field_map, Mapping):
+        raise ConfigError(f"field_map must map our field name to the file's, got {field_map!r}")
+    for ours, theirs in field_map.items():
+        if not (isinstance(ours, str) and ours and isinstance(theirs, str) and theirs):
+            raise ConfigError(
+                f"field_map entry {ours!r}: {theirs!r} must map a field name to a column name, "
+                'e.g. {"text": "sentence"} (--field-map text=sentence)'
+            )
+    return dict(field_map)
+
+
+def _apply_field_map(row: dict[str, Any], field_map: dict[str, str], where: str) -> dict[str, Any]:
+    if not field_map:
+        return row
+    missing = [theirs for theirs in field_map.values() if theirs not in row]
+    if missing:
+        raise DataError(
+            f"{where}: the field map needs column(s) {', '.join(map(repr, missing))}, but the "
+            f"row has {', '.join(map(repr, row))}; fix --field-map (ours=theirs)"
+        )
+    out = {k: v for k, v in row.items() if k not in field_map}
+    for ours, theirs in field_map.items():
+        out[ours] = row[theirs]
+    sources = set(field_map.values()) - set(field_map)
+    return {k: v for k, v in out.items() if k not in sources}
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    line_no = 0
+    with open(path, encoding="utf-8-sig") as fh:
+        try:
+            for line_no, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                yield line_no, _parse_json_line(line, f"{path}:{line_no}", line_no)
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{line_no + 1}: not UTF-8 text ({err.reason})") from err
+
+
+def _parse_json_line(line: str, where: str, line_no: int) -> dict[str, Any]:
+    hint = ""
+    if line_no == 1 and line.lstrip().startswith("["):
+        hint = "; this looks like one JSON array: write one object per line (JSON Lines)"
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(
+            f"{where}: invalid JSON ({err.msg} at column {err.colno}); each line must be one "
+            f"JSON object{hint}"
+        ) from err
+    if not isinstance(value, dict):
+        raise DataError(
+            f"{where}: expected a JSON object ({{...}}), got a JSON {_json_type(value)}{hint}"
+        )
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _delimited_rows(
+    path: Path, fmt: str, field_map: Mapping[str, str]
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh, delimiter=_DELIMITERS[fmt])
+        header: list[str] | None = None
+        last_line = 0
+        try:
+            for cells in reader:
+                line_no, last_line = last_line + 1, reader.line_num
+                if not any(cell.strip() for cell in cells):
+                    continue
+                if header is None:
+                    header = _check_header(cells, path, line_no, field_map)
+                    continue
+                if len(cells) != len(header):
+                    raise DataError(
+                        f"{path}:{line_no}: expected {len(header)} columns "
+                        f"({', '.join(header)}), found {len(cells)}; quote fields that "
+                        f"contain the delimiter {_DELIMITERS[fmt]!r} or a line break"
+                    )
+                yield line_no, dict(zip(header, cells))
+        except csv.Error as err:
+            raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({err})") from err
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{last_line + 1}: not UTF-8 text ({err.reason})") from err
+    if header is None:
+        raise DataError(f"{path}: empty file; a {fmt.upper()} file needs a header row naming its columns")
+
+
+def _check_header(cells: list[str], path: Path, line_no: int, field_map: Mapping[str, str]) -> list[str]:
+    header = [cell.strip() for cell in cells]
+    if any(not name for name in header) or len(set(header)) != len(header):
+        raise DataError(
+            f"{path}:{line_no}: the header row must name every column once, got {header}; "
+            "the first row of a CSV/TSV file is its header"
+        )
+    missing = [theirs for theirs in field_map.values() if theirs not in header]
+    if missing:
+        raise DataError(
+            f"{path}:{line_no}: the field map needs column(s) {', '.join(map(repr, missing))}, "
+            f"but the header has {', '.join(map(repr, header))}; fix --field-map (ours=theirs)"
+        )
+    return header

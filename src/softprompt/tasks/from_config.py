@@ -1,0 +1,67 @@
+"""Build a task and read its rows from command options (built-in name, files, overrides)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..errors import ConfigError
+from .data import read_examples
+from .registry import BUILTIN_TASKS, get_task, load_split
+from .task import Task
+from .template import Template
+from .verbalizer import Verbalizer, parse_label_words
+
+_FILE_OPTIONS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+
+
+def parse_field_map(spec: str | None) -> dict[str, str] | None:
+    """``"text=sentence,label=sentiment"`` -> ``{"text": "sentence", "label": "sentiment"}``."""
+    if not spec:
+        return None
+    out = {}
+    for part in spec.split(","):
+        ours, eq, theirs = part.partition("=")
+        if not eq or not ours.strip() or not theirs.strip():
+            raise ConfigError(f"malformed --field-map {spec!r}; write it as 'text=sentence,label=sentiment'")
+        out[ours.strip()] = theirs.strip()
+    return out
+
+
+def task_from_config(cfg: Any) -> Task:
+    """The task named by ``cfg.task`` with ``cfg.template`` / ``cfg.label_words`` / files applied."""
+    files = {split: getattr(cfg, opt, None) for split, opt in _FILE_OPTIONS.items()}
+    files = {k: v for k, v in files.items() if v}
+    template = getattr(cfg, "template", None)
+    label_words = getattr(cfg, "label_words", None)
+    if cfg.task in BUILTIN_TASKS:
+        task = get_task(cfg.task)
+    elif not (template and label_words):
+        raise ConfigError(
+            f"{cfg.task!r} is not a built-in task: give --template and --label-words (and --train-file ...) "
+            f"for your own data, or pick one of the built-in tasks (softprompt tasks)"
+        )
+    else:
+        task = Task(name=cfg.task, template=Template(template), verbalizer=Verbalizer(parse_label_words(label_words)))
+    if template:
+        task.template = Template(template)
+    if label_words:
+        task.verbalizer = Verbalizer(parse_label_words(label_words))
+        if task.positive_label not in task.verbalizer.labels:
+            task = dataclasses.replace(task, metrics=tuple(m for m in task.metrics if m != "f1") or ("accuracy",),
+                                       positive_label=None)
+    task.splits = files
+    return task
+
+
+def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None) -> list[dict]:
+    """Rows of ``split``: from the task's own file (with ``--field-map``) or the built-in sources."""
+    if split in task.splits:
+        path = task.splits[split]
+        rows = read_examples(path, field_map=parse_field_map(getattr(cfg, "field_map", None)), limit=limit)
+        task.validate(rows, where=path)
+        return rows
+    if task.splits and split in _FILE_OPTIONS and task.name not in BUILTIN_TASKS:
+        raise ConfigError(f"no {split} data: pass --{_FILE_OPTIONS[split].replace('_', '-')} FILE")
+    probe = dataclasses.replace(task, splits={})
+    return load_split(probe, split, data_dir=getattr(cfg, "data_dir", None), limit=limit)

@@ -1,0 +1,107 @@
+"""A task: template + verbalizer + metrics, and where its data lives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from softprompt.errors import ConfigError, DataError, TemplateError
+from softprompt.tasks.metrics import check_metric_names
+from softprompt.tasks.template import Template
+from softprompt.tasks.verbalizer import Verbalizer, verbalizer_from_dict
+
+
+@dataclass
+class Task:
+    """A classification task for a frozen LM.
+
+    ``splits`` maps a split name to a data file (used before any other source); it may be
+    empty for built-in tasks, whose data is found by :func:`softprompt.tasks.load_split`.
+    """
+
+    name: str
+    template: Template
+    verbalizer: Verbalizer
+    metrics: tuple[str, ...] = ("accuracy",)
+    positive_label: str | None = None
+    description: str = ""
+    splits: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"a task needs a non-empty name, got {self.name!r}")
+        if isinstance(self.template, str):
+            self.template = Template(self.template)
+        if not isinstance(self.template, Template):
+            raise ConfigError(f"task {self.name!r}: template must be a Template, got {self.template!r}")
+        if not isinstance(self.verbalizer, Verbalizer):
+            raise ConfigError(f"task {self.name!r}: verbalizer must be a Verbalizer, got {self.verbalizer!r}")
+        if "label" in self.template.fields:
+            raise TemplateError(f"task {self.name!r}: the template shows {{label}}, the gold answer; remove it")
+        self.metrics = (self.metrics,) if isinstance(self.metrics, str) else tuple(self.metrics)
+        if not self.metrics:
+            raise ConfigError(f"task {self.name!r} needs at least one metric")
+        check_metric_names(self.metrics)
+        if "f1" in self.metrics and self.positive_label is None:
+            raise ConfigError(f"task {self.name!r} reports f1, so it needs positive_label")
+        if (
+            self.positive_label is not None
+            and self.verbalizer.is_fixed
+            and self.positive_label not in self.verbalizer.labels
+        ):
+            raise ConfigError(
+                f"task {self.name!r}: positive_label {self.positive_label!r} is not one of the "
+                f"labels {self.verbalizer.labels}"
+            )
+        self.splits = {str(k): str(v) for k, v in (self.splits or {}).items()}
+
+    def primary_metric(self) -> str:
+        """The metric that picks the best checkpoint: the first of ``metrics``."""
+        return self.metrics[0]
+
+    def validate(self, examples: Sequence[Mapping[str, Any]], where: str = "", labelled: bool = True) -> None:
+        """Check every example renders and (if ``labelled``) has a known gold label.
+
+        Raises at the first bad example, naming ``where`` (e.g. the file) and its idx.
+        """
+        mask = "<mask>" if self.template.has_mask else None
+        context = f"{where}: task {self.name!r}" if where else f"task {self.name!r}"
+        for example in examples:
+            try:
+                if not isinstance(example, Mapping):
+                    raise DataError(f"an example must be a dict, got {type(example).__name__}")
+                idx = example.get("idx")
+                self.template.check_fields(example, where="an example" if idx is None else f"example idx={idx}")
+                self.template.render(example, mask_token=mask)
+                if labelled:
+                    self.verbalizer.gold_index(example)
+                elif not self.verbalizer.is_fixed:
+                    self.verbalizer.label_names(example)
+            except DataError as err:  # TemplateError, UnknownLabelError: keep the type
+                raise type(err)(f"{context}: {err}") from err
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything needed to rebuild the task's template, verbalizer and metrics (no paths)."""
+        return {
+            "name": self.name,
+            "template": self.template.to_dict(),
+            "verbalizer": self.verbalizer.to_dict(),
+            "metrics": list(self.metrics),
+            "positive_label": self.positive_label,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Task:
+        missing = [key for key in ("name", "template", "verbalizer") if key not in data]
+        if missing:
+            raise ConfigError(f"a saved task needs {', '.join(missing)}; got keys {sorted(data)}")
+        return cls(
+            name=data["name"],
+            template=Template.from_dict(data["template"]),
+            verbalizer=verbalizer_from_dict(data["verbalizer"]),
+            metrics=tuple(data.get("metrics", ("accuracy",))),
+            positive_label=data.get("positive_label"),
+            description=data.get("description", ""),
+            splits=dict(data.get("splits", {})),
+        )

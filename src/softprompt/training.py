@@ -1,0 +1,271 @@
+"""The training loop, readable top to bottom: :func:`train`.
+
+One run writes into ``out/``:
+
+* ``best/``       the prompt with the best dev metric so far (a saved prompt, atomic);
+* ``last/``       the prompt after the final step;
+* ``checkpoint/`` what ``--resume`` needs: prompt, optimizer, scheduler, RNG and data-order state.
+  It is written to ``checkpoint.tmp/`` and swapped in by renames, so a crash at any moment
+  leaves either the old or the new checkpoint (``checkpoint.old/`` is used if the swap was cut);
+* ``metrics.jsonl`` one JSON object per logged step / evaluation;
+* ``results.json``  final dev/test metrics and the zero-shot baseline.
+
+A resumed run replays the same batches in the same order from the saved position, so it ends
+with the same prompt as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from .atomic import atomic_write_text
+from .batching import estimate_lengths, training_batches
+from .config import TrainConfig
+from .encoding import encode
+from .errors import ConfigError
+from .methods import get_method
+from .modeling import load_model
+from .scoring import classification_loss, evaluate
+from .tasks.from_config import load_rows, task_from_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: where the prompts are and the final numbers."""
+
+    out: Path
+    best_prompt: Path | None
+    state: TrainState
+    dev: dict[str, Any] = field(default_factory=dict)
+    test: dict[str, Any] | None = None
+    zero_shot_test: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """Adafactor as in the paper (no relative step, no parameter scaling), or AdamW."""
+    if name == "adafactor":
+        from transformers.optimization import Adafactor
+
+        return Adafactor(params, lr=lr, weight_decay=weight_decay, scale_parameter=False, relative_step=False,
+                         warmup_init=False)
+    if name == "adam":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; choose adafactor or adam")
+
+
+def _device(name: str | None) -> str:
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _prompt_metadata(cfg: TrainConfig, backbone, task, extra: dict[str, Any]) -> dict[str, Any]:
+    import transformers
+
+    return {
+        "method": cfg.method,
+        "model_id": backbone.model_id,
+        "model_fingerprint": backbone.fingerprint,
+        "model_family": backbone.family,
+        "init": cfg.init,
+        "task": task.to_dict(),
+        "training": dataclasses.asdict(cfg),
+        "versions": {"softprompt": __version__, "torch": torch.__version__, "transformers": transformers.__version__},
+        **extra,
+    }
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def _save_checkpoint(out: Path, method, optimizer, scheduler, state: TrainState, meta: dict[str, Any]) -> None:
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    method.save(tmp / "prompt", meta)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
+    atomic_write_text(tmp / "state.json", json.dumps({"state": dataclasses.asdict(state),
+                                                      "python_rng": repr(random.getstate())}))
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _find_checkpoint(out: Path) -> Path | None:
+    for name in ("checkpoint", "checkpoint.old"):
+        if (out / name / "state.json").exists():
+            return out / name
+    return None
+
+
+def _load_checkpoint(ckpt: Path, method, optimizer, scheduler) -> TrainState:
+    method.load_state(ckpt / "prompt")
+    blob = torch.load(ckpt / "trainer.pt", weights_only=True)
+    optimizer.load_state_dict(blob["optimizer"])
+    scheduler.load_state_dict(blob["scheduler"])
+    torch.set_rng_state(blob["torch_rng"])
+    saved = json.loads((ckpt / "state.json").read_text())
+    import ast
+
+    random.setstate(ast.literal_eval(saved["python_rng"]))
+    return TrainState(**saved["state"])
+
+
+def _trim_log(path: Path, step: int) -> None:
+    """Drop log lines written after the checkpoint a resumed run restarts from."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+
+
+# ----------------------------------------------------------------------------- the loop
+def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
+    """Train a prompt as ``config`` (or keyword options of :class:`TrainConfig`) says.
+
+    Returns a :class:`TrainResult`; the best prompt is in ``out/best``.
+    """
+    cfg = dataclasses.replace(config, **overrides) if config else TrainConfig(**overrides)
+    started = time.time()
+    out = Path(cfg.out)
+    ckpt = _find_checkpoint(out)
+    if ckpt and not cfg.resume:
+        raise ConfigError(f"{out} already holds a run (checkpoint found): pass --resume to continue it, or choose another --out")
+    if cfg.resume and not ckpt:
+        raise ConfigError(f"--resume: no checkpoint in {out}; start without --resume")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+
+    task = task_from_config(cfg)
+    train_rows = load_rows(task, cfg, "train", cfg.train_limit)
+    dev_rows = load_rows(task, cfg, "validation", cfg.eval_limit)
+    dtype = getattr(torch, cfg.dtype)
+    backbone = load_model(cfg.model, dtype=dtype, device=_device(cfg.device))
+    backbone.max_length = min(backbone.max_length, cfg.max_length)
+
+    method_config_cls, method_cls = get_method(cfg.method)
+    method_fields = {f.name for f in dataclasses.fields(method_config_cls)}
+    method_config = method_config_cls(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in method_fields})
+    method = method_cls(method_config, backbone, task, seed=cfg.seed).to(backbone.device)
+    if not method_cls.trains:
+        raise ConfigError(f"method {cfg.method!r} has nothing to train; use `softprompt eval` without --prompt")
+    params = method.trainable_parameters()
+    optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)
+
+    state = TrainState()
+    log_path = out / "metrics.jsonl"
+    if cfg.resume:
+        state = _load_checkpoint(ckpt, method, optimizer, scheduler)
+        _trim_log(log_path, state.step)
+        log.info("resumed from %s at step %d", ckpt, state.step)
+    elif log_path.exists():
+        log_path.unlink()
+
+    meta_extra = {"task_name": task.name}
+    primary = task.primary_metric()
+    lengths = estimate_lengths(train_rows, task.template.fields)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {task.name}", dynamic_ncols=True)
+
+    def log_line(record: dict[str, Any]) -> None:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    last_dev: dict[str, Any] = {}
+    while state.step < cfg.max_steps and not state.stopped_early:
+        batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
+        for bi in range(state.batch_in_epoch, len(batches)):
+            batch = encode(backbone, task, [train_rows[i] for i in batches[bi]], prompt_length=method.prompt_length)
+            loss = classification_loss(backbone, task, batch, method.prompt(), cfg.loss, cfg.length_normalize)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.batch_in_epoch = bi + 1
+            log_line({"step": state.step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "epoch": state.epoch})
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
+            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+                result = evaluate(backbone, task, dev_rows, method.prompt().detach(), cfg.eval_batch_size, cfg.scoring,
+                                  cfg.length_normalize)
+                last_dev = result.summary()
+                value = result.metrics[primary]
+                log_line({"step": state.step, "split": "validation", **last_dev})
+                if state.best_metric is None or value > state.best_metric:
+                    state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
+                    method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
+                        **meta_extra, "step": state.step, "metrics": {"validation": last_dev}}))
+                else:
+                    state.evals_since_best += 1
+                    if cfg.patience and state.evals_since_best >= cfg.patience:
+                        state.stopped_early = True
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", **{f"dev_{primary}": f"{value:.4f}"})
+                _save_checkpoint(out, method, optimizer, scheduler, state,
+                                 _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+            if state.step >= cfg.max_steps or state.stopped_early:
+                break
+        else:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+    if bar is not None:
+        bar.close()
+    method.save(out / "last", _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+
+    result = TrainResult(out=out, best_prompt=out / "best" if (out / "best").exists() else None, state=state,
+                         dev={"best_" + primary: state.best_metric, "best_step": state.best_step, **last_dev})
+    if cfg.test_split:
+        try:
+            test_rows = load_rows(task, cfg, cfg.test_split, cfg.test_limit)
+        except Exception as exc:  # a task without a test split still trains
+            log.warning("no %s split evaluated: %s", cfg.test_split, exc)
+            test_rows = None
+        if test_rows:
+            if result.best_prompt is not None:
+                method.load_state(result.best_prompt)
+            result.test = evaluate(backbone, task, test_rows, method.prompt().detach(), cfg.eval_batch_size,
+                                   cfg.scoring, cfg.length_normalize, progress=cfg.progress).summary()
+            if cfg.zero_shot_baseline:
+                result.zero_shot_test = evaluate(backbone, task, test_rows, None, cfg.eval_batch_size, cfg.scoring,
+                                                 cfg.length_normalize, progress=cfg.progress).summary()
+    result.seconds = time.time() - started
+    atomic_write_text(out / "results.json", json.dumps({
+        "task": task.name, "model": cfg.model, "dev": result.dev, "test": result.test,
+        "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
+        "seconds": round(result.seconds, 1), "config": dataclasses.asdict(cfg)}, indent=2))
+    return result

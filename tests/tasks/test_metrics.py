@@ -1,0 +1,47 @@
+import pytest
+
+from softprompt.errors import ConfigError, DataError
+from softprompt.tasks.metrics import compute_metrics, majority_baseline
+
+PREDS = ["a", "a", "b", "b", "c", "a"]
+GOLDS = ["a", "b", "b", "c", "c", "a"]
+LABELS = ["a", "b", "c", "d"]
+
+
+def test_metrics_against_hand_computed_values():
+    # per class (tp, fp, fn): a (2, 1, 0) -> 4/5; b (1, 1, 1) -> 2/4; c (1, 0, 1) -> 2/3; d -> 0
+    result = compute_metrics(["accuracy", "f1", "macro_f1"], PREDS, GOLDS, LABELS, positive_label="a")
+    assert list(result) == ["accuracy", "f1", "macro_f1"]
+    assert result["accuracy"] == pytest.approx(4 / 6)
+    assert result["f1"] == pytest.approx(0.8)
+    assert result["macro_f1"] == pytest.approx((0.8 + 0.5 + 2 / 3 + 0.0) / 4)
+
+
+def test_binary_f1_edge_cases():
+    assert compute_metrics(["f1"], ["no", "no"], ["no", "no"], ["yes", "no"], "yes")["f1"] == 0.0
+    assert compute_metrics(["f1"], ["yes", "no"], ["yes", "no"], ["yes", "no"], "yes")["f1"] == 1.0
+    # precision 1/3, recall 1/1 -> 2 * (1/3) / (4/3) = 0.5
+    assert compute_metrics(["f1"], ["yes"] * 3, ["yes", "no", "no"], ["yes", "no"], "yes")["f1"] == 0.5
+
+
+def test_f1_needs_positive_label():
+    with pytest.raises(ConfigError, match="positive_label"):
+        compute_metrics(["f1"], PREDS, GOLDS, LABELS)
+
+
+def test_unknown_metric_lists_known():
+    with pytest.raises(ConfigError, match="'auc'.*accuracy, f1, macro_f1"):
+        compute_metrics(["accuracy", "auc"], PREDS, GOLDS, LABELS)
+
+
+def test_mismatched_or_empty_inputs():
+    with pytest.raises(DataError):
+        compute_metrics(["accuracy"], ["a"], ["a", "b"], LABELS)
+    with pytest.raises(DataError):
+        compute_metrics(["accuracy"], [], [], LABELS)
+
+
+def test_majority_baseline():
+    assert majority_baseline(["yes", "no", "yes", "yes"]) == 0.75
+    with pytest.raises(DataError):
+        majority_baseline([])

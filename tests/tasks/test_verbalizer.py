@@ -1,0 +1,135 @@
+import math
+
+import pytest
+import torch
+
+from softprompt.errors import ConfigError, DataError, UnknownLabelError
+from softprompt.tasks.verbalizer import (
+    ChoiceVerbalizer,
+    Verbalizer,
+    parse_label_words,
+    verbalizer_from_dict,
+)
+
+
+def test_attributes_and_defaults():
+    v = Verbalizer({"positive": ["great", "good"], "negative": "terrible"})
+    assert v.is_fixed and v.prefix == " "
+    assert v.labels == ["positive", "negative"]
+    assert v.words == [["great", "good"], ["terrible"]]
+    assert v.weights == [[0.5, 0.5], [1.0]]
+    assert v.label_names() == v.labels
+    assert v.candidates({"text": "ignored"}) == [["great", "good"], ["terrible"]]
+    assert v.flat_words() == (["great", "good", "terrible"], [0, 0, 1], [0.5, 0.5, 1.0])
+
+
+def test_aggregate_is_identity_with_one_word_per_label():
+    v = Verbalizer({"a": "x", "b": "y", "c": "z"})
+    scores = torch.randn(4, 3)
+    out = v.aggregate(scores, torch.tensor([0, 1, 2]), 3)
+    assert torch.equal(out, scores)
+
+
+def test_aggregate_weighted_log_mean_exp_by_hand():
+    # label 0: words with probabilities .2 and .4, weights 3:1 -> .75*.2 + .25*.4 = .25
+    # label 1: one word with probability .1
+    v = Verbalizer({"pos": ["a", "b"], "neg": ["c"]}, weights={"pos": [3, 1]})
+    assert v.weights == [[0.75, 0.25], [1.0]]
+    scores = torch.log(torch.tensor([[0.2, 0.4, 0.1], [0.5, 0.5, 0.9]], dtype=torch.float64))
+    out = v.aggregate(scores, torch.tensor([0, 0, 1]), 2)
+    expected = torch.log(torch.tensor([[0.25, 0.1], [0.5, 0.9]], dtype=torch.float64))
+    assert torch.allclose(out, expected, atol=1e-12)
+
+
+def test_aggregate_default_weights_are_log_mean_exp_and_differentiable():
+    v = Verbalizer({"yes": ["yes", "true"], "no": ["no"]})
+    scores = torch.tensor([[-1.0, -3.0, -2.0]], requires_grad=True)
+    out = v.aggregate(scores, torch.tensor([0, 0, 1]), 2)
+    assert out[0, 0].item() == pytest.approx(math.log((math.exp(-1) + math.exp(-3)) / 2))
+    assert out[0, 1].item() == pytest.approx(-2.0)
+    out[:, 0].sum().backward()
+    assert torch.all(scores.grad[0, :2] > 0) and scores.grad[0, 2] == 0
+
+
+def test_aggregate_checks_shapes():
+    v = Verbalizer({"a": "x", "b": "y"})
+    with pytest.raises(ValueError):
+        v.aggregate(torch.zeros(2, 3), torch.tensor([0, 1, 1]), 2)
+    with pytest.raises(ValueError):
+        v.aggregate(torch.zeros(2, 2), torch.tensor([0, 2]), 2)
+
+
+def test_gold_index_and_unknown_label():
+    v = Verbalizer({"negative": "bad", "positive": "good"})
+    assert v.gold_index({"label": "positive"}) == 1
+    with pytest.raises(UnknownLabelError) as info:
+        v.gold_index({"label": "postive", "idx": 12})
+    message = str(info.value)
+    for part in ["'postive'", "idx=12", "'negative'", "'positive'", "did you mean 'positive'"]:
+        assert part in message
+    with pytest.raises(UnknownLabelError, match="no 'label'"):
+        v.gold_index({"text": "x"})
+
+
+def test_numeric_gold_labels_match_string_labels():
+    v = Verbalizer({"0": "bad", "1": "good"})
+    assert v.gold_index({"label": 1}) == 1
+
+
+@pytest.mark.parametrize(
+    "label_words, weights",
+    [
+        ({}, None),
+        ({"a": []}, None),
+        ({"a": ""}, None),
+        ({"a": " x"}, None),
+        ({"a": "x", "b": "x"}, None),
+        ({"a": ["x", "y"]}, {"a": [1.0]}),
+        ({"a": ["x", "y"]}, {"a": [1.0, -1.0]}),
+        ({"a": "x"}, {"b": [1.0]}),
+    ],
+)
+def test_bad_verbalizers_are_config_errors(label_words, weights):
+    with pytest.raises(ConfigError):
+        Verbalizer(label_words, weights=weights)
+
+
+def test_parse_label_words():
+    assert parse_label_words("positive=great, good; negative=terrible;") == {
+        "positive": ["great", "good"],
+        "negative": ["terrible"],
+    }
+    for bad in ["positive", "=great", "positive=", "a=x,,y", "a=x;a=y", ""]:
+        with pytest.raises(ConfigError, match="positive=great,good;negative=terrible"):
+            parse_label_words(bad)
+
+
+def test_dict_round_trip_rebuilds_the_right_class():
+    v = Verbalizer({"yes": ["yes", "sure"], "no": "no"}, weights={"yes": [2, 1]}, prefix="")
+    data = v.to_dict()
+    assert data["type"] == "fixed"
+    again = verbalizer_from_dict(data)
+    assert type(again) is Verbalizer and again == v and again.weights == v.weights
+    choice = verbalizer_from_dict(ChoiceVerbalizer("options").to_dict())
+    assert isinstance(choice, ChoiceVerbalizer) and choice.choices_field == "options"
+    with pytest.raises(ConfigError, match="fixed, choice"):
+        verbalizer_from_dict({"type": "kpt"})
+
+
+def test_choice_verbalizer():
+    v = ChoiceVerbalizer()
+    example = {"premise": "p", "choices": ["It rained.", "It was sunny."], "label": "It was sunny.", "idx": 3}
+    assert not v.is_fixed
+    assert v.label_names(example) == ["It rained.", "It was sunny."]
+    assert v.candidates(example) == [["It rained."], ["It was sunny."]]
+    assert v.gold_index(example) == 1
+    assert v.flat_words(example) == (["It rained.", "It was sunny."], [0, 1], [1.0, 1.0])
+    with pytest.raises(UnknownLabelError, match=r"'It snowed\.'.*idx=3"):
+        v.gold_index({**example, "label": "It snowed."})
+    for bad in [{}, {"choices": []}, {"choices": "a or b"}, {"choices": ["a", "a"]}]:
+        with pytest.raises(DataError, match="choices"):
+            v.label_names({**bad, "label": "a"})
+    with pytest.raises(ConfigError):
+        v.label_names()
+    scores = torch.randn(1, 2)
+    assert torch.equal(v.aggregate(scores, torch.tensor([0, 1]), 2), scores)

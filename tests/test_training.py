@@ -1,0 +1,117 @@
+import json
+
+import pytest
+import torch
+
+import softprompt.training as training
+from softprompt.config import TrainConfig
+from softprompt.errors import ConfigError
+from softprompt.prompt import SoftPrompt
+
+
+def _cfg(tiny_model_dirs, toy_data, tmp_path, **kw):
+    base = dict(task="rotten_tomatoes", data_dir=str(toy_data), model=str(tiny_model_dirs["causal"]), prompt_length=4,
+                init="vocab", batch_size=4, max_steps=6, eval_every=3, out=str(tmp_path / "run"), progress=False,
+                zero_shot_baseline=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_a_prompt_learns_a_fixed_batch(causal_backbone):
+    """Only the prompt is trained, and it fits: the loss on a batch falls steeply."""
+    from softprompt.encoding import encode
+    from softprompt.scoring import classification_loss
+    from softprompt.tasks.registry import get_task
+    from conftest import TOY_NEG, TOY_POS
+
+    bb = causal_backbone
+    task = get_task("rotten_tomatoes")
+    rows = [{"text": t, "label": "positive"} for t in TOY_POS[:4]] + [{"text": t, "label": "negative"} for t in TOY_NEG[:4]]
+    batch = encode(bb, task, rows, prompt_length=4)
+    prompt = torch.nn.Parameter(torch.randn(4, bb.dim) * 0.1)
+    opt = torch.optim.Adam([prompt], lr=0.1)
+    first = None
+    for _ in range(60):
+        loss = classification_loss(bb, task, batch, prompt)
+        first = loss.item() if first is None else first
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert loss.item() < 0.5 * first
+    assert all(p.grad is None for p in bb.model.parameters())  # the model stayed frozen
+
+
+def test_train_writes_best_last_log_and_results(tiny_model_dirs, toy_data, tmp_path):
+    result = training.train(_cfg(tiny_model_dirs, toy_data, tmp_path))
+    out = tmp_path / "run"
+    for name in ("best", "last", "checkpoint"):
+        assert (out / name).exists(), name
+    best = SoftPrompt.load(out / "best")
+    assert best.weight.shape[0] == 4 and best.metadata["model_fingerprint"]
+    assert best.metadata["task"]["name"] == "rotten_tomatoes"
+    lines = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines if "loss" in ln] == list(range(1, 7))
+    assert sum(1 for ln in lines if ln.get("split") == "validation") == 2
+    res = json.loads((out / "results.json").read_text())
+    assert res["test"]["n"] == 16 and res["zero_shot_test"]["n"] == 16
+    assert result.state.step == 6
+
+
+def test_resume_ends_with_the_same_prompt_as_an_uninterrupted_run(tiny_model_dirs, toy_data, tmp_path, monkeypatch):
+    cfg = _cfg(tiny_model_dirs, toy_data, tmp_path, max_steps=9, eval_every=3, batch_size=3, optimizer="adafactor", lr=0.3)
+    training.train(cfg, out=str(tmp_path / "straight"))
+    straight = SoftPrompt.load(tmp_path / "straight" / "last").weight
+
+    real_loss = training.classification_loss
+    calls = {"n": 0}
+
+    def crashing_loss(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # dies in step 5, after the step-3 checkpoint
+            raise KeyboardInterrupt
+        return real_loss(*a, **k)
+
+    monkeypatch.setattr(training, "classification_loss", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(cfg, out=str(tmp_path / "cut"))
+    monkeypatch.setattr(training, "classification_loss", real_loss)
+    with pytest.raises(ConfigError, match="--resume"):
+        training.train(cfg, out=str(tmp_path / "cut"))
+    training.train(cfg, out=str(tmp_path / "cut"), resume=True)
+    resumed = SoftPrompt.load(tmp_path / "cut" / "last").weight
+    assert torch.equal(resumed, straight)
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(ln)]
+    assert steps == list(range(1, 10))  # no duplicated lines from the interrupted attempt
+
+
+def test_an_interrupted_checkpoint_swap_falls_back_to_the_old_one(tiny_model_dirs, toy_data, tmp_path):
+    cfg = _cfg(tiny_model_dirs, toy_data, tmp_path, max_steps=3)
+    training.train(cfg)
+    out = tmp_path / "run"
+    (out / "checkpoint").rename(out / "checkpoint.old")  # as if killed between the two renames
+    assert training._find_checkpoint(out) == out / "checkpoint.old"
+    training.train(cfg, resume=True, max_steps=6)
+    assert json.loads((out / "results.json").read_text())["steps"] == 6
+
+
+def test_early_stopping(tiny_model_dirs, toy_data, tmp_path):
+    result = training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, max_steps=60, eval_every=1, patience=2, lr=1e-9,
+                                 optimizer="adam", test_split=""))
+    assert result.state.stopped_early and result.state.step < 60
+
+
+@pytest.mark.parametrize("family", ["seq2seq", "masked"])
+def test_other_families_train_end_to_end(family, tiny_model_dirs, toy_data, tmp_path):
+    result = training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, model=str(tiny_model_dirs[family]), max_steps=2,
+                                 eval_every=2))
+    assert result.test is not None and 0 <= result.test["accuracy"] <= 1
+
+
+def test_bad_options_are_refused(tiny_model_dirs, toy_data, tmp_path):
+    with pytest.raises(ConfigError, match="prompt-length"):
+        _cfg(tiny_model_dirs, toy_data, tmp_path, prompt_length=0)
+    with pytest.raises(ConfigError, match="optimizer"):
+        training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, optimizer="sgd"))
+    with pytest.raises(ConfigError, match="init"):
+        training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, init="zeros", out=str(tmp_path / "r2")))

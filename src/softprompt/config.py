@@ -64,6 +64,7 @@ class TrainConfig(DataConfig):
     seed: int = opt(0, "random seed (initialisation and data order)")
     out: str = opt("runs/default", "output directory: best/, last/, checkpoint/, metrics.jsonl, results.json")
     resume: bool = opt(False, "continue an interrupted run in --out from its last checkpoint")
+    overwrite: bool = opt(False, "start afresh even if --out already holds a run (its checkpoint is discarded)")
     test_split: str = opt("test", "split evaluated at the end with the best prompt ('' to skip)")
     zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split")
     device: str | None = opt(None, "torch device (default: cuda if available, else cpu)")

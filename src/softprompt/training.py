@@ -156,8 +156,12 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     started = time.time()
     out = Path(cfg.out)
     ckpt = _find_checkpoint(out)
+    if ckpt and cfg.overwrite and not cfg.resume:
+        for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        ckpt = None
     if ckpt and not cfg.resume:
-        raise ConfigError(f"{out} already holds a run (checkpoint found): pass --resume to continue it, or choose another --out")
+        raise ConfigError(f"{out} already holds a run (checkpoint found): pass --resume to continue it, --overwrite to start afresh, or choose another --out")
     if cfg.resume and not ckpt:
         raise ConfigError(f"--resume: no checkpoint in {out}; start without --resume")
     out.mkdir(parents=True, exist_ok=True)
@@ -178,6 +182,11 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     if not method_cls.trains:
         raise ConfigError(f"method {cfg.method!r} has nothing to train; use `softprompt eval` without --prompt")
     params = method.trainable_parameters()
+    emb_rms = float(backbone.model.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
+    if cfg.optimizer == "adafactor" and cfg.lr > 2 * emb_rms:
+        log.warning("Adafactor moves each prompt entry by about lr=%g per step, but this model's embedding entries "
+                    "have RMS %.3g (the paper's 0.3 suits T5's much larger embeddings): if the dev metric falls, "
+                    "try --lr %.2g", cfg.lr, emb_rms, emb_rms / 10)
     optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)

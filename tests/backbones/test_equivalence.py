@@ -63,7 +63,7 @@ def _loss(scores: torch.Tensor, batch: EncodedBatch) -> torch.Tensor:
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rel: float = 1e-4) -> bool:
-    return float((a - b).norm() / b.norm().clamp(min=1e-12)) < rel
+    return float((a - b).detach().norm() / b.detach().norm().clamp(min=1e-12)) < rel
 
 
 @pytest.mark.parametrize("family", ["causal", "causal-bos", "gemma", "seq2seq", "masked"])

@@ -61,8 +61,9 @@ class CausalBackbone(Backbone):
         if cache is not None:
             kwargs[self._cache_kw] = cache
         out = self._decoder(**kwargs)
-        cache = getattr(out, "cache", None)
-        return out, cache if cache is not None else getattr(out, "past_key_values", None)
+        if self._cache_kw == "cache":
+            return out, getattr(out, "cache", None)
+        return out, getattr(out, "past_key_values", None)
 
     def _head(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of ``hidden [n, dim]`` over the vocabulary, or over ``rows [k]`` only -> ``[n, k]``."""

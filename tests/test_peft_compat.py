@@ -25,7 +25,7 @@ def test_peft_loads_our_export_and_gives_the_same_logits(tmp_path):
         theirs = peft_model(input_ids=torch.tensor([ids])).logits[0, -len(ids):]
     ours_bb = make_backbone("causal")  # a fresh copy: PeftModel wraps the model in place
     with torch.no_grad():
-        hidden, _, _, _ = ours_bb._forward(prompt.weight, [ids])
+        hidden = ours_bb._forward(prompt.weight, [ids])[0]
         ours = ours_bb._head(hidden[0])
     assert torch.allclose(ours, theirs.float(), atol=1e-5, rtol=1e-4)
 

@@ -42,6 +42,16 @@ class EncodedBatch:
     def __len__(self) -> int:
         return len(self.context)
 
+    def select(self, rows: list[int]) -> "EncodedBatch":
+        """The sub-batch of ``rows`` (in that order)."""
+        return EncodedBatch(
+            context=[self.context[r] for r in rows], words=[self.words[r] for r in rows],
+            word_label=[self.word_label[r] for r in rows], word_weight=[self.word_weight[r] for r in rows],
+            label_names=[self.label_names[r] for r in rows],
+            gold=None if self.gold is None else [self.gold[r] for r in rows], shared_words=self.shared_words,
+            mask_pos=[self.mask_pos[r] for r in rows] if self.mask_pos else [], truncated=0,
+        )
+
     @property
     def single_token(self) -> bool:
         """True when all rows share their words and every word is one token."""

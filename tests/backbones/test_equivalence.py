@@ -121,3 +121,29 @@ def test_inference_cache_is_invalidated_when_the_prompt_changes(causal_backbone)
     with torch.no_grad():
         uncached = make_backbone("causal", shared_prefix=False).word_scores(prompt, batch)
     assert _close(changed - changed.mean(1, keepdim=True), uncached - uncached.mean(1, keepdim=True))
+
+
+@pytest.mark.parametrize("family", ["causal", "causal-bos", "seq2seq", "masked"])
+@pytest.mark.parametrize("words", [[["positive"], ["negative"]], [["very good", "great"], ["not good"]]],
+                         ids=["single-token", "multi-token"])
+def test_mixed_prompt_batch_equals_one_prompt_at_a_time(family, words):
+    """Rows with different prompts (and lengths, and no prompt) in one batch score as if run alone."""
+    bb = make_backbone(family)
+    batch = _batch(bb, words)
+    torch.manual_seed(2)
+    prompts = [torch.nn.Parameter(torch.randn(3, bb.dim) * 0.5), None, torch.nn.Parameter(torch.randn(7, bb.dim) * 0.5)]
+    mixed = bb.word_scores(prompts, batch)
+    for r, p in enumerate(prompts):
+        alone = bb.word_scores(p, batch.select([r]))
+        if batch.single_token and bb.family == "causal":
+            alone, row = alone - alone.mean(1, keepdim=True), mixed[r:r + 1] - mixed[r:r + 1].mean(1, keepdim=True)
+        else:
+            row = mixed[r:r + 1]
+        assert _close(row, alone), r
+    mixed.logsumexp(1).sum().backward()
+    assert prompts[0].grad is not None and prompts[2].grad is not None
+    with torch.no_grad():
+        if bb.family != "masked":
+            texts = bb.generate(prompts, batch, 3)
+            assert texts[1] == bb.generate(None, batch.select([1]), 3)[0]
+            assert texts[2] == bb.generate(prompts[2], batch.select([2]), 3)[0]

@@ -141,6 +141,41 @@ class Backbone(ABC):
         return torch.cat(parts, 0) if parts else None
 
     @staticmethod
+    def _rows_prompts(prompt, rows: list[int]):
+        """Per-row prompts re-indexed for flattened (row, word) pairs; a shared prompt stays as is."""
+        if isinstance(prompt, (list, tuple)):
+            return [prompt[r] for r in rows]
+        return prompt
+
+    @staticmethod
+    def _prompt_groups(prompt, n: int) -> list[list[int]]:
+        """Row indices sharing each distinct prompt of a per-row prompt list, in first-seen order."""
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(prompt):
+            groups.setdefault(id(p), []).append(i)
+        return list(groups.values())
+
+    def _by_prompt(self, fn, prompt, batch: EncodedBatch, *args) -> torch.Tensor:
+        """Run ``fn(prompt, sub_batch, *args) -> [rows] or [rows, k]`` once per distinct prompt of
+        a mixed batch (``prompt`` a per-row list) and put the rows back in order (-inf pads)."""
+        if not isinstance(prompt, (list, tuple)):
+            return fn(prompt, batch, *args)
+        results = [(rows, fn(prompt[rows[0]], batch.select(rows), *args))
+                   for rows in self._prompt_groups(prompt, len(batch))]
+        first = results[0][1]
+        if first.dim() == 1:
+            out = first.new_empty(len(batch))
+        else:
+            out = first.new_full((len(batch), max(t.shape[1] for _, t in results)), float("-inf"))
+        for rows, t in results:
+            idx = torch.tensor(rows, device=t.device)
+            if first.dim() == 1:
+                out[idx] = t
+            else:
+                out[idx, : t.shape[1]] = t
+        return out
+
+    @staticmethod
     def _flatten(batch: EncodedBatch) -> tuple[list[int], list[list[int]]]:
         """(row index, word ids) of every (row, candidate) pair, row-major."""
         rows, words = [], []

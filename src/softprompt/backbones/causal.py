@@ -100,33 +100,84 @@ class CausalBackbone(Backbone):
         """Forget cached prompt keys/values."""
         self._kv_cache.clear()
 
-    def _forward(self, prompt: torch.Tensor | None, seqs: list[list[int]], keep_cache: bool = False):
-        """Final hidden states of the text positions of ``seqs``: ``([n, T, dim], mask [n, T], cache, P)``."""
+    def _prefix_cache(self, prompts: list, n: int):
+        """A cache holding each row's prefix keys/values, left-padded to the widest prefix.
+
+        ``prompts``: one entry per row (a ``[length, dim]`` tensor or None); rows sharing a prompt
+        object share its keys/values (computed once, expanded as views when all rows share one).
+        Returns ``(cache, prefix_mask [n, width], offsets [n])`` where ``offsets`` is each row's
+        prefix length (its text starts at that position), or None when no row has a prefix.
+        """
+        groups: dict[int, list[int]] = {}
+        for i, pr in enumerate(prompts):
+            groups.setdefault(id(pr), []).append(i)
+        kvs, lengths = {}, {}
+        for key, rows in groups.items():
+            prefix = self._lead_and_prompt(prompts[rows[0]])
+            lengths[key] = 0 if prefix is None else prefix.shape[0]
+            kvs[key] = None if prefix is None else self._prefix_kv(prefix, prompts[rows[0]])
+        width = max(lengths.values())
+        if width == 0:
+            return None, None, None
+        offsets = torch.tensor([lengths[id(pr)] for pr in prompts], device=self.device)
+        prefix_mask = (torch.arange(width, device=self.device)[None] >= (width - offsets)[:, None]).long()
+        cache = DynamicCache(config=self.model.config)
+        if len(groups) == 1:
+            for i, (k, v) in enumerate(kvs[next(iter(groups))]):
+                cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), i)
+            return cache, prefix_mask, offsets
+        n_layers = len(next(kv for kv in kvs.values() if kv is not None))
+        for layer in range(n_layers):
+            ks, vs = [], []
+            for i, pr in enumerate(prompts):
+                kv = kvs[id(pr)]
+                if kv is None:
+                    ref = next(x for x in kvs.values() if x is not None)[layer][0]
+                    k = v = ref.new_zeros(1, ref.shape[1], 0, ref.shape[3])
+                else:
+                    k, v = kv[layer]
+                pad = width - k.shape[2]
+                ks.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))  # left: the prompt touches the text
+                vs.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+            cache.update(torch.cat(ks), torch.cat(vs), layer)
+        return cache, prefix_mask, offsets
+
+    def _forward(self, prompt, seqs: list[list[int]], keep_cache: bool = False):
+        """Final hidden states of the text positions of ``seqs``.
+
+        ``prompt``: ``[length, dim]``, None, or a list with one of those per row (rows may mix
+        prompts: a mixed-task batch). Returns ``(hidden [n, T, dim], mask [n, T], cache,
+        attention mask over the cache [n, width + T] or None, offsets [n] or None)``.
+        """
         ids, mask = self._pad(seqs)
         emb = self.embed(ids)
-        prefix = self._lead_and_prompt(prompt)
         n, t = ids.shape
-        if prefix is None:
+        per_row = isinstance(prompt, (list, tuple))
+        if not per_row and not self.shared_prefix:
+            prefix = self._lead_and_prompt(prompt)
+            if prefix is not None:
+                p = prefix.shape[0]
+                x = torch.cat([prefix[None].expand(n, -1, -1), emb], 1)
+                full_mask = torch.cat([mask.new_ones(n, p), mask], 1)
+                out, cache = self._run(inputs_embeds=x, attention_mask=full_mask, use_cache=keep_cache)
+                return out.last_hidden_state[:, p:], mask, cache, full_mask, torch.full((n,), p, device=self.device)
+        prompts = list(prompt) if per_row else [prompt] * n
+        if len(prompts) != n:
+            raise ValueError(f"{len(prompts)} prompts for {n} rows")
+        cache, prefix_mask, offsets = self._prefix_cache(prompts, n)
+        if cache is None:
             out, cache = self._run(inputs_embeds=emb, attention_mask=mask, use_cache=keep_cache)
-            return out.last_hidden_state, mask, cache, 0
-        p = prefix.shape[0]
-        full_mask = torch.cat([mask.new_ones(n, p), mask], 1)
-        if not self.shared_prefix:
-            x = torch.cat([prefix[None].expand(n, -1, -1), emb], 1)
-            out, cache = self._run(inputs_embeds=x, attention_mask=full_mask, use_cache=keep_cache)
-            return out.last_hidden_state[:, p:], mask, cache, p
-        cache = DynamicCache(config=self.model.config)
-        for i, (k, v) in enumerate(self._prefix_kv(prefix, prompt)):
-            cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), i)
-        pos = (torch.arange(t, device=self.device) + p)[None].expand(n, t)
+            return out.last_hidden_state, mask, cache, mask, None
+        full_mask = torch.cat([prefix_mask, mask], 1)
+        pos = offsets[:, None] + torch.arange(t, device=self.device)[None]
         out, cache = self._run(inputs_embeds=emb, attention_mask=full_mask, position_ids=pos, cache=cache, use_cache=True)
-        return out.last_hidden_state, mask, cache, p
+        return out.last_hidden_state, mask, cache, full_mask, offsets
 
     def _scored_logprobs(self, prompt, contexts: list[list[int]], words: list[list[int]],
                          length_normalize: bool) -> torch.Tensor:
         """Sum of log p(word tokens | context) for aligned ``contexts``/``words`` lists -> ``[n]``."""
         seqs = [c + w for c, w in zip(contexts, words)]
-        hidden, _, _, _ = self._forward(prompt, seqs)
+        hidden = self._forward(prompt, seqs)[0]
         rows, cols, targets, owner = [], [], [], []
         for i, (c, w) in enumerate(zip(contexts, words)):
             for j, tok in enumerate(w):
@@ -146,13 +197,14 @@ class CausalBackbone(Backbone):
     # ---------------------------------------------------------------------- API
     def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
         if batch.single_token:
-            hidden, mask, _, _ = self._forward(prompt, batch.context)
+            hidden, mask = self._forward(prompt, batch.context)[:2]
             last = mask.sum(1) - 1
             h = hidden[torch.arange(len(batch), device=self.device), last]
             vocab_rows = torch.tensor([w[0] for w in batch.words[0]], device=self.device)
             return self._head(h, vocab_rows)
         rows, words = self._flatten(batch)
-        flat = self._scored_logprobs(prompt, [batch.context[r] for r in rows], words, length_normalize)
+        flat = self._scored_logprobs(self._rows_prompts(prompt, rows), [batch.context[r] for r in rows], words,
+                                     length_normalize)
         return self._unflatten(batch, flat)
 
     def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
@@ -161,10 +213,10 @@ class CausalBackbone(Backbone):
 
     @torch.no_grad()
     def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
-        hidden, mask, cache, p = self._forward(prompt, batch.context, keep_cache=True)
+        hidden, mask, cache, attn, offsets = self._forward(prompt, batch.context, keep_cache=True)
         n = len(batch)
         lengths = mask.sum(1)
-        attn = torch.cat([mask.new_ones(n, p), mask], 1)
+        starts = lengths if offsets is None else lengths + offsets
         logits = self._head(hidden[torch.arange(n, device=self.device), lengths - 1])
         eos = self.tokenizer.eos_token_id
         out = torch.zeros((n, 0), dtype=torch.long, device=self.device)
@@ -176,7 +228,7 @@ class CausalBackbone(Backbone):
             if bool(done.all()) or step == max_new_tokens - 1:
                 break
             attn = torch.cat([attn, attn.new_ones(n, 1)], 1)
-            pos = (p + lengths + step)[:, None]
+            pos = (starts + step)[:, None]
             step_out, cache = self._run(inputs_embeds=self.embed(tok[:, None]), attention_mask=attn, position_ids=pos,
                                         cache=cache, use_cache=True)
             logits = self._head(step_out.last_hidden_state[:, -1])

@@ -77,6 +77,9 @@ class MaskedBackbone(Backbone):
         return torch.stack(scores)
 
     def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+        return self._by_prompt(self._word_scores_one, prompt, batch, length_normalize)
+
+    def _word_scores_one(self, prompt, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if batch.single_token:
             lps = self._mask_logprobs(prompt, batch.context, [[m] for m in batch.mask_pos])
             vocab_rows = torch.tensor([w[0] for w in batch.words[0]], device=self.device)
@@ -85,6 +88,9 @@ class MaskedBackbone(Backbone):
         return self._unflatten(batch, self._pair_scores(prompt, batch, rows, words, length_normalize))
 
     def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
+        return self._by_prompt(self._gold_nll_one, prompt, batch)
+
+    def _gold_nll_one(self, prompt, batch: EncodedBatch) -> torch.Tensor:
         return -self._pair_scores(prompt, batch, list(range(len(batch))), batch.gold_words(), True)
 
     def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:

@@ -52,16 +52,28 @@ class Seq2SeqBackbone(Backbone):
         return self._token_logprob_sums(lp, targets, tmask, length_normalize)
 
     def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+        return self._by_prompt(self._word_scores_one, prompt, batch, length_normalize)
+
+    def _word_scores_one(self, prompt, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         enc, enc_mask = self._encode(prompt, batch.context)
         rows, words = self._flatten(batch)
         return self._unflatten(batch, self._word_logprobs(enc, enc_mask, rows, words, length_normalize))
 
     def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
+        return self._by_prompt(self._gold_nll_one, prompt, batch)
+
+    def _gold_nll_one(self, prompt, batch: EncodedBatch) -> torch.Tensor:
         enc, enc_mask = self._encode(prompt, batch.context)
         return -self._word_logprobs(enc, enc_mask, list(range(len(batch))), batch.gold_words(), True)
 
     @torch.no_grad()
     def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+        if isinstance(prompt, (list, tuple)):
+            out: list[str] = [""] * len(batch)
+            for rows in self._prompt_groups(prompt, len(batch)):
+                for r, text in zip(rows, self.generate(prompt[rows[0]], batch.select(rows), max_new_tokens)):
+                    out[r] = text
+            return out
         enc, enc_mask = self._encode(prompt, batch.context)
         out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=enc_mask,
                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)

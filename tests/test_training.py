@@ -62,19 +62,21 @@ def test_resume_ends_with_the_same_prompt_as_an_uninterrupted_run(tiny_model_dir
     training.train(cfg, out=str(tmp_path / "straight"))
     straight = SoftPrompt.load(tmp_path / "straight" / "last").weight
 
-    real_loss = training.classification_loss
+    from softprompt.methods import PromptTuning
+
+    real_forward = PromptTuning.forward
     calls = {"n": 0}
 
-    def crashing_loss(*a, **k):
+    def crashing_forward(self, *a, **k):
         calls["n"] += 1
         if calls["n"] == 5:  # dies in step 5, after the step-3 checkpoint
             raise KeyboardInterrupt
-        return real_loss(*a, **k)
+        return real_forward(self, *a, **k)
 
-    monkeypatch.setattr(training, "classification_loss", crashing_loss)
+    monkeypatch.setattr(PromptTuning, "forward", crashing_forward)
     with pytest.raises(KeyboardInterrupt):
         training.train(cfg, out=str(tmp_path / "cut"))
-    monkeypatch.setattr(training, "classification_loss", real_loss)
+    monkeypatch.setattr(PromptTuning, "forward", real_forward)
     with pytest.raises(ConfigError, match="--resume"):
         training.train(cfg, out=str(tmp_path / "cut"))
     training.train(cfg, out=str(tmp_path / "cut"), resume=True)

@@ -69,6 +69,8 @@ class TrainConfig(DataConfig):
     zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split")
     device: str | None = opt(None, "torch device (default: cuda if available, else cpu)")
     dtype: str = opt("float32", "model weights dtype", ("float32", "bfloat16", "float16"))
+    device_map: str | None = opt(None, "shard a frozen model too big for one device: 'auto' or a JSON mapping of module names to devices ('disk' offloads)")
+    offload_folder: str | None = opt(None, "folder for weights that --device-map puts on 'disk'")
     progress: bool = opt(True, "show a progress bar")
 
     def __post_init__(self):

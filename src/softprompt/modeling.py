@@ -94,13 +94,19 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
-def load_model(model: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | None = None):
+def load_model(model: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | None = None,
+               device_map: str | dict | None = None, offload_folder: str | None = None):
     """Load a frozen model and its tokenizer and wrap them in the right :class:`Backbone`.
 
     ``model`` is the embedded default's name, a local directory or a Hugging Face model id
     (fetched only if the hub is reachable). The family (causal, seq2seq, masked) is read from the
     model's config. Every parameter is frozen (``requires_grad=False``) and the model is put in
     eval mode.
+
+    ``device_map`` (``"auto"`` or a module-name -> device mapping, as in ``transformers``) shards
+    a frozen model that does not fit one device across GPUs, the CPU and ``offload_folder`` on
+    disk; the prompt then lives on the input embeddings' device, and gradients flow back through
+    the shards to it.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -116,7 +122,11 @@ def load_model(model: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, d
             f"a Hugging Face id (needs network) or {DEFAULT_MODEL!r} for the embedded default."
         ) from exc
     cls = backbone_for_config(config)
-    hf_model = cls.auto_class().from_pretrained(path, dtype=dtype)
-    if device:
-        hf_model.to(device)
+    if device_map is not None:
+        hf_model = cls.auto_class().from_pretrained(path, dtype=dtype, device_map=device_map,
+                                                    offload_folder=offload_folder)
+    else:
+        hf_model = cls.auto_class().from_pretrained(path, dtype=dtype)
+        if device:
+            hf_model.to(device)
     return cls(hf_model, tokenizer, model_id=model)

@@ -122,17 +122,23 @@ def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch
     return preds, truncated
 
 
-def evaluate(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch.Tensor | None = None,
-             batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
-             progress: bool = False) -> EvalResult:
-    """Score ``examples`` (which carry gold labels) and compute the task's metrics."""
+def score_predictions(task, examples: Sequence[Mapping[str, Any]], preds: Sequence[Prediction],
+                      truncated: int = 0) -> EvalResult:
+    """The task's metrics of ``preds`` against the gold labels of ``examples`` (same order)."""
     from .tasks.metrics import compute_metrics
 
-    preds, truncated = predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
-                               with_labels=True, progress=progress)
     golds = [str(ex["label"]) for ex in examples]
     guessed = [p.label if p.label is not None else "<invalid>" for p in preds]
     labels = task.verbalizer.labels if task.verbalizer.is_fixed else sorted(set(golds))
     metrics = compute_metrics(task.metrics, guessed, golds, labels, task.positive_label)
     invalid = sum(p.label is None for p in preds)
-    return EvalResult(metrics=metrics, n=len(examples), truncated=truncated, invalid=invalid, predictions=preds)
+    return EvalResult(metrics=metrics, n=len(examples), truncated=truncated, invalid=invalid, predictions=list(preds))
+
+
+def evaluate(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch.Tensor | None = None,
+             batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
+             progress: bool = False) -> EvalResult:
+    """Score ``examples`` (which carry gold labels) and compute the task's metrics."""
+    preds, truncated = predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
+                               with_labels=True, progress=progress)
+    return score_predictions(task, examples, preds, truncated)

@@ -37,7 +37,7 @@ from .encoding import encode
 from .errors import ConfigError
 from .methods import get_method
 from .modeling import load_model
-from .scoring import classification_loss, evaluate
+from .scoring import EvalResult, evaluate, predict, score_predictions
 from .tasks.from_config import load_rows, task_from_config
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,34 @@ def _trim_log(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
+# ----------------------------------------------------------------------------- several processes
+def evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress: bool = False) -> EvalResult:
+    """Evaluate with every process scoring its share of ``rows``; all processes get the same result."""
+    if acc.num_processes == 1:
+        return evaluate(backbone, task, rows, prompt, cfg.eval_batch_size, cfg.scoring, cfg.length_normalize, progress)
+    from accelerate.utils import gather_object
+
+    mine = list(range(acc.process_index, len(rows), acc.num_processes))
+    preds, truncated = predict(backbone, task, [rows[i] for i in mine], prompt, cfg.eval_batch_size, cfg.scoring,
+                               cfg.length_normalize, with_labels=True)
+    gathered = gather_object([(i, p) for i, p in zip(mine, preds)] + [(-1, truncated)])
+    ordered = [None] * len(rows)
+    total_truncated = 0
+    for i, p in gathered:
+        if i < 0:
+            total_truncated += p
+        else:
+            ordered[i] = p
+    return score_predictions(task, rows, ordered, total_truncated)
+
+
+def _shard(indices: list[int], rank: int, world: int) -> list[int]:
+    """This process's contiguous share of a global batch (sizes differ by at most one)."""
+    base, extra = divmod(len(indices), world)
+    start = rank * base + min(rank, extra)
+    return indices[start: start + base + (rank < extra)]
+
+
 # ----------------------------------------------------------------------------- the loop
 def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     """Train a prompt as ``config`` (or keyword options of :class:`TrainConfig`) says.
@@ -153,17 +181,25 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     Returns a :class:`TrainResult`; the best prompt is in ``out/best``.
     """
     cfg = dataclasses.replace(config, **overrides) if config else TrainConfig(**overrides)
+    from accelerate import Accelerator
+
     started = time.time()
+    acc = Accelerator(cpu=_device(cfg.device) == "cpu")  # one process, or one per rank under accelerate/torchrun
+    world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     out = Path(cfg.out)
     ckpt = _find_checkpoint(out)
     if ckpt and cfg.overwrite and not cfg.resume:
-        for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
-            shutil.rmtree(out / name, ignore_errors=True)
+        acc.wait_for_everyone()
+        if is_main:
+            for name in ("checkpoint", "checkpoint.old", "checkpoint.tmp"):
+                shutil.rmtree(out / name, ignore_errors=True)
         ckpt = None
     if ckpt and not cfg.resume:
         raise ConfigError(f"{out} already holds a run (checkpoint found): pass --resume to continue it, --overwrite to start afresh, or choose another --out")
     if cfg.resume and not ckpt:
         raise ConfigError(f"--resume: no checkpoint in {out}; start without --resume")
+    if cfg.batch_size < world:
+        raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: it must be at least the {world} processes")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -172,7 +208,14 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     train_rows = load_rows(task, cfg, "train", cfg.train_limit)
     dev_rows = load_rows(task, cfg, "validation", cfg.eval_limit)
     dtype = getattr(torch, cfg.dtype)
-    backbone = load_model(cfg.model, dtype=dtype, device=_device(cfg.device))
+    device_map = cfg.device_map
+    if device_map and device_map.strip().startswith("{"):
+        device_map = json.loads(device_map)
+    if device_map and world > 1:
+        raise ConfigError("--device-map shards one model within a process; with several processes use FSDP through "
+                          "`accelerate launch --config_file` instead (docs/distributed.md)")
+    backbone = load_model(cfg.model, dtype=dtype, device=str(acc.device), device_map=device_map,
+                          offload_folder=cfg.offload_folder)
     backbone.max_length = min(backbone.max_length, cfg.max_length)
 
     method_config_cls, method_cls = get_method(cfg.method)
@@ -183,7 +226,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         raise ConfigError(f"method {cfg.method!r} has nothing to train; use `softprompt eval` without --prompt")
     params = method.trainable_parameters()
     emb_rms = float(backbone.model.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
-    if cfg.optimizer == "adafactor" and cfg.lr > 2 * emb_rms:
+    if cfg.optimizer == "adafactor" and cfg.lr > 2 * emb_rms and is_main:
         log.warning("Adafactor moves each prompt entry by about lr=%g per step, but this model's embedding entries "
                     "have RMS %.3g (the paper's 0.3 suits T5's much larger embeddings): if the dev metric falls, "
                     "try --lr %.2g", cfg.lr, emb_rms, emb_rms / 10)
@@ -195,58 +238,70 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     log_path = out / "metrics.jsonl"
     if cfg.resume:
         state = _load_checkpoint(ckpt, method, optimizer, scheduler)
-        _trim_log(log_path, state.step)
+        if is_main:
+            _trim_log(log_path, state.step)
         log.info("resumed from %s at step %d", ckpt, state.step)
-    elif log_path.exists():
+    elif log_path.exists() and is_main:
         log_path.unlink()
+    # Under several processes this wraps the method in DistributedDataParallel: calling it runs the
+    # loss, and backward() all-reduces the gradients of what is trained (prompt, prefix or weights).
+    trainer = acc.prepare_model(method) if world > 1 else method
 
-    meta_extra = {"task_name": task.name}
+    meta_extra = {"task_name": task.name, "processes": world}
     primary = task.primary_metric()
     lengths = estimate_lengths(train_rows, task.template.fields)
     bar = None
-    if cfg.progress:
+    if cfg.progress and is_main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {task.name}", dynamic_ncols=True)
 
     def log_line(record: dict[str, Any]) -> None:
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        if is_main:
+            with open(log_path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     last_dev: dict[str, Any] = {}
     while state.step < cfg.max_steps and not state.stopped_early:
         batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
         for bi in range(state.batch_in_epoch, len(batches)):
-            batch = encode(backbone, task, [train_rows[i] for i in batches[bi]], prompt_length=method.prompt_length)
-            loss = classification_loss(backbone, task, batch, method.prompt(), cfg.loss, cfg.length_normalize)
+            state.batch_in_epoch = bi + 1
+            if len(batches[bi]) < world:  # a tail too small to give every process a row
+                continue
+            mine = _shard(batches[bi], rank, world)
+            batch = encode(backbone, task, [train_rows[i] for i in mine], prompt_length=method.prompt_length)
+            # scaled so that the mean of the processes' gradients is the global batch's mean gradient
+            loss = trainer(backbone, task, batch, cfg.loss, cfg.length_normalize) * (len(mine) * world / len(batches[bi]))
             loss.backward()
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
-            state.batch_in_epoch = bi + 1
-            log_line({"step": state.step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "epoch": state.epoch})
+            loss_value = float(acc.reduce(loss.detach(), reduction="mean")) if world > 1 else loss.item()
+            log_line({"step": state.step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "epoch": state.epoch})
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
+                bar.set_postfix(loss=f"{loss_value:.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
-                result = evaluate(backbone, task, dev_rows, method.prompt().detach(), cfg.eval_batch_size, cfg.scoring,
-                                  cfg.length_normalize)
+                result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_prompt(), cfg)
                 last_dev = result.summary()
                 value = result.metrics[primary]
                 log_line({"step": state.step, "split": "validation", **last_dev})
                 if state.best_metric is None or value > state.best_metric:
                     state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
-                    method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
-                        **meta_extra, "step": state.step, "metrics": {"validation": last_dev}}))
+                    if is_main:
+                        method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
+                            **meta_extra, "step": state.step, "metrics": {"validation": last_dev}}))
                 else:
                     state.evals_since_best += 1
                     if cfg.patience and state.evals_since_best >= cfg.patience:
                         state.stopped_early = True
                 if bar is not None:
-                    bar.set_postfix(loss=f"{loss.item():.4f}", **{f"dev_{primary}": f"{value:.4f}"})
-                _save_checkpoint(out, method, optimizer, scheduler, state,
-                                 _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+                    bar.set_postfix(loss=f"{loss_value:.4f}", **{f"dev_{primary}": f"{value:.4f}"})
+                if is_main:
+                    _save_checkpoint(out, method, optimizer, scheduler, state,
+                                     _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+                acc.wait_for_everyone()
             if state.step >= cfg.max_steps or state.stopped_early:
                 break
         else:
@@ -254,7 +309,9 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
             state.batch_in_epoch = 0
     if bar is not None:
         bar.close()
-    method.save(out / "last", _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+    if is_main:
+        method.save(out / "last", _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+    acc.wait_for_everyone()
 
     result = TrainResult(out=out, best_prompt=out / "best" if (out / "best").exists() else None, state=state,
                          dev={"best_" + primary: state.best_metric, "best_step": state.best_step, **last_dev})
@@ -267,14 +324,16 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         if test_rows:
             if result.best_prompt is not None:
                 method.load_state(result.best_prompt)
-            result.test = evaluate(backbone, task, test_rows, method.prompt().detach(), cfg.eval_batch_size,
-                                   cfg.scoring, cfg.length_normalize, progress=cfg.progress).summary()
-            if cfg.zero_shot_baseline:
-                result.zero_shot_test = evaluate(backbone, task, test_rows, None, cfg.eval_batch_size, cfg.scoring,
-                                                 cfg.length_normalize, progress=cfg.progress).summary()
+            progress = cfg.progress and is_main
+            result.test = evaluate_sharded(acc, backbone, task, test_rows, method.inference_prompt(), cfg,
+                                           progress).summary()
+            if cfg.zero_shot_baseline and method.prompt() is not None:
+                result.zero_shot_test = evaluate_sharded(acc, backbone, task, test_rows, None, cfg, progress).summary()
     result.seconds = time.time() - started
+    if not is_main:
+        return result
     atomic_write_text(out / "results.json", json.dumps({
         "task": task.name, "model": cfg.model, "dev": result.dev, "test": result.test,
         "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
-        "seconds": round(result.seconds, 1), "config": dataclasses.asdict(cfg)}, indent=2))
+        "seconds": round(result.seconds, 1), "processes": world, "config": dataclasses.asdict(cfg)}, indent=2))
     return result

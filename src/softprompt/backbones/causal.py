@@ -68,6 +68,7 @@ class CausalBackbone(Backbone):
     def _head(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of ``hidden [n, dim]`` over the vocabulary, or over ``rows [k]`` only -> ``[n, k]``."""
         head = self.model.get_output_embeddings()
+        hidden = hidden.to(head.weight.device)  # the last layer may sit on another device (device_map)
         if rows is None:
             logits = head(hidden)
         else:
@@ -185,9 +186,9 @@ class CausalBackbone(Backbone):
                 cols.append(len(c) - 1 + j)
                 targets.append(tok)
                 owner.append(i)
-        dev = self.device
-        h = hidden[torch.tensor(rows, device=dev), torch.tensor(cols, device=dev)]
+        h = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
         lp = torch.log_softmax(self._head(h), -1)
+        dev = lp.device
         tok_lp = lp.gather(-1, torch.tensor(targets, device=dev)[:, None]).squeeze(-1)
         total = torch.zeros(len(seqs), device=dev).index_add(0, torch.tensor(owner, device=dev), tok_lp)
         if length_normalize:
@@ -198,9 +199,9 @@ class CausalBackbone(Backbone):
     def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
         if batch.single_token:
             hidden, mask = self._forward(prompt, batch.context)[:2]
-            last = mask.sum(1) - 1
-            h = hidden[torch.arange(len(batch), device=self.device), last]
-            vocab_rows = torch.tensor([w[0] for w in batch.words[0]], device=self.device)
+            last = (mask.sum(1) - 1).to(hidden.device)
+            h = hidden[torch.arange(len(batch), device=hidden.device), last]
+            vocab_rows = torch.tensor([w[0] for w in batch.words[0]], device=self.model.get_output_embeddings().weight.device)
             return self._head(h, vocab_rows)
         rows, words = self._flatten(batch)
         flat = self._scored_logprobs(self._rows_prompts(prompt, rows), [batch.context[r] for r in rows], words,
@@ -217,7 +218,7 @@ class CausalBackbone(Backbone):
         n = len(batch)
         lengths = mask.sum(1)
         starts = lengths if offsets is None else lengths + offsets
-        logits = self._head(hidden[torch.arange(n, device=self.device), lengths - 1])
+        logits = self._head(hidden[torch.arange(n, device=hidden.device), (lengths - 1).to(hidden.device)])
         eos = self.tokenizer.eos_token_id
         out = torch.zeros((n, 0), dtype=torch.long, device=self.device)
         done = torch.zeros(n, dtype=torch.bool, device=self.device)

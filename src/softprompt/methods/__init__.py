@@ -1,7 +1,8 @@
 """Training methods, each a config plus a module, registered by name in :data:`METHODS`."""
 
 from .base import METHODS, Method, MethodConfig, get_method, register_method
+from .full_tuning import FullTuning, FullTuningConfig
 from .prompt_tuning import ManualPrompt, ManualPromptConfig, PromptTuning, PromptTuningConfig
 
 __all__ = ["METHODS", "Method", "MethodConfig", "get_method", "register_method", "PromptTuning",
-           "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig"]
+           "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig"]

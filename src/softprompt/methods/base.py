@@ -57,6 +57,18 @@ class Method(nn.Module):
         """The vectors put before the text: ``[length, dim]``, or None."""
         return None
 
+    def inference_prompt(self) -> torch.Tensor | None:
+        """:meth:`prompt` detached from the graph, for evaluation."""
+        p = self.prompt()
+        return None if p is None else p.detach()
+
+    def forward(self, backbone, task, batch, loss: str = "rank", length_normalize: bool = False) -> torch.Tensor:
+        """The training loss of ``batch`` (a scalar). Going through ``forward`` lets a
+        ``DistributedDataParallel`` wrapper (``accelerate``) synchronise the gradients."""
+        from ..scoring import classification_loss
+
+        return classification_loss(backbone, task, batch, self.prompt(), loss, length_normalize)
+
     @property
     def prompt_length(self) -> int:
         p = self.prompt()

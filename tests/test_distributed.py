@@ -1,0 +1,92 @@
+"""Two processes (gloo, CPU) end where one process ends, for the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+TOLERANCE = 1e-4  # relative difference of the learned weights: only the order of float sums differs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train(nproc: int, out, tiny_model_dirs, toy_data, method: str, extra=()) -> subprocess.CompletedProcess:
+    args = ["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--method", method,
+            "--prompt-length", "3", "--init", "vocab", "--batch-size", "4", "--max-steps", "6", "--eval-every", "3",
+            "--out", str(out), "--no-progress", "--optimizer", "adam", "--lr", "0.01", *extra]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "softprompt.cli", *args]
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", "-m", "softprompt.cli", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _weights(folder, method: str) -> dict[str, torch.Tensor]:
+    name = "prompt.safetensors" if method == "prompt-tuning" else "model.safetensors"
+    return load_file(str(folder / name))
+
+
+@pytest.mark.parametrize("method", ["prompt-tuning", "full-tuning"])
+def test_two_processes_match_one(method, tiny_model_dirs, toy_data, tmp_path):
+    _train(1, tmp_path / "one", tiny_model_dirs, toy_data, method)
+    _train(2, tmp_path / "two", tiny_model_dirs, toy_data, method)
+    one, two = _weights(tmp_path / "one" / "last", method), _weights(tmp_path / "two" / "last", method)
+    assert one.keys() == two.keys()
+    for key in one:
+        diff = float((one[key] - two[key]).norm() / one[key].norm().clamp(min=1e-12))
+        assert diff < TOLERANCE, (key, diff)
+    if method == "full-tuning":  # the weights did move, so agreeing means something
+        original = load_file(str(tiny_model_dirs["causal"] / "model.safetensors"))
+        assert any(not torch.equal(original[k], one[k]) for k in original if k in one)
+    r1 = json.loads((tmp_path / "one" / "results.json").read_text())
+    r2 = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert r2["processes"] == 2 and r1["processes"] == 1
+    assert r1["dev"]["accuracy"] == r2["dev"]["accuracy"]  # evaluation gathered over both ranks
+    assert r1["test"]["n"] == r2["test"]["n"] == 16
+    log = [json.loads(ln) for ln in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in log if "loss" in ln] == list(range(1, 7))  # written once, by rank 0
+
+
+def test_resume_under_two_processes(tiny_model_dirs, toy_data, tmp_path):
+    _train(2, tmp_path / "r", tiny_model_dirs, toy_data, "prompt-tuning", ["--max-steps", "3"])
+    _train(2, tmp_path / "r", tiny_model_dirs, toy_data, "prompt-tuning", ["--resume"])
+    _train(1, tmp_path / "straight", tiny_model_dirs, toy_data, "prompt-tuning")
+    a = _weights(tmp_path / "r" / "last", "prompt-tuning")["prompt"]
+    b = _weights(tmp_path / "straight" / "last", "prompt-tuning")["prompt"]
+    assert float((a - b).norm() / b.norm()) < TOLERANCE
+
+
+def test_a_model_sharded_with_device_map_trains_the_same_prompt(tiny_model_dirs, toy_data, tmp_path):
+    """One decoder layer offloaded to disk (as for a model too big for the device): same prompt."""
+    from softprompt.training import train
+
+    common = dict(task="rotten_tomatoes", data_dir=str(toy_data), model=str(tiny_model_dirs["causal"]),
+                  prompt_length=3, init="vocab", batch_size=4, max_steps=3, eval_every=3, progress=False,
+                  optimizer="adam", lr=0.01, test_split="")
+    train(out=str(tmp_path / "plain"), **common)
+    dm = json.dumps({"model.embed_tokens": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+                     "model.norm": "cpu", "model.rotary_emb": "cpu", "lm_head": "cpu"})
+    train(out=str(tmp_path / "sharded"), device_map=dm, offload_folder=str(tmp_path / "offload"), **common)
+    a = _weights(tmp_path / "plain" / "last", "prompt-tuning")["prompt"]
+    b = _weights(tmp_path / "sharded" / "last", "prompt-tuning")["prompt"]
+    assert float((a - b).norm() / a.norm()) < TOLERANCE
+    from softprompt.modeling import load_model
+
+    bb = load_model(str(tiny_model_dirs["causal"]), device_map=json.loads(dm), offload_folder=str(tmp_path / "offload"))
+    assert bb.model.hf_device_map["model.layers.1"] == "disk"  # the layer really is off the device
+    assert bb.model.model.layers[1].mlp.up_proj.weight.device.type == "meta"

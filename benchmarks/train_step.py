@@ -87,17 +87,21 @@ def softprompt_step(backbone, task, batch, prompt, opt):
     return step
 
 
-def _peft_loss(peft_model, batch, n_virtual: int, label_ids: torch.Tensor) -> torch.Tensor:
+def _peft_label_scores(peft_model, batch, n_virtual: int, label_ids: torch.Tensor) -> torch.Tensor:
+    """PEFT's logits of the label words at each row's answer position: ``[batch, n_labels]``."""
     width = max(len(c) for c in batch.context)
-    ids = torch.full((len(batch), width), 0, dtype=torch.long)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, c in enumerate(batch.context):
         ids[i, : len(c)] = torch.tensor(c)
         mask[i, : len(c)] = 1
     logits = peft_model(input_ids=ids, attention_mask=mask).logits  # [batch, virtual + width, vocab]
-    last = mask.sum(1) - 1 + n_virtual
-    scores = logits[torch.arange(len(batch)), last][:, label_ids]
-    return torch.nn.functional.cross_entropy(scores.float(), torch.tensor(batch.gold))
+    return logits[torch.arange(len(batch)), mask.sum(1) - 1 + n_virtual][:, label_ids].float()
+
+
+def _peft_loss(peft_model, batch, n_virtual: int, label_ids: torch.Tensor) -> torch.Tensor:
+    scores = _peft_label_scores(peft_model, batch, n_virtual, label_ids)
+    return torch.nn.functional.cross_entropy(scores, torch.tensor(batch.gold))
 
 
 def peft_step(peft_model, batch, n_virtual, label_ids, opt):
@@ -141,14 +145,7 @@ def peft_accuracy(peft_model, task, backbone, rows, n_virtual, label_ids, batch_
     with torch.no_grad():
         for i in range(0, len(rows), batch_size):
             batch = encode(backbone, task, rows[i: i + batch_size], prompt_length=n_virtual)
-            width = max(len(c) for c in batch.context)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for j, c in enumerate(batch.context):
-                ids[j, : len(c)] = torch.tensor(c)
-                mask[j, : len(c)] = 1
-            logits = peft_model(input_ids=ids, attention_mask=mask).logits
-            scores = logits[torch.arange(len(batch)), mask.sum(1) - 1 + n_virtual][:, label_ids]
+            scores = _peft_label_scores(peft_model, batch, n_virtual, label_ids)
             correct += int((scores.argmax(-1) == torch.tensor(batch.gold)).sum())
     return correct / len(rows)
 

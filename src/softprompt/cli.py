@@ -109,6 +109,32 @@ def cmd_predict(cfg: PredictConfig) -> int:
     return 0
 
 
+def cmd_inspect(args: Any) -> int:
+    from .interpret import label_words_kept, nearest_tokens
+    from .modeling import load_model
+    from .prompt import SoftPrompt
+
+    prompt = SoftPrompt.load(args.prompt)
+    backbone = load_model(args.model or prompt.metadata.get("model_id"))
+    prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+    rows = nearest_tokens(backbone, prompt.weight, args.k)
+    for nb in rows:
+        if args.json:
+            print(json.dumps(nb.__dict__))
+        else:
+            print(f"{nb.position:4d}  " + "  ".join(f"{t!r}:{s:.2f}" for t, s in zip(nb.tokens, nb.similarities)))
+    task = prompt.metadata.get("task")
+    if task and str(prompt.metadata.get("init", "")).startswith("class-labels") and task["verbalizer"].get("type") == "fixed":
+        from .tasks.task import Task
+
+        verbalizer = Task.from_dict(task).verbalizer
+        words = [[verbalizer.prefix + w for w in ws] for ws in verbalizer.candidates()]
+        kept = label_words_kept(backbone, prompt.weight, words, args.k)
+        print(f"class-label positions keeping their label word among the {args.k} nearest tokens: "
+              f"{sum(kept)}/{len(kept)} ({', '.join(f'{l}={k}' for l, k in zip(verbalizer.labels, kept))})")
+    return 0
+
+
 def cmd_tasks(_: Any) -> int:
     from .tasks.registry import BUILTIN_TASKS
 
@@ -137,6 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .peft_compat import add_cli as add_peft_cli
 
     add_peft_cli(sub)
+    p = sub.add_parser("inspect", help="nearest vocabulary tokens of each vector of a saved prompt")
+    p.add_argument("prompt", help="saved prompt directory")
+    p.add_argument("--k", type=int, default=5, help="neighbours per position (default: 5)")
+    p.add_argument("--model", help="model (default: the one the prompt was trained for)")
+    p.add_argument("--json", action="store_true", help="one JSON object per position")
+    p.set_defaults(handler=cmd_inspect)
     return parser
 
 

@@ -163,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .peft_compat import add_cli as add_peft_cli
 
     add_peft_cli(sub)
+    from .serving.app import add_cli as add_serve_cli
+
+    add_serve_cli(sub)
     p = sub.add_parser("inspect", help="nearest vocabulary tokens of each vector of a saved prompt")
     p.add_argument("prompt", help="saved prompt directory")
     p.add_argument("--k", type=int, default=5, help="neighbours per position (default: 5)")

@@ -1,0 +1,389 @@
+"""One frozen backbone, many named prompts: :class:`MultiPromptModel`.
+
+A *task* here is what a request names: either one saved prompt (its directory name) or an
+*ensemble* of prompts whose majority vote is the answer. Rows of different tasks share forward
+passes: every row carries its own prompt (a per-row prompt list, see
+:meth:`softprompt.backbones.base.Backbone.word_scores`), and rows whose verbalizers give the same
+candidate words go through one ``word_scores`` call, so a fixed single-token verbalizer keeps the
+backbone's fast path. Each prompt's tensor is one object for its whole life in the registry, so
+a decoder-only backbone computes its keys/values once and reuses them.
+
+Names match ``[A-Za-z0-9_.-]+``; a prompt given by path must resolve (symlinks included) inside
+the prompts directory. A prompt trained for another model is refused with the reason logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ..api import PromptedModel
+from ..encoding import EncodedBatch, encode
+from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
+from ..prompt import PROMPT_FILE, SoftPrompt
+from ..scoring import match_generation
+from ..tasks.task import Task
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
+ENSEMBLE_FILES = ("ensembles.json", "ensembles.yaml", "ensembles.yml")
+
+
+class UnknownTaskError(SoftPromptError, KeyError):
+    """A request names a task (prompt or ensemble) that is not loaded."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class TaskConflictError(SoftPromptError, ValueError):
+    """A name is already taken, or a prompt cannot go because an ensemble uses it."""
+
+
+@dataclass
+class Classification:
+    """One input's answer: ``label``, per-label probabilities, and for an ensemble each member's vote."""
+
+    task: str
+    label: str | None
+    scores: dict[str, float]
+    truncated: bool = False
+    votes: dict[str, str] | None = None
+
+
+@dataclass
+class Generation:
+    """One input's greedy continuation; ``label`` is the label it maps to (None if none).
+
+    For an ensemble, ``text`` is the most common member output and ``votes`` each member's label."""
+
+    task: str
+    text: str
+    label: str | None
+    truncated: bool = False
+    votes: dict[str, str | None] | None = None
+    texts: dict[str, str] | None = None
+
+
+@dataclass
+class _Entry:
+    name: str
+    model: PromptedModel
+    weight: torch.Tensor  # [length, dim] on the backbone's device; one object for the KV cache
+    path: str | None = None
+
+
+@dataclass
+class _Unit:
+    """One (input, prompt) pair to score: an ensemble input has one unit per member."""
+
+    index: int
+    entry: _Entry
+    example: dict[str, Any]
+    batch: EncodedBatch | None = None
+    result: Any = None
+
+
+@dataclass
+class _Snapshot:
+    prompts: dict[str, _Entry] = field(default_factory=dict)
+    ensembles: dict[str, list[str]] = field(default_factory=dict)
+
+
+def check_name(name: str) -> str:
+    """``name`` if it is a valid prompt or ensemble name, else :class:`ConfigError`."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(f"invalid name {name!r}: use letters, digits, '_', '.' and '-' only (not '.' or '..')")
+    return name
+
+
+class MultiPromptModel:
+    """A frozen backbone serving many named prompts and ensembles of them.
+
+    >>> mpm = MultiPromptModel.from_dir(load_model(), "prompts/")
+    >>> mpm.classify(["a witty film", "is the sky blue?"], ["sentiment", "boolq"])[0].label
+    """
+
+    def __init__(self, backbone, prompts_dir: str | Path | None = None):
+        self.backbone = backbone
+        self.prompts_dir = Path(prompts_dir).resolve() if prompts_dir is not None else None
+        self.refused: dict[str, str] = {}
+        self._state = _Snapshot()
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- registry
+    @classmethod
+    def from_dir(cls, backbone, prompts_dir: str | Path) -> "MultiPromptModel":
+        """Load every subdirectory of ``prompts_dir`` holding a ``prompt.safetensors``, then the
+        ensembles of ``ensembles.json`` (or ``.yaml``): ``{"name": ["member", ...]}``.
+
+        A prompt that cannot be used (another model, a damaged file, no task) is logged with the
+        reason, kept in :attr:`refused`, and the others still load.
+        """
+        root = Path(prompts_dir)
+        if not root.is_dir():
+            raise ConfigError(f"prompts directory {root} does not exist; create it and put saved prompts in it")
+        mpm = cls(backbone, root)
+        for sub in sorted(root.iterdir()):
+            if not (sub / PROMPT_FILE).is_file():
+                continue
+            try:
+                mpm.add(sub.name, sub.name)
+            except SoftPromptError as exc:
+                mpm.refused[sub.name] = str(exc)
+                log.warning("prompt %s refused: %s", sub.name, exc)
+        for fname in ENSEMBLE_FILES:
+            if (root / fname).is_file():
+                mpm._load_ensembles(root / fname)
+                break
+        return mpm
+
+    def _load_ensembles(self, file: Path) -> None:
+        text = file.read_text(encoding="utf-8")
+        try:
+            if file.suffix == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text)
+        except ValueError as exc:  # JSONDecodeError and yaml's errors are ValueErrors or YAMLError
+            raise ConfigError(f"{file} is not valid: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{file} must map an ensemble name to a list of prompt names")
+        for name, members in data.items():
+            try:
+                self.add_ensemble(str(name), members)
+            except SoftPromptError as exc:
+                self.refused[str(name)] = str(exc)
+                log.warning("ensemble %s refused: %s", name, exc)
+
+    def _resolve(self, path: str | Path) -> Path:
+        """``path`` as a directory inside :attr:`prompts_dir` (relative paths only, no escape)."""
+        p = Path(path)
+        if self.prompts_dir is None:
+            return p
+        if p.is_absolute() or ".." in p.parts:
+            raise ConfigError(f"prompt path {str(path)!r} must be relative to the prompts directory, without '..'")
+        resolved = (self.prompts_dir / p).resolve()
+        if not resolved.is_relative_to(self.prompts_dir):
+            raise ConfigError(f"prompt path {str(path)!r} resolves outside the prompts directory")
+        if not (resolved / PROMPT_FILE).is_file():
+            raise PromptFileError(f"no saved prompt at {path!r} in the prompts directory (expected {PROMPT_FILE})")
+        return resolved
+
+    def add(self, name: str, prompt: str | Path | SoftPrompt, replace: bool = False) -> None:
+        """Load (or take) a prompt under ``name``. ``prompt`` is a saved prompt's directory, relative
+        to the prompts directory, or a :class:`SoftPrompt` whose metadata holds its task."""
+        check_name(name)
+        path = None
+        if not isinstance(prompt, SoftPrompt):
+            path = self._resolve(prompt)
+            prompt = SoftPrompt.load(path)
+        if "task" not in prompt.metadata:
+            raise PromptFileError(f"prompt {name!r} has no task in its metadata; was it saved by softprompt train?")
+        task = Task.from_dict(prompt.metadata["task"])
+        model = PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
+        entry = _Entry(name, model, model.prompt, None if path is None else str(path))
+        with self._lock:
+            state = self._state
+            if name in state.ensembles or (name in state.prompts and not replace):
+                raise TaskConflictError(f"the name {name!r} is taken; remove it first or pick another")
+            self._state = _Snapshot({**state.prompts, name: entry}, state.ensembles)
+            self.refused.pop(name, None)
+        cache = getattr(self.backbone, "kv_cache_size", None)
+        if cache is not None and cache < len(self._state.prompts) + 1:
+            self.backbone.kv_cache_size = len(self._state.prompts) + 1  # every prompt's keys/values stay cached
+
+    def add_ensemble(self, name: str, members: Sequence[str]) -> None:
+        """Answer task ``name`` by the majority vote of ``members`` (prompt names, same labels)."""
+        check_name(name)
+        if isinstance(members, str) or not isinstance(members, Sequence) or len(members) < 2:
+            raise ConfigError(f"ensemble {name!r} needs a list of at least two prompt names, got {members!r}")
+        members = list(members)
+        with self._lock:
+            state = self._state
+            missing = [m for m in members if m not in state.prompts]
+            if missing:
+                raise ConfigError(f"ensemble {name!r}: no prompt named {missing}; loaded: {sorted(state.prompts)}")
+            if len(set(members)) != len(members):
+                raise ConfigError(f"ensemble {name!r} lists a member twice: {members}")
+            labels = {tuple(state.prompts[m].model.task.verbalizer.label_names()) for m in members}
+            if len(labels) != 1 or not all(state.prompts[m].model.task.verbalizer.is_fixed for m in members):
+                raise ConfigError(f"ensemble {name!r}: members must have fixed verbalizers with the same labels, got {labels}")
+            if name in state.prompts or name in state.ensembles:
+                raise TaskConflictError(f"the name {name!r} is taken; remove it first or pick another")
+            self._state = _Snapshot(state.prompts, {**state.ensembles, name: members})
+
+    def remove(self, name: str) -> None:
+        """Forget prompt or ensemble ``name``; a prompt an ensemble still uses is refused."""
+        with self._lock:
+            state = self._state
+            if name in state.ensembles:
+                self._state = _Snapshot(state.prompts, {k: v for k, v in state.ensembles.items() if k != name})
+                return
+            if name not in state.prompts:
+                raise UnknownTaskError(f"no prompt or ensemble named {name!r}")
+            users = [e for e, ms in state.ensembles.items() if name in ms]
+            if users:
+                raise TaskConflictError(f"prompt {name!r} is a member of ensemble(s) {users}; remove those first")
+            self._state = _Snapshot({k: v for k, v in state.prompts.items() if k != name}, state.ensembles)
+
+    def tasks(self) -> list[dict[str, Any]]:
+        """What each servable task is: name, kind, labels, input fields, members / prompt length."""
+        state = self._state
+        out = []
+        for name, e in sorted(state.prompts.items()):
+            t = e.model.task
+            out.append({"name": name, "kind": "prompt", "task": t.name, "labels": t.verbalizer.label_names()
+                        if t.verbalizer.is_fixed else None, "fields": list(t.template.fields),
+                        "prompt_length": int(e.weight.shape[0]), "description": t.description})
+        for name, members in sorted(state.ensembles.items()):
+            t = state.prompts[members[0]].model.task
+            out.append({"name": name, "kind": "ensemble", "task": t.name, "labels": t.verbalizer.label_names(),
+                        "fields": list(t.template.fields), "members": list(members), "description": t.description})
+        return out
+
+    def __contains__(self, name: str) -> bool:
+        state = self._state
+        return name in state.prompts or name in state.ensembles
+
+    # ------------------------------------------------------------------ inputs
+    def _members(self, state: _Snapshot, task: str) -> list[_Entry]:
+        if task in state.prompts:
+            return [state.prompts[task]]
+        if task in state.ensembles:
+            return [state.prompts[m] for m in state.ensembles[task]]
+        raise UnknownTaskError(f"no task named {task!r}; loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
+
+    def check(self, inputs: Sequence[str | Mapping[str, Any]], task: str) -> None:
+        """Raise now what :meth:`classify` would raise for these inputs of one task (unknown task,
+        missing field, empty text), so a server can refuse a request before batching it."""
+        for entry in self._members(self._state, task):
+            entry.model.as_examples(list(inputs))
+
+    def _units(self, inputs, tasks) -> tuple[_Snapshot, list[_Unit]]:
+        if isinstance(inputs, (str, Mapping)):
+            raise DataError("inputs must be a list (one entry per input), not a single text")
+        if len(inputs) != len(tasks):
+            raise ConfigError(f"{len(inputs)} inputs but {len(tasks)} tasks: give one task per input")
+        state = self._state
+        units = []
+        for i, (item, task) in enumerate(zip(inputs, tasks)):
+            for entry in self._members(state, task):
+                units.append(_Unit(i, entry, entry.model.as_examples([item])[0]))
+        for u in units:  # one row each, so truncation is known per input
+            u.batch = encode(self.backbone, u.entry.model.task, [u.example], prompt_length=int(u.entry.weight.shape[0]),
+                             with_labels=False)
+        return state, units
+
+    # ----------------------------------------------------------------- answers
+    @torch.no_grad()
+    def classify(self, inputs: Sequence[str | Mapping[str, Any]], tasks: Sequence[str],
+                 batch_size: int = 64) -> list[Classification]:
+        """Label each input with its task (``tasks[i]`` for ``inputs[i]``), all tasks batched together.
+
+        Rows whose candidate words are the same go through one ``word_scores`` call with a
+        per-row prompt list, at most ``batch_size`` rows at a time.
+        """
+        state, units = self._units(inputs, tasks)
+        groups: dict[Any, list[_Unit]] = {}
+        for u in units:
+            key = tuple(map(tuple, u.batch.words[0])) if u.batch.shared_words else None
+            groups.setdefault(key, []).append(u)
+        for key, group in groups.items():
+            group.sort(key=lambda u: len(u.batch.context[0]))  # similar lengths pad less
+            for start in range(0, len(group), batch_size):
+                chunk = group[start: start + batch_size]
+                batch = concat([u.batch for u in chunk], shared_words=key is not None)
+                scores = self.backbone.word_scores([u.entry.weight for u in chunk], batch)
+                for j, u in enumerate(chunk):
+                    u.result = self._label_probs(u, scores[j: j + 1])
+        per_input = _by_input(units, len(inputs))
+        return [self._answer(tasks[i], per_input[i], state) for i in range(len(inputs))]
+
+    @staticmethod
+    def _label_probs(unit: _Unit, word_scores: torch.Tensor) -> dict[str, float]:
+        """Per-label probabilities of one row from its word scores ``[1, max_words]``."""
+        b = unit.batch
+        n_words = len(b.words[0])
+        names = b.label_names[0]
+        if b.shared_words:
+            word_label = torch.tensor(b.word_label[0], device=word_scores.device)
+            scores = unit.entry.model.task.verbalizer.aggregate(word_scores[:, :n_words], word_label, len(names))
+        else:
+            scores = word_scores[:, :n_words]
+        probs = torch.softmax(scores[0, : len(names)].float(), -1).cpu()
+        return {n: float(p) for n, p in zip(names, probs)}
+
+    @staticmethod
+    def _answer(task: str, units: list[_Unit], state: _Snapshot) -> Classification:
+        truncated = any(u.batch.truncated for u in units)
+        if task not in state.ensembles:
+            probs = units[0].result
+            return Classification(task, max(probs, key=probs.get), probs, truncated)
+        votes = {u.entry.name: max(u.result, key=u.result.get) for u in units}
+        mean = {n: sum(u.result[n] for u in units) / len(units) for n in units[0].result}
+        count = Counter(votes.values())
+        label = max(count, key=lambda n: (count[n], mean[n]))  # majority; ties go to the higher mean
+        return Classification(task, label, mean, truncated, votes)
+
+    @torch.no_grad()
+    def generate(self, inputs: Sequence[str | Mapping[str, Any]], tasks: Sequence[str], max_new_tokens: int = 16,
+                 batch_size: int = 64) -> list[Generation]:
+        """Greedy continuation of each input under its task's prompt, all tasks batched together."""
+        state, units = self._units(inputs, tasks)
+        order = sorted(units, key=lambda u: len(u.batch.context[0]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start: start + batch_size]
+            texts = self.backbone.generate([u.entry.weight for u in chunk], concat([u.batch for u in chunk], False),
+                                           max_new_tokens)
+            for u, text in zip(chunk, texts):
+                verbalizer = u.entry.model.task.verbalizer
+                u.result = (text, match_generation(text, verbalizer.label_names(u.example), verbalizer.candidates(u.example)))
+        out = []
+        for task, mine in zip(tasks, _by_input(units, len(inputs))):
+            truncated = any(u.batch.truncated for u in mine)
+            if task not in state.ensembles:
+                text, label = mine[0].result
+                out.append(Generation(task, text, label, truncated))
+                continue
+            texts = {u.entry.name: u.result[0] for u in mine}
+            votes = {u.entry.name: u.result[1] for u in mine}
+            text = Counter(texts.values()).most_common(1)[0][0]
+            valid = Counter(v for v in votes.values() if v is not None)
+            label = valid.most_common(1)[0][0] if valid else None
+            out.append(Generation(task, text, label, truncated, votes, texts))
+        return out
+
+
+def _by_input(units: list[_Unit], n: int) -> list[list[_Unit]]:
+    out: list[list[_Unit]] = [[] for _ in range(n)]
+    for u in units:
+        out[u.index].append(u)
+    return out
+
+
+def concat(batches: Sequence[EncodedBatch], shared_words: bool) -> EncodedBatch:
+    """Rows of several encoded batches (of any tasks) as one batch, in order.
+
+    ``shared_words=True`` is only right when every row has the same candidate words.
+    """
+    def rows(attr):
+        return [x for b in batches for x in getattr(b, attr)]
+
+    golds = [b.gold for b in batches]
+    return EncodedBatch(
+        context=rows("context"), words=rows("words"), word_label=rows("word_label"), word_weight=rows("word_weight"),
+        label_names=rows("label_names"), gold=None if any(g is None for g in golds) else rows("gold"),
+        shared_words=shared_words, mask_pos=rows("mask_pos"), truncated=sum(b.truncated for b in batches),
+    )

@@ -45,6 +45,7 @@ class TrainConfig(DataConfig):
     model: str = opt(DEFAULT_MODEL, "embedded model name, local model directory or Hugging Face id")
     method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)")
     prompt_length: int = opt(100, "number of soft prompt vectors (the paper's default: 100)")
+    method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)")
     init: str = opt("class-labels", "initialiser: random-uniform, vocab, class-labels, text:WORDS, file:PATH, pretrained:PATH")
     optimizer: str = opt("adafactor", "optimizer (the paper: Adafactor, no relative step or parameter scaling)", ("adafactor", "adam"))
     lr: float = opt(0.3, "learning rate (the paper: 0.3 with Adafactor; try 1e-3 to 3e-2 with Adam)")
@@ -56,6 +57,8 @@ class TrainConfig(DataConfig):
     eval_every: int = opt(100, "evaluate on the dev split and checkpoint every N steps")
     patience: int = opt(5, "stop after this many evaluations without improvement (0: never)")
     train_limit: int | None = opt(None, "use only the first N training rows")
+    shots: int | None = opt(None, "few-shot: train on K rows sampled (per --seed) from the train split; unless --dev-from-train is set, another K rows are the dev set for early stopping")
+    dev_from_train: int | None = opt(None, "hold out N training rows (sampled per --seed) as the dev set; the validation split then serves as the final evaluation when the task has no --test-split")
     eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training")
     test_limit: int | None = opt(None, "evaluate on the first N test rows at the end")
     loss: str = opt("rank", "rank: cross-entropy over the labels' scores; lm: the label's token likelihood", ("rank", "lm"))
@@ -76,6 +79,9 @@ class TrainConfig(DataConfig):
     def __post_init__(self):
         for name in ("prompt_length", "batch_size", "eval_batch_size", "max_steps", "eval_every"):
             if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("shots", "dev_from_train"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")

@@ -38,7 +38,8 @@ from .errors import ConfigError
 from .methods import get_method
 from .modeling import load_model
 from .scoring import EvalResult, evaluate, predict, score_predictions
-from .tasks.from_config import load_rows, task_from_config
+from .splits import final_rows, run_data
+from .tasks.from_config import task_from_config
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class TrainResult:
     dev: dict[str, Any] = field(default_factory=dict)
     test: dict[str, Any] | None = None
     zero_shot_test: dict[str, Any] | None = None
+    test_split: str | None = None
     seconds: float = 0.0
 
 
@@ -79,6 +81,44 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     if name == "adam":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ConfigError(f"unknown optimizer {name!r}; choose adafactor or adam")
+
+
+def parse_method_options(options: str | dict[str, Any] | None) -> dict[str, Any]:
+    """``'hidden=512,shots=4'`` (or a YAML mapping) -> ``{'hidden': 512, 'shots': 4}``; values are
+    read as YAML scalars (numbers, booleans, strings)."""
+    if not options:
+        return {}
+    if isinstance(options, dict):
+        return {str(k).replace("-", "_"): v for k, v in options.items()}
+    import yaml
+
+    out = {}
+    for part in str(options).split(","):
+        if not part.strip():
+            continue
+        if "=" not in part:
+            raise ConfigError(f"--method-options: {part.strip()!r} is not key=value (e.g. 'hidden=512,shots=4')")
+        key, value = part.split("=", 1)
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value.strip()) if value.strip() else ""
+    return out
+
+
+def method_config_from(cfg: TrainConfig):
+    """``(method config, method class)`` for ``cfg.method``: fields shared with :class:`TrainConfig`
+    (``prompt_length``, ``init``, ...) come from ``cfg``, the method's own from ``--method-options``."""
+    config_cls, method_cls = get_method(cfg.method)
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k in names}
+    extra = parse_method_options(cfg.method_options)
+    unknown = sorted(set(extra) - names)
+    if unknown:
+        raise ConfigError(f"--method-options: method {cfg.method!r} has no setting(s) {unknown}; "
+                          f"its settings: {sorted(names) or 'none'}")
+    values.update(extra)
+    try:
+        return config_cls(**values), method_cls
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"--method-options for {cfg.method!r}: {exc}") from exc
 
 
 def _device(name: str | None) -> str:
@@ -205,8 +245,8 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     random.seed(cfg.seed)
 
     task = task_from_config(cfg)
-    train_rows = load_rows(task, cfg, "train", cfg.train_limit)
-    dev_rows = load_rows(task, cfg, "validation", cfg.eval_limit)
+    data = run_data(task, cfg)
+    train_rows, dev_rows = data.train, data.dev
     dtype = getattr(torch, cfg.dtype)
     device_map = cfg.device_map
     if device_map and device_map.strip().startswith("{"):
@@ -218,12 +258,10 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
                           offload_folder=cfg.offload_folder)
     backbone.max_length = min(backbone.max_length, cfg.max_length)
 
-    method_config_cls, method_cls = get_method(cfg.method)
-    method_fields = {f.name for f in dataclasses.fields(method_config_cls)}
-    method_config = method_config_cls(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in method_fields})
-    method = method_cls(method_config, backbone, task, seed=cfg.seed).to(backbone.device)
-    if not method_cls.trains:
-        raise ConfigError(f"method {cfg.method!r} has nothing to train; use `softprompt eval` without --prompt")
+    method_config, method_cls = method_config_from(cfg)
+    method = method_cls(method_config, backbone, task, seed=cfg.seed, train_rows=train_rows).to(backbone.device)
+    if not method_cls.trains:  # a baseline with nothing to learn (manual prompt, in-context): evaluate it
+        return _evaluate_only(acc, cfg, backbone, task, method, data, started)
     params = method.trainable_parameters()
     emb_rms = float(backbone.model.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
     if cfg.optimizer == "adafactor" and cfg.lr > 2 * emb_rms and is_main:
@@ -315,25 +353,57 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
 
     result = TrainResult(out=out, best_prompt=out / "best" if (out / "best").exists() else None, state=state,
                          dev={"best_" + primary: state.best_metric, "best_step": state.best_step, **last_dev})
-    if cfg.test_split:
+    return _finish(acc, cfg, backbone, task, method, data, result, started)
+
+
+def _evaluate_only(acc, cfg: TrainConfig, backbone, task, method, data, started: float) -> TrainResult:
+    """The run of a method that learns nothing: its dev and final metrics, and what it used
+    (e.g. the in-context demonstrations) saved as ``best/`` where the method can save."""
+    out = Path(cfg.out)
+    dev = evaluate_sharded(acc, backbone, task, data.dev, method.inference_prompt(), cfg).summary()
+    primary = task.primary_metric()
+    best = None
+    if acc.is_main_process:
         try:
-            test_rows = load_rows(task, cfg, cfg.test_split, cfg.test_limit)
-        except Exception as exc:  # a task without a test split still trains
-            log.warning("no %s split evaluated: %s", cfg.test_split, exc)
-            test_rows = None
+            best = method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
+                "task_name": task.name, "step": 0, "metrics": {"validation": dev}}))
+        except NotImplementedError:
+            best = None
+    acc.wait_for_everyone()
+    result = TrainResult(out=out, best_prompt=None, state=TrainState(), dev={"best_" + primary: dev[primary], **dev})
+    result.best_prompt = Path(best) if best else None
+    return _finish(acc, cfg, backbone, task, method, data, result, started, reload_best=False)
+
+
+def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainResult, started: float,
+            reload_best: bool = True) -> TrainResult:
+    """Evaluate the best state on the final split (and the zero-shot baseline), write results.json."""
+    out = Path(cfg.out)
+    final = final_rows(task, cfg, data)
+    if final:
+        result.test_split, test_rows = final
         if test_rows:
-            if result.best_prompt is not None:
+            if reload_best and result.best_prompt is not None:
                 method.load_state(result.best_prompt)
-            progress = cfg.progress and is_main
+            progress = cfg.progress and acc.is_main_process
             result.test = evaluate_sharded(acc, backbone, task, test_rows, method.inference_prompt(), cfg,
                                            progress).summary()
             if cfg.zero_shot_baseline and method.prompt() is not None:
                 result.zero_shot_test = evaluate_sharded(acc, backbone, task, test_rows, None, cfg, progress).summary()
     result.seconds = time.time() - started
-    if not is_main:
+    if not acc.is_main_process:
         return result
+    state = result.state
     atomic_write_text(out / "results.json", json.dumps({
-        "task": task.name, "model": cfg.model, "dev": result.dev, "test": result.test,
+        "task": task.name, "model": cfg.model, "method": cfg.method, "dev": result.dev, "test": result.test,
+        "test_split": result.test_split, "train_rows": len(data.train), "dev_rows": len(data.dev),
+        "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
+        "seconds": round(result.seconds, 1), "processes": acc.num_processes, "config": dataclasses.asdict(cfg)},
+        indent=2))
+    return result
+    atomic_write_text(out / "results.json", json.dumps({
+        "task": task.name, "model": cfg.model, "method": cfg.method, "dev": result.dev, "test": result.test,
+        "test_split": result.test_split, "train_rows": len(train_rows), "dev_rows": len(dev_rows),
         "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
         "seconds": round(result.seconds, 1), "processes": world, "config": dataclasses.asdict(cfg)}, indent=2))
     return result

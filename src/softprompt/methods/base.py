@@ -48,8 +48,11 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     trains: ClassVar[bool] = True
+    seeded: ClassVar[bool] = True  # whether the result depends on the seed (an experiment runs one seed if not)
 
-    def __init__(self, config: Any, backbone, task, seed: int = 0):
+    def __init__(self, config: Any, backbone, task, seed: int = 0, train_rows=None):
+        """``train_rows``: the training examples (a list of dicts), for methods that read them
+        at construction (in-context demonstrations); others ignore it."""
         super().__init__()
         self.config = config
 

@@ -29,8 +29,8 @@ class FullTuningConfig(MethodConfig):
 class FullTuning(Method):
     """Unfreezes and trains the backbone's model; ``prompt()`` is None."""
 
-    def __init__(self, config: FullTuningConfig, backbone, task, seed: int = 0):
-        super().__init__(config, backbone, task, seed)
+    def __init__(self, config: FullTuningConfig, backbone, task, seed: int = 0, train_rows=None):
+        super().__init__(config, backbone, task, seed, train_rows)
         self.model = backbone.model  # a submodule: its weights are what is trained and synchronised
         for p in self.model.parameters():
             p.requires_grad_(True)

@@ -18,8 +18,8 @@ class PromptTuningConfig(MethodConfig):
 class PromptTuning(Method):
     """Only the soft prompt is trained; the model stays frozen."""
 
-    def __init__(self, config: PromptTuningConfig, backbone, task, seed: int = 0):
-        super().__init__(config, backbone, task, seed)
+    def __init__(self, config: PromptTuningConfig, backbone, task, seed: int = 0, train_rows=None):
+        super().__init__(config, backbone, task, seed, train_rows)
         label_words = []
         if task.verbalizer.is_fixed:
             label_words = [[task.verbalizer.prefix + w for w in ws] for ws in task.verbalizer.candidates()]
@@ -48,3 +48,4 @@ class ManualPrompt(Method):
     """The template and verbalizer alone, no learned vectors (the zero-shot manual-prompt baseline)."""
 
     trains = False
+    seeded = False  # nothing is drawn at random: one run stands for every seed

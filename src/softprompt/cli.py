@@ -172,7 +172,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model (default: the one the prompt was trained for)")
     p.add_argument("--json", action="store_true", help="one JSON object per position")
     p.set_defaults(handler=cmd_inspect)
+    p = sub.add_parser("experiment", help="run a grid of runs and analyses from a YAML file, then write its report",
+                       description="Run every missing run and analysis of an experiment file (finished ones are "
+                                   "skipped, interrupted ones resume), then write report.md and plots.")
+    p.add_argument("config", help="experiment YAML (see experiments/quick.yaml)")
+    p.add_argument("--out", help="results folder (default: the file's out:)")
+    p.add_argument("--only", nargs="+", metavar="GRID", help="run only these grids (no analyses)")
+    p.add_argument("--dry-run", action="store_true", help="list runs and analyses, done or to do, and stop")
+    p.add_argument("--report-only", action="store_true", help="rewrite the report from stored results, run nothing")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    p.set_defaults(handler=cmd_experiment)
     return parser
+
+
+def cmd_experiment(args: Any) -> int:
+    from .experiments import load_experiment, run_experiment, write_report
+
+    exp = load_experiment(args.config, args.out)
+    if args.report_only:
+        print(f"report: {write_report(exp)}")
+        return 0
+    summary = run_experiment(exp, only=args.only, dry_run=args.dry_run, progress=args.progress)
+    print(json.dumps(summary))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

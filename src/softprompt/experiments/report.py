@@ -1,0 +1,247 @@
+"""``report.md`` and PNG plots from an experiment's stored results (nothing is recomputed).
+
+Every number is a mean and a standard deviation over seeds (sample standard deviation; 0 with
+one seed), with the number of seeds; the report lists the command of every run.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..atomic import atomic_write_text
+from .config import Experiment, RunSpec, command_line, expand
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    """``(mean, sample std, n)``; std is 0 for a single value."""
+    if not values:
+        return float("nan"), float("nan"), 0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
+
+
+def fmt(values: list[float]) -> str:
+    """``0.812 ± 0.011 (3)``, or ``–`` when there is nothing."""
+    m, s, n = mean_std(values)
+    return "–" if n == 0 else f"{m:.3f} ± {s:.3f} ({n})"
+
+
+def _load(spec: RunSpec) -> dict[str, Any] | None:
+    path = spec.out / "results.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _primary(result: dict[str, Any]) -> tuple[str, float] | None:
+    test = result.get("test") or {}
+    for name, value in test.items():
+        if name not in ("n", "truncated", "invalid"):
+            return name, float(value)
+    return None
+
+
+def _label(spec: RunSpec, keys: tuple[str, ...]) -> str:
+    return ", ".join(f"{spec.axes[k]}" for k in keys if k in spec.axes)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _plot(path: Path, kind: str, series: dict[str, dict[Any, list[float]]], xlabel: str, ylabel: str, title: str) -> None:
+    """A grouped bar chart (``kind='bar'``) or a line plot with error bars (``'line'``), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    names = list(series)
+    if kind == "line":
+        for name in names:
+            xs = sorted(series[name])
+            ms = [mean_std(series[name][x]) for x in xs]
+            ax.errorbar(xs, [m[0] for m in ms], yerr=[m[1] for m in ms], marker="o", capsize=3, label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(sorted({x for s in series.values() for x in s}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    else:
+        groups = sorted({g for s in series.values() for g in s}, key=str)
+        width = 0.8 / max(1, len(names))
+        for i, name in enumerate(names):
+            ms = [mean_std(series[name].get(g, [])) for g in groups]
+            xs = [j + i * width for j in range(len(groups))]
+            ax.bar(xs, [m[0] if m[2] else 0 for m in ms], width, yerr=[m[1] if m[2] else 0 for m in ms],
+                   capsize=3, label=name)
+        ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(groups))], [str(g) for g in groups])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def _grid_runs(specs: list[RunSpec], grid: str) -> list[tuple[RunSpec, dict[str, Any]]]:
+    out = []
+    for s in specs:
+        if grid in s.grids:
+            r = _load(s)
+            if r is not None and _primary(r) is not None:
+                out.append((s, r))
+    return out
+
+
+def write_report(exp: Experiment) -> Path:
+    """Write ``exp.out/report.md`` (and ``exp.out/*.png``) from what is stored; returns its path."""
+    specs = expand(exp)
+    out = exp.out
+    cmd = f"softprompt experiment {exp.path}" if exp.path else "softprompt experiment CONFIG.yaml"
+    lines = [f"# Experiment `{exp.name}`", ""]
+    if exp.description:
+        lines += [exp.description.strip(), ""]
+    done = [s for s in specs if _load(s) is not None]
+    seconds = sum((_load(s) or {}).get("seconds", 0) for s in done)
+    lines += [f"Made by `{cmd}` ({len(done)} of {len(specs)} runs finished, {seconds / 60:.1f} min of run time). "
+              "Every cell is mean ± standard deviation over seeds (number of seeds). The metric is each task's "
+              "primary metric on its final evaluation split (see each run's `results.json`).", ""]
+    for grid in exp.grids:
+        runs = _grid_runs(specs, grid.name)
+        if not runs:
+            continue
+        lines += _grid_section(exp, grid, runs, out)
+    lines += _ensemble_section(exp, out)
+    lines += _transfer_section(exp, specs, out)
+    lines += _inspect_section(exp, out)
+    lines += ["## Runs", "", "Each run's command (the experiment runs the same `train` in-process):", ""]
+    rows = []
+    for s in specs:
+        r = _load(s)
+        p = _primary(r) if r else None
+        rows.append([f"`{s.key}`", f"{p[0]} {p[1]:.4f}" if p else "not run", str((r or {}).get("test_split") or "–"),
+                     f"{(r or {}).get('seconds', 0):.0f}", f"`{command_line(s.config)}`"])
+    lines.append(_table(["run", "result", "split", "s", "command"], rows))
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
+    """A table (and a plot) of one grid: rows and columns chosen by which axes vary."""
+    varied = [a for a in ("task", "method", "prompt_length", "init")
+              if len({s.axes.get(a) for s, _ in runs if a in s.axes}) > 1]
+    metric = {_primary(r)[0] for _, r in runs}
+    metric_name = metric.pop() if len(metric) == 1 else "primary metric"
+    lines = [f"## Grid `{grid.name}`", ""]
+    cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    row_axis = "task" if "task" in varied or len(varied) < 2 else varied[0]
+    col_axes = [a for a in varied if a != row_axis] or ["method"]
+    for s, r in runs:
+        row = str(s.axes.get(row_axis))
+        col = " / ".join(str(s.axes.get(a, "–")) for a in col_axes)
+        cells[(row, col)].append(_primary(r)[1])
+    rows_ = sorted({k[0] for k in cells})
+    cols = sorted({k[1] for k in cells}, key=_natural)
+    lines.append(f"{metric_name} by {row_axis} (rows) and {' / '.join(col_axes)} (columns):")
+    lines.append("")
+    lines.append(_table([row_axis] + cols, [[r] + [fmt(cells.get((r, c), [])) for c in cols] for r in rows_]))
+    lines.append("")
+    zs = [r["zero_shot_test"][_primary(r)[0]] for _, r in runs if r.get("zero_shot_test")]
+    if zs:
+        lines += [f"Zero-shot (same template and verbalizer, no prompt) on the same rows: {fmt(zs[:1])} "
+                  "(deterministic: one value).", ""]
+    png = out / f"{grid.name}.png"
+    if col_axes == ["prompt_length"]:
+        series = {r: {int(c): cells[(r, c)] for c in cols if (r, c) in cells} for r in rows_}
+        _plot(png, "line", series, "prompt length", metric_name, f"{grid.name}: {metric_name} vs prompt length")
+    else:
+        series = {c: {r: cells[(r, c)] for r in rows_ if (r, c) in cells} for c in cols}
+        _plot(png, "bar", series, row_axis, metric_name, f"{grid.name}: {metric_name}")
+    lines += [f"![{grid.name}]({png.name})", ""]
+    return lines
+
+
+def _natural(text: str):
+    return [int(t) if t.isdigit() else t for t in text.replace("/", " ").split()]
+
+
+def _analyses(out: Path, kind: str) -> list[dict[str, Any]]:
+    folder = out / "analyses" / kind
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+
+
+def _ensemble_section(exp: Experiment, out: Path) -> list[str]:
+    found = _analyses(out, "ensemble")
+    if not found:
+        return []
+    lines = ["## Prompt ensembles", "",
+             "N prompts trained with different seeds, scored together in one batch on the frozen model, "
+             "majority vote (ties to the higher mean probability).", ""]
+    rows, series = [], {"mean single": {}, "best single": {}, "ensemble": {}}
+    for e in found:
+        name = e["members"][0].rsplit("/", 1)[0]
+        singles = [m[e["metric"]] for m in e["member_metrics"].values()]
+        rows.append([f"`{name}`", str(len(singles)), e["metric"], fmt(singles), f"{max(singles):.3f}",
+                     f"{e['ensemble'][e['metric']]:.3f}", f"{e['all_agree']:.2f}", f"{e['split']} ({e['n']})"])
+        series["mean single"][name] = singles
+        series["best single"][name] = [max(singles)]
+        series["ensemble"][name] = [e["ensemble"][e["metric"]]]
+    lines.append(_table(["prompts", "N", "metric", "single (mean ± std)", "best single", "ensemble",
+                         "all agree", "split (rows)"], rows))
+    _plot(out / "ensemble.png", "bar", series, "prompts", "metric", "ensemble vs single prompts")
+    return lines + ["", "![ensemble](ensemble.png)", ""]
+
+
+def _transfer_section(exp: Experiment, specs: list[RunSpec], out: Path) -> list[str]:
+    found = _analyses(out, "transfer")
+    if not found:
+        return []
+    lines = ["## Domain transfer", "",
+             "Trained on the source task, evaluated without further training on the target task's final split "
+             "(its own template and verbalizer). In-domain is the source task's own final evaluation.", ""]
+    groups: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    zero = {}
+    for t in found:
+        m = t["metric"]
+        if t["source"] is None:
+            zero[t["target"]] = t["target_metrics"][m]
+            continue
+        g = groups[(t["source_task"], t["target"], t["method"])]
+        g["target"].append(t["target_metrics"][m])
+        if t.get("in_domain"):
+            g["in"].append(next(v for k, v in t["in_domain"].items() if k not in ("n", "truncated", "invalid")))
+    rows = []
+    for (src, tgt, method), g in sorted(groups.items()):
+        rows.append([src, tgt, method, fmt(g["in"]), fmt(g["target"]),
+                     f"{zero[tgt]:.3f}" if tgt in zero else "–"])
+    lines.append(_table(["source", "target", "method", "in-domain", "target (transfer)", "target zero-shot"], rows))
+    return lines + [""]
+
+
+def _inspect_section(exp: Experiment, out: Path) -> list[str]:
+    found = _analyses(out, "inspect")
+    if not found:
+        return []
+    kept = [all(x["kept"]) for x in found]
+    lines = ["## Reading the prompts", "",
+             f"Class-label-initialised prompts whose label positions still have their label word among the "
+             f"{found[0]['k']} nearest vocabulary tokens (cosine) after training: **{sum(kept)} of {len(kept)}** "
+             "(Lester et al. observed that they keep them).", ""]
+    rows = []
+    for x in found:
+        for pos in x["neighbours"][: len(x["labels"]) + 1]:
+            rows.append([f"`{x['run']}`", str(pos["position"]),
+                         ", ".join(f"`{t.strip() or repr(t)}`" for t in pos["tokens"]),
+                         ("label " + x["labels"][pos["position"]] + (" kept" if x["kept"][pos["position"]] else " lost"))
+                         if pos["position"] < len(x["labels"]) else ""])
+    lines.append(_table(["prompt", "position", "nearest tokens", "label word"], rows))
+    return lines + [""]

@@ -1,0 +1,112 @@
+import json
+import shutil
+
+import pytest
+import yaml
+
+from softprompt.errors import ConfigError
+from softprompt.experiments import expand, load_experiment, run_experiment
+from softprompt.experiments.config import command_line
+from softprompt.experiments.runner import run_done
+
+
+def _write(tmp_path, tiny_model_dirs, toy_data, **over):
+    from conftest import write_toy_data
+
+    write_toy_data(toy_data, "toy_transfer")
+    spec = {
+        "name": "tiny",
+        "out": str(tmp_path / "results"),
+        "defaults": {"model": str(tiny_model_dirs["causal"]), "data_dir": str(toy_data), "batch_size": 4,
+                     "max_steps": 4, "eval_every": 2, "lr": 0.05, "optimizer": "adam", "zero_shot_baseline": False},
+        "tasks": {"toy_transfer": {"template": "Review: {text}\nSentiment:",
+                                   "label_words": "positive=positive;negative=negative"}},
+        "methods": {"full-tuning": {"lr": 1e-3}},
+        "grids": [
+            {"name": "main", "tasks": ["rotten_tomatoes"], "methods": ["prompt-tuning", "manual", "full-tuning"],
+             "prompt_length": [4], "init": ["class-labels"], "seeds": [0, 1]},
+            {"name": "length", "tasks": ["rotten_tomatoes"], "methods": ["prompt-tuning"], "prompt_length": [2, 4],
+             "init": ["class-labels"], "seeds": [0]},
+        ],
+        "ensembles": [{"grid": "main", "task": "rotten_tomatoes", "method": "prompt-tuning"}],
+        "transfer": [{"grid": "main", "train": "rotten_tomatoes", "eval": ["toy_transfer"],
+                      "methods": ["prompt-tuning", "full-tuning"]}],
+        "inspect": {"grid": "main", "k": 3},
+    }
+    spec.update(over)
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def test_expansion_collapses_axes_and_shares_runs(tmp_path, tiny_model_dirs, toy_data):
+    exp = load_experiment(_write(tmp_path, tiny_model_dirs, toy_data))
+    keys = [s.key for s in expand(exp)]
+    assert keys == [
+        "rotten_tomatoes/prompt-tuning/len4-class-labels/seed0", "rotten_tomatoes/prompt-tuning/len4-class-labels/seed1",
+        "rotten_tomatoes/manual/seed0",  # the manual prompt draws nothing at random: one seed
+        "rotten_tomatoes/full-tuning/seed0", "rotten_tomatoes/full-tuning/seed1",  # no prompt length axis
+        "rotten_tomatoes/prompt-tuning/len2-class-labels/seed0",  # len4 seed0 is shared with 'main'
+    ]
+    shared = expand(exp)[0]
+    assert shared.grids == ["main", "length"]
+    full = expand(exp)[3].config
+    assert full.lr == 1e-3 and full.optimizer == "adam" and full.progress is False
+    cmd = command_line(full)
+    assert cmd.startswith("softprompt train --task rotten_tomatoes") and "--method full-tuning" in cmd and "--lr 0.001" in cmd
+
+
+def test_bad_experiment_files_are_named(tmp_path, tiny_model_dirs, toy_data):
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, grid=[]))
+    with pytest.raises(ConfigError, match="unknown option"):
+        load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, defaults={"max_step": 3}))
+    with pytest.raises(ConfigError, match="unknown method"):
+        load_experiment(_write(tmp_path, tiny_model_dirs, toy_data,
+                               grids=[{"name": "g", "tasks": ["rotten_tomatoes"], "methods": ["nope"]}]))
+    clash = [{"name": "a", "tasks": ["rotten_tomatoes"], "methods": ["manual"]},
+             {"name": "b", "tasks": ["rotten_tomatoes"], "methods": ["manual"], "options": {"max_length": 64}}]
+    with pytest.raises(ConfigError, match="different options"):
+        load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, grids=clash, ensembles=[], transfer=[], inspect=None))
+
+
+def test_grid_runs_analyses_report_and_skips_what_is_done(tmp_path, tiny_model_dirs, toy_data):
+    path = _write(tmp_path, tiny_model_dirs, toy_data)
+    summary = run_experiment(path, progress=False)
+    assert summary["ran"] == 6 and summary["analysed"] == 1 + 1 + 4 + 2  # ensemble, zero-shot + 4 transfers, 2 inspects
+    out = tmp_path / "results"
+    exp = load_experiment(path)
+    for spec in expand(exp):
+        assert run_done(spec) is not None, spec.key
+    ens = json.loads((out / "analyses/ensemble/rotten_tomatoes__prompt-tuning__len4-class-labels.json").read_text())
+    assert set(ens["member_metrics"]) == {"seed0", "seed1"} and ens["n"] == 16
+    # each member's vote, scored in the shared batch, agrees with that run's own final evaluation
+    for seed in (0, 1):
+        own = json.loads((out / f"runs/rotten_tomatoes/prompt-tuning/len4-class-labels/seed{seed}/results.json").read_text())
+        assert ens["member_metrics"][f"seed{seed}"]["accuracy"] == pytest.approx(own["test"]["accuracy"])
+    tr = json.loads((out / "analyses/transfer/rotten_tomatoes__full-tuning__seed0__toy_transfer.json").read_text())
+    assert tr["method"] == "full-tuning" and tr["target_metrics"]["n"] == 16
+    ins = json.loads((out / "analyses/inspect/rotten_tomatoes__prompt-tuning__len4-class-labels__seed0.json").read_text())
+    assert len(ins["kept"]) == 2 and len(ins["neighbours"][0]["tokens"]) == 3
+    report = (out / "report.md").read_text()
+    for heading in ("## Grid `main`", "## Grid `length`", "## Prompt ensembles", "## Domain transfer",
+                    "## Reading the prompts", "## Runs"):
+        assert heading in report
+    assert "softprompt train --task rotten_tomatoes" in report and " ± " in report
+    for png in ("main.png", "length.png", "ensemble.png"):
+        assert (out / png).stat().st_size > 1000
+
+    # a rerun does nothing; a run whose results vanished after its checkpoint resumes; changed options redo
+    assert run_experiment(path, progress=False)["ran"] == 0
+    (out / "runs/rotten_tomatoes/manual/seed0/results.json").unlink()
+    assert run_experiment(path, progress=False, report=False)["ran"] == 1
+    data = yaml.safe_load(path.read_text())
+    data["grids"][1]["prompt_length"] = [2, 3]
+    path.write_text(yaml.safe_dump(data))
+    assert run_experiment(path, progress=False, only=["length"])["ran"] == 1
+
+
+def test_dry_run_lists_without_running(tmp_path, tiny_model_dirs, toy_data, capsys):
+    summary = run_experiment(_write(tmp_path, tiny_model_dirs, toy_data), dry_run=True)
+    assert summary["todo"] == 6 and not (tmp_path / "results" / "runs").exists()
+    assert "run   rotten_tomatoes/manual/seed0" in capsys.readouterr().out

@@ -90,3 +90,33 @@ def test_a_model_sharded_with_device_map_trains_the_same_prompt(tiny_model_dirs,
     bb = load_model(str(tiny_model_dirs["causal"]), device_map=json.loads(dm), offload_folder=str(tmp_path / "offload"))
     assert bb.model.hf_device_map["model.layers.1"] == "disk"  # the layer really is off the device
     assert bb.model.model.layers[1].mlp.up_proj.weight.device.type == "meta"
+
+
+def test_an_experiment_runs_unchanged_under_two_processes(tiny_model_dirs, toy_data, tmp_path):
+    """`softprompt experiment` under torchrun: each run is distributed, analyses and report on rank 0."""
+    import yaml
+
+    spec = {"name": "ddp", "out": str(tmp_path / "exp"),
+            "defaults": {"model": str(tiny_model_dirs["causal"]), "data_dir": str(toy_data), "batch_size": 4,
+                         "max_steps": 3, "eval_every": 3, "optimizer": "adam", "lr": 0.01, "init": "vocab"},
+            "grids": [{"name": "main", "tasks": ["rotten_tomatoes"], "methods": ["manual", "prompt-tuning"],
+                       "prompt_length": [3], "seeds": [0, 1]}],
+            "ensembles": [{"grid": "main", "task": "rotten_tomatoes", "method": "prompt-tuning"}]}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "softprompt.cli", "experiment", str(path), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "exp"
+    for key in ("rotten_tomatoes/manual/seed0", "rotten_tomatoes/prompt-tuning/len3-vocab/seed0",
+                "rotten_tomatoes/prompt-tuning/len3-vocab/seed1"):
+        assert json.loads((out / "runs" / key / "results.json").read_text())["processes"] == 2
+    assert (out / "analyses" / "ensemble" / "rotten_tomatoes__prompt-tuning__len3-vocab.json").exists()
+    assert "## Prompt ensembles" in (out / "report.md").read_text()
+    # the same prompt as one process would learn
+    _train(1, tmp_path / "one", tiny_model_dirs, toy_data, "prompt-tuning", ["--max-steps", "3", "--seed", "1"])
+    a = _weights(out / "runs/rotten_tomatoes/prompt-tuning/len3-vocab/seed1/last", "prompt-tuning")["prompt"]
+    b = _weights(tmp_path / "one" / "last", "prompt-tuning")["prompt"]
+    assert float((a - b).norm() / b.norm()) < TOLERANCE

@@ -47,14 +47,14 @@ def _has_checkpoint(out: Path) -> bool:
     return any((out / name / "state.json").exists() for name in ("checkpoint", "checkpoint.old"))
 
 
-def run_one(spec: RunSpec) -> dict[str, Any]:
-    """Train (or evaluate) one run, resuming it if it was interrupted; returns its results."""
+def run_one(spec: RunSpec) -> None:
+    """Train (or evaluate) one run, resuming it if it was interrupted; the main process writes
+    its ``results.json``."""
     from ..training import train
 
     stale = (spec.out / "results.json").exists()  # finished, but with other options: redo
     resume = _has_checkpoint(spec.out) and not stale
     train(dataclasses.replace(spec.config, resume=resume, overwrite=not resume))
-    return json.loads((spec.out / "results.json").read_text())
 
 
 # --------------------------------------------------------------------------- analyses
@@ -250,7 +250,10 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
             raise ConfigError(f"--only: no grid named {unknown}; grids: {[g.name for g in exp.grids]}")
         specs = [s for s in specs if set(s.grids) & set(only)]
     analyses = plan_analyses(exp, specs) if not only else []
-    state = PartialState()
+    from ..training import _device
+
+    # the same process state train() will use (it is shared): on CPU, gloo across processes
+    state = PartialState(cpu=_device(specs[0].config.device if specs else None) == "cpu")
     todo = [s for s in specs if run_done(s) is None]
     todo_a = [a for a in analyses if not a.path(exp.out).exists()]
     if dry_run:
@@ -272,6 +275,7 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
         if bar is not None:
             bar.set_postfix_str(s.key)
         run_one(s)
+        state.wait_for_everyone()  # results.json is written by the main process after train()'s last barrier
         if bar is not None:
             bar.update(1)
     by_key = {s.key: s for s in expand(exp)}

@@ -16,6 +16,13 @@ for a softmax over labels).
 
 ``shared_prefix=False`` selects plain concatenation of ``[prefix; text]`` (the reference path,
 used by tests to check the fast path).
+
+Wherever a prompt tensor is accepted, a :class:`PrefixKV` may stand instead: keys and values given
+directly for every layer (prefix tuning). They go into the same cache, after the lead special
+token's own keys/values (computed by the model, at position 0 as always), and the text's
+positions continue after them: ``[BOS] prefix text``, exactly where a prompt of the same length
+would sit. A prompt's keys/values (:meth:`CausalBackbone.prompt_kv`) used as a :class:`PrefixKV`
+therefore score exactly as the prompt itself.
 """
 
 from __future__ import annotations
@@ -23,12 +30,56 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
 from ..encoding import EncodedBatch
+from ..errors import ConfigError
 from .base import Backbone
+
+
+@dataclass(eq=False)
+class PrefixKV:
+    """A prefix given as keys and values: ``layers[i] = (key, value)``, each
+    ``[1, kv_heads, length, head_dim]``, for every layer of a decoder-only model.
+
+    It goes wherever a ``[length, dim]`` prompt goes (:class:`CausalBackbone` only) and occupies
+    ``length`` positions. Keys are stored as the model caches them (after its rotary embedding,
+    if it has one), so they belong to positions ``len(lead) .. len(lead) + length - 1``.
+    """
+
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    @property
+    def length(self) -> int:
+        """Positions the prefix occupies."""
+        return self.layers[0][0].shape[2]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(length, n_layers, 2, kv_heads, head_dim)`` (layer 0's heads): length first, like a
+        prompt's ``[length, dim]``, so code that budgets ``prompt.shape[0]`` positions works."""
+        k = self.layers[0][0]
+        return (k.shape[2], len(self.layers), 2, k.shape[1], k.shape[3])
+
+    @property
+    def layer_shapes(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """Per layer, ``((kv_heads, head_dim) of the key, (kv_heads, head_dim) of the value)``."""
+        return [((k.shape[1], k.shape[3]), (v.shape[1], v.shape[3])) for k, v in self.layers]
+
+    @property
+    def _version(self) -> tuple[int, ...]:
+        """Version counters of all tensors: changes on any in-place update (the inference cache's key)."""
+        return tuple(t._version for kv in self.layers for t in kv)
+
+    def detach(self) -> "PrefixKV":
+        return PrefixKV(tuple((k.detach(), v.detach()) for k, v in self.layers))
+
+    def to(self, *args, **kwargs) -> "PrefixKV":
+        """Every tensor moved/cast as ``Tensor.to(*args, **kwargs)``."""
+        return PrefixKV(tuple((k.to(*args, **kwargs), v.to(*args, **kwargs)) for k, v in self.layers))
 
 
 class CausalBackbone(Backbone):
@@ -41,6 +92,7 @@ class CausalBackbone(Backbone):
         self.shared_prefix = shared_prefix
         self.kv_cache_size = kv_cache_size
         self._kv_cache: OrderedDict[int, tuple] = OrderedDict()
+        self._kv_shapes = self._kv_devices = None
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self._softcap = getattr(cfg, "final_logit_softcapping", None)
         # transformers 5 renamed ``past_key_values`` to ``cache``; accept either.
@@ -79,23 +131,89 @@ class CausalBackbone(Backbone):
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits.float()
 
+    def _cached(self, prompt):
+        """The inference cache's keys/values for ``prompt`` (a tensor or :class:`PrefixKV`), or None.
+
+        An entry is keyed by the object's id and holds a weak reference to the object itself and
+        its version: a tensor and a :class:`PrefixKV` never share an entry, nor does a new object
+        that reuses a dead one's id, nor an object updated in place since."""
+        hit = self._kv_cache.get(id(prompt))
+        if hit is not None and hit[0]() is prompt and hit[1] == prompt._version:
+            self._kv_cache.move_to_end(id(prompt))
+            return hit[2]
+        return None
+
+    def _remember(self, prompt, kv) -> None:
+        self._kv_cache[id(prompt)] = (weakref.ref(prompt), prompt._version, kv)
+        while len(self._kv_cache) > self.kv_cache_size:
+            self._kv_cache.popitem(last=False)
+
     def _prefix_kv(self, prefix: torch.Tensor, prompt: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per-layer ``(key, value)``, each ``[1, kv_heads, prefix_len, head_dim]``, of ``prefix [P, dim]``."""
         use_cache = prompt is not None and not torch.is_grad_enabled()
         if use_cache:
-            hit = self._kv_cache.get(id(prompt))
-            if hit is not None and hit[0]() is prompt and hit[1] == prompt._version:
-                self._kv_cache.move_to_end(id(prompt))
-                return hit[2]
+            hit = self._cached(prompt)
+            if hit is not None:
+                return hit
         pos = torch.arange(prefix.shape[0], device=self.device)[None]
         _, cache = self._run(inputs_embeds=prefix[None], position_ids=pos, use_cache=True,
                              cache=DynamicCache(config=self.model.config))
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         if use_cache:
-            self._kv_cache[id(prompt)] = (weakref.ref(prompt), prompt._version, kv)
-            while len(self._kv_cache) > self.kv_cache_size:
-                self._kv_cache.popitem(last=False)
+            self._remember(prompt, kv)
         return kv
+
+    def _given_kv(self, prompt: PrefixKV) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer ``(key, value)`` of the lead specials followed by ``prompt``'s own keys/values,
+        each ``[1, kv_heads, len(lead) + length, head_dim]`` in the model's dtype."""
+        use_cache = not torch.is_grad_enabled()
+        if use_cache:
+            hit = self._cached(prompt)
+            if hit is not None:
+                return hit
+        self.check_prefix(prompt)
+        lead = self._lead_and_prompt(None)
+        lead_kv = None if lead is None else self._prefix_kv(lead, None)
+        kv = []
+        for i, (k, v) in enumerate(prompt.layers):
+            if lead_kv is None:  # each layer's keys/values where that layer runs (device_map may spread them)
+                kv.append((k.to(self._kv_devices[i], self.dtype), v.to(self._kv_devices[i], self.dtype)))
+            else:
+                lk, lv = lead_kv[i]
+                kv.append((torch.cat([lk, k.to(lk)], 2), torch.cat([lv, v.to(lv)], 2)))
+        if use_cache:
+            self._remember(prompt, kv)
+        return kv
+
+    def prompt_kv(self, prompt: torch.Tensor) -> PrefixKV:
+        """The keys/values the model computes for ``prompt [length, dim]`` placed after the lead
+        specials, as a :class:`PrefixKV` of ``length`` positions (the lead's own are left out):
+        scoring with it equals scoring with ``prompt``."""
+        lead = len(self.lead_ids)
+        kv = self._prefix_kv(self._lead_and_prompt(prompt), None)
+        return PrefixKV(tuple((k[:, :, lead:], v[:, :, lead:]) for k, v in kv))
+
+    @property
+    def kv_shapes(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+        """Per layer, ``((kv_heads, head_dim) of the key, (kv_heads, head_dim) of the value)``."""
+        if self._kv_shapes is None:  # found by running one token; the devices are kept too
+            with torch.no_grad():
+                kv = self._prefix_kv(self.embed(torch.tensor([self.pad_id])), None)
+            self._kv_shapes = PrefixKV(tuple(kv)).layer_shapes
+            self._kv_devices = [k.device for k, _ in kv]
+        return self._kv_shapes
+
+    def check_prefix(self, prompt: PrefixKV) -> None:
+        """Raise :class:`ConfigError` unless ``prompt``'s per-layer shapes are this model's."""
+        got = prompt.layer_shapes
+        lengths = {t.shape[2] for kv in prompt.layers for t in kv}
+        if got != self.kv_shapes or len(lengths) != 1:
+            raise ConfigError(
+                f"these prefix keys/values have {len(got)} layers of ((kv_heads, head_dim) of key, of value) "
+                f"{sorted(set(got))} and lengths {sorted(lengths)}, but model {self.model_id!r} has "
+                f"{len(self.kv_shapes)} layers of {sorted(set(self.kv_shapes))}: use the prefix with the model it "
+                f"was made for"
+            )
 
     def clear_cache(self) -> None:
         """Forget cached prompt keys/values."""
@@ -104,8 +222,9 @@ class CausalBackbone(Backbone):
     def _prefix_cache(self, prompts: list, n: int):
         """A cache holding each row's prefix keys/values, left-padded to the widest prefix.
 
-        ``prompts``: one entry per row (a ``[length, dim]`` tensor or None); rows sharing a prompt
-        object share its keys/values (computed once, expanded as views when all rows share one).
+        ``prompts``: one entry per row (a ``[length, dim]`` tensor, a :class:`PrefixKV` or None);
+        rows sharing a prompt object share its keys/values (computed once, expanded as views when
+        all rows share one).
         Returns ``(cache, prefix_mask [n, width], offsets [n])`` where ``offsets`` is each row's
         prefix length (its text starts at that position), or None when no row has a prefix.
         """
@@ -114,9 +233,14 @@ class CausalBackbone(Backbone):
             groups.setdefault(id(pr), []).append(i)
         kvs, lengths = {}, {}
         for key, rows in groups.items():
-            prefix = self._lead_and_prompt(prompts[rows[0]])
+            prompt = prompts[rows[0]]
+            if isinstance(prompt, PrefixKV):
+                kvs[key] = self._given_kv(prompt)
+                lengths[key] = kvs[key][0][0].shape[2]
+                continue
+            prefix = self._lead_and_prompt(prompt)
             lengths[key] = 0 if prefix is None else prefix.shape[0]
-            kvs[key] = None if prefix is None else self._prefix_kv(prefix, prompts[rows[0]])
+            kvs[key] = None if prefix is None else self._prefix_kv(prefix, prompt)
         width = max(lengths.values())
         if width == 0:
             return None, None, None
@@ -146,15 +270,15 @@ class CausalBackbone(Backbone):
     def _forward(self, prompt, seqs: list[list[int]], keep_cache: bool = False):
         """Final hidden states of the text positions of ``seqs``.
 
-        ``prompt``: ``[length, dim]``, None, or a list with one of those per row (rows may mix
-        prompts: a mixed-task batch). Returns ``(hidden [n, T, dim], mask [n, T], cache,
-        attention mask over the cache [n, width + T] or None, offsets [n] or None)``.
+        ``prompt``: ``[length, dim]``, a :class:`PrefixKV`, None, or a list with one of those per
+        row (rows may mix prompts: a mixed-task batch). Returns ``(hidden [n, T, dim], mask [n, T],
+        cache, attention mask over the cache [n, width + T] or None, offsets [n] or None)``.
         """
         ids, mask = self._pad(seqs)
         emb = self.embed(ids)
         n, t = ids.shape
         per_row = isinstance(prompt, (list, tuple))
-        if not per_row and not self.shared_prefix:
+        if not per_row and not self.shared_prefix and not isinstance(prompt, PrefixKV):
             prefix = self._lead_and_prompt(prompt)
             if prefix is not None:
                 p = prefix.shape[0]

@@ -2,7 +2,10 @@
 
 from .base import METHODS, Method, MethodConfig, get_method, register_method
 from .full_tuning import FullTuning, FullTuningConfig
+from .in_context import InContext, InContextConfig
+from .prefix_tuning import PrefixTuning, PrefixTuningConfig
 from .prompt_tuning import ManualPrompt, ManualPromptConfig, PromptTuning, PromptTuningConfig
 
 __all__ = ["METHODS", "Method", "MethodConfig", "get_method", "register_method", "PromptTuning",
-           "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig"]
+           "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig",
+           "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig"]

@@ -1,0 +1,208 @@
+"""Prefix tuning (Li & Liang, 2021): learned keys and values in every layer of a decoder-only model.
+
+What is learnt: a table ``E [length, dim]`` (initialised as a prompt-tuning prompt is) and an MLP
+``dim -> hidden -> tanh -> kv_size``, where ``kv_size`` is the sum over layers of the key's and
+the value's ``kv_heads * head_dim``. The prefix's keys/values are ``base + MLP(E)``: ``base`` holds
+the keys/values the frozen model computes for the initial ``E`` read as a prompt (the "real
+words" activations Li & Liang start from), and the MLP's last layer starts at zero, so training
+starts exactly at that prompt. The MLP is only a reparameterisation that steadies training:
+evaluation and :meth:`PrefixTuning.inference_prompt` use the materialised keys/values alone.
+With ``reparameterize=False`` the keys/values are one plain parameter, starting at ``base``.
+
+The prefix enters the model as a :class:`~softprompt.backbones.causal.PrefixKV`, which the
+causal backbone accepts wherever it accepts a prompt: ``[BOS] prefix text``, the lead special
+token (if the tokenizer adds one) keeping its own keys/values at position 0, the text's positions
+continuing after the prefix. Encoder-decoder and masked LMs are refused (:class:`ConfigError`):
+their prompt positions are recomputed from the text in every layer, so there is no per-layer
+prefix to learn through this interface.
+
+``save`` writes a directory: ``prefix.safetensors`` with the materialised keys/values (for
+inference; ``key.{layer}`` and ``value.{layer}``, ``[kv_heads, length, head_dim]``) and what
+resuming needs (``base``, and ``embedding`` and ``mlp.*`` or ``kv``), plus the JSON metadata
+(``softprompt.json``) that prompts have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..atomic import atomic_path, atomic_write_text
+from ..backbones.causal import PrefixKV
+from ..errors import ConfigError, ModelMismatchError, PromptFileError
+from ..prompt import FORMAT_VERSION, META_FILE
+from .base import Method, MethodConfig, register_method
+from .prompt_tuning import PromptTuning, PromptTuningConfig
+
+PREFIX_FILE = "prefix.safetensors"
+
+@dataclass
+class PrefixTuningConfig(MethodConfig):
+    prompt_length: int = field(default=100, metadata={"help": "prefix positions in every layer"})
+    init: str = field(default="class-labels", metadata={"help": "initialiser of E, as for prompt tuning"})
+    hidden: int = field(default=512, metadata={"help": "width of the reparameterising MLP (Li & Liang: 512)"})
+    reparameterize: bool = field(default=True, metadata={"help": "learn keys/values through the MLP (else directly)"})
+
+    def __post_init__(self) -> None:
+        for name in ("prompt_length", "hidden"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"prefix-tuning: {name} must be a whole number >= 1, got {value!r}")
+        if not isinstance(self.reparameterize, bool):
+            raise ConfigError(f"prefix-tuning: reparameterize must be true or false, got {self.reparameterize!r}")
+
+
+def flatten_kv(prefix: PrefixKV) -> torch.Tensor:
+    """``prefix`` as one ``[length, kv_size]`` table: per layer its key then its value, each
+    ``[length, kv_heads * head_dim]``."""
+    return torch.cat([t[0].transpose(0, 1).flatten(1) for kv in prefix.layers for t in kv], 1)
+
+
+def unflatten_kv(flat: torch.Tensor, shapes: list) -> PrefixKV:
+    """Inverse of :func:`flatten_kv`: ``flat [length, kv_size]`` -> :class:`PrefixKV` of views;
+    ``shapes`` as :attr:`PrefixKV.layer_shapes`."""
+    heads_dims = [hd for layer in shapes for hd in layer]  # key, value, key, value, ...
+    chunks = flat.split([h * d for h, d in heads_dims], 1)
+    tensors = [c.unflatten(1, hd).transpose(0, 1)[None] for c, hd in zip(chunks, heads_dims)]
+    return PrefixKV(tuple(zip(tensors[::2], tensors[1::2])))
+
+
+def load_prefix(path: str | Path) -> tuple[PrefixKV, dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a saved prefix directory: ``(materialised PrefixKV, metadata, all saved tensors)``.
+
+    Raises :class:`PromptFileError` for a missing, corrupt or foreign file.
+    """
+    path = Path(path)
+    file = path / PREFIX_FILE if path.is_dir() else path
+    if not file.exists():
+        raise PromptFileError(f"no saved prefix at {path}: expected {PREFIX_FILE} there (train one with "
+                              f"`softprompt train --method prefix-tuning --out DIR`, then pass DIR/best)")
+    try:
+        tensors = load_file(str(file))
+        with safe_open(str(file), framework="pt") as fh:
+            meta = json.loads((fh.metadata() or {}).get("softprompt", "{}"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PromptFileError(f"{file} is truncated or corrupt ({exc}); save it again or train again") from exc
+    n_layers = sum(1 for name in tensors if name.startswith("key."))
+    if n_layers == 0 or any(f"{kind}.{i}" not in tensors for i in range(n_layers) for kind in ("key", "value")):
+        raise PromptFileError(f"{file} holds no complete key.N/value.N tensors (found {sorted(tensors)}); "
+                              "is it a prefix-tuning file?")
+    layers = tuple((tensors[f"key.{i}"][None], tensors[f"value.{i}"][None]) for i in range(n_layers))
+    return PrefixKV(layers), meta, tensors
+
+
+@register_method("prefix-tuning", PrefixTuningConfig)
+class PrefixTuning(Method):
+    """Learned keys/values in every layer of a frozen decoder-only model (see the module docstring)."""
+
+    def __init__(self, config: PrefixTuningConfig, backbone, task, seed: int = 0, train_rows=None):
+        super().__init__(config, backbone, task, seed, train_rows)
+        if backbone.family != "causal":
+            kind = {"seq2seq": "an encoder-decoder", "masked": "a masked language"}.get(backbone.family, "a non-causal")
+            raise ConfigError(
+                f"prefix-tuning supports decoder-only (causal) models, but {backbone.model_id!r} is {kind} model "
+                f"({backbone.family}): there, every layer recomputes the prompt's states from the text, so there "
+                "are no per-layer prefix keys/values to learn here; use --method prompt-tuning"
+            )
+        init = PromptTuning(PromptTuningConfig(config.prompt_length, config.init), backbone, task, seed).prompt()
+        with torch.no_grad():
+            base = backbone.prompt_kv(init.detach())
+        self.layer_shapes = base.layer_shapes
+        self.register_buffer("base", flatten_kv(base).float())
+        if config.reparameterize:
+            kv_size = self.base.shape[1]
+            gen = torch.Generator().manual_seed(seed)
+            self.embedding = nn.Parameter(init.detach().clone().float())
+            self.mlp = nn.Sequential(nn.Linear(backbone.dim, config.hidden), nn.Tanh(),
+                                     nn.Linear(config.hidden, kv_size))
+            with torch.no_grad():
+                bound = 1 / math.sqrt(backbone.dim)  # nn.Linear's own default range, drawn from the seed
+                self.mlp[0].weight.uniform_(-bound, bound, generator=gen)
+                self.mlp[0].bias.uniform_(-bound, bound, generator=gen)
+                self.mlp[2].weight.zero_()
+                self.mlp[2].bias.zero_()
+        else:
+            self.kv = nn.Parameter(self.base.clone())
+
+    @property
+    def prompt_length(self) -> int:
+        return self.config.prompt_length
+
+    def kv_table(self) -> torch.Tensor:
+        """The prefix's keys/values as one table ``[length, kv_size]`` (see :func:`flatten_kv`)."""
+        if self.config.reparameterize:
+            return self.base + self.mlp(self.embedding)
+        return self.kv
+
+    def prompt(self) -> PrefixKV:
+        """The prefix, differentiable: per layer ``(key, value)``, each ``[1, kv_heads, length, head_dim]``."""
+        return unflatten_kv(self.kv_table(), self.layer_shapes)
+
+    def inference_prompt(self) -> PrefixKV:
+        """The materialised prefix (no MLP left), detached and contiguous; make it once per evaluation."""
+        with torch.no_grad():
+            prefix = self.prompt()
+        return PrefixKV(tuple((k.contiguous(), v.contiguous()) for k, v in prefix.layers))
+
+    # ----------------------------------------------------------------------------- files
+    def save(self, path, metadata):
+        """Write ``prefix.safetensors`` and ``softprompt.json`` into directory ``path`` (atomically)."""
+        path = Path(path)
+        meta = {**metadata, "method": self.name, "format_version": FORMAT_VERSION, "length": self.prompt_length,
+                "layers": len(self.layer_shapes), "layer_shapes": self.layer_shapes,
+                "reparameterize": self.config.reparameterize, "hidden": self.config.hidden}
+        text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+        tensors = {"base": self.base}
+        for i, (k, v) in enumerate(self.inference_prompt().layers):
+            tensors[f"key.{i}"], tensors[f"value.{i}"] = k[0], v[0]
+        if self.config.reparameterize:
+            tensors["embedding"] = self.embedding
+            tensors.update({f"mlp.{name}": t for name, t in self.mlp.state_dict().items()})
+        else:
+            tensors["kv"] = self.kv
+        tensors = {name: t.detach().float().contiguous().cpu() for name, t in tensors.items()}
+        path.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path / META_FILE, text + "\n")
+        with atomic_path(path / PREFIX_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"softprompt": text})
+        return path
+
+    def load_state(self, path):
+        """Restore what :meth:`save` wrote, exactly; refuses a prefix of another shape or model."""
+        prefix, meta, tensors = load_prefix(path)
+        got, want = prefix.layer_shapes, self.layer_shapes
+        if got != want:
+            raise ModelMismatchError(
+                f"the prefix in {path} has {len(got)} layers of ((kv_heads, head_dim) of key, of value) "
+                f"{sorted(set(got))} (model {meta.get('model_id', 'unknown')!r}), but this model has "
+                f"{len(want)} layers of {sorted(set(want))}: use the model the prefix was trained for"
+            )
+        if prefix.length != self.prompt_length:
+            raise PromptFileError(f"the prefix in {path} has {prefix.length} positions but {self.prompt_length} "
+                                  f"were asked for: pass --prompt-length {prefix.length}")
+        needed = ["base"] + (["embedding"] + [f"mlp.{n}" for n in self.mlp.state_dict()]
+                             if self.config.reparameterize else ["kv"])
+        missing = [n for n in needed if n not in tensors]
+        if missing:
+            raise PromptFileError(
+                f"the prefix in {path} lacks {missing} (saved with reparameterize={meta.get('reparameterize')}, "
+                f"hidden={meta.get('hidden')}): load it with the options it was trained with")
+        with torch.no_grad():
+            try:
+                self.base.copy_(tensors["base"])
+                if self.config.reparameterize:
+                    self.embedding.copy_(tensors["embedding"])
+                    self.mlp.load_state_dict({n: tensors[f"mlp.{n}"] for n in self.mlp.state_dict()})
+                else:
+                    self.kv.copy_(tensors["kv"])
+            except RuntimeError as exc:  # a shape mismatch (another --method-options hidden=...)
+                raise PromptFileError(f"the prefix in {path} does not fit these options (saved with "
+                                      f"hidden={meta.get('hidden')}): {exc}") from exc

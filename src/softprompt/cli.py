@@ -13,6 +13,7 @@ import typing
 from typing import Any, Callable
 
 from .config import EvalConfig, PredictConfig, TrainConfig, build, load_yaml
+from .ppt.config import PretrainConfig
 from .errors import SoftPromptError
 
 
@@ -143,11 +144,24 @@ def cmd_tasks(_: Any) -> int:
     return 0
 
 
+def cmd_pretrain_prompt(cfg: PretrainConfig) -> int:
+    from .ppt.pretrain import pretrain_prompt
+
+    result = pretrain_prompt(cfg)
+    print(f"pre-trained prompt: {result.best_prompt}  (dev {json.dumps(result.dev)})")
+    if result.best_prompt is not None:
+        print(f"use it: softprompt train --init pretrained:{result.best_prompt} --model {cfg.model} "
+              f"--prompt-length {cfg.prompt_length} ...")
+    print(f"wall time: {result.seconds:.1f} s")
+    return 0
+
+
 COMMANDS: dict[str, tuple[Any, Callable[[Any], int], str]] = {
     "train": (TrainConfig, cmd_train, "train a soft prompt on a task"),
     "eval": (EvalConfig, cmd_eval, "evaluate a saved prompt (or the zero-shot baseline) on a split or file"),
     "predict": (PredictConfig, cmd_predict, "classify texts with a saved prompt"),
     "tasks": (None, cmd_tasks, "list the built-in tasks"),
+    "pretrain-prompt": (PretrainConfig, cmd_pretrain_prompt, "pre-train a prompt on PPT's self-supervised formats built from unlabeled text"),
 }
 
 

@@ -10,7 +10,7 @@ from .data import read_examples
 from .registry import BUILTIN_TASKS, get_task, load_split
 from .task import Task
 from .template import Template
-from .verbalizer import Verbalizer, parse_label_words
+from .verbalizer import ChoiceVerbalizer, Verbalizer, parse_label_words
 
 _FILE_OPTIONS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 
@@ -28,6 +28,18 @@ def parse_field_map(spec: str | None) -> dict[str, str] | None:
     return out
 
 
+def verbalizer_from_spec(spec: str) -> Verbalizer:
+    """``--label-words`` text -> a verbalizer: ``'positive=great,good;negative=bad'`` (fixed labels)
+    or ``'choices:FIELD'`` (multiple choice: each row's candidates are the strings in its FIELD list
+    and its label is the correct one's text)."""
+    if spec.strip().startswith("choices:"):
+        field = spec.strip()[len("choices:"):].strip()
+        if not field:
+            raise ConfigError("--label-words 'choices:FIELD' needs the field holding each row's choices, e.g. choices:options")
+        return ChoiceVerbalizer(field)
+    return Verbalizer(parse_label_words(spec))
+
+
 def task_from_config(cfg: Any) -> Task:
     """The task named by ``cfg.task`` with ``cfg.template`` / ``cfg.label_words`` / files applied."""
     files = {split: getattr(cfg, opt, None) for split, opt in _FILE_OPTIONS.items()}
@@ -42,11 +54,11 @@ def task_from_config(cfg: Any) -> Task:
             f"for your own data, or pick one of the built-in tasks (softprompt tasks)"
         )
     else:
-        task = Task(name=cfg.task, template=Template(template), verbalizer=Verbalizer(parse_label_words(label_words)))
+        task = Task(name=cfg.task, template=Template(template), verbalizer=verbalizer_from_spec(label_words))
     if template:
         task.template = Template(template)
     if label_words:
-        task.verbalizer = Verbalizer(parse_label_words(label_words))
+        task.verbalizer = verbalizer_from_spec(label_words)
         if task.positive_label not in task.verbalizer.labels:
             task = dataclasses.replace(task, metrics=tuple(m for m in task.metrics if m != "f1") or ("accuracy",),
                                        positive_label=None)

@@ -1,0 +1,22 @@
+import json
+
+import pytest
+
+from softprompt.config import TrainConfig
+from softprompt.errors import ConfigError
+from softprompt.tasks.from_config import load_rows, task_from_config
+from softprompt.tasks.verbalizer import ChoiceVerbalizer
+
+
+def test_label_words_choices_field_makes_a_multiple_choice_task(tmp_path):
+    rows = [{"question": "sky?", "options": ["blue", "green"], "label": "blue"},
+            {"question": "grass?", "options": ["red", "green"], "label": "green"}]
+    f = tmp_path / "mc.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = TrainConfig(task="mine", train_file=str(f), template="Q: {question}\nA:", label_words="choices:options")
+    task = task_from_config(cfg)
+    assert isinstance(task.verbalizer, ChoiceVerbalizer) and task.verbalizer.choices_field == "options"
+    assert task.verbalizer.label_names(rows[1]) == ["red", "green"]
+    assert len(load_rows(task, cfg, "train")) == 2
+    with pytest.raises(ConfigError, match="choices:FIELD"):
+        task_from_config(TrainConfig(task="mine", train_file=str(f), template="Q: {question}", label_words="choices:"))

@@ -10,7 +10,7 @@ import torch
 
 from .errors import DataError
 from .modeling import load_model
-from .prompt import SoftPrompt
+from .prompt import META_FILE, PROMPT_FILE, SoftPrompt
 from .scoring import EvalResult, Prediction, evaluate, predict
 from .tasks.task import Task
 
@@ -23,10 +23,13 @@ class PromptedModel:
     'positive'
     """
 
-    def __init__(self, backbone, prompt: SoftPrompt | None, task: Task):
+    def __init__(self, backbone, prompt: SoftPrompt | None, task: Task, method=None):
+        """``prompt``: a soft prompt, or None with ``method``: another method's restored output
+        (prefix tuning, in-context demonstrations, a fully tuned model), or None for zero-shot."""
         self.backbone = backbone
         self.soft_prompt = prompt
         self.task = task
+        self.method = method
         if prompt is not None:
             prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
             prompt.to(backbone.device)
@@ -34,7 +37,23 @@ class PromptedModel:
     @classmethod
     def from_saved(cls, path: str | Path, model: str | None = None, device: str | None = None,
                    max_length: int | None = None, backbone=None) -> "PromptedModel":
-        """Load a saved prompt with its task and the model it was trained for (or ``model``)."""
+        """Load a saved prompt with its task and the model it was trained for (or ``model``).
+
+        ``path`` may also hold another method's output (``softprompt.json`` names the method):
+        it is rebuilt on the model and restored (:func:`~softprompt.methods.loading.load_saved_method`).
+        """
+        if not (Path(path) / PROMPT_FILE).exists() and (Path(path) / META_FILE).exists():
+            from .methods.loading import load_saved_method, read_saved_metadata
+
+            meta = read_saved_metadata(path)
+            if "task" not in meta:
+                raise DataError(f"{path} has no task in its metadata; was it saved by softprompt?")
+            task = Task.from_dict(meta["task"])
+            if backbone is None:
+                backbone = load_model(model or meta.get("model_id"), device=device)
+            if max_length:
+                backbone.max_length = min(backbone.max_length, max_length)
+            return cls(backbone, None, task, method=load_saved_method(path, backbone, task))
         prompt = SoftPrompt.load(path)
         if "task" not in prompt.metadata:
             raise DataError(f"{path} has no task in its metadata; was it saved by softprompt?")
@@ -47,7 +66,10 @@ class PromptedModel:
 
     @property
     def prompt(self) -> torch.Tensor | None:
-        """The prompt ``[length, dim]`` (detached) or None."""
+        """What goes before the text: the prompt ``[length, dim]`` (detached), a method's
+        inference prompt (e.g. a prefix), or None."""
+        if self.method is not None:
+            return self.method.inference_prompt()
         return None if self.soft_prompt is None else self.soft_prompt.weight.detach()
 
     def as_examples(self, inputs: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -257,6 +257,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     backbone = load_model(cfg.model, dtype=dtype, device=str(acc.device), device_map=device_map,
                           offload_folder=cfg.offload_folder)
     backbone.max_length = min(backbone.max_length, cfg.max_length)
+    backbone.fingerprint  # noqa: B018  the frozen weights' fingerprint, taken before full tuning moves them
 
     method_config, method_cls = method_config_from(cfg)
     method = method_cls(method_config, backbone, task, seed=cfg.seed, train_rows=train_rows).to(backbone.device)
@@ -400,10 +401,4 @@ def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainRe
         "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
         "seconds": round(result.seconds, 1), "processes": acc.num_processes, "config": dataclasses.asdict(cfg)},
         indent=2))
-    return result
-    atomic_write_text(out / "results.json", json.dumps({
-        "task": task.name, "model": cfg.model, "method": cfg.method, "dev": result.dev, "test": result.test,
-        "test_split": result.test_split, "train_rows": len(train_rows), "dev_rows": len(dev_rows),
-        "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
-        "seconds": round(result.seconds, 1), "processes": world, "config": dataclasses.asdict(cfg)}, indent=2))
     return result

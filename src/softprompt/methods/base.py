@@ -80,6 +80,11 @@ class Method(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    @classmethod
+    def empty(cls, config: Any, backbone, task) -> "Method":
+        """A method to :meth:`load_state` into: built from ``config`` without training rows."""
+        return cls(config, backbone, task)
+
     def save(self, path: str | Path, metadata: dict[str, Any]) -> Path:
         """Save what was learnt to directory ``path`` (atomically), with ``metadata``."""
         raise NotImplementedError(f"method {self.name!r} has nothing to save")

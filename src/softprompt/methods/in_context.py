@@ -19,6 +19,7 @@ construction: use fewer shots or a larger ``--max-length``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
@@ -108,6 +109,11 @@ class InContext(Method):
         texts = [render_demonstration(task, backbone, r) for r in rows]
         text = "".join(t + config.separator for t in texts)
         self._set_demonstrations(rows, texts, text, backbone.tokenize(text) if text else [])
+
+    @classmethod
+    def empty(cls, config: InContextConfig, backbone, task) -> "InContext":
+        """No demonstrations yet (no training rows needed): :meth:`load_state` brings the saved ones."""
+        return cls(dataclasses.replace(config, shots=0), backbone, task)
 
     def _set_demonstrations(self, rows: list, texts: list[str], text: str, token_ids: list[int]) -> None:
         """Keep the demonstrations, their joined ``text`` and its ``token_ids``; embed the tokens."""

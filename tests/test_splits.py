@@ -60,3 +60,14 @@ def test_method_options_are_checked(tiny_model_dirs, toy_data, tmp_path):
     with pytest.raises(ConfigError, match="not key=value"):
         train(_cfg(toy_data, model=str(tiny_model_dirs["causal"]), method_options="hidden", out=str(tmp_path / "x"),
                    progress=False))
+
+
+def test_each_method_brings_its_own_optimizer_and_learning_rate():
+    from softprompt.methods import with_method_defaults
+
+    pt = with_method_defaults(TrainConfig())
+    assert (pt.optimizer, pt.lr) == ("adafactor", 0.3)  # the paper's
+    full = with_method_defaults(TrainConfig(method="full-tuning"))
+    assert (full.optimizer, full.lr) == ("adam", 1e-5)
+    prefix = with_method_defaults(TrainConfig(method="prefix-tuning", lr=0.01))
+    assert (prefix.optimizer, prefix.lr) == ("adam", 0.01)  # what is given wins

@@ -47,8 +47,8 @@ class TrainConfig(DataConfig):
     prompt_length: int = opt(100, "number of soft prompt vectors (the paper's default: 100)")
     method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)")
     init: str = opt("class-labels", "initialiser: random-uniform, vocab, class-labels, text:WORDS, file:PATH, pretrained:PATH")
-    optimizer: str = opt("adafactor", "optimizer (the paper: Adafactor, no relative step or parameter scaling)", ("adafactor", "adam"))
-    lr: float = opt(0.3, "learning rate (the paper: 0.3 with Adafactor; try 1e-3 to 3e-2 with Adam)")
+    optimizer: str | None = opt(None, "optimizer (default: the method's: Adafactor with no relative step or parameter scaling for prompt tuning, as the paper; Adam for full and prefix tuning)", ("adafactor", "adam"))
+    lr: float | None = opt(None, "learning rate (default: the method's: 0.3 for prompt tuning, the paper's with Adafactor; 1e-5 for full tuning; 1e-3 for prefix tuning)")
     weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)")
     warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant")
     batch_size: int = opt(8, "training batch size (the paper: 32)")
@@ -83,7 +83,7 @@ class TrainConfig(DataConfig):
         for name in ("shots", "dev_from_train"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.lr <= 0:
+        if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
 
 

@@ -35,7 +35,7 @@ from .batching import estimate_lengths, training_batches
 from .config import TrainConfig
 from .encoding import encode
 from .errors import ConfigError
-from .methods import get_method
+from .methods import get_method, with_method_defaults
 from .modeling import load_model
 from .scoring import EvalResult, evaluate, predict, score_predictions
 from .splits import final_rows, run_data
@@ -221,6 +221,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     Returns a :class:`TrainResult`; the best prompt is in ``out/best``.
     """
     cfg = dataclasses.replace(config, **overrides) if config else TrainConfig(**overrides)
+    cfg = with_method_defaults(cfg)  # --optimizer / --lr left unset: the method's own
     from accelerate import Accelerator
 
     started = time.time()

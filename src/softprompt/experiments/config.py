@@ -29,7 +29,7 @@ from typing import Any
 
 from ..config import TrainConfig, build, load_yaml
 from ..errors import ConfigError
-from ..methods import get_method
+from ..methods import get_method, with_method_defaults
 
 # Options that say where/how a run is shown, not what it computes.
 _VOLATILE = {"out", "resume", "overwrite", "progress"}
@@ -216,7 +216,7 @@ def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, see
     parts.append(f"seed{seed}")
     key = "/".join(parts)
     values.update(out=str(exp.out / "runs" / key), progress=False)
-    cfg = build(TrainConfig, values)
+    cfg = with_method_defaults(build(TrainConfig, values))  # as train() will resolve them
     return RunSpec(key=key, grids=[grid.name], config=cfg, axes=axes)
 
 

@@ -263,6 +263,9 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
             print(("run   " if a in todo_a else "done  ") + f"{a.kind}: {a.name}")
         return {"runs": len(specs), "todo": len(todo), "analyses": len(analyses), "analyses_todo": len(todo_a)}
     exp.out.mkdir(parents=True, exist_ok=True)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar for the grid, not one per model load
     bar = None
     total = len(specs) + len(analyses)
     if progress and state.is_main_process:

@@ -38,6 +38,16 @@ def get_method(name: str) -> tuple[type, type["Method"]]:
     return METHODS[name]
 
 
+def with_method_defaults(cfg):
+    """``cfg`` (a :class:`~softprompt.config.TrainConfig`) with an unset optimizer and learning
+    rate taken from its method's :attr:`Method.default_optimizer` / :attr:`Method.default_lr`."""
+    import dataclasses
+
+    _, cls = get_method(cfg.method)
+    return dataclasses.replace(cfg, optimizer=cfg.optimizer or cls.default_optimizer,
+                               lr=cfg.lr if cfg.lr is not None else cls.default_lr)
+
+
 @dataclass
 class MethodConfig:
     """Base of method configs (fields with the paper's defaults)."""
@@ -48,6 +58,8 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     trains: ClassVar[bool] = True
+    default_optimizer: ClassVar[str] = "adafactor"  # used when --optimizer is not given
+    default_lr: ClassVar[float] = 0.3  # used when --lr is not given (the paper's, for prompt tuning)
     seeded: ClassVar[bool] = True  # whether the result depends on the seed (an experiment runs one seed if not)
 
     def __init__(self, config: Any, backbone, task, seed: int = 0, train_rows=None):

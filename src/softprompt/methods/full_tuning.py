@@ -29,6 +29,9 @@ class FullTuningConfig(MethodConfig):
 class FullTuning(Method):
     """Unfreezes and trains the backbone's model; ``prompt()`` is None."""
 
+    default_optimizer = "adam"
+    default_lr = 1e-5  # every weight moves: a small step, as model tuning usually takes
+
     def __init__(self, config: FullTuningConfig, backbone, task, seed: int = 0, train_rows=None):
         super().__init__(config, backbone, task, seed, train_rows)
         self.model = backbone.model  # a submodule: its weights are what is trained and synchronised

@@ -103,6 +103,9 @@ def load_prefix(path: str | Path) -> tuple[PrefixKV, dict[str, Any], dict[str, t
 class PrefixTuning(Method):
     """Learned keys/values in every layer of a frozen decoder-only model (see the module docstring)."""
 
+    default_optimizer = "adam"
+    default_lr = 1e-3  # docs/methods.md: the MLP's output moves keys/values directly
+
     def __init__(self, config: PrefixTuningConfig, backbone, task, seed: int = 0, train_rows=None):
         super().__init__(config, backbone, task, seed, train_rows)
         if backbone.family != "causal":

@@ -143,17 +143,26 @@ def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
     metric_name = metric.pop() if len(metric) == 1 else "primary metric"
     lines = [f"## Grid `{grid.name}`", ""]
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    by_seed: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
     row_axis = "task" if "task" in varied or len(varied) < 2 else varied[0]
     col_axes = [a for a in varied if a != row_axis] or ["method"]
     for s, r in runs:
         row = str(s.axes.get(row_axis))
         col = " / ".join(str(s.axes.get(a, "–")) for a in col_axes)
         cells[(row, col)].append(_primary(r)[1])
+        by_seed[(col, s.axes["seed"])][row] = _primary(r)[1]
     rows_ = sorted({k[0] for k in cells})
     cols = sorted({k[1] for k in cells}, key=_natural)
     lines.append(f"{metric_name} by {row_axis} (rows) and {' / '.join(col_axes)} (columns):")
     lines.append("")
-    lines.append(_table([row_axis] + cols, [[r] + [fmt(cells.get((r, c), [])) for c in cols] for r in rows_]))
+    table = [[r] + [fmt(cells.get((r, c), [])) for c in cols] for r in rows_]
+    if row_axis == "task" and len(rows_) > 1:  # each seed's average over the tasks, then mean ± std over seeds
+        avg = []
+        for c in cols:
+            per_seed = [sum(v.values()) / len(v) for (col, _), v in sorted(by_seed.items()) if col == c and len(v) == len(rows_)]
+            avg.append(fmt(per_seed))
+        table.append(["**mean over tasks**"] + avg)
+    lines.append(_table([row_axis] + cols, table))
     lines.append("")
     zs = [r["zero_shot_test"][_primary(r)[0]] for _, r in runs if r.get("zero_shot_test")]
     if zs:

@@ -120,3 +120,31 @@ def test_an_experiment_runs_unchanged_under_two_processes(tiny_model_dirs, toy_d
     a = _weights(out / "runs/rotten_tomatoes/prompt-tuning/len3-vocab/seed1/last", "prompt-tuning")["prompt"]
     b = _weights(tmp_path / "one" / "last", "prompt-tuning")["prompt"]
     assert float((a - b).norm() / b.norm()) < TOLERANCE
+
+
+def test_pretrain_prompt_runs_unchanged_under_two_processes(tiny_model_dirs, tmp_path):
+    """`softprompt pretrain-prompt` under torchrun: the same pre-trained prompt as one process."""
+    from softprompt.prompt import SoftPrompt
+    from ppt.conftest import corpus_texts
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join(corpus_texts()) + "\n", encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    outs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"ppt{nproc}"
+        args = ["pretrain-prompt", "--corpus", str(corpus), "--format", "unified", "--model",
+                str(tiny_model_dirs["causal"]), "--prompt-length", "3", "--batch-size", "4", "--max-steps", "3",
+                "--eval-every", "3", "--examples", "16", "--dev-examples", "6", "--optimizer", "adam", "--lr", "0.01",
+                "--out", str(out), "--no-progress"]
+        launcher = [] if nproc == 1 else ["-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                                          "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+        cmd = [sys.executable, *launcher, "-m", "softprompt.cli", *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        outs[nproc] = out
+    assert json.loads((outs[2] / "results.json").read_text())["processes"] == 2
+    a, b = SoftPrompt.load(outs[1] / "last"), SoftPrompt.load(outs[2] / "last")
+    assert b.metadata["ppt"]["format"] == "unified"
+    wa, wb = a.weight.detach(), b.weight.detach()
+    assert float((wa - wb).norm() / wa.norm()) < TOLERANCE

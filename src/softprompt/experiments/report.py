@@ -236,6 +236,12 @@ def _transfer_section(exp: Experiment, specs: list[RunSpec], out: Path) -> list[
     return lines + [""]
 
 
+def _token(text: str) -> str:
+    """A vocabulary token for a Markdown table: spaces shown as ``␣``, control characters escaped."""
+    shown = repr(text)[1:-1].replace(" ", "␣").replace("|", "\\|").replace("`", "'")
+    return f"`{shown}`" if shown else "(empty)"
+
+
 def _inspect_section(exp: Experiment, out: Path) -> list[str]:
     found = _analyses(out, "inspect")
     if not found:
@@ -249,7 +255,7 @@ def _inspect_section(exp: Experiment, out: Path) -> list[str]:
     for x in found:
         for pos in x["neighbours"][: len(x["labels"]) + 1]:
             rows.append([f"`{x['run']}`", str(pos["position"]),
-                         ", ".join(f"`{t.strip() or repr(t)}`" for t in pos["tokens"]),
+                         ", ".join(_token(t) for t in pos["tokens"]),
                          ("label " + x["labels"][pos["position"]] + (" kept" if x["kept"][pos["position"]] else " lost"))
                          if pos["position"] < len(x["labels"]) else ""])
     lines.append(_table(["prompt", "position", "nearest tokens", "label word"], rows))

@@ -42,6 +42,13 @@ def test_mixed_task_batch_equals_single_task_predict(backbone, mixed, monkeypatc
     calls = []
     real = backbone.word_scores
     monkeypatch.setattr(backbone, "word_scores", lambda p, b, *a: calls.append(len(b)) or real(p, b, *a))
+    import functools
+
+    import softprompt.serving.engine as engine_module
+
+    # no cut for padding here: the point is that different tasks share one forward pass
+    monkeypatch.setattr(engine_module, "length_chunks",
+                        functools.partial(engine_module.length_chunks, max_padding=float("inf")))
     got = mixed.classify([x for x, _ in items], [t for _, t in items])
     # word sets: {negative, positive} (two tasks), {no, yes}, multi-word, and the choice rows
     assert sorted(calls) == sorted([2 * len(TEXTS), len(TEXTS), len(TEXTS), 2])
@@ -182,3 +189,20 @@ def test_ensembles_yaml_and_bad_members(backbone, tmp_path):
     assert "zzz" in mpm.refused["ghost"]
     assert json.loads(json.dumps(mpm.tasks()))  # plain data
     assert torch.is_tensor(mpm._state.prompts["a"].weight)
+
+
+def test_length_chunks_bound_padding_and_batch_size():
+    from types import SimpleNamespace
+
+    from softprompt.serving.engine import length_chunks
+
+    lengths = [5, 40, 6, 7, 41, 8, 9, 10, 11, 12, 39, 38, 60, 6, 7, 8, 9, 10]
+    units = [SimpleNamespace(batch=SimpleNamespace(context=[[0] * n])) for n in lengths]
+    chunks = length_chunks(units, batch_size=6, max_padding=1.25, min_rows=2)
+    flat = [len(u.batch.context[0]) for c in chunks for u in c]
+    assert flat == sorted(lengths)  # every unit once, shortest first
+    for c in chunks:
+        ns = [len(u.batch.context[0]) for u in c]
+        assert len(c) <= 6
+        assert len(c) < 2 or len(c) * max(ns) <= 1.25 * sum(ns) or len(c) == 2
+    assert len(length_chunks(units, batch_size=64, max_padding=100.0)) == 1  # no bound: one pass

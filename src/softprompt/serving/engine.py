@@ -301,9 +301,7 @@ class MultiPromptModel:
             key = tuple(map(tuple, u.batch.words[0])) if u.batch.shared_words else None
             groups.setdefault(key, []).append(u)
         for key, group in groups.items():
-            group.sort(key=lambda u: len(u.batch.context[0]))  # similar lengths pad less
-            for start in range(0, len(group), batch_size):
-                chunk = group[start: start + batch_size]
+            for chunk in length_chunks(group, batch_size):
                 batch = concat([u.batch for u in chunk], shared_words=key is not None)
                 scores = self.backbone.word_scores([u.entry.weight for u in chunk], batch)
                 for j, u in enumerate(chunk):
@@ -342,9 +340,7 @@ class MultiPromptModel:
                  batch_size: int = 64) -> list[Generation]:
         """Greedy continuation of each input under its task's prompt, all tasks batched together."""
         state, units = self._units(inputs, tasks)
-        order = sorted(units, key=lambda u: len(u.batch.context[0]))
-        for start in range(0, len(order), batch_size):
-            chunk = order[start: start + batch_size]
+        for chunk in length_chunks(units, batch_size):
             texts = self.backbone.generate([u.entry.weight for u in chunk], concat([u.batch for u in chunk], False),
                                            max_new_tokens)
             for u, text in zip(chunk, texts):
@@ -364,6 +360,30 @@ class MultiPromptModel:
             label = valid.most_common(1)[0][0] if valid else None
             out.append(Generation(task, text, label, truncated, votes, texts))
         return out
+
+
+def length_chunks(units: list[_Unit], batch_size: int, max_padding: float = 1.25, min_rows: int = 8) -> list[list[_Unit]]:
+    """``units`` sorted by context length and cut into forward passes of at most ``batch_size``.
+
+    A chunk is also cut (once it has ``min_rows``) before padding would make it more than
+    ``max_padding`` times its real tokens: every padded position costs a full pass through the
+    model, and request texts vary in length (a batch of 32 Rotten Tomatoes snippets padded to its
+    longest is more than half padding).
+    """
+    chunks: list[list[_Unit]] = []
+    chunk: list[_Unit] = []
+    real = 0
+    for u in sorted(units, key=lambda u: len(u.batch.context[0])):
+        n = len(u.batch.context[0])
+        if chunk and (len(chunk) >= batch_size or
+                      (len(chunk) >= min_rows and (len(chunk) + 1) * n > max_padding * (real + n))):
+            chunks.append(chunk)
+            chunk, real = [], 0
+        chunk.append(u)
+        real += n
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _by_input(units: list[_Unit], n: int) -> list[list[_Unit]]:

@@ -149,3 +149,19 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 def toy_data(tmp_path) -> Path:
     """A data dir holding ``rotten_tomatoes/{train,validation,test}.jsonl`` of toy rows."""
     return write_toy_data(tmp_path / "data", "rotten_tomatoes")
+
+
+def crash_at_call(monkeypatch, method_cls, n: int = 5):
+    """Make ``method_cls.forward`` raise KeyboardInterrupt at its ``n``-th call (a run killed
+    mid-training); returns a function that puts the real forward back."""
+    real_forward = method_cls.forward
+    calls = {"n": 0}
+
+    def crashing_forward(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        return real_forward(self, *a, **k)
+
+    monkeypatch.setattr(method_cls, "forward", crashing_forward)
+    return lambda: monkeypatch.setattr(method_cls, "forward", real_forward)

@@ -64,19 +64,12 @@ def test_resume_ends_with_the_same_prompt_as_an_uninterrupted_run(tiny_model_dir
 
     from softprompt.methods import PromptTuning
 
-    real_forward = PromptTuning.forward
-    calls = {"n": 0}
+    from conftest import crash_at_call
 
-    def crashing_forward(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:  # dies in step 5, after the step-3 checkpoint
-            raise KeyboardInterrupt
-        return real_forward(self, *a, **k)
-
-    monkeypatch.setattr(PromptTuning, "forward", crashing_forward)
+    restore = crash_at_call(monkeypatch, PromptTuning, 5)  # dies in step 5, after the step-3 checkpoint
     with pytest.raises(KeyboardInterrupt):
         training.train(cfg, out=str(tmp_path / "cut"))
-    monkeypatch.setattr(PromptTuning, "forward", real_forward)
+    restore()
     with pytest.raises(ConfigError, match="--resume"):
         training.train(cfg, out=str(tmp_path / "cut"))
     training.train(cfg, out=str(tmp_path / "cut"), resume=True)

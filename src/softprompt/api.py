@@ -42,27 +42,23 @@ class PromptedModel:
         ``path`` may also hold another method's output (``softprompt.json`` names the method):
         it is rebuilt on the model and restored (:func:`~softprompt.methods.loading.load_saved_method`).
         """
-        if not (Path(path) / PROMPT_FILE).exists() and (Path(path) / META_FILE).exists():
+        other_method = not (Path(path) / PROMPT_FILE).exists() and (Path(path) / META_FILE).exists()
+        if other_method:
             from .methods.loading import load_saved_method, read_saved_metadata
 
-            meta = read_saved_metadata(path)
-            if "task" not in meta:
-                raise DataError(f"{path} has no task in its metadata; was it saved by softprompt?")
-            task = Task.from_dict(meta["task"])
-            if backbone is None:
-                backbone = load_model(model or meta.get("model_id"), device=device)
-            if max_length:
-                backbone.max_length = min(backbone.max_length, max_length)
-            return cls(backbone, None, task, method=load_saved_method(path, backbone, task))
-        prompt = SoftPrompt.load(path)
-        if "task" not in prompt.metadata:
+            prompt, meta = None, read_saved_metadata(path)
+        else:
+            prompt = SoftPrompt.load(path)
+            meta = prompt.metadata
+        if "task" not in meta:
             raise DataError(f"{path} has no task in its metadata; was it saved by softprompt?")
-        task = Task.from_dict(prompt.metadata["task"])
+        task = Task.from_dict(meta["task"])
         if backbone is None:
-            backbone = load_model(model or prompt.metadata.get("model_id"), device=device)
+            backbone = load_model(model or meta.get("model_id"), device=device)
         if max_length:
             backbone.max_length = min(backbone.max_length, max_length)
-        return cls(backbone, prompt, task)
+        method = load_saved_method(path, backbone, task) if other_method else None
+        return cls(backbone, prompt, task, method=method)
 
     @property
     def prompt(self) -> torch.Tensor | None:

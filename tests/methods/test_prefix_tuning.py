@@ -235,19 +235,12 @@ def test_train_end_to_end_writes_best_and_resumes(tiny_model_dirs, toy_data, tmp
     assert (straight / "best" / PREFIX_FILE).exists() and result.test is not None and result.zero_shot_test is not None
     assert json.loads((straight / "best" / META_FILE).read_text())["method"] == "prefix-tuning"
 
-    real_forward = PrefixTuning.forward
-    calls = {"n": 0}
+    from conftest import crash_at_call
 
-    def crashing_forward(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:  # dies in step 5, after the step-3 checkpoint
-            raise KeyboardInterrupt
-        return real_forward(self, *a, **k)
-
-    monkeypatch.setattr(PrefixTuning, "forward", crashing_forward)
+    restore = crash_at_call(monkeypatch, PrefixTuning, 5)  # dies in step 5, after the step-3 checkpoint
     with pytest.raises(KeyboardInterrupt):
         training.train(cfg, out=str(tmp_path / "cut"))
-    monkeypatch.setattr(PrefixTuning, "forward", real_forward)
+    restore()
     training.train(cfg, out=str(tmp_path / "cut"), resume=True)
     _, _, a = load_prefix(straight / "last")
     _, _, b = load_prefix(tmp_path / "cut" / "last")

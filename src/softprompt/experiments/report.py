@@ -91,14 +91,9 @@ def _plot(path: Path, kind: str, series: dict[str, dict[Any, list[float]]], xlab
     tmp.replace(path)
 
 
-def _grid_runs(specs: list[RunSpec], grid: str) -> list[tuple[RunSpec, dict[str, Any]]]:
-    out = []
-    for s in specs:
-        if grid in s.grids:
-            r = _load(s)
-            if r is not None and _primary(r) is not None:
-                out.append((s, r))
-    return out
+def _grid_runs(specs: list[RunSpec], results: dict[str, dict[str, Any] | None], grid: str) -> list[tuple[RunSpec, dict[str, Any]]]:
+    return [(s, results[s.key]) for s in specs
+            if grid in s.grids and results[s.key] is not None and _primary(results[s.key]) is not None]
 
 
 def write_report(exp: Experiment) -> Path:
@@ -109,13 +104,14 @@ def write_report(exp: Experiment) -> Path:
     lines = [f"# Experiment `{exp.name}`", ""]
     if exp.description:
         lines += [exp.description.strip(), ""]
-    done = [s for s in specs if _load(s) is not None]
-    seconds = sum((_load(s) or {}).get("seconds", 0) for s in done)
+    results = {s.key: _load(s) for s in specs}  # each results.json read once
+    done = [s for s in specs if results[s.key] is not None]
+    seconds = sum(results[s.key].get("seconds", 0) for s in done)
     lines += [f"Made by `{cmd}` ({len(done)} of {len(specs)} runs finished, {seconds / 60:.1f} min of run time). "
               "Every cell is mean ± standard deviation over seeds (number of seeds). The metric is each task's "
               "primary metric on its final evaluation split (see each run's `results.json`).", ""]
     for grid in exp.grids:
-        runs = _grid_runs(specs, grid.name)
+        runs = _grid_runs(specs, results, grid.name)
         if not runs:
             continue
         lines += _grid_section(exp, grid, runs, out)
@@ -125,7 +121,7 @@ def write_report(exp: Experiment) -> Path:
     lines += ["## Runs", "", "Each run's command (the experiment runs the same `train` in-process):", ""]
     rows = []
     for s in specs:
-        r = _load(s)
+        r = results[s.key]
         p = _primary(r) if r else None
         rows.append([f"`{s.key}`", f"{p[0]} {p[1]:.4f}" if p else "not run", str((r or {}).get("test_split") or "–"),
                      f"{(r or {}).get('seconds', 0):.0f}", f"`{command_line(s.config)}`"])
@@ -227,7 +223,7 @@ def _transfer_section(exp: Experiment, specs: list[RunSpec], out: Path) -> list[
         g = groups[(t["source_task"], t["target"], t["method"])]
         g["target"].append(t["target_metrics"][m])
         if t.get("in_domain"):
-            g["in"].append(next(v for k, v in t["in_domain"].items() if k not in ("n", "truncated", "invalid")))
+            g["in"].append(_primary({"test": t["in_domain"]})[1])
     rows = []
     for (src, tgt, method), g in sorted(groups.items()):
         rows.append([src, tgt, method, fmt(g["in"]), fmt(g["target"]),

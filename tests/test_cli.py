@@ -24,6 +24,10 @@ def test_train_eval_predict(trained, toy_data, capsys):
                  "--no-progress"]) == 0
     res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert res["n"] == 16 and 0 <= res["accuracy"] <= 1
+    assert main(["eval", "--prompt", str(trained / "best"), "--data-dir", str(toy_data), "--split", "validation",
+                 "--mixed-precision", "bf16", "--no-progress"]) == 0
+    half = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert half["n"] == 16 and abs(half["accuracy"] - res["accuracy"]) <= 2 / 16  # bf16 rounding may flip a close call
     assert main(["predict", "--prompt", str(trained / "best"), "--json", "great fun", "awful"]) == 0
     lines = [json.loads(ln) for ln in capsys.readouterr().out.strip().splitlines()]
     assert [ln["input"] for ln in lines] == ["great fun", "awful"]

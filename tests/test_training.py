@@ -110,3 +110,32 @@ def test_bad_options_are_refused(tiny_model_dirs, toy_data, tmp_path):
         training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, optimizer="sgd"))
     with pytest.raises(ConfigError, match="init"):
         training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, init="zeros", out=str(tmp_path / "r2")))
+
+
+@pytest.mark.parametrize("method", ["prompt-tuning", "full-tuning"])
+def test_mixed_precision_runs_the_model_in_bf16_and_keeps_float32_state(method, tiny_model_dirs, toy_data, tmp_path,
+                                                                          monkeypatch):
+    """--mixed-precision bf16: the model's linear layers compute in bf16 (training and evaluation),
+    while the weights and what is learned stay float32, so full tuning's small updates are not lost."""
+    seen, loaded = [], []
+    real = training.load_model
+
+    def spy(*args, **kwargs):
+        bb = real(*args, **kwargs)
+        linear = next(m for m in bb.model.modules() if isinstance(m, torch.nn.Linear))
+        linear.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+        loaded.append((bb, {k: v.clone() for k, v in bb.model.state_dict().items()}))
+        return bb
+
+    monkeypatch.setattr(training, "load_model", spy)
+    result = training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, method=method, mixed_precision="bf16",
+                                 max_steps=2, eval_every=2, optimizer="adam", lr=1e-3, zero_shot_baseline=False))
+    assert seen and set(seen) == {torch.bfloat16}
+    assert result.test is not None and json.loads((tmp_path / "run/results.json").read_text())["config"]["mixed_precision"] == "bf16"
+    bb, before = loaded[0]
+    assert all(p.dtype == torch.float32 for p in bb.model.parameters())
+    moved = [k for k, v in bb.model.state_dict().items() if not torch.equal(v, before[k])]
+    if method == "prompt-tuning":
+        assert not moved and SoftPrompt.load(tmp_path / "run/best").weight.dtype == torch.float32
+    else:
+        assert moved  # lr 1e-3 updates survive: the master weights are float32

@@ -85,7 +85,11 @@ def cmd_eval(cfg: EvalConfig) -> int:
         pm.task.validate(rows, where=cfg.file)
     else:
         rows = load_rows(pm.task, cfg, cfg.split, cfg.limit)
-    result = pm.evaluate(rows, cfg.batch_size, cfg.scoring, cfg.length_normalize, progress=cfg.progress)
+    import torch
+
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
+    with torch.autocast(pm.backbone.device.type, dtype=half, enabled=half is not None):
+        result = pm.evaluate(rows, cfg.batch_size, cfg.scoring, cfg.length_normalize, progress=cfg.progress)
     print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "prompt": cfg.prompt, **result.summary()}))
     return 0
 
@@ -192,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="experiment YAML (see experiments/quick.yaml)")
     p.add_argument("--out", help="results folder (default: the file's out:)")
     p.add_argument("--only", nargs="+", metavar="GRID", help="run only these grids (no analyses)")
+    p.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help="run only the runs of these tasks, e.g. the cheap ones first (no analyses)")
     p.add_argument("--dry-run", action="store_true", help="list runs and analyses, done or to do, and stop")
     p.add_argument("--report-only", action="store_true", help="rewrite the report from stored results, run nothing")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -206,7 +212,7 @@ def cmd_experiment(args: Any) -> int:
     if args.report_only:
         print(f"report: {write_report(exp)}")
         return 0
-    summary = run_experiment(exp, only=args.only, dry_run=args.dry_run, progress=args.progress)
+    summary = run_experiment(exp, only=args.only, tasks=args.tasks, dry_run=args.dry_run, progress=args.progress)
     print(json.dumps(summary))
     return 0
 

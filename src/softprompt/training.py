@@ -188,7 +188,14 @@ def _trim_log(path: Path, step: int) -> None:
 
 # ----------------------------------------------------------------------------- several processes
 def evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress: bool = False) -> EvalResult:
-    """Evaluate with every process scoring its share of ``rows``; all processes get the same result."""
+    """Evaluate with every process scoring its share of ``rows``; all processes get the same result.
+
+    Runs under ``acc.autocast()``: in bf16/fp16 when the run asked for ``--mixed-precision``."""
+    with acc.autocast():
+        return _evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress)
+
+
+def _evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress: bool) -> EvalResult:
     if acc.num_processes == 1:
         return evaluate(backbone, task, rows, prompt, cfg.eval_batch_size, cfg.scoring, cfg.length_normalize, progress)
     from accelerate.utils import gather_object
@@ -225,7 +232,8 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     from accelerate import Accelerator
 
     started = time.time()
-    acc = Accelerator(cpu=_device(cfg.device) == "cpu")  # one process, or one per rank under accelerate/torchrun
+    # one process, or one per rank under accelerate/torchrun
+    acc = Accelerator(cpu=_device(cfg.device) == "cpu", mixed_precision=cfg.mixed_precision)
     world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     out = Path(cfg.out)
     ckpt = _find_checkpoint(out)
@@ -311,7 +319,8 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
             mine = _shard(batches[bi], rank, world)
             batch = encode(backbone, task, [train_rows[i] for i in mine], prompt_length=method.prompt_length)
             # scaled so that the mean of the processes' gradients is the global batch's mean gradient
-            loss = trainer(backbone, task, batch, cfg.loss, cfg.length_normalize) * (len(mine) * world / len(batches[bi]))
+            with acc.autocast():
+                loss = trainer(backbone, task, batch, cfg.loss, cfg.length_normalize) * (len(mine) * world / len(batches[bi]))
             loss.backward()
             optimizer.step()
             scheduler.step()

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -5,7 +6,7 @@ import yaml
 
 from softprompt.errors import ConfigError
 from softprompt.experiments import expand, load_experiment, run_experiment
-from softprompt.experiments.config import command_line
+from softprompt.experiments.config import command_line, config_fingerprint
 from softprompt.experiments.runner import run_done
 
 
@@ -109,3 +110,20 @@ def test_dry_run_lists_without_running(tmp_path, tiny_model_dirs, toy_data, caps
     summary = run_experiment(_write(tmp_path, tiny_model_dirs, toy_data), dry_run=True)
     assert summary["todo"] == 6 and not (tmp_path / "results" / "runs").exists()
     assert "run   rotten_tomatoes/manual/seed0" in capsys.readouterr().out
+
+
+def test_tasks_filter_runs_only_those_tasks(tmp_path, tiny_model_dirs, toy_data, capsys):
+    path = _write(tmp_path, tiny_model_dirs, toy_data)
+    summary = run_experiment(path, tasks=["rotten_tomatoes"], dry_run=True)
+    assert summary["todo"] == 6 and summary["analyses"] == 0  # analyses need every task's runs
+    with pytest.raises(ConfigError, match=r"--tasks: no runs of \['boolq'\]"):
+        run_experiment(path, tasks=["boolq"], dry_run=True)
+
+
+def test_an_option_at_its_default_does_not_change_a_runs_fingerprint(tmp_path, tiny_model_dirs, toy_data):
+    """A run stored before an option existed still counts as done (its config lacks the option)."""
+    spec = expand(load_experiment(_write(tmp_path, tiny_model_dirs, toy_data)))[0]
+    stored = dataclasses.asdict(spec.config)
+    del stored["mixed_precision"]
+    assert config_fingerprint(stored) == spec.fingerprint
+    assert config_fingerprint({**stored, "mixed_precision": "bf16"}) != spec.fingerprint

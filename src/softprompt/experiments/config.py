@@ -88,10 +88,20 @@ class RunSpec:
         return config_fingerprint(self.config)
 
 
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+# An option left at its default is left out of the hash, so that a run stored before an option
+# existed still matches the same run now (and a changed default does change the hash).
+_DEFAULTS = {f.name: _field_default(f) for f in dataclasses.fields(TrainConfig)}
+
+
 def config_fingerprint(cfg: TrainConfig | dict[str, Any]) -> str:
     """A hash of everything in a run's config that changes its result."""
     values = dataclasses.asdict(cfg) if not isinstance(cfg, dict) else cfg
-    stable = {k: v for k, v in sorted(values.items()) if k not in _VOLATILE}
+    stable = {k: v for k, v in sorted(values.items())
+              if k not in _VOLATILE and not (k in _DEFAULTS and v == _DEFAULTS[k])}
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

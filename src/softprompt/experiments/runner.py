@@ -234,10 +234,10 @@ ANALYSES = {"ensemble": _ensemble, "transfer": _transfer, "inspect": _inspect}
 
 # --------------------------------------------------------------------------- the grid
 def run_experiment(experiment: str | Path | Experiment, out: str | Path | None = None, only: list[str] | None = None,
-                   dry_run: bool = False, report: bool = True, progress: bool = True) -> dict[str, Any]:
+                   tasks: list[str] | None = None, dry_run: bool = False, report: bool = True, progress: bool = True) -> dict[str, Any]:
     """Run every missing run and analysis of ``experiment``, then write its report.
 
-    ``only``: restrict to these grid names (analyses that need other grids are skipped).
+    ``only``: restrict to these grid names; ``tasks``: to these tasks' runs (either skips analyses).
     ``dry_run``: print what would run and return. Returns a summary dict.
     """
     from accelerate import PartialState
@@ -249,7 +249,13 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
         if unknown:
             raise ConfigError(f"--only: no grid named {unknown}; grids: {[g.name for g in exp.grids]}")
         specs = [s for s in specs if set(s.grids) & set(only)]
-    analyses = plan_analyses(exp, specs) if not only else []
+    if tasks:
+        known = {s.config.task for s in specs}
+        unknown = sorted(set(tasks) - known)
+        if unknown:
+            raise ConfigError(f"--tasks: no runs of {unknown}; tasks: {sorted(known)}")
+        specs = [s for s in specs if s.config.task in tasks]
+    analyses = plan_analyses(exp, specs) if not (only or tasks) else []
     from ..training import _device
 
     # the same process state train() will use (it is shared): on CPU, gloo across processes

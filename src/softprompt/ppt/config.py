@@ -55,6 +55,7 @@ class PretrainConfig:
     overwrite: bool = _as_train("overwrite")
     device: str | None = _as_train("device")
     dtype: str = _as_train("dtype")
+    mixed_precision: str = _as_train("mixed_precision")
     progress: bool = _as_train("progress")
 
     def __post_init__(self) -> None:

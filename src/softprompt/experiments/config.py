@@ -65,6 +65,7 @@ class Experiment:
     transfer: list[dict[str, Any]] = field(default_factory=list)
     inspect: dict[str, Any] | None = None
     description: str = ""
+    report: dict[str, Any] = field(default_factory=dict)  # {labels: {value: shown}, compare: [{grid, column}]}
 
     def task_options(self, task: str) -> dict[str, Any]:
         return dict(self.tasks.get(task) or {})
@@ -154,9 +155,31 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         grids=grids, ensembles=list(raw.get("ensembles") or []), transfer=list(raw.get("transfer") or []),
         inspect=({} if inspect is True else dict(inspect)) if inspect else None,
         description=str(raw.get("description") or ""),
+        report=_report_options(raw.get("report"), f"{path}: report", {g.name for g in grids}),
     )
     expand(exp)  # every run's config is checked now, before hours of training
     return exp
+
+
+def _report_options(rep: Any, where: str, grid_names: set[str]) -> dict[str, Any]:
+    """``report:`` of an experiment file: ``labels`` renames axis values in tables and plots (a long
+    ``pretrained:PATH`` init becomes ``PPT``); each ``compare`` entry adds a table of paired
+    differences between one column of a grid and each of its other columns."""
+    if not rep:
+        return {"labels": {}, "compare": []}
+    if not isinstance(rep, dict) or set(rep) - {"labels", "compare"}:
+        raise ConfigError(f"{where}: expected {{labels: {{VALUE: NAME}}, compare: [{{grid: GRID, column: NAME}}]}}, got {rep!r}")
+    labels = rep.get("labels") or {}
+    if not isinstance(labels, dict):
+        raise ConfigError(f"{where}: labels must map an axis value to the name shown, got {labels!r}")
+    compare = []
+    for c in _as_list(rep.get("compare"), "compare", where):
+        if not isinstance(c, dict) or set(c) != {"grid", "column"}:
+            raise ConfigError(f"{where}: each compare entry is {{grid: GRID, column: NAME}}, got {c!r}")
+        if str(c["grid"]) not in grid_names:
+            raise ConfigError(f"{where}: compare names grid {c['grid']!r}; grids: {sorted(grid_names)}")
+        compare.append({"grid": str(c["grid"]), "column": str(c["column"])})
+    return {"labels": {str(k): str(v) for k, v in labels.items()}, "compare": compare}
 
 
 def _norm(d: dict[str, Any]) -> dict[str, Any]:

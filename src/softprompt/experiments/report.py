@@ -42,6 +42,12 @@ def _primary(result: dict[str, Any]) -> tuple[str, float] | None:
     return None
 
 
+def fmt_diff(values: list[float]) -> str:
+    """``+0.012 ± 0.030 (5)``: a signed mean difference."""
+    m, s, n = mean_std(values)
+    return "–" if n == 0 else f"{m:+.3f} ± {s:.3f} ({n})"
+
+
 def _label(spec: RunSpec, keys: tuple[str, ...]) -> str:
     return ", ".join(f"{spec.axes[k]}" for k in keys if k in spec.axes)
 
@@ -142,9 +148,14 @@ def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
     by_seed: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
     row_axis = "task" if "task" in varied or len(varied) < 2 else varied[0]
     col_axes = [a for a in varied if a != row_axis] or ["method"]
+    labels = exp.report.get("labels", {})
+
+    def shown(value: Any) -> str:
+        return labels.get(str(value), str(value))
+
     for s, r in runs:
-        row = str(s.axes.get(row_axis))
-        col = " / ".join(str(s.axes.get(a, "–")) for a in col_axes)
+        row = shown(s.axes.get(row_axis))
+        col = " / ".join(shown(s.axes.get(a, "–")) for a in col_axes)
         cells[(row, col)].append(_primary(r)[1])
         by_seed[(col, s.axes["seed"])][row] = _primary(r)[1]
     rows_ = sorted({k[0] for k in cells})
@@ -164,6 +175,9 @@ def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
     if zs:
         lines += [f"Zero-shot (same template and verbalizer, no prompt) on the same rows: {fmt(zs[:1])} "
                   "(deterministic: one value).", ""]
+    for cmp in exp.report.get("compare", []):
+        if cmp["grid"] == grid.name:
+            lines += _paired_section(cmp["column"], rows_, cols, by_seed, row_axis)
     png = out / f"{grid.name}.png"
     if col_axes == ["prompt_length"]:
         series = {r: {int(c): cells[(r, c)] for c in cols if (r, c) in cells} for r in rows_}
@@ -173,6 +187,38 @@ def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
         _plot(png, "bar", series, row_axis, metric_name, f"{grid.name}: {metric_name}")
     lines += [f"![{grid.name}]({png.name})", ""]
     return lines
+
+
+def _paired_section(against: str, rows_: list[str], cols: list[str], by_seed: dict[tuple[str, int], dict[str, float]],
+                    row_axis: str) -> list[str]:
+    """``against`` minus each other column, paired by row and seed (same seed = same sampled
+    examples), with how often ``against`` was ahead; the mean over rows averages each seed over
+    the rows first, counting only seeds where both columns finished every row."""
+    lines = [f"`{against}` minus each other column, paired by {row_axis} and seed (positive: `{against}` is ahead):", ""]
+    if against not in cols:
+        return lines + [f"No finished runs of `{against}` yet.", ""]
+    others = [c for c in cols if c != against]
+    seeds = sorted({seed for (_, seed) in by_seed})
+    diffs: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)  # (row, other) -> seed -> difference
+    for c in others:
+        for seed in seeds:
+            a, b = by_seed.get((against, seed), {}), by_seed.get((c, seed), {})
+            for row in set(a) & set(b):
+                diffs[(row, c)][seed] = a[row] - b[row]
+    table = [[row] + [fmt_diff(list(diffs[(row, c)].values())) for c in others] for row in rows_]
+    wins_row = ["ahead in (pairs)"]
+    if len(rows_) > 1:
+        mean_row = ["**mean over " + row_axis + "s**"]
+        for c in others:  # seeds where both columns finished every row, as in the table above
+            per_seed = [statistics.fmean(diffs[(row, c)][seed] for row in rows_) for seed in seeds
+                        if all(seed in diffs[(row, c)] for row in rows_)]
+            mean_row.append(fmt_diff(per_seed))
+        table.append(mean_row)
+    for c in others:
+        pairs = [v for (row, cc), d in diffs.items() if cc == c for v in d.values()]
+        wins_row.append(f"{sum(v > 0 for v in pairs)} of {len(pairs)} (tied {sum(v == 0 for v in pairs)})")
+    table.append(wins_row)
+    return lines + [_table([row_axis] + others, table), ""]
 
 
 def _natural(text: str):

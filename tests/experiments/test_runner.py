@@ -127,3 +127,15 @@ def test_an_option_at_its_default_does_not_change_a_runs_fingerprint(tmp_path, t
     del stored["mixed_precision"]
     assert config_fingerprint(stored) == spec.fingerprint
     assert config_fingerprint({**stored, "mixed_precision": "bf16"}) != spec.fingerprint
+
+
+def test_runs_go_seed_by_seed(tmp_path, tiny_model_dirs, toy_data, monkeypatch):
+    """A stopped experiment has every column of its first seeds, not all seeds of a few columns."""
+    import softprompt.experiments.runner as runner
+
+    ran = []
+    monkeypatch.setattr(runner, "run_one", lambda spec: ran.append(spec.key))
+    run_experiment(_write(tmp_path, tiny_model_dirs, toy_data), only=["main"], report=False, progress=False)
+    assert [k.rsplit("seed", 1)[1] for k in ran] == ["0", "0", "0", "1", "1"]
+    assert ran[:3] == ["rotten_tomatoes/prompt-tuning/len4-class-labels/seed0", "rotten_tomatoes/manual/seed0",
+                       "rotten_tomatoes/full-tuning/seed0"]

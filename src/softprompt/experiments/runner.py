@@ -260,7 +260,9 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
 
     # the same process state train() will use (it is shared): on CPU, gloo across processes
     state = PartialState(cpu=_device(specs[0].config.device if specs else None) == "cpu")
-    todo = [s for s in specs if run_done(s) is None]
+    # seed by seed (stable within a seed): an experiment stopped part-way has every column of its
+    # first seeds, which the report can compare paired, rather than all seeds of a few columns
+    todo = sorted((s for s in specs if run_done(s) is None), key=lambda s: s.axes.get("seed", 0))
     todo_a = [a for a in analyses if not a.path(exp.out).exists()]
     if dry_run:
         for s in specs:

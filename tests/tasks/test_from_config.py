@@ -20,3 +20,12 @@ def test_label_words_choices_field_makes_a_multiple_choice_task(tmp_path):
     assert len(load_rows(task, cfg, "train")) == 2
     with pytest.raises(ConfigError, match="choices:FIELD"):
         task_from_config(TrainConfig(task="mine", train_file=str(f), template="Q: {question}", label_words="choices:"))
+
+
+def test_a_typed_backslash_n_in_a_template_is_a_line_break_and_commands_write_it_back():
+    from softprompt.experiments.config import command_line
+
+    typed = TrainConfig(task="mine", template="Review: {text}\\nSentiment:", label_words="pos=good;neg=bad")
+    assert task_from_config(typed).template.text == "Review: {text}\nSentiment:"
+    cmd = command_line(TrainConfig(task="mine", template="Review: {text}\nSentiment:", label_words="pos=good;neg=bad"))
+    assert "\n" not in cmd and "--template 'Review: {text}\\nSentiment:'" in cmd

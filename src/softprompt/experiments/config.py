@@ -273,6 +273,6 @@ def command_line(cfg: TrainConfig) -> str:
             parts.append(flag if value else "--no-" + f.name.replace("_", "-"))
         elif value is None:
             continue
-        else:
-            parts += [flag, str(value)]
+        else:  # a line break is written \n, which the CLI reads back as one (one line per command)
+            parts += [flag, str(value).replace("\n", "\\n")]
     return " ".join(shlex.quote(p) for p in parts)

@@ -45,6 +45,8 @@ def task_from_config(cfg: Any) -> Task:
     files = {split: getattr(cfg, opt, None) for split, opt in _FILE_OPTIONS.items()}
     files = {k: v for k, v in files.items() if v}
     template = getattr(cfg, "template", None)
+    if template:  # a shell gives "\n" as two characters: it means a line break, as in the help text
+        template = template.replace("\\n", "\n")
     label_words = getattr(cfg, "label_words", None)
     if cfg.task in BUILTIN_TASKS:
         task = get_task(cfg.task)

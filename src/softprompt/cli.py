@@ -85,10 +85,9 @@ def cmd_eval(cfg: EvalConfig) -> int:
         pm.task.validate(rows, where=cfg.file)
     else:
         rows = load_rows(pm.task, cfg, cfg.split, cfg.limit)
-    import torch
+    from .training import mixed_precision
 
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
-    with torch.autocast(pm.backbone.device.type, dtype=half, enabled=half is not None):
+    with mixed_precision(cfg, pm.backbone.device):
         result = pm.evaluate(rows, cfg.batch_size, cfg.scoring, cfg.length_normalize, progress=cfg.progress)
     print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "prompt": cfg.prompt, **result.summary()}))
     return 0
@@ -232,6 +231,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("softprompt: interrupted; a training run continues with --resume", file=sys.stderr)
         return 130
+    finally:
+        _close_process_group()
+
+
+def _close_process_group() -> None:
+    """Under torchrun, close the process group before exit: a gloo group left open aborts the
+    process at interpreter teardown ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        from accelerate import PartialState
+
+        PartialState().destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ class TrainConfig(DataConfig):
     zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split")
     device: str | None = opt(None, "torch device (default: cuda if available, else cpu)")
     dtype: str = opt("float32", "model weights dtype", ("float32", "bfloat16", "float16"))
-    mixed_precision: str = opt("no", "run the model's matrix products in bf16/fp16 (torch autocast through accelerate) while the weights, the prompt and the optimizer stay in float32: about 2x faster on CPUs with AVX512-BF16 and on GPUs; full tuning stays exact where --dtype bfloat16 would round small updates away", ("no", "bf16", "fp16"))
+    mixed_precision: str = opt("no", "run the model's matrix products in bf16/fp16 (torch autocast) while the weights, the prompt and the optimizer stay in float32: about 2x faster on CPUs with AVX512-BF16 and on GPUs; full tuning stays exact where --dtype bfloat16 would round small updates away", ("no", "bf16", "fp16"))
     device_map: str | None = opt(None, "shard a frozen model too big for one device: 'auto' or a JSON mapping of module names to devices ('disk' offloads)")
     offload_folder: str | None = opt(None, "folder for weights that --device-map puts on 'disk'")
     progress: bool = opt(True, "show a progress bar")

@@ -190,8 +190,8 @@ def _trim_log(path: Path, step: int) -> None:
 def evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress: bool = False) -> EvalResult:
     """Evaluate with every process scoring its share of ``rows``; all processes get the same result.
 
-    Runs under ``acc.autocast()``: in bf16/fp16 when the run asked for ``--mixed-precision``."""
-    with acc.autocast():
+    Runs in bf16/fp16 when the run asked for ``--mixed-precision``."""
+    with mixed_precision(cfg, backbone.device):
         return _evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress)
 
 
@@ -214,6 +214,15 @@ def _evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress: bool) ->
     return score_predictions(task, rows, ordered, total_truncated)
 
 
+def mixed_precision(cfg, device: torch.device):
+    """``torch.autocast`` in ``cfg.mixed_precision`` (bf16/fp16), or a no-op for "no".
+
+    torch's own, not the ``Accelerator``'s: accelerate fixes the precision once per process, and a
+    process may run several trainings (an experiment, the Python API, the tests) that differ."""
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(cfg, "mixed_precision", "no"))
+    return torch.autocast(device.type, dtype=half, enabled=half is not None)
+
+
 def _shard(indices: list[int], rank: int, world: int) -> list[int]:
     """This process's contiguous share of a global batch (sizes differ by at most one)."""
     base, extra = divmod(len(indices), world)
@@ -233,7 +242,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
 
     started = time.time()
     # one process, or one per rank under accelerate/torchrun
-    acc = Accelerator(cpu=_device(cfg.device) == "cpu", mixed_precision=cfg.mixed_precision)
+    acc = Accelerator(cpu=_device(cfg.device) == "cpu")
     world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     out = Path(cfg.out)
     ckpt = _find_checkpoint(out)
@@ -319,7 +328,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
             mine = _shard(batches[bi], rank, world)
             batch = encode(backbone, task, [train_rows[i] for i in mine], prompt_length=method.prompt_length)
             # scaled so that the mean of the processes' gradients is the global batch's mean gradient
-            with acc.autocast():
+            with mixed_precision(cfg, backbone.device):
                 loss = trainer(backbone, task, batch, cfg.loss, cfg.length_normalize) * (len(mine) * world / len(batches[bi]))
             loss.backward()
             optimizer.step()

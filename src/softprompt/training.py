@@ -241,8 +241,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     from accelerate import Accelerator
 
     started = time.time()
-    # one process, or one per rank under accelerate/torchrun
-    acc = Accelerator(cpu=_device(cfg.device) == "cpu")
+    acc = Accelerator(cpu=_device(cfg.device) == "cpu")  # one process, or one per rank under accelerate/torchrun
     world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     out = Path(cfg.out)
     ckpt = _find_checkpoint(out)

@@ -265,8 +265,7 @@ def command_line(cfg: TrainConfig) -> str:
     parts = ["softprompt", "train", "--task", cfg.task, "--method", cfg.method]
     for f in dataclasses.fields(TrainConfig):
         value = getattr(cfg, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        if value == default or f.name in ("task", "method", "resume", "overwrite", "progress"):
+        if value == _DEFAULTS[f.name] or f.name in ("task", "method", "resume", "overwrite", "progress"):
             continue
         flag = "--" + f.name.replace("_", "-")
         if isinstance(value, bool):

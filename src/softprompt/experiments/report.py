@@ -23,10 +23,11 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
 
 
-def fmt(values: list[float]) -> str:
-    """``0.812 ± 0.011 (3)``, or ``–`` when there is nothing."""
+def fmt(values: list[float], signed: bool = False) -> str:
+    """``0.812 ± 0.011 (3)`` (``signed``: ``+0.012 ± 0.030 (5)``, for differences), or ``–`` when
+    there is nothing."""
     m, s, n = mean_std(values)
-    return "–" if n == 0 else f"{m:.3f} ± {s:.3f} ({n})"
+    return "–" if n == 0 else f"{m:{'+' if signed else ''}.3f} ± {s:.3f} ({n})"
 
 
 def _load(spec: RunSpec) -> dict[str, Any] | None:
@@ -40,12 +41,6 @@ def _primary(result: dict[str, Any]) -> tuple[str, float] | None:
         if name not in ("n", "truncated", "invalid"):
             return name, float(value)
     return None
-
-
-def fmt_diff(values: list[float]) -> str:
-    """``+0.012 ± 0.030 (5)``: a signed mean difference."""
-    m, s, n = mean_std(values)
-    return "–" if n == 0 else f"{m:+.3f} ± {s:.3f} ({n})"
 
 
 def _label(spec: RunSpec, keys: tuple[str, ...]) -> str:
@@ -205,14 +200,14 @@ def _paired_section(against: str, rows_: list[str], cols: list[str], by_seed: di
             a, b = by_seed.get((against, seed), {}), by_seed.get((c, seed), {})
             for row in set(a) & set(b):
                 diffs[(row, c)][seed] = a[row] - b[row]
-    table = [[row] + [fmt_diff(list(diffs[(row, c)].values())) for c in others] for row in rows_]
+    table = [[row] + [fmt(list(diffs[(row, c)].values()), signed=True) for c in others] for row in rows_]
     wins_row = ["ahead in (pairs)"]
     if len(rows_) > 1:
         mean_row = ["**mean over " + row_axis + "s**"]
         for c in others:  # seeds where both columns finished every row, as in the table above
             per_seed = [statistics.fmean(diffs[(row, c)][seed] for row in rows_) for seed in seeds
                         if all(seed in diffs[(row, c)] for row in rows_)]
-            mean_row.append(fmt_diff(per_seed))
+            mean_row.append(fmt(per_seed, signed=True))
         table.append(mean_row)
     for c in others:
         pairs = [v for (row, cc), d in diffs.items() if cc == c for v in d.values()]

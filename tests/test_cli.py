@@ -102,3 +102,46 @@ def test_tasks_lists_builtins(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert "rotten_tomatoes" in out and "boolq" in out
+
+
+def test_entry_exits_with_main_status(monkeypatch, capsys):
+    from softprompt import cli
+
+    monkeypatch.setattr("sys.argv", ["softprompt", "eval", "--prompt", "/no/such/prompt"])
+    with pytest.raises(SystemExit) as exc:
+        cli.entry()
+    assert exc.value.code == 2 and "softprompt: error" in capsys.readouterr().err
+
+
+def test_entry_in_a_process_group_closes_it_and_skips_teardown(monkeypatch, capsys):
+    """Under torchrun the process leaves through os._exit (gloo threads abort interpreter teardown),
+    with its status, after closing the group and flushing what it printed."""
+    import torch.distributed as dist
+
+    from softprompt import cli
+
+    class Exited(Exception):
+        pass
+
+    calls = []
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    monkeypatch.setattr(cli, "_distributed", lambda: True)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append("destroyed"))
+
+    def fake_exit(code):
+        calls.append(code)
+        raise Exited
+
+    monkeypatch.setattr(cli.os, "_exit", fake_exit)
+    with pytest.raises(Exited):
+        cli.entry()
+    assert calls == ["destroyed", 3]
+
+    def crash():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(cli, "main", crash)
+    calls.clear()
+    with pytest.raises(Exited):
+        cli.entry()
+    assert calls == ["destroyed", 1] and "RuntimeError: boom" in capsys.readouterr().err  # the traceback is kept

@@ -14,7 +14,7 @@ import traceback
 import typing
 from typing import Any, Callable
 
-from .config import EvalConfig, PredictConfig, TrainConfig, build, load_yaml
+from .config import EvalConfig, PredictConfig, TrainConfig, build, field_default, load_yaml
 from .ppt.config import PretrainConfig
 from .errors import SoftPromptError
 
@@ -30,7 +30,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
         meta = f.metadata
         tp = _base_type(hints[f.name])
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        default = field_default(f)
         help_text = f"{meta.get('help', '')} (default: {default!r})"
         if meta.get("positional"):
             parser.add_argument(f.name, nargs="*", default=argparse.SUPPRESS, help=meta.get("help"))

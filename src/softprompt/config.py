@@ -23,6 +23,11 @@ def opt(default: Any, help: str, choices: tuple | None = None, positional: bool 
     return field(default=default, metadata=meta, **kw)
 
 
+def field_default(f: dataclasses.Field) -> Any:
+    """The default value of a config field made by :func:`opt` (a fresh copy for lists and dicts)."""
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 @dataclass
 class DataConfig:
     """Where examples come from: a built-in task or your own files."""

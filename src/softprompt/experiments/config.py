@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import TrainConfig, build, load_yaml
+from ..config import TrainConfig, build, field_default, load_yaml
 from ..errors import ConfigError
 from ..methods import get_method, with_method_defaults
 
@@ -89,13 +89,9 @@ class RunSpec:
         return config_fingerprint(self.config)
 
 
-def _field_default(f: dataclasses.Field) -> Any:
-    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-
-
 # An option left at its default is left out of the hash, so that a run stored before an option
 # existed still matches the same run now (and a changed default does change the hash).
-_DEFAULTS = {f.name: _field_default(f) for f in dataclasses.fields(TrainConfig)}
+_DEFAULTS = {f.name: field_default(f) for f in dataclasses.fields(TrainConfig)}
 
 
 def config_fingerprint(cfg: TrainConfig | dict[str, Any]) -> str:

@@ -243,7 +243,7 @@ def entry() -> None:
     group and leaves with ``os._exit`` once its output is flushed. Interpreter teardown is not
     safe there: a gloo worker thread may still hold the last collective's tensors, and dropping
     them needs the GIL that teardown has taken away, so the process aborted ("terminate called
-    without an active exception") in about 1 run in 5, after its work was done and saved."""
+    without an active exception") in about 1 run in 8, after its work was done and saved."""
     try:
         code = main()
     except SystemExit as exc:  # argparse: --help, usage errors

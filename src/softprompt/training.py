@@ -219,7 +219,7 @@ def mixed_precision(cfg, device: torch.device):
 
     torch's own, not the ``Accelerator``'s: accelerate fixes the precision once per process, and a
     process may run several trainings (an experiment, the Python API, the tests) that differ."""
-    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(cfg, "mixed_precision", "no"))
+    half = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.mixed_precision)
     return torch.autocast(device.type, dtype=half, enabled=half is not None)
 
 

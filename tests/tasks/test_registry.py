@@ -18,8 +18,10 @@ needs_shared = pytest.mark.skipif(
 )
 NAMES = [
     "boolq", "rotten_tomatoes", "trec", "presuppositions_as_nli", "epistemic_reasoning",
-    "cause_and_effect", "winowhy", "rte", "cb", "copa", "wic", "mrpc", "qqp_sample",
+    "cause_and_effect", "winowhy", "rte", "cb", "copa", "wic", "mrpc", "qqp_sample", "ag_news",
 ]
+# Shared data sets that are not built-in tasks yet, each with the issue that adds it.
+NOT_YET_TASKS = {"semeval2010_task8": "relation classification (issue 17)"}
 
 
 @pytest.fixture(autouse=True)
@@ -74,7 +76,7 @@ def test_every_builtin_loads_its_validation_split(name):
 
 @needs_shared
 def test_every_row_of_every_split_fits_its_task():
-    tasks = manifest()
+    tasks = {k: v for k, v in manifest().items() if k not in NOT_YET_TASKS}
     assert sorted(tasks) == sorted(NAMES)
     for name, info in tasks.items():
         task = get_task(name)

@@ -114,6 +114,13 @@ BUILTIN_TASKS: dict[str, Task] = {
             metrics=("accuracy", "f1"), positive_label="duplicate",
             description="QQP sample (GLUE train): are two Quora questions duplicates?",
         ),
+        _task(
+            "ag_news", "Title: {title}\nDescription: {text}\nTopic:",
+            # KPT's one-word-per-class baseline words (OpenPrompt's manual verbalizer for AG News)
+            {"world": "politics", "sports": "sports", "business": "business", "sci/tech": "technology"},
+            metrics=("accuracy", "macro_f1"),
+            description="AG News: the topic of a news article (4 classes), KPT's benchmark.",
+        ),
     ]
 }
 

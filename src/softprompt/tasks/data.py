@@ -102,7 +102,7 @@ def read_examples(
     reader = _jsonl_rows(path) if fmt == "jsonl" else _delimited_rows(path, fmt, field_map)
     for line_no, raw in reader:
         where = f"{path}:{line_no}"
-        row = _apply_field_map(raw, field_map, where)
+        row = apply_field_map(raw, field_map, where)
         if "label" in row:
             row["label"] = label_to_str(row["label"])
         row.setdefault("idx", len(rows))
@@ -154,7 +154,9 @@ def _check_field_map(field_map: Mapping[str, str] | None) -> dict[str, str]:
     return dict(field_map)
 
 
-def _apply_field_map(row: dict[str, Any], field_map: dict[str, str], where: str) -> dict[str, Any]:
+def apply_field_map(row: dict[str, Any], field_map: Mapping[str, str], where: str) -> dict[str, Any]:
+    """``row`` with the columns ``field_map`` names renamed to our field names (``{ours: theirs}``);
+    :class:`DataError` naming ``where`` if a mapped column is missing."""
     if not field_map:
         return row
     missing = [theirs for theirs in field_map.values() if theirs not in row]

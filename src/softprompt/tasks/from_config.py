@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -40,23 +41,34 @@ def verbalizer_from_spec(spec: str) -> Verbalizer:
     return Verbalizer(parse_label_words(spec))
 
 
-def task_from_config(cfg: Any) -> Task:
-    """The task named by ``cfg.task`` with ``cfg.template`` / ``cfg.label_words`` / files applied."""
+def task_from_config(cfg: Any, base: Task | None = None) -> Task:
+    """The task named by ``cfg.task`` with ``cfg.template`` / ``cfg.label_words`` / files applied.
+
+    ``base`` (e.g. a saved prompt's task) is the starting point when ``cfg.task`` is unset or names
+    it; a copy is changed, never ``base`` itself. Raises :class:`ConfigError` for a task that is
+    neither built in nor given a template and label words (naming the options ``cfg`` has).
+    """
     files = {split: getattr(cfg, opt, None) for split, opt in _FILE_OPTIONS.items()}
     files = {k: v for k, v in files.items() if v}
     template = getattr(cfg, "template", None)
     if template:  # a shell gives "\n" as two characters: it means a line break, as in the help text
         template = template.replace("\\n", "\n")
     label_words = getattr(cfg, "label_words", None)
-    if cfg.task in BUILTIN_TASKS:
-        task = get_task(cfg.task)
+    name = getattr(cfg, "task", None)
+    if base is not None and name in (None, base.name):
+        task = copy.deepcopy(base)
+        files = files or dict(base.splits)
+    elif name in BUILTIN_TASKS:
+        task = get_task(name)
     elif not (template and label_words):
+        data = "--train-file ..." if hasattr(cfg, "train_file") else "--file FILE" if hasattr(cfg, "file") else "your texts"
+        what = f"{name!r} is not a built-in task" if name else "no task given"
         raise ConfigError(
-            f"{cfg.task!r} is not a built-in task: give --template and --label-words (and --train-file ...) "
-            f"for your own data, or pick one of the built-in tasks (softprompt tasks)"
+            f"{what}: give --template and --label-words (and {data}) for your own data, "
+            f"or pick one of the built-in tasks (softprompt tasks)"
         )
     else:
-        task = Task(name=cfg.task, template=Template(template), verbalizer=verbalizer_from_spec(label_words))
+        task = Task(name=name or "custom", template=Template(template), verbalizer=verbalizer_from_spec(label_words))
     if template:
         task.template = Template(template)
     if label_words:

@@ -58,15 +58,14 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
     if base is not None and name in (None, base.name):
         task = copy.deepcopy(base)
         files = files or dict(base.splits)
-    elif name in BUILTIN_TASKS:
-        task = get_task(name)
+    elif name in BUILTIN_TASKS or (name and not (template and label_words)):
+        try:
+            task = get_task(name)  # also finds rotten-tomatoes; suggests a close name
+        except ConfigError as err:
+            raise ConfigError(f"{err}; or give --template and --label-words (and {_data_options(cfg)})") from None
     elif not (template and label_words):
-        data = "--train-file ..." if hasattr(cfg, "train_file") else "--file FILE" if hasattr(cfg, "file") else "your texts"
-        what = f"{name!r} is not a built-in task" if name else "no task given"
-        raise ConfigError(
-            f"{what}: give --template and --label-words (and {data}) for your own data, "
-            f"or pick one of the built-in tasks (softprompt tasks)"
-        )
+        raise ConfigError(f"no task given: pass --task NAME (one of `softprompt tasks`), or --template and "
+                          f"--label-words (and {_data_options(cfg)}) for your own data")
     else:
         task = Task(name=name or "custom", template=Template(template), verbalizer=verbalizer_from_spec(label_words))
     if template:
@@ -80,6 +79,13 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
     return task
 
 
+def _data_options(cfg: Any) -> str:
+    """How the command of ``cfg`` takes your own data, for advice."""
+    if hasattr(cfg, "train_file"):
+        return "--train-file, --validation-file"
+    return "--file FILE" if hasattr(cfg, "file") else "your texts"
+
+
 def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None) -> list[dict]:
     """Rows of ``split``: from the task's own file (with ``--field-map``) or the built-in sources."""
     if split in task.splits:
@@ -91,3 +97,16 @@ def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None) -> lis
         raise ConfigError(f"no {split} data: pass --{_FILE_OPTIONS[split].replace('_', '-')} FILE")
     probe = dataclasses.replace(task, splits={})
     return load_split(probe, split, data_dir=getattr(cfg, "data_dir", None), limit=limit)
+
+
+def check_files(task: Task, cfg: Any, read: tuple[str, ...] = ()) -> None:
+    """Read and check every data file given by option (``--train-file``, ``--validation-file``,
+    ``--test-file``) but the splits already ``read``, as the run will use them (``--eval-limit``,
+    ``--test-limit``), so a missing file or an unknown label stops a run before training starts.
+    Raises :class:`DataError` naming the file (and line or example)."""
+    dev_from_train = getattr(cfg, "shots", None) or getattr(cfg, "dev_from_train", None)
+    limits = {"validation": getattr(cfg, "test_limit" if dev_from_train else "eval_limit", None),
+              "test": getattr(cfg, "test_limit", None)}
+    for split in task.splits:
+        if split not in read:
+            load_rows(task, cfg, split, limits.get(split))

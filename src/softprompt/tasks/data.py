@@ -92,10 +92,8 @@ def read_examples(
         raise ConfigError(f"limit must be a whole number >= 0 or None, got {limit!r}")
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise DataError(
-            f"data file {what}: {path}; check the path, or pass --data-dir with a folder "
-            "that holds <task>/<split>.jsonl"
-        )
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise DataError(f"data file {what}: {path}{where}; check the path")
     rows: list[dict[str, Any]] = []
     if limit == 0:
         return rows

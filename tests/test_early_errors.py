@@ -122,7 +122,8 @@ def test_a_bad_test_file_stops_the_run_before_training(data, tiny_model_dirs, tm
 def test_a_bad_validation_file_stops_a_dev_from_train_run_before_training(data, tiny_model_dirs, tmp_path, capsys):
     f = _files(tmp_path)
     err = _error(capsys, ["train", "--model", str(tiny_model_dirs["causal"]), "--no-progress", "--data-dir", str(data),
-                          "--dev-from-train", "4", "--validation-file", f["unknown"], "--out", str(tmp_path / "a")])
+                          "--dev-from-train", "4", "--validation-file", f["unknown"], "--max-steps", "1",
+                          "--out", str(tmp_path / "a")])
     assert f["unknown"] in err and "'neutral'" in err and not (tmp_path / "a" / "metrics.jsonl").exists()
 
 

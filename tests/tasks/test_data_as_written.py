@@ -76,3 +76,18 @@ def test_stdin_lines_read_the_same_whatever_the_line_ends(caplog):
     with caplog.at_level(logging.WARNING, logger="softprompt.tasks.data"):
         assert read_lines(io.StringIO("one\r\n\r\n  \r\ntwo", newline="")) == ["one", "two"]
     assert "<stdin>: skipped 2 blank line(s) at line(s) 2, 3" in caplog.text
+
+
+def test_predict_reads_stdin_the_same_whatever_the_line_ends(tiny_model_dirs, monkeypatch, capsys):
+    import json
+    import sys
+
+    from softprompt.cli import main
+
+    argv = ["predict", "--model", str(tiny_model_dirs["causal"]), "--template", "Review: {text}\\nSentiment:",
+            "--label-words", "positive=great;negative=terrible", "--json", "-"]
+    for end in ("\n", "\r\n", "\r"):
+        monkeypatch.setattr(sys, "stdin", io.StringIO(f"great fun{end}a 'quoted' one{end}", newline=""))
+        assert main(argv) == 0
+        lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+        assert [ln["input"] for ln in lines] == ["great fun", "a 'quoted' one"]

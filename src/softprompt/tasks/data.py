@@ -6,9 +6,9 @@ row names the columns). TSV is read as GLUE's readers do: no quoting, a ``"`` is
 and every line is one row. CSV follows RFC 4180: a quoted field may span lines, and a reader
 that merges lines into one row, or drops a row, logs a warning naming the file and lines; a
 quote never closed is an error naming the line it opens on. Text reads the same whatever the
-platform's line ends (``\n``, ``\r\n``, ``\r``). Every row comes back with an ``"idx"``: the file's own when it has
-one, else the row's 0-based position among the data rows, so error messages and
-predictions can point back at it.
+platform's line ends (``\n``, ``\r\n``, ``\r``), from files and from stdin (:func:`read_lines`).
+Every row comes back with an ``"idx"``: the file's own when it has one, else the row's 0-based
+position among the data rows, so error messages and predictions can point back at it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from softprompt.errors import ConfigError, DataError
 
 FORMATS = ("jsonl", "json", "csv", "tsv")
 _SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
-_DELIMITERS = {"csv": ",", "tsv": "\t"}
 _LINE_END = re.compile(r"\r\n|\r|\n")
 
 log = logging.getLogger(__name__)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -12,7 +13,35 @@ from .errors import DataError
 from .modeling import load_model
 from .prompt import META_FILE, PROMPT_FILE, SoftPrompt
 from .scoring import EvalResult, Prediction, evaluate, predict
+from .tasks.data import apply_field_map
 from .tasks.task import Task
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How a prompt scores its inputs: what it was trained and selected with, the defaults of
+    ``eval``, ``predict``, :class:`PromptedModel` and ``serve`` unless told otherwise.
+
+    ``scoring``: ``"rank"`` or ``"generate"``; ``length_normalize``: divide a multi-token label's
+    log-likelihood by its token count; ``max_length``: longest input in tokens, prompt included.
+    (Label order and template travel with the saved task.)
+    """
+
+    scoring: str = "rank"
+    length_normalize: bool = False
+    max_length: int = 512
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, Any] | None) -> "ScoringSettings":
+        """The settings a saved prompt was trained with (its metadata's ``training`` options);
+        each one a file does not record (older files, imported prompts) keeps the default above."""
+        training = (metadata or {}).get("training") or {}
+        saved = {name: training[name] for name in cls.__dataclass_fields__ if training.get(name) is not None}
+        return cls(**saved)
+
+    def override(self, **given: Any) -> "ScoringSettings":
+        """These settings with the ``given`` values that are not None (options the user passed)."""
+        return ScoringSettings(**{**self.__dict__, **{k: v for k, v in given.items() if v is not None}})
 
 
 class PromptedModel:
@@ -23,24 +52,32 @@ class PromptedModel:
     'positive'
     """
 
-    def __init__(self, backbone, prompt: SoftPrompt | None, task: Task, method=None):
+    def __init__(self, backbone, prompt: SoftPrompt | None, task: Task, method=None,
+                 settings: ScoringSettings | None = None):
         """``prompt``: a soft prompt, or None with ``method``: another method's restored output
-        (prefix tuning, in-context demonstrations, a fully tuned model), or None for zero-shot."""
+        (prefix tuning, in-context demonstrations, a fully tuned model), or None for zero-shot.
+        ``settings``: how :meth:`classify` and :meth:`evaluate` score by default (default: those
+        recorded in ``prompt``'s metadata, see :class:`ScoringSettings`)."""
         self.backbone = backbone
         self.soft_prompt = prompt
         self.task = task
         self.method = method
+        self.settings = settings or ScoringSettings.from_metadata(None if prompt is None else prompt.metadata)
         if prompt is not None:
             prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
             prompt.to(backbone.device)
 
     @classmethod
     def from_saved(cls, path: str | Path, model: str | None = None, device: str | None = None,
-                   max_length: int | None = None, backbone=None) -> "PromptedModel":
+                   max_length: int | None = None, backbone=None, scoring: str | None = None,
+                   length_normalize: bool | None = None) -> "PromptedModel":
         """Load a saved prompt with its task and the model it was trained for (or ``model``).
 
         ``path`` may also hold another method's output (``softprompt.json`` names the method):
         it is rebuilt on the model and restored (:func:`~softprompt.methods.loading.load_saved_method`).
+        ``max_length``, ``scoring``, ``length_normalize``: None (the default) keeps what the prompt
+        was trained with (:attr:`settings`). Raises :class:`PromptFileError`, :class:`DataError`
+        (no task saved), :class:`ModelMismatchError`.
         """
         other_method = not (Path(path) / PROMPT_FILE).exists() and (Path(path) / META_FILE).exists()
         if other_method:
@@ -55,10 +92,11 @@ class PromptedModel:
         task = Task.from_dict(meta["task"])
         if backbone is None:
             backbone = load_model(model or meta.get("model_id"), device=device)
-        if max_length:
-            backbone.max_length = min(backbone.max_length, max_length)
+        settings = ScoringSettings.from_metadata(meta).override(
+            scoring=scoring, length_normalize=length_normalize, max_length=max_length)
+        backbone.max_length = min(backbone.max_length, settings.max_length)
         method = load_saved_method(path, backbone, task) if other_method else None
-        return cls(backbone, prompt, task, method=method)
+        return cls(backbone, prompt, task, method=method, settings=settings)
 
     @property
     def prompt(self) -> torch.Tensor | None:
@@ -68,13 +106,15 @@ class PromptedModel:
             return self.method.inference_prompt()
         return None if self.soft_prompt is None else self.soft_prompt.weight.detach()
 
-    def as_examples(self, inputs: Sequence[str | Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Turn texts (for one-field templates) or dicts into example rows."""
+    def as_examples(self, inputs: Sequence[str | Mapping[str, Any]],
+                    field_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """Turn texts (for one-field templates) or dicts into example rows; ``field_map``
+        (``{ours: theirs}``) renames the keys of dict and JSON-object inputs to the template's fields."""
         fields = self.task.template.fields
         rows = []
         for i, item in enumerate(inputs):
             if isinstance(item, Mapping):
-                rows.append(dict(item))
+                rows.append(apply_field_map(dict(item), field_map, f"input {i}") if field_map else dict(item))
             elif isinstance(item, str):
                 text = item
                 if text.lstrip().startswith("{"):
@@ -83,7 +123,7 @@ class PromptedModel:
                     except json.JSONDecodeError:
                         obj = None
                     if isinstance(obj, dict):
-                        rows.append(obj)
+                        rows.append(apply_field_map(obj, field_map, f"input {i}") if field_map else obj)
                         continue
                 if len(fields) != 1:
                     raise DataError(
@@ -96,16 +136,22 @@ class PromptedModel:
         self.task.validate(rows, where="input", labelled=False)
         return rows
 
-    def classify(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 32, scoring: str = "rank",
-                 length_normalize: bool = False) -> list[Prediction]:
-        """Predict a label (and per-label probabilities) for each input."""
+    def classify(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
+                 length_normalize: bool | None = None, field_map: Mapping[str, str] | None = None) -> list[Prediction]:
+        """Predict a label (and per-label probabilities) for each input; ``scoring`` and
+        ``length_normalize`` default to :attr:`settings` (what the prompt was trained with);
+        ``field_map`` as in :meth:`as_examples`."""
         if isinstance(inputs, (str, Mapping)):
             inputs = [inputs]
-        rows = self.as_examples(inputs)
-        preds, _ = predict(self.backbone, self.task, rows, self.prompt, batch_size, scoring, length_normalize)
+        rows = self.as_examples(inputs, field_map)
+        how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
+        preds, _ = predict(self.backbone, self.task, rows, self.prompt, batch_size, how.scoring, how.length_normalize)
         return preds
 
-    def evaluate(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 32, scoring: str = "rank",
-                 length_normalize: bool = False, progress: bool = False) -> EvalResult:
-        """Metrics of the task on labelled ``examples``."""
-        return evaluate(self.backbone, self.task, examples, self.prompt, batch_size, scoring, length_normalize, progress)
+    def evaluate(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
+                 length_normalize: bool | None = None, progress: bool = False) -> EvalResult:
+        """Metrics of the task on labelled ``examples``; ``scoring`` and ``length_normalize``
+        default to :attr:`settings` (what the prompt was trained with)."""
+        how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
+        return evaluate(self.backbone, self.task, examples, self.prompt, batch_size, how.scoring, how.length_normalize,
+                        progress)

@@ -31,7 +31,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         meta = f.metadata
         tp = _base_type(hints[f.name])
         default = field_default(f)
-        help_text = f"{meta.get('help', '')} (default: {default!r})"
+        help_text = meta.get("help", "")
+        if "(default:" not in help_text:
+            help_text += f" (default: {default!r})"
         if meta.get("positional"):
             parser.add_argument(f.name, nargs="*", default=argparse.SUPPRESS, help=meta.get("help"))
             continue
@@ -57,31 +59,43 @@ def cmd_train(cfg: TrainConfig) -> int:
     result = train(cfg)
     print(f"best prompt: {result.best_prompt}  (dev {json.dumps(result.dev)})")
     if result.test is not None:
-        primary = next(iter(result.test))
-        print(f"test {primary} with the learned prompt: {result.test[primary]:.4f}  ({json.dumps(result.test)})")
+        primary, split = next(iter(result.test)), result.test_split
+        print(f"{split} {primary} with the learned prompt: {result.test[primary]:.4f}  ({json.dumps(result.test)})")
         if result.zero_shot_test is not None:
-            print(f"test {primary} zero-shot (same template and verbalizer, no prompt): "
+            print(f"{split} {primary} zero-shot (same template and verbalizer, no prompt): "
                   f"{result.zero_shot_test[primary]:.4f}  ({json.dumps(result.zero_shot_test)})")
     print(f"wall time: {result.seconds:.1f} s")
     return 0
 
 
-def cmd_eval(cfg: EvalConfig) -> int:
-    from .api import PromptedModel
+def _prompted_model(cfg: EvalConfig | PredictConfig):
+    """The saved prompt of ``cfg.prompt`` (its training settings as defaults), or a zero-shot model
+    for ``--task`` / ``--template`` and ``--label-words``; either with those options applied."""
+    from .api import PromptedModel, ScoringSettings
     from .modeling import DEFAULT_MODEL, load_model
-    from .tasks.data import read_examples
-    from .tasks.from_config import load_rows, parse_field_map, task_from_config
+    from .tasks.from_config import task_from_config
 
+    given = {"scoring": cfg.scoring, "length_normalize": cfg.length_normalize, "max_length": cfg.max_length}
     if cfg.prompt:
-        pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, max_length=cfg.max_length)
-        if cfg.task and cfg.task != pm.task.name:  # domain transfer: the other task's data and format
-            pm.task = task_from_config(cfg)
-    else:
-        if not cfg.task:
-            raise SoftPromptError("give --prompt DIR, or --task NAME (and --model) for the zero-shot baseline")
-        backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device)
-        backbone.max_length = min(backbone.max_length, cfg.max_length)
-        pm = PromptedModel(backbone, None, task_from_config(cfg))
+        pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, **given)
+        if cfg.task or cfg.template or cfg.label_words:  # another task's format (domain transfer), or your own
+            pm.task = task_from_config(cfg, base=pm.task)
+        return pm
+    if not (cfg.task or (cfg.template and cfg.label_words)):
+        raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
+                              "--task NAME, or --template and --label-words (and --model)")
+    task = task_from_config(cfg)
+    settings = ScoringSettings().override(**given)
+    backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device)
+    backbone.max_length = min(backbone.max_length, settings.max_length)
+    return PromptedModel(backbone, None, task, settings=settings)
+
+
+def cmd_eval(cfg: EvalConfig) -> int:
+    from .tasks.data import read_examples
+    from .tasks.from_config import load_rows, parse_field_map
+
+    pm = _prompted_model(cfg)
     if cfg.file:
         rows = read_examples(cfg.file, field_map=parse_field_map(cfg.field_map), limit=cfg.limit)
         pm.task.validate(rows, where=cfg.file)
@@ -90,23 +104,24 @@ def cmd_eval(cfg: EvalConfig) -> int:
     from .training import mixed_precision
 
     with mixed_precision(cfg, pm.backbone.device):
-        result = pm.evaluate(rows, cfg.batch_size, cfg.scoring, cfg.length_normalize, progress=cfg.progress)
-    print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "prompt": cfg.prompt, **result.summary()}))
+        result = pm.evaluate(rows, cfg.batch_size, progress=cfg.progress)
+    print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "prompt": cfg.prompt,
+                      "scoring": pm.settings.scoring, "length_normalize": pm.settings.length_normalize,
+                      **result.summary()}))
     return 0
 
 
 def cmd_predict(cfg: PredictConfig) -> int:
-    from .api import PromptedModel
+    from .tasks.data import read_lines
+    from .tasks.from_config import parse_field_map
 
-    if not cfg.prompt:
-        raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best)")
     texts = list(cfg.texts)
     if texts == ["-"]:
-        texts = [ln.rstrip("\n") for ln in sys.stdin if ln.strip()]
+        texts = read_lines(sys.stdin)
     if not texts:
         raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
-    pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, max_length=cfg.max_length)
-    for text, pred in zip(texts, pm.classify(texts, cfg.batch_size, cfg.scoring)):
+    pm = _prompted_model(cfg)
+    for text, pred in zip(texts, pm.classify(texts, cfg.batch_size, field_map=parse_field_map(cfg.field_map))):
         if cfg.json:
             print(json.dumps({"input": text, "label": pred.label, "scores": pred.scores, "generated": pred.generated}))
         else:

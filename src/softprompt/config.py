@@ -93,9 +93,13 @@ class TrainConfig(DataConfig):
             raise ConfigError(f"--lr must be positive, got {self.lr}")
 
 
+_SAVED = "(default: what the prompt was trained with, else {})"
+
+
 @dataclass
 class EvalConfig:
-    """Options of ``softprompt eval``."""
+    """Options of ``softprompt eval``. Scoring options left unset (None) take what the prompt
+    was trained with (:class:`softprompt.api.ScoringSettings`)."""
 
     prompt: str | None = opt(None, "saved prompt directory (omit for the zero-shot baseline with --task and --model)")
     task: str | None = opt(None, "task to evaluate on (default: the prompt's own task; another name = domain transfer)")
@@ -103,12 +107,14 @@ class EvalConfig:
     data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl")
     file: str | None = opt(None, "evaluate on this file instead of a split (.jsonl, .csv or .tsv)")
     field_map: str | None = opt(None, "map our field names to your columns, e.g. 'text=sentence,label=sentiment'")
+    template: str | None = opt(None, "template with {field} slots instead of the task's, e.g. 'Review: {text}\\nSentiment:' (with --label-words and --file: your own data, zero-shot)")
+    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD'")
     model: str | None = opt(None, "model (default: the one the prompt was trained for)")
     batch_size: int = opt(32, "evaluation batch size")
-    scoring: str = opt("rank", "rank classification or greedy generation", ("rank", "generate"))
-    length_normalize: bool = opt(False, "divide a multi-token label's log-likelihood by its token count")
+    scoring: str | None = opt(None, "rank classification or greedy generation " + _SAVED.format("rank"), ("rank", "generate"))
+    length_normalize: bool | None = opt(None, "divide a multi-token label's log-likelihood by its token count " + _SAVED.format("no"))
     limit: int | None = opt(None, "evaluate on the first N rows only")
-    max_length: int = opt(512, "longest input in tokens (prompt included)")
+    max_length: int | None = opt(None, "longest input in tokens (prompt included) " + _SAVED.format(512))
     device: str | None = opt(None, "torch device")
     mixed_precision: str = opt("no", "score in bf16/fp16 under torch autocast (weights stay as loaded)", ("no", "bf16", "fp16"))
     progress: bool = opt(True, "show a progress bar")
@@ -116,14 +122,20 @@ class EvalConfig:
 
 @dataclass
 class PredictConfig:
-    """Options of ``softprompt predict``."""
+    """Options of ``softprompt predict``. Scoring options left unset (None) take what the prompt
+    was trained with (:class:`softprompt.api.ScoringSettings`)."""
 
     texts: list = opt([], "texts to classify (a JSON object per input for multi-field templates; '-' reads lines from stdin)", positional=True)
-    prompt: str = opt("", "saved prompt directory")
+    prompt: str | None = opt(None, "saved prompt directory (omit to classify zero-shot with --task, or --template and --label-words)")
+    task: str | None = opt(None, "built-in task whose template and verbalizer to use (default: the prompt's own)")
+    template: str | None = opt(None, "template with {field} slots instead of the task's, e.g. 'Review: {text}\\nSentiment:'")
+    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD'")
+    field_map: str | None = opt(None, "map our field names to the keys of JSON inputs, e.g. 'text=sentence'")
     model: str | None = opt(None, "model (default: the one the prompt was trained for)")
     batch_size: int = opt(32, "batch size")
-    scoring: str = opt("rank", "rank classification or greedy generation", ("rank", "generate"))
-    max_length: int = opt(512, "longest input in tokens (prompt included)")
+    scoring: str | None = opt(None, "rank classification or greedy generation " + _SAVED.format("rank"), ("rank", "generate"))
+    length_normalize: bool | None = opt(None, "divide a multi-token label's log-likelihood by its token count " + _SAVED.format("no"))
+    max_length: int | None = opt(None, "longest input in tokens (prompt included) " + _SAVED.format(512))
     device: str | None = opt(None, "torch device")
     json: bool = opt(False, "print one JSON object per input")
 

@@ -101,7 +101,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
         if budget < 8:
             raise ConfigError(
                 f"the model's context ({backbone.max_length} tokens) leaves {budget} tokens for text after a "
-                f"{prompt_length}-vector prompt: use a shorter --prompt-length or a larger --max-length"
+                f"{prompt_length}-vector prompt: raise --max-length, or use a shorter prompt (softprompt train --prompt-length N)"
             )
         ids, cut = _render_within(backbone, template, ex, mask_token, budget)
         truncated += cut

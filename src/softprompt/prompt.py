@@ -221,7 +221,7 @@ class SoftPrompt(nn.Module):
         meta = {**self.metadata, **(metadata or {})}
         meta.update(format_version=FORMAT_VERSION, length=self.length, dim=self.dim)
         self.metadata = meta
-        text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+        text = json.dumps(meta, indent=2, default=str)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path / META_FILE, text + "\n")
         with atomic_path(path / PROMPT_FILE) as tmp:

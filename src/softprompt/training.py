@@ -39,7 +39,7 @@ from .methods import get_method, with_method_defaults
 from .modeling import load_model
 from .scoring import EvalResult, evaluate, predict, score_predictions
 from .splits import final_rows, run_data
-from .tasks.from_config import task_from_config
+from .tasks.from_config import check_files, task_from_config
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
 
     task = task_from_config(cfg)
     data = run_data(task, cfg)
+    check_files(task, cfg, read=("train", "validation") if data.dev_source == "validation" else ("train",))
     train_rows, dev_rows = data.train, data.dev
     dtype = getattr(torch, cfg.dtype)
     device_map = cfg.device_map

@@ -88,8 +88,14 @@ def test_missing_mapped_key_in_jsonl_row(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataError, match=r"not found: .*nope\.jsonl.*--data-dir"):
-        read_examples(tmp_path / "nope.jsonl")
+    with pytest.raises(DataError, match=r"not found: .*nope\.jsonl; check the path$"):
+        read_examples(tmp_path / "nope.jsonl")  # a file given by path: --data-dir would not help
+
+
+def test_missing_relative_file_names_the_folder_it_was_looked_for_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"not found: nope\.jsonl \(relative to {tmp_path}\); check the path"):
+        read_examples("nope.jsonl")
 
 
 def test_unknown_suffix_names_formats_and_option(tmp_path):

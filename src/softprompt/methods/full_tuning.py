@@ -43,7 +43,7 @@ class FullTuning(Method):
     def save(self, path, metadata):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / META_FILE, json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(path / META_FILE, json.dumps(metadata, indent=2, default=str) + "\n")
         with atomic_path(path / MODEL_FILE) as tmp:
             save_model(self.model, str(tmp))
         return path

@@ -147,7 +147,7 @@ class InContext(Method):
                 "demonstrations": [{"row": dict(r), "text": t} for r, t in zip(self.demonstrations, self.texts)],
                 "text": self.text, "token_ids": self.token_ids}
         path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(path / META_FILE, json.dumps(meta, indent=2, default=str) + "\n")
         return path
 
     def load_state(self, path):

@@ -162,7 +162,7 @@ class PrefixTuning(Method):
         meta = {**metadata, "method": self.name, "format_version": FORMAT_VERSION, "length": self.prompt_length,
                 "layers": len(self.layer_shapes), "layer_shapes": self.layer_shapes,
                 "reparameterize": self.config.reparameterize, "hidden": self.config.hidden}
-        text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+        text = json.dumps(meta, indent=2, default=str)
         tensors = {"base": self.base}
         for i, (k, v) in enumerate(self.inference_prompt().layers):
             tensors[f"key.{i}"], tensors[f"value.{i}"] = k[0], v[0]

@@ -298,12 +298,12 @@ class MultiPromptModel:
         state, units = self._units(inputs, tasks)
         groups: dict[Any, list[_Unit]] = {}
         for u in units:
-            key = tuple(map(tuple, u.batch.words[0])) if u.batch.shared_words else None
-            groups.setdefault(key, []).append(u)
-        for key, group in groups.items():
+            words = tuple(map(tuple, u.batch.words[0])) if u.batch.shared_words else None
+            groups.setdefault((words, u.entry.model.settings.length_normalize), []).append(u)  # as trained
+        for (words, length_normalize), group in groups.items():
             for chunk in length_chunks(group, batch_size):
-                batch = concat([u.batch for u in chunk], shared_words=key is not None)
-                scores = self.backbone.word_scores([u.entry.weight for u in chunk], batch)
+                batch = concat([u.batch for u in chunk], shared_words=words is not None)
+                scores = self.backbone.word_scores([u.entry.weight for u in chunk], batch, length_normalize)
                 for j, u in enumerate(chunk):
                     u.result = self._label_probs(u, scores[j: j + 1])
         per_input = _by_input(units, len(inputs))

@@ -2,16 +2,22 @@
 
 An example is a plain ``dict[str, Any]``; its gold label is the string under ``"label"``.
 Files are JSON Lines (``.jsonl`` / ``.json``: one object per line), CSV or TSV (a header
-row names the columns). Every row comes back with an ``"idx"``: the file's own when it has
-one, else the row's 0-based position among the data rows, so error messages and
-predictions can point back at it.
+row names the columns). TSV is read as GLUE's readers do: no quoting, a ``"`` is literal text
+and every line is one row. CSV follows RFC 4180: a quoted field may span lines, and a reader
+that merges lines into one row, or drops a row, logs a warning naming the file and lines; a
+quote never closed is an error naming the line it opens on. Text reads the same whatever the
+platform's line ends (``\n``, ``\r\n``, ``\r``), from files and from stdin (:func:`read_lines`).
+Every row comes back with an ``"idx"``: the file's own when it has one, else the row's 0-based
+position among the data rows, so error messages and predictions can point back at it.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -20,7 +26,33 @@ from softprompt.errors import ConfigError, DataError
 
 FORMATS = ("jsonl", "json", "csv", "tsv")
 _SUFFIX_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".tsv": "tsv"}
-_DELIMITERS = {"csv": ",", "tsv": "\t"}
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+log = logging.getLogger(__name__)
+
+
+def read_lines(stream, where: str = "<stdin>") -> list[str]:
+    """The non-blank lines of a text stream (e.g. ``sys.stdin``), without their line ends.
+
+    ``\n``, ``\r\n`` and ``\r`` all end a line, so a file written on any platform reads the
+    same; a leading byte-order mark is dropped. Blank lines are skipped with a warning naming
+    them (``where:LINE``), since outputs then no longer pair with input lines one to one.
+    """
+    text = stream.read()
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    lines = _LINE_END.split(text)
+    if lines and lines[-1] == "":
+        lines.pop()  # the final line end
+    blank = [i for i, line in enumerate(lines, start=1) if not line.strip()]
+    if blank:
+        log.warning("%s: skipped %d blank line(s) at line(s) %s", where, len(blank), _line_list(blank))
+    return [line for line in lines if line.strip()]
+
+
+def _line_list(numbers: Sequence[int], most: int = 10) -> str:
+    shown = ", ".join(map(str, numbers[:most]))
+    return shown + (f" and {len(numbers) - most} more" if len(numbers) > most else "")
 
 
 def label_to_str(value: Any) -> Any:
@@ -59,17 +91,15 @@ def read_examples(
         raise ConfigError(f"limit must be a whole number >= 0 or None, got {limit!r}")
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "not found"
-        raise DataError(
-            f"data file {what}: {path}; check the path, or pass --data-dir with a folder "
-            "that holds <task>/<split>.jsonl"
-        )
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise DataError(f"data file {what}: {path}{where}; check the path")
     rows: list[dict[str, Any]] = []
     if limit == 0:
         return rows
     reader = _jsonl_rows(path) if fmt == "jsonl" else _delimited_rows(path, fmt, field_map)
     for line_no, raw in reader:
         where = f"{path}:{line_no}"
-        row = _apply_field_map(raw, field_map, where)
+        row = apply_field_map(raw, field_map, where)
         if "label" in row:
             row["label"] = label_to_str(row["label"])
         row.setdefault("idx", len(rows))
@@ -121,7 +151,9 @@ def _check_field_map(field_map: Mapping[str, str] | None) -> dict[str, str]:
     return dict(field_map)
 
 
-def _apply_field_map(row: dict[str, Any], field_map: dict[str, str], where: str) -> dict[str, Any]:
+def apply_field_map(row: dict[str, Any], field_map: Mapping[str, str], where: str) -> dict[str, Any]:
+    """``row`` with the columns ``field_map`` names renamed to our field names (``{ours: theirs}``);
+    :class:`DataError` naming ``where`` if a mapped column is missing."""
     if not field_map:
         return row
     missing = [theirs for theirs in field_map.values() if theirs not in row]
@@ -175,14 +207,26 @@ def _json_type(value: Any) -> str:
 def _delimited_rows(
     path: Path, fmt: str, field_map: Mapping[str, str]
 ) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a CSV (RFC 4180 quoting, strict) or TSV (no quoting: quotes are literal text)."""
+    if fmt == "tsv":
+        dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    else:
+        dialect = {"delimiter": ",", "strict": True}
+    merged: list[str] = []
+    dropped: list[int] = []
     with open(path, encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh, delimiter=_DELIMITERS[fmt])
+        reader = csv.reader(fh, **dialect)
         header: list[str] | None = None
         last_line = 0
         try:
             for cells in reader:
                 line_no, last_line = last_line + 1, reader.line_num
+                if last_line > line_no:
+                    merged.append(f"{line_no}-{last_line}")
+                    cells = [_LINE_END.sub("\n", cell) for cell in cells]
                 if not any(cell.strip() for cell in cells):
+                    if cells:  # a row of empty cells, not an empty line
+                        dropped.append(line_no)
                     continue
                 if header is None:
                     header = _check_header(cells, path, line_no, field_map)
@@ -190,16 +234,36 @@ def _delimited_rows(
                 if len(cells) != len(header):
                     raise DataError(
                         f"{path}:{line_no}: expected {len(header)} columns "
-                        f"({', '.join(header)}), found {len(cells)}; quote fields that "
-                        f"contain the delimiter {_DELIMITERS[fmt]!r} or a line break"
+                        f"({', '.join(header)}), found {len(cells)}; {_column_advice(fmt, line_no, last_line)}"
                     )
                 yield line_no, dict(zip(header, cells))
         except csv.Error as err:
+            if "unexpected end of data" in str(err):
+                raise DataError(
+                    f"{path}:{last_line + 1}: a quote opened on this line is never closed, so lines "
+                    f"{last_line + 1}-{reader.line_num} would be read as one field; close or double "
+                    "the quote (\"\" inside a quoted field)"
+                ) from err
             raise DataError(f"{path}:{reader.line_num}: malformed {fmt.upper()} ({err})") from err
         except UnicodeDecodeError as err:
             raise DataError(f"{path}:{last_line + 1}: not UTF-8 text ({err.reason})") from err
     if header is None:
         raise DataError(f"{path}: empty file; a {fmt.upper()} file needs a header row naming its columns")
+    if merged:
+        log.warning("%s: lines %s were each read as one row (a quoted field spans line breaks); "
+                    "check the quotes if that is not meant", path, _line_list(merged))
+    if dropped:
+        log.warning("%s: skipped %d row(s) with every cell empty, at line(s) %s", path, len(dropped),
+                    _line_list(dropped))
+
+
+def _column_advice(fmt: str, first: int, last: int) -> str:
+    if fmt == "tsv":
+        return "a TSV field cannot hold a tab or a line break (quotes are read as text)"
+    advice = "quote fields that contain the delimiter ',' or a line break"
+    if last > first:
+        advice += f"; lines {first}-{last} were read as one row: check for an unmatched quote there"
+    return advice
 
 
 def _check_header(cells: list[str], path: Path, line_no: int, field_map: Mapping[str, str]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
@@ -40,23 +41,33 @@ def verbalizer_from_spec(spec: str) -> Verbalizer:
     return Verbalizer(parse_label_words(spec))
 
 
-def task_from_config(cfg: Any) -> Task:
-    """The task named by ``cfg.task`` with ``cfg.template`` / ``cfg.label_words`` / files applied."""
+def task_from_config(cfg: Any, base: Task | None = None) -> Task:
+    """The task named by ``cfg.task`` with ``cfg.template`` / ``cfg.label_words`` / files applied.
+
+    ``base`` (e.g. a saved prompt's task) is the starting point when ``cfg.task`` is unset or names
+    it; a copy is changed, never ``base`` itself. Raises :class:`ConfigError` for a task that is
+    neither built in nor given a template and label words (naming the options ``cfg`` has).
+    """
     files = {split: getattr(cfg, opt, None) for split, opt in _FILE_OPTIONS.items()}
     files = {k: v for k, v in files.items() if v}
     template = getattr(cfg, "template", None)
     if template:  # a shell gives "\n" as two characters: it means a line break, as in the help text
         template = template.replace("\\n", "\n")
     label_words = getattr(cfg, "label_words", None)
-    if cfg.task in BUILTIN_TASKS:
-        task = get_task(cfg.task)
+    name = getattr(cfg, "task", None)
+    if base is not None and name in (None, base.name):
+        task = copy.deepcopy(base)
+        files = files or dict(base.splits)
+    elif name in BUILTIN_TASKS or (name and not (template and label_words)):
+        try:
+            task = get_task(name)  # also finds rotten-tomatoes; suggests a close name
+        except ConfigError as err:
+            raise ConfigError(f"{err}; or give --template and --label-words (and {_data_options(cfg)})") from None
     elif not (template and label_words):
-        raise ConfigError(
-            f"{cfg.task!r} is not a built-in task: give --template and --label-words (and --train-file ...) "
-            f"for your own data, or pick one of the built-in tasks (softprompt tasks)"
-        )
+        raise ConfigError(f"no task given: pass --task NAME (one of `softprompt tasks`), or --template and "
+                          f"--label-words (and {_data_options(cfg)}) for your own data")
     else:
-        task = Task(name=cfg.task, template=Template(template), verbalizer=verbalizer_from_spec(label_words))
+        task = Task(name=name or "custom", template=Template(template), verbalizer=verbalizer_from_spec(label_words))
     if template:
         task.template = Template(template)
     if label_words:
@@ -66,6 +77,13 @@ def task_from_config(cfg: Any) -> Task:
                                        positive_label=None)
     task.splits = files
     return task
+
+
+def _data_options(cfg: Any) -> str:
+    """How the command of ``cfg`` takes your own data, for advice."""
+    if hasattr(cfg, "train_file"):
+        return "--train-file, --validation-file"
+    return "--file FILE" if hasattr(cfg, "file") else "your texts"
 
 
 def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None) -> list[dict]:
@@ -79,3 +97,16 @@ def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None) -> lis
         raise ConfigError(f"no {split} data: pass --{_FILE_OPTIONS[split].replace('_', '-')} FILE")
     probe = dataclasses.replace(task, splits={})
     return load_split(probe, split, data_dir=getattr(cfg, "data_dir", None), limit=limit)
+
+
+def check_files(task: Task, cfg: Any, read: tuple[str, ...] = ()) -> None:
+    """Read and check every data file given by option (``--train-file``, ``--validation-file``,
+    ``--test-file``) but the splits already ``read``, as the run will use them (``--eval-limit``,
+    ``--test-limit``), so a missing file or an unknown label stops a run before training starts.
+    Raises :class:`DataError` naming the file (and line or example)."""
+    dev_from_train = getattr(cfg, "shots", None) or getattr(cfg, "dev_from_train", None)
+    limits = {"validation": getattr(cfg, "test_limit" if dev_from_train else "eval_limit", None),
+              "test": getattr(cfg, "test_limit", None)}
+    for split in task.splits:
+        if split not in read:
+            load_rows(task, cfg, split, limits.get(split))

@@ -185,8 +185,7 @@ def get_task(name: str) -> Task:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
             f"unknown task {name!r}{hint}; built-in tasks: {', '.join(list_tasks())}. For your own "
-            "data, build a Task (template + verbalizer) with splits pointing at your files, or pass "
-            "--train-file (and --validation-file) with --template and --label-words"
+            "data, build a Task (template + verbalizer) with splits pointing at your files"
         )
     return copy.deepcopy(BUILTIN_TASKS[key])
 

@@ -85,7 +85,7 @@ class Verbalizer:
         label = _gold_label(example)
         labels = self.label_names(example)
         if label not in labels:
-            close = difflib.get_close_matches(str(label), labels, n=1)
+            close = _same_number(label, labels) or difflib.get_close_matches(str(label), labels, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise UnknownLabelError(
                 f"unknown label {label!r}{example_ref(example)}{hint}; the verbalizer knows "
@@ -279,6 +279,19 @@ def _check_weights(
         total = sum(given)
         result.append(given if abs(total - 1.0) < 1e-9 else [w / total for w in given])
     return result
+
+
+def _same_number(label: Any, labels: Sequence[str]) -> list[str]:
+    """The labels that write the same number as ``label`` (``"1"`` for ``"1.0"``), if it is one."""
+    def number(text: Any) -> float | None:
+        try:
+            value = float(str(text))
+        except ValueError:
+            return None
+        return value if math.isfinite(value) else None
+
+    value = number(label)
+    return [] if value is None else [name for name in labels if number(name) == value]
 
 
 def _gold_label(example: Mapping[str, Any]) -> Any:

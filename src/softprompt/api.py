@@ -31,7 +31,7 @@ class PromptedModel:
         self.task = task
         self.method = method
         if prompt is not None:
-            prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+            prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim, backbone.max_length - backbone.n_special)
             prompt.to(backbone.device)
 
     @classmethod

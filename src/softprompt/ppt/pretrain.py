@@ -22,6 +22,7 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..outdir import check_out_dir, out_lock, output_errors
 from ..prompt import SoftPrompt
 from ..tasks.data import write_examples
 from .config import PretrainConfig
@@ -43,9 +44,20 @@ def pretrain_prompt(config: PretrainConfig | None = None, **overrides: Any):
     prompt with the best dev accuracy) and ``out/last`` carry the same information under the
     ``"ppt"`` key of their metadata. Use the result with ``softprompt train --init
     pretrained:OUT/best`` (same ``--model`` and ``--prompt-length``). Returns the
-    :class:`~softprompt.training.TrainResult`.
+    :class:`~softprompt.training.TrainResult`. ``out`` is checked writable before any work and
+    locked for the run (:mod:`softprompt.outdir`): a second run into it raises :class:`ConfigError`.
     """
     cfg = dataclasses.replace(config, **overrides) if config else PretrainConfig(**overrides)
+    main = _is_main_process()
+    training_config(cfg, Path(cfg.out) / "data")  # the options first: nothing is created for a wrong one
+    if main:
+        check_out_dir(cfg.out)
+    with out_lock(cfg.out, enabled=main), output_errors(cfg.out):
+        return _pretrain_prompt(cfg)
+
+
+def _pretrain_prompt(cfg: PretrainConfig):
+    """:func:`pretrain_prompt` once ``out`` is checked and locked."""
     fmt = get_format(cfg.format)
     task = fmt.task()
     out, corpus = Path(cfg.out), Path(cfg.corpus)
@@ -111,7 +123,13 @@ def _check_out(out: Path, cfg: PretrainConfig, info: dict[str, Any]) -> None:
     if cfg.resume:
         if not marker.exists():
             raise ConfigError(f"--resume: {out} holds no PPT pre-training run (no {INFO_FILE}); start without --resume")
-        saved = json.loads(marker.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            saved = exc
+        if not isinstance(saved, dict):
+            raise ConfigError(f"--resume: {marker} is damaged ({saved if isinstance(saved, Exception) else 'not a JSON object'}); "
+                              "pass --overwrite to start afresh")
         changed = [key for key in _RUN_KEYS if saved.get(key) != info.get(key)]
         if changed:
             raise ConfigError(

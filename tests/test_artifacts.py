@@ -223,3 +223,25 @@ def test_one_bad_prompt_is_refused_and_the_others_are_served(tmp_path, backbone)
     assert engine.classify(["great fun"], ["good"])[0].label in ("negative", "positive")
     with pytest.raises(PromptFileError, match="'task' must be a JSON object"):  # admin add: a 422, not a 500
         engine.add("again", "badtask")
+
+
+def test_serve_starts_past_a_bad_first_prompt_and_admin_add_answers_422(tmp_path, tiny_model_dirs):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from softprompt.serving.app import ServeConfig, build_engine, create_app
+
+    backbone = make_backbone("causal")  # the same weights as tiny_model_dirs["causal"]
+    root = tmp_path / "prompts"
+    write_prompt(root / "a-bad", torch.zeros(3, 32), [1, 2])  # sorted first: it used to name the model
+    from softprompt.prompt import SoftPrompt as SP
+
+    SP(torch.randn(4, 32), {**good_meta(backbone), "model_id": str(tiny_model_dirs["causal"])}).save(root / "good")
+    engine = build_engine(ServeConfig(prompts=str(root), device="cpu"))
+    assert [t["name"] for t in engine.tasks()] == ["good"] and list(engine.refused) == ["a-bad"]
+    write_prompt(root / "nan", torch.full((3, 32), float("nan")), good_meta(backbone))
+    with TestClient(create_app(engine, ServeConfig(), admin_token="t")) as client:
+        answer = client.post("/v1/admin/prompts", json={"name": "x", "path": "nan"},
+                             headers={"Authorization": "Bearer t"})
+        assert answer.status_code == 422 and "NaN or infinite" in answer.json()["detail"]
+        assert client.get("/v1/tasks").json()["refused"] == {"a-bad": engine.refused["a-bad"]}

@@ -260,10 +260,13 @@ def test_a_disk_that_fills_during_the_run_is_a_message(tiny_model_dirs, toy_data
         training.train(_cfg(tiny_model_dirs, toy_data, tmp_path))
 
 
-def test_pretrain_checks_its_out_before_reading_the_corpus(tiny_model_dirs, tmp_path):
-    from softprompt.ppt.pretrain import pretrain_prompt
+def test_pretrain_checks_its_out_before_any_work(tiny_model_dirs, tmp_path, monkeypatch):
+    import softprompt.ppt.pretrain as pretrain
 
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one document here.\n\nanother document there.\n")
     (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(pretrain, "build_examples", lambda *a, **k: pytest.fail("examples built first"))
     with pytest.raises(ConfigError, match="is not writable"):
-        pretrain_prompt(corpus=str(tmp_path / "absent.txt"), model=str(tiny_model_dirs["causal"]),
-                        out=str(tmp_path / "a-file" / "ppt"))
+        pretrain.pretrain_prompt(corpus=str(corpus), model=str(tiny_model_dirs["causal"]),
+                                 out=str(tmp_path / "a-file" / "ppt"))

@@ -49,21 +49,21 @@ def pretrain_prompt(config: PretrainConfig | None = None, **overrides: Any):
     """
     cfg = dataclasses.replace(config, **overrides) if config else PretrainConfig(**overrides)
     main = _is_main_process()
-    training_config(cfg, Path(cfg.out) / "data")  # the options first: nothing is created for a wrong one
+    training_config(cfg, Path(cfg.out) / "data")  # the options and the corpus first: nothing is created for a wrong one
+    documents = read_corpus(Path(cfg.corpus))
     if main:
         check_out_dir(cfg.out)
     with out_lock(cfg.out, enabled=main), output_errors(cfg.out):
-        return _pretrain_prompt(cfg)
+        return _pretrain_prompt(cfg, documents)
 
 
-def _pretrain_prompt(cfg: PretrainConfig):
-    """:func:`pretrain_prompt` once ``out`` is checked and locked."""
+def _pretrain_prompt(cfg: PretrainConfig, documents):
+    """:func:`pretrain_prompt` once the corpus is read and ``out`` is checked and locked."""
     fmt = get_format(cfg.format)
     task = fmt.task()
     out, corpus = Path(cfg.out), Path(cfg.corpus)
     data = out / "data"
     train_cfg = training_config(cfg, data)  # checks the training options before any work
-    documents = read_corpus(corpus)
     info: dict[str, Any] = {
         "paper": "PPT: Pre-trained Prompt Tuning for Few-shot Learning (Gu, Han, Liu & Huang, 2021)",
         "format": cfg.format, "corpus": str(corpus.resolve()), "corpus_sha256": file_sha256(corpus),

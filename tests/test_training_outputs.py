@@ -270,3 +270,17 @@ def test_pretrain_checks_its_out_before_any_work(tiny_model_dirs, tmp_path, monk
     with pytest.raises(ConfigError, match="is not writable"):
         pretrain.pretrain_prompt(corpus=str(corpus), model=str(tiny_model_dirs["causal"]),
                                  out=str(tmp_path / "a-file" / "ppt"))
+
+
+def test_a_rerun_with_another_method_replaces_the_old_files(tmp_path):
+    from softprompt.methods.loading import read_saved_metadata
+
+    _prompt(1).save(tmp_path / "best")
+    from conftest import make_backbone
+    from softprompt.methods.in_context import InContext, InContextConfig
+    from softprompt.tasks.registry import get_task
+
+    method = InContext.empty(InContextConfig(), make_backbone("causal"), get_task("rotten_tomatoes"))
+    method.save(tmp_path / "best", {"step": 0})
+    assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["softprompt.json"]  # no stale prompt left
+    assert read_saved_metadata(tmp_path / "best")["method"] == "in-context"

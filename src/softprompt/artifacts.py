@@ -43,6 +43,10 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 """The type each metadata field must have when present (``model_fingerprint`` is a string or null)."""
 
+ARTIFACT_FILES = (META_FILE, PROMPT_FILE, PREFIX_FILE, MODEL_FILE)
+"""What any method's save writes: a save replaces these (a rerun with another method included)
+and refuses to delete anything else (:func:`~softprompt.atomic.atomic_dir`)."""
+
 KIND_FILES = {"prompt-tuning": PROMPT_FILE, "prefix-tuning": PREFIX_FILE, "full-tuning": MODEL_FILE}
 """The tensor file of each method that saves one (the others save ``softprompt.json`` alone)."""
 
@@ -143,9 +147,9 @@ def validate_metadata(meta: Any, where: str | Path) -> dict[str, Any]:
     fp = meta.get("model_fingerprint")
     if fp is not None and not isinstance(fp, str):
         raise ArtifactError(f"{where}: metadata field 'model_fingerprint' must be a string, got {_short(fp)}")
-    for name in ("length", "dim"):
-        if name in meta and meta[name] < 1:
-            raise ArtifactError(f"{where}: metadata field {name!r} must be at least 1, got {meta[name]}")
+    for name, least in (("length", 0), ("dim", 1)):  # 0 in-context demonstrations save length 0
+        if name in meta and meta[name] < least:
+            raise ArtifactError(f"{where}: metadata field {name!r} must be at least {least}, got {meta[name]}")
     if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
         raise ArtifactError(f"{where} is format version {meta['format_version']}, newer than this softprompt reads "
                             f"({FORMAT_VERSION}): upgrade softprompt")

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .artifacts import FORMAT_VERSION, META_FILE, PROMPT_FILE, check_prompt_length, load_artifact
+from .artifacts import ARTIFACT_FILES, FORMAT_VERSION, META_FILE, PROMPT_FILE, check_prompt_length, load_artifact
 from .atomic import atomic_dir
 from .errors import ConfigError, ModelMismatchError, PromptFileError
 
@@ -218,7 +218,7 @@ class SoftPrompt(nn.Module):
         meta.update(format_version=FORMAT_VERSION, length=self.length, dim=self.dim)
         self.metadata = meta
         text = json.dumps(meta, indent=2, sort_keys=True, default=str)
-        with atomic_dir(path, owned=(META_FILE, PROMPT_FILE)) as tmp:
+        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
             (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
             save_file({"prompt": self.weight.detach().float().contiguous().cpu()}, str(tmp / PROMPT_FILE),
                       metadata={"softprompt": text})

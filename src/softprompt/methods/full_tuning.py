@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
 from ..atomic import atomic_dir
-from ..artifacts import load_artifact
+from ..artifacts import ARTIFACT_FILES, load_artifact
 from ..errors import ArtifactError, ModelMismatchError, PromptFileError
 from ..prompt import META_FILE
 from .base import Method, MethodConfig, register_method
@@ -45,7 +45,7 @@ class FullTuning(Method):
 
     def save(self, path, metadata):
         path = Path(path)
-        with atomic_dir(path, owned=(META_FILE, MODEL_FILE)) as tmp:
+        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
             (tmp / META_FILE).write_text(json.dumps(metadata, indent=2, sort_keys=True, default=str) + "\n",
                                          encoding="utf-8")
             save_model(self.model, str(tmp / MODEL_FILE))

@@ -28,7 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..artifacts import load_artifact
+from ..artifacts import ARTIFACT_FILES, load_artifact
 from ..atomic import atomic_dir
 from ..errors import ConfigError, PromptFileError
 from ..prompt import FORMAT_VERSION, META_FILE
@@ -147,7 +147,7 @@ class InContext(Method):
                 "shots": self.config.shots, "balanced": self.config.balanced, "separator": self.config.separator,
                 "demonstrations": [{"row": dict(r), "text": t} for r, t in zip(self.demonstrations, self.texts)],
                 "text": self.text, "token_ids": self.token_ids}
-        with atomic_dir(path, owned=(META_FILE,)) as tmp:
+        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
             (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
         return path
 

@@ -34,7 +34,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from ..artifacts import load_artifact
+from ..artifacts import ARTIFACT_FILES, load_artifact
 from ..atomic import atomic_dir
 from ..backbones.causal import PrefixKV
 from ..errors import ConfigError, ModelMismatchError, PromptFileError
@@ -173,7 +173,7 @@ class PrefixTuning(Method):
         else:
             tensors["kv"] = self.kv
         tensors = {name: t.detach().float().contiguous().cpu() for name, t in tensors.items()}
-        with atomic_dir(path, owned=(META_FILE, PREFIX_FILE)) as tmp:
+        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
             (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
             save_file(tensors, str(tmp / PREFIX_FILE), metadata={"softprompt": text})
         return path

@@ -64,7 +64,7 @@ class PromptedModel:
         self.method = method
         self.settings = settings or ScoringSettings.from_metadata(None if prompt is None else prompt.metadata)
         if prompt is not None:
-            prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+            prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim, backbone.max_length - backbone.n_special)
             prompt.to(backbone.device)
 
     @classmethod

@@ -224,11 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_experiment(args: Any) -> int:
     from .experiments import load_experiment, run_experiment, write_report
 
+    from .outdir import check_out_dir, out_lock
+
     exp = load_experiment(args.config, args.out)
-    if args.report_only:
-        print(f"report: {write_report(exp)}")
-        return 0
-    summary = run_experiment(exp, only=args.only, tasks=args.tasks, dry_run=args.dry_run, progress=args.progress)
+    main = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun rank 0 checks and locks the folder
+    if main and not args.dry_run:
+        check_out_dir(exp.out)
+    with out_lock(exp.out, enabled=main and not args.dry_run):
+        if args.report_only:
+            print(f"report: {write_report(exp)}")
+            return 0
+        summary = run_experiment(exp, only=args.only, tasks=args.tasks, dry_run=args.dry_run, progress=args.progress)
     print(json.dumps(summary))
     return 0
 

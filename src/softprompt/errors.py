@@ -42,3 +42,8 @@ class ModelLoadError(SoftPromptError, RuntimeError):
 
 class RequestTooLargeError(SoftPromptError, ValueError):
     """A request exceeds a stated limit (batch size, text length, number of inputs)."""
+
+
+class ArtifactError(PromptFileError):
+    """A saved artifact (prompt, prefix, demonstrations, model, checkpoint) is malformed, holds
+    values that cannot be used (NaN, integers, the wrong shape), or lies outside the allowed folder."""

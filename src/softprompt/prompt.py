@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from .atomic import atomic_path, atomic_write_text
+from .artifacts import ARTIFACT_FILES, FORMAT_VERSION, META_FILE, PROMPT_FILE, check_prompt_length, load_artifact
+from .atomic import atomic_dir
 from .errors import ConfigError, ModelMismatchError, PromptFileError
-
-PROMPT_FILE = "prompt.safetensors"
-META_FILE = "softprompt.json"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -222,50 +218,32 @@ class SoftPrompt(nn.Module):
         meta.update(format_version=FORMAT_VERSION, length=self.length, dim=self.dim)
         self.metadata = meta
         text = json.dumps(meta, indent=2, default=str)
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / META_FILE, text + "\n")
-        with atomic_path(path / PROMPT_FILE) as tmp:
-            save_file({"prompt": self.weight.detach().float().contiguous().cpu()}, str(tmp), metadata={"softprompt": text})
+        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
+            (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
+            save_file({"prompt": self.weight.detach().float().contiguous().cpu()}, str(tmp / PROMPT_FILE),
+                      metadata={"softprompt": text})
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "SoftPrompt":
-        """Load a saved prompt from its directory (or its ``prompt.safetensors`` file).
+    def load(cls, path: str | Path, root: str | Path | None = None, backbone=None) -> "SoftPrompt":
+        """Load a saved prompt from its directory (or its ``prompt.safetensors`` file), validated
+        by :func:`~softprompt.artifacts.load_artifact` (``root`` and ``backbone`` as there).
 
-        Raises :class:`PromptFileError` for a missing, truncated or wrongly shaped file.
+        Raises :class:`~softprompt.errors.ArtifactError` (a :class:`PromptFileError`) for a missing,
+        truncated, malformed or wrongly shaped file, or one outside ``root``.
         """
-        path = Path(path)
-        file = path / PROMPT_FILE if path.is_dir() else path
-        if not file.exists():
-            raise PromptFileError(
-                f"no saved prompt at {path}: expected {PROMPT_FILE} there (train one with `softprompt train --out DIR`, then pass DIR/best)"
-            )
-        try:
-            tensors = load_file(str(file))
-            from safetensors import safe_open
+        art = load_artifact(path, root=root, backbone=backbone)
+        if "prompt" not in art.tensors:
+            raise PromptFileError(f"{path} holds a {art.kind} output, not a prompt; use `softprompt eval --prompt "
+                                  f"{path}` or PromptedModel.from_saved, which load any method")
+        return cls(art.tensors["prompt"], art.metadata)
 
-            with safe_open(str(file), framework="pt") as fh:
-                header = fh.metadata() or {}
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise PromptFileError(f"{file} is truncated or corrupt ({exc}); re-save it or train again") from exc
-        if "prompt" not in tensors:
-            raise PromptFileError(f"{file} holds no tensor named 'prompt' (found {sorted(tensors)}); is it a softprompt file?")
-        weight = tensors["prompt"]
-        try:
-            meta = json.loads(header.get("softprompt", "{}"))
-        except json.JSONDecodeError as exc:
-            raise PromptFileError(f"{file} has unreadable metadata ({exc}); re-save it") from exc
-        if weight.dim() != 2:
-            raise PromptFileError(f"{file}: prompt has shape {tuple(weight.shape)}, expected 2-D [length, dim]")
-        want = (meta.get("length"), meta.get("dim"))
-        if None not in want and tuple(weight.shape) != tuple(want):
-            raise PromptFileError(
-                f"{file}: prompt has shape {tuple(weight.shape)} but its metadata says {tuple(want)}; the file is damaged"
-            )
-        return cls(weight, meta)
-
-    def check_model(self, model_id: str, fingerprint: str, dim: int) -> None:
-        """Refuse a model other than the one this prompt was trained for (:class:`ModelMismatchError`)."""
+    def check_model(self, model_id: str, fingerprint: str, dim: int, room: int | None = None) -> None:
+        """Refuse a model other than the one this prompt was trained for (:class:`ModelMismatchError`),
+        or whose context, ``room`` tokens after its special tokens, the prompt would fill
+        (:class:`~softprompt.errors.ArtifactError`)."""
+        if room is not None:
+            check_prompt_length(self.length, room, f"prompt trained for {self.metadata.get('model_id', 'unknown')!r}")
         fp = self.metadata.get("model_fingerprint")
         trained_for = self.metadata.get("model_id", "an unknown model")
         if self.dim != dim:

@@ -5,10 +5,12 @@ One run writes into ``out/``:
 * ``best/``       the prompt with the best dev metric so far (a saved prompt, atomic);
 * ``last/``       the prompt after the final step;
 * ``checkpoint/`` what ``--resume`` needs: prompt, optimizer, scheduler, RNG and data-order state.
-  It is written to ``checkpoint.tmp/`` and swapped in by renames, so a crash at any moment
-  leaves either the old or the new checkpoint (``checkpoint.old/`` is used if the swap was cut);
+  Like ``best/`` and ``last/`` it is written whole into a temporary folder and swapped in
+  (:func:`~softprompt.atomic.atomic_dir`), so a crash at any moment leaves the old or the new
+  one, never a mix; what a killed save left is cleared when the next run starts;
 * ``metrics.jsonl`` one JSON object per logged step / evaluation;
-* ``results.json``  final dev/test metrics and the zero-shot baseline.
+* ``results.json``  final dev/test metrics and the zero-shot baseline;
+* ``.softprompt.lock`` held while a run writes here: a second run into the same folder is refused.
 
 A resumed run replays the same batches in the same order from the saved position, so it ends
 with the same prompt as an uninterrupted run.
@@ -30,13 +32,14 @@ from typing import Any
 import torch
 
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import atomic_dir, atomic_write_text, clean_stale
 from .batching import estimate_lengths, training_batches
 from .config import TrainConfig
 from .encoding import encode
-from .errors import ConfigError
+from .errors import ArtifactError, ConfigError
 from .methods import get_method, with_method_defaults
 from .modeling import load_model
+from .outdir import check_out_dir, out_lock, output_errors
 from .scoring import EvalResult, evaluate, predict, score_predictions
 from .splits import final_rows, run_data
 from .tasks.from_config import check_files, task_from_config
@@ -55,6 +58,7 @@ class TrainState:
     best_step: int | None = None
     evals_since_best: int = 0
     stopped_early: bool = False
+    last_dev: dict[str, Any] = field(default_factory=dict)  # the latest dev metrics, for results.json
 
 
 @dataclass
@@ -143,19 +147,27 @@ def _prompt_metadata(cfg: TrainConfig, backbone, task, extra: dict[str, Any]) ->
 
 # ----------------------------------------------------------------------------- checkpoints
 def _save_checkpoint(out: Path, method, optimizer, scheduler, state: TrainState, meta: dict[str, Any]) -> None:
-    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    method.save(tmp / "prompt", meta)
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
-    atomic_write_text(tmp / "state.json", json.dumps({"state": dataclasses.asdict(state),
-                                                      "python_rng": repr(random.getstate())}))
-    if final.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(out / "checkpoint") as tmp:
+        method.save(tmp / "prompt", meta)
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state()}, tmp / "trainer.pt")
+        (tmp / "state.json").write_text(json.dumps({"state": dataclasses.asdict(state),
+                                                    "python_rng": repr(random.getstate())}), encoding="utf-8")
+
+
+def _clean_outputs(out: Path) -> None:
+    """Clear what a killed run left half-written in ``out`` (call with the folder's lock held):
+    temporary folders of ``best/``, ``last/`` and ``checkpoint/``, and the ``checkpoint.tmp/`` of
+    earlier versions (whose ``checkpoint.old/`` is put back when the swap was cut)."""
+    for name in ("best", "last", "checkpoint"):
+        clean_stale(out / name)
+    shutil.rmtree(out / "checkpoint.tmp", ignore_errors=True)
+    if (out / "checkpoint.old").exists():
+        if (out / "checkpoint" / "state.json").exists():
+            shutil.rmtree(out / "checkpoint.old", ignore_errors=True)
+        else:
+            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            os.replace(out / "checkpoint.old", out / "checkpoint")
 
 
 def _find_checkpoint(out: Path) -> Path | None:
@@ -165,16 +177,41 @@ def _find_checkpoint(out: Path) -> Path | None:
     return None
 
 
-def _load_checkpoint(ckpt: Path, method, optimizer, scheduler) -> TrainState:
+def _read_checkpoint(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(trainer state, saved state)`` of a checkpoint, checked before any model is loaded.
+
+    ``trainer.pt`` is read with ``torch.load(weights_only=True)``: tensors and plain containers
+    only, never arbitrary pickled objects. Raises :class:`ArtifactError` saying how to go on."""
+    again = "start the run afresh with --overwrite, or pass another --out"
+    try:
+        blob = torch.load(ckpt / "trainer.pt", weights_only=True)
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"{ckpt} lacks trainer.pt (the checkpoint is incomplete): {again}") from exc
+    except Exception as exc:  # noqa: BLE001  UnpicklingError for objects, RuntimeError/EOFError for damage
+        raise ArtifactError(f"{ckpt / 'trainer.pt'} cannot be loaded safely ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0] if str(exc) else ''}): it holds objects other than tensors "
+                            f"(written by another program or an old softprompt) or is damaged: {again}") from exc
+    if not (isinstance(blob, dict) and {"optimizer", "scheduler", "torch_rng"} <= set(blob)):
+        raise ArtifactError(f"{ckpt / 'trainer.pt'} is not a softprompt checkpoint (keys "
+                            f"{sorted(blob) if isinstance(blob, dict) else type(blob).__name__}): {again}")
+    try:
+        saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        import ast
+
+        saved["python_rng"] = ast.literal_eval(saved["python_rng"])
+        TrainState(**saved["state"])
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{ckpt / 'state.json'} is damaged ({exc}): {again}") from exc
+    return blob, saved
+
+
+def _load_checkpoint(ckpt: Path, method, optimizer, scheduler, read=None) -> TrainState:
+    blob, saved = read or _read_checkpoint(ckpt)
     method.load_state(ckpt / "prompt")
-    blob = torch.load(ckpt / "trainer.pt", weights_only=True)
     optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     torch.set_rng_state(blob["torch_rng"])
-    saved = json.loads((ckpt / "state.json").read_text())
-    import ast
-
-    random.setstate(ast.literal_eval(saved["python_rng"]))
+    random.setstate(saved["python_rng"])
     return TrainState(**saved["state"])
 
 
@@ -182,7 +219,15 @@ def _trim_log(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint a resumed run restarts from."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= step]
+    keep = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(ln)
+        except json.JSONDecodeError:  # the partial last line of a killed run
+            log.warning("%s: dropping an unreadable line (%d characters)", path, len(ln))
+            continue
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            keep.append(ln)
     atomic_write_text(path, "".join(ln + "\n" for ln in keep))
 
 
@@ -234,9 +279,22 @@ def _shard(indices: list[int], rank: int, world: int) -> list[int]:
 def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     """Train a prompt as ``config`` (or keyword options of :class:`TrainConfig`) says.
 
-    Returns a :class:`TrainResult`; the best prompt is in ``out/best``.
+    Returns a :class:`TrainResult`; the best prompt is in ``out/best``. ``out`` is checked
+    writable before any work and locked for the run (rank 0 under several processes): a second
+    run into it raises :class:`ConfigError`, as does a full disk.
     """
     cfg = dataclasses.replace(config, **overrides) if config else TrainConfig(**overrides)
+    main = os.environ.get("RANK", "0") == "0"  # accelerate and torchrun set RANK: rank 0 alone checks and locks
+    if main:
+        check_out_dir(cfg.out)
+    with out_lock(cfg.out, enabled=main), output_errors(cfg.out):
+        if main:
+            _clean_outputs(Path(cfg.out))
+        return _train(cfg)
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
+    """:func:`train` once ``out`` is checked and locked."""
     cfg = with_method_defaults(cfg)  # --optimizer / --lr left unset: the method's own
     from accelerate import Accelerator
 
@@ -257,6 +315,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         raise ConfigError(f"--resume: no checkpoint in {out}; start without --resume")
     if cfg.batch_size < world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: it must be at least the {world} processes")
+    checkpoint = _read_checkpoint(ckpt) if cfg.resume else None  # a damaged or unsafe one refused before work
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
@@ -294,7 +353,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     state = TrainState()
     log_path = out / "metrics.jsonl"
     if cfg.resume:
-        state = _load_checkpoint(ckpt, method, optimizer, scheduler)
+        state = _load_checkpoint(ckpt, method, optimizer, scheduler, checkpoint)
         if is_main:
             _trim_log(log_path, state.step)
         log.info("resumed from %s at step %d", ckpt, state.step)
@@ -318,7 +377,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-    last_dev: dict[str, Any] = {}
+    last_dev: dict[str, Any] = dict(state.last_dev)  # resumed from the final checkpoint: its dev metrics
     while state.step < cfg.max_steps and not state.stopped_early:
         batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
         for bi in range(state.batch_in_epoch, len(batches)):
@@ -342,7 +401,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
                 bar.set_postfix(loss=f"{loss_value:.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_prompt(), cfg)
-                last_dev = result.summary()
+                last_dev = state.last_dev = result.summary()
                 value = result.metrics[primary]
                 log_line({"step": state.step, "split": "validation", **last_dev})
                 if state.best_metric is None or value > state.best_metric:

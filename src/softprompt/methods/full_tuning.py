@@ -11,9 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
-from ..atomic import atomic_path, atomic_write_text
+from ..atomic import atomic_dir
+from ..artifacts import ARTIFACT_FILES, load_artifact
+from ..errors import ArtifactError, ModelMismatchError, PromptFileError
 from ..prompt import META_FILE
 from .base import Method, MethodConfig, register_method
 
@@ -42,11 +45,28 @@ class FullTuning(Method):
 
     def save(self, path, metadata):
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / META_FILE, json.dumps(metadata, indent=2, default=str) + "\n")
-        with atomic_path(path / MODEL_FILE) as tmp:
-            save_model(self.model, str(tmp))
+        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
+            (tmp / META_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n",
+                                         encoding="utf-8")
+            save_model(self.model, str(tmp / MODEL_FILE))
         return path
 
     def load_state(self, path):
-        load_model(self.model, str(Path(path) / MODEL_FILE))
+        """Restore the weights saved in ``path``, validated (:func:`~softprompt.artifacts.load_artifact`);
+        a tensor whose kind (floating or integer) differs from the model's is refused."""
+        art = load_artifact(path)
+        if art.tensor_file is None:
+            raise PromptFileError(f"{path} holds a {art.kind} output, not a fully tuned model")
+        own = self.model.state_dict()
+        with safe_open(str(art.tensor_file), framework="pt") as fh:
+            for name in fh.keys():
+                t = fh.get_slice(name)
+                if name in own and (t.get_dtype().startswith("F") or t.get_dtype().startswith("BF")) != \
+                        own[name].dtype.is_floating_point:
+                    raise ArtifactError(f"{Path(path) / MODEL_FILE}: tensor {name!r} is {t.get_dtype()} but the model's "
+                                        f"is {own[name].dtype}; re-save it or train again")
+        try:
+            load_model(self.model, str(art.tensor_file))
+        except RuntimeError as exc:  # missing or unexpected weights, another shape
+            raise ModelMismatchError(f"{Path(path) / MODEL_FILE} does not fit this model ({exc}); use the model "
+                                     f"it was trained from ({art.metadata.get('model_id', 'unknown')!r})") from exc

@@ -28,7 +28,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ..atomic import atomic_write_text
+from ..artifacts import ARTIFACT_FILES, load_artifact
+from ..atomic import atomic_dir
 from ..errors import ConfigError, PromptFileError
 from ..prompt import FORMAT_VERSION, META_FILE
 from .base import Method, MethodConfig, register_method
@@ -146,18 +147,20 @@ class InContext(Method):
                 "shots": self.config.shots, "balanced": self.config.balanced, "separator": self.config.separator,
                 "demonstrations": [{"row": dict(r), "text": t} for r, t in zip(self.demonstrations, self.texts)],
                 "text": self.text, "token_ids": self.token_ids}
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / META_FILE, json.dumps(meta, indent=2, default=str) + "\n")
+        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
         return path
 
     def load_state(self, path):
-        """Use the demonstrations saved in ``path`` (their saved token ids, embedded by this model)."""
-        file = Path(path) / META_FILE
-        try:
-            meta = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise PromptFileError(f"cannot read saved in-context demonstrations from {file}: {exc}") from exc
-        if meta.get("method") != self.name or "demonstrations" not in meta:
-            raise PromptFileError(f"{file} holds no in-context demonstrations (method {meta.get('method')!r})")
+        """Use the demonstrations saved in ``path`` (their saved token ids, embedded by this model).
+
+        Raises :class:`~softprompt.errors.ArtifactError` for a missing or malformed file."""
+        art = load_artifact(path)
+        meta = art.metadata
+        if art.kind != self.name or "demonstrations" not in meta:
+            raise PromptFileError(f"{Path(path) / META_FILE} holds no in-context demonstrations (method {art.kind!r})")
+        missing = [k for k in ("text", "token_ids") if k not in meta]
+        if missing:
+            raise PromptFileError(f"{Path(path) / META_FILE} lacks {missing}; re-save it")
         demos = meta["demonstrations"]
         self._set_demonstrations([d["row"] for d in demos], [d["text"] for d in demos], meta["text"], meta["token_ids"])

@@ -10,37 +10,36 @@ from those options on a backbone and restores it with :meth:`Method.load_state`,
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelMismatchError, PromptFileError
-from ..prompt import META_FILE
+from ..artifacts import META_FILE, check_prompt_length, load_artifact, read_metadata_file
+from ..errors import ArtifactError, ModelMismatchError, PromptFileError
 
 
-def read_saved_metadata(path: str | Path) -> dict[str, Any]:
-    """The ``softprompt.json`` of a saved output directory (a clear error if absent or unreadable)."""
+def read_saved_metadata(path: str | Path, root: str | Path | None = None) -> dict[str, Any]:
+    """The validated ``softprompt.json`` of a saved output directory (a JSON object whose fields
+    have their types, see :func:`~softprompt.artifacts.validate_metadata`); every file opened
+    must lie inside ``root`` when given. Raises :class:`~softprompt.errors.ArtifactError`."""
     file = Path(path) / META_FILE
-    if not file.exists():
+    if not file.exists() and not file.is_symlink():
         raise PromptFileError(f"nothing saved by softprompt at {path}: expected {META_FILE} there "
                               "(pass a run's best/ or last/ folder, e.g. runs/rt/best)")
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PromptFileError(f"{file} is unreadable ({exc}); re-save it or train again") from exc
+    return read_metadata_file(file, root)
 
 
-def load_saved_method(path: str | Path, backbone, task):
+def load_saved_method(path: str | Path, backbone, task, root: str | Path | None = None):
     """Rebuild the method saved in ``path`` on ``backbone`` for ``task`` and restore its state.
 
     The saved model fingerprint must match ``backbone``'s (:class:`ModelMismatchError` names both).
     Returns the method (an ``nn.Module`` on the backbone's device); its ``inference_prompt()`` is
-    what goes before the text (``[length, dim]``, a prefix, or None for full tuning).
+    what goes before the text (``[length, dim]``, a prefix, or None for full tuning). A prompt
+    that leaves the text too little of the model's context is refused (:class:`ArtifactError`).
     """
     from ..config import TrainConfig
     from ..training import method_config_from
 
-    meta = read_saved_metadata(path)
+    meta = read_saved_metadata(path, root)
     fp, trained_for = meta.get("model_fingerprint"), meta.get("model_id", "an unknown model")
     if fp is not None and fp != backbone.fingerprint:
         raise ModelMismatchError(
@@ -49,7 +48,14 @@ def load_saved_method(path: str | Path, backbone, task):
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     options = {k: v for k, v in (meta.get("training") or {}).items() if k in known}
     options.update(method=meta.get("method", "prompt-tuning"), init="random-uniform")  # the state replaces the init
-    config, cls = method_config_from(TrainConfig(**options))
+    try:
+        config, cls = method_config_from(TrainConfig(**options))
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{Path(path) / META_FILE}: metadata field 'training' holds options that do not "
+                            f"build a run ({exc}); re-save it or train again") from exc
+    if root is not None:
+        load_artifact(path, root=root)  # every file it holds, checked against root before use
     method = cls.empty(config, backbone, task)
     method.load_state(path)
+    check_prompt_length(method.prompt_length, backbone.max_length - backbone.n_special, path)
     return method.to(backbone.device)

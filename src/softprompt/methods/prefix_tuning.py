@@ -31,11 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
-from ..atomic import atomic_path, atomic_write_text
+from ..artifacts import ARTIFACT_FILES, load_artifact
+from ..atomic import atomic_dir
 from ..backbones.causal import PrefixKV
 from ..errors import ConfigError, ModelMismatchError, PromptFileError
 from ..prompt import FORMAT_VERSION, META_FILE
@@ -75,26 +75,27 @@ def unflatten_kv(flat: torch.Tensor, shapes: list) -> PrefixKV:
     return PrefixKV(tuple(zip(tensors[::2], tensors[1::2])))
 
 
-def load_prefix(path: str | Path) -> tuple[PrefixKV, dict[str, Any], dict[str, torch.Tensor]]:
+def load_prefix(path: str | Path, root: str | Path | None = None) -> tuple[PrefixKV, dict[str, Any], dict[str, torch.Tensor]]:
     """Read a saved prefix directory: ``(materialised PrefixKV, metadata, all saved tensors)``.
 
-    Raises :class:`PromptFileError` for a missing, corrupt or foreign file.
+    Validated by :func:`~softprompt.artifacts.load_artifact` (every tensor floating point and
+    finite; ``root`` as there). Raises :class:`PromptFileError` for a missing, corrupt or foreign file.
     """
     path = Path(path)
     file = path / PREFIX_FILE if path.is_dir() else path
-    if not file.exists():
+    art = load_artifact(file, root=root) if file.exists() or file.is_symlink() else None
+    if art is None or art.kind != "prefix-tuning":
         raise PromptFileError(f"no saved prefix at {path}: expected {PREFIX_FILE} there (train one with "
                               f"`softprompt train --method prefix-tuning --out DIR`, then pass DIR/best)")
-    try:
-        tensors = load_file(str(file))
-        with safe_open(str(file), framework="pt") as fh:
-            meta = json.loads((fh.metadata() or {}).get("softprompt", "{}"))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise PromptFileError(f"{file} is truncated or corrupt ({exc}); save it again or train again") from exc
+    tensors, meta = art.tensors, art.metadata
     n_layers = sum(1 for name in tensors if name.startswith("key."))
     if n_layers == 0 or any(f"{kind}.{i}" not in tensors for i in range(n_layers) for kind in ("key", "value")):
         raise PromptFileError(f"{file} holds no complete key.N/value.N tensors (found {sorted(tensors)}); "
                               "is it a prefix-tuning file?")
+    flat = [n for n in tensors if n.startswith(("key.", "value.")) and tensors[n].dim() != 3]
+    if flat:
+        raise PromptFileError(f"{file}: {flat[0]} has shape {tuple(tensors[flat[0]].shape)}, expected "
+                              "[kv_heads, length, head_dim]; the file is damaged")
     layers = tuple((tensors[f"key.{i}"][None], tensors[f"value.{i}"][None]) for i in range(n_layers))
     return PrefixKV(layers), meta, tensors
 
@@ -172,10 +173,9 @@ class PrefixTuning(Method):
         else:
             tensors["kv"] = self.kv
         tensors = {name: t.detach().float().contiguous().cpu() for name, t in tensors.items()}
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path / META_FILE, text + "\n")
-        with atomic_path(path / PREFIX_FILE) as tmp:
-            save_file(tensors, str(tmp), metadata={"softprompt": text})
+        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
+            (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
+            save_file(tensors, str(tmp / PREFIX_FILE), metadata={"softprompt": text})
         return path
 
     def load_state(self, path):

@@ -22,6 +22,7 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..outdir import check_out_dir, out_lock, output_errors
 from ..prompt import SoftPrompt
 from ..tasks.data import write_examples
 from .config import PretrainConfig
@@ -43,15 +44,26 @@ def pretrain_prompt(config: PretrainConfig | None = None, **overrides: Any):
     prompt with the best dev accuracy) and ``out/last`` carry the same information under the
     ``"ppt"`` key of their metadata. Use the result with ``softprompt train --init
     pretrained:OUT/best`` (same ``--model`` and ``--prompt-length``). Returns the
-    :class:`~softprompt.training.TrainResult`.
+    :class:`~softprompt.training.TrainResult`. ``out`` is checked writable before any work and
+    locked for the run (:mod:`softprompt.outdir`): a second run into it raises :class:`ConfigError`.
     """
     cfg = dataclasses.replace(config, **overrides) if config else PretrainConfig(**overrides)
+    main = _is_main_process()
+    training_config(cfg, Path(cfg.out) / "data")  # the options and the corpus first: nothing is created for a wrong one
+    documents = read_corpus(Path(cfg.corpus))
+    if main:
+        check_out_dir(cfg.out)
+    with out_lock(cfg.out, enabled=main), output_errors(cfg.out):
+        return _pretrain_prompt(cfg, documents)
+
+
+def _pretrain_prompt(cfg: PretrainConfig, documents):
+    """:func:`pretrain_prompt` once the corpus is read and ``out`` is checked and locked."""
     fmt = get_format(cfg.format)
     task = fmt.task()
     out, corpus = Path(cfg.out), Path(cfg.corpus)
     data = out / "data"
     train_cfg = training_config(cfg, data)  # checks the training options before any work
-    documents = read_corpus(corpus)
     info: dict[str, Any] = {
         "paper": "PPT: Pre-trained Prompt Tuning for Few-shot Learning (Gu, Han, Liu & Huang, 2021)",
         "format": cfg.format, "corpus": str(corpus.resolve()), "corpus_sha256": file_sha256(corpus),
@@ -111,7 +123,13 @@ def _check_out(out: Path, cfg: PretrainConfig, info: dict[str, Any]) -> None:
     if cfg.resume:
         if not marker.exists():
             raise ConfigError(f"--resume: {out} holds no PPT pre-training run (no {INFO_FILE}); start without --resume")
-        saved = json.loads(marker.read_text(encoding="utf-8"))
+        try:
+            saved = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            saved = exc
+        if not isinstance(saved, dict):
+            raise ConfigError(f"--resume: {marker} is damaged ({saved if isinstance(saved, Exception) else 'not a JSON object'}); "
+                              "pass --overwrite to start afresh")
         changed = [key for key in _RUN_KEYS if saved.get(key) != info.get(key)]
         if changed:
             raise ConfigError(

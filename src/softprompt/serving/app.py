@@ -344,8 +344,12 @@ def build_engine(config: ServeConfig) -> MultiPromptModel:
         raise SoftPromptError(f"prompts directory {root} does not exist")
     model = config.model
     if model is None:
-        first = next((d for d in sorted(root.iterdir()) if (d / PROMPT_FILE).is_file()), None)
-        model = SoftPrompt.load(first).metadata.get("model_id") if first else None
+        for d in (d for d in sorted(root.iterdir()) if (d / PROMPT_FILE).is_file()):
+            try:  # the first prompt that loads names the model; a bad one is refused by from_dir below
+                model = SoftPrompt.load(d, root=root).metadata.get("model_id")
+                break
+            except SoftPromptError:
+                continue
     backbone = load_model(model or DEFAULT_MODEL, device=config.device)
     if config.max_length:
         backbone.max_length = min(backbone.max_length, config.max_length)

@@ -1,0 +1,314 @@
+"""Reading what softprompt saved, validated before anything uses it: :func:`load_artifact`.
+
+Every saved output (a prompt, a prefix, in-context demonstrations, a fully tuned model) is a
+directory holding ``softprompt.json`` and, for most methods, one safetensors file. Whoever reads
+one (``eval``, ``predict``, the server, ``--resume``, ``--init file:``) goes through this module,
+so a file that is valid JSON but not an object, a field of the wrong type, a tensor holding NaN,
+integers or the wrong shape, or a file that is a link leading outside a trusted folder, is refused
+with :class:`~softprompt.errors.ArtifactError` naming the file and the problem, before use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+
+from .errors import ArtifactError, ModelMismatchError
+
+PROMPT_FILE = "prompt.safetensors"
+PREFIX_FILE = "prefix.safetensors"
+MODEL_FILE = "model.safetensors"
+META_FILE = "softprompt.json"
+FORMAT_VERSION = 1
+MIN_TEXT_TOKENS = 8
+"""Tokens of text a prompt must leave in the model's context (what :func:`~softprompt.encoding.encode` needs)."""
+
+_INT, _STR, _BOOL, _DICT, _LIST = (int,), (str,), (bool,), (dict,), (list,)
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "task": _DICT, "model_id": _STR, "model_family": _STR, "init": _STR, "method": _STR,
+    "format_version": _INT, "length": _INT, "dim": _INT, "training": _DICT, "step": _INT, "metrics": _DICT,
+    "task_name": _STR, "processes": _INT, "versions": _DICT, "ppt": _DICT,
+    # prefix tuning
+    "layers": _INT, "layer_shapes": _LIST, "reparameterize": _BOOL, "hidden": _INT,
+    # in-context demonstrations
+    "shots": _INT, "balanced": _BOOL, "separator": _STR, "demonstrations": _LIST, "text": _STR, "token_ids": _LIST,
+}
+"""The type each metadata field must have when present (``model_fingerprint`` is a string or null)."""
+
+ARTIFACT_FILES = (META_FILE, PROMPT_FILE, PREFIX_FILE, MODEL_FILE)
+"""What any method's save writes: a save replaces these (a rerun with another method included)
+and refuses to delete anything else (:func:`~softprompt.atomic.atomic_dir`)."""
+
+KIND_FILES = {"prompt-tuning": PROMPT_FILE, "prefix-tuning": PREFIX_FILE, "full-tuning": MODEL_FILE}
+"""The tensor file of each method that saves one (the others save ``softprompt.json`` alone)."""
+
+
+@dataclass
+class Artifact:
+    """A validated saved output: its ``kind`` (the method), directory, metadata and tensors.
+
+    ``tensors`` holds the prompt's or prefix's tensors (each floating point and finite); for a
+    fully tuned model it is empty and ``tensor_file`` is the checked ``model.safetensors``.
+    """
+
+    kind: str
+    path: Path
+    metadata: dict[str, Any]
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    tensor_file: Path | None = None
+
+
+def safe_file(file: str | Path, root: str | Path | None = None) -> Path:
+    """``file`` resolved (links followed), refused unless it is a regular file inside ``root``.
+
+    With ``root`` None there is no containment, but the file must still be a regular file (not a
+    device or a FIFO, which would be read forever). Raises :class:`ArtifactError`.
+    """
+    file = Path(file)
+    try:
+        real = file.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # missing, a dangling link, a link loop
+        raise ArtifactError(f"{file} cannot be opened ({exc}); re-save it or pass another path") from exc
+    if root is not None:
+        base = Path(root).resolve()
+        if not real.is_relative_to(base):
+            raise ArtifactError(f"{file} resolves to {real}, outside {base}: links leading out of that folder are "
+                                "refused; copy the file into it instead of linking")
+    if not stat.S_ISREG(real.stat().st_mode):
+        raise ArtifactError(f"{file} is not a regular file; put the saved file itself there")
+    return real
+
+
+def _read_bytes(real: Path, shown: Path) -> bytes:
+    """The bytes of ``real`` (already resolved), opened without following a link swapped in since."""
+    try:
+        fd = os.open(real, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ArtifactError(f"{shown} cannot be read ({exc}); re-save it or train again") from exc
+
+
+def read_metadata_file(file: str | Path, root: str | Path | None = None) -> dict[str, Any]:
+    """The validated JSON object in ``file`` (a ``softprompt.json``); :class:`ArtifactError` if not."""
+    file = Path(file)
+    real = safe_file(file, root)
+    try:
+        meta = json.loads(_read_bytes(real, file).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{file} is not valid JSON ({exc}); re-save it or train again") from exc
+    return validate_metadata(meta, file)
+
+
+def read_safetensors(file: str | Path, root: str | Path | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors, metadata)`` of a small safetensors file whose header carries softprompt's metadata.
+
+    The metadata is validated (:func:`validate_metadata`); the tensors are checked by the caller
+    (:func:`check_tensors`). Raises :class:`ArtifactError` for a truncated or corrupt file.
+    """
+    file = Path(file)
+    real = safe_file(file, root)
+    data = _read_bytes(real, file)
+    try:
+        tensors = load_safetensors_bytes(data)
+        n = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8: 8 + n].decode("utf-8")).get("__metadata__") or {}
+        text = header.get("softprompt", "{}")
+    except (SafetensorError, ValueError, UnicodeDecodeError, AttributeError) as exc:
+        raise ArtifactError(f"{file} is truncated or corrupt ({exc}); re-save it or train again") from exc
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{file} has unreadable metadata ({exc}); re-save it") from exc
+    return tensors, validate_metadata(meta, file)
+
+
+def validate_metadata(meta: Any, where: str | Path) -> dict[str, Any]:
+    """``meta`` if it is a JSON object whose known fields (:data:`FIELD_TYPES`) have their types.
+
+    The task, when present, must rebuild (:meth:`~softprompt.tasks.task.Task.from_dict`); a
+    ``format_version`` newer than this softprompt's is refused. Raises :class:`ArtifactError`.
+    """
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{where}: the metadata must be a JSON object, got {type(meta).__name__} "
+                            f"{_short(meta)}; re-save it or train again")
+    for name, types in FIELD_TYPES.items():
+        if name in meta and not _is(meta[name], types):
+            raise ArtifactError(f"{where}: metadata field {name!r} must be {_names(types)}, got "
+                                f"{type(meta[name]).__name__} {_short(meta[name])}; re-save it or train again")
+    fp = meta.get("model_fingerprint")
+    if fp is not None and not isinstance(fp, str):
+        raise ArtifactError(f"{where}: metadata field 'model_fingerprint' must be a string, got {_short(fp)}")
+    for name, least in (("length", 0), ("dim", 1)):  # 0 in-context demonstrations save length 0
+        if name in meta and meta[name] < least:
+            raise ArtifactError(f"{where}: metadata field {name!r} must be at least {least}, got {meta[name]}")
+    if meta.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        raise ArtifactError(f"{where} is format version {meta['format_version']}, newer than this softprompt reads "
+                            f"({FORMAT_VERSION}): upgrade softprompt")
+    if "task" in meta:
+        from .tasks.task import Task
+
+        try:
+            Task.from_dict(meta["task"])
+        except Exception as exc:  # noqa: BLE001  any way a hand-edited task fails to rebuild
+            raise ArtifactError(f"{where}: metadata field 'task' does not describe a task ({exc}); "
+                                "re-save it or train again") from exc
+    _check_demonstrations(meta, where)
+    return meta
+
+
+def _check_demonstrations(meta: dict[str, Any], where) -> None:
+    for i, d in enumerate(meta.get("demonstrations", [])):
+        if not (isinstance(d, dict) and isinstance(d.get("row"), dict) and isinstance(d.get("text"), str)):
+            raise ArtifactError(f"{where}: metadata field 'demonstrations' item {i} must be "
+                                f'{{"row": {{...}}, "text": "..."}}, got {_short(d)}')
+    if not all(_is(t, _INT) and t >= 0 for t in meta.get("token_ids", [])):
+        raise ArtifactError(f"{where}: metadata field 'token_ids' must list whole numbers >= 0")
+
+
+def check_tensors(tensors: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Every tensor floating point and finite, else :class:`ArtifactError` naming it."""
+    for name, t in tensors.items():
+        if not t.dtype.is_floating_point:
+            raise ArtifactError(f"{where}: tensor {name!r} is {t.dtype}, not floating point; re-save it as float32")
+        if not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ArtifactError(f"{where}: tensor {name!r} holds {bad} NaN or infinite value(s); the training "
+                                "diverged or the file is damaged: use another checkpoint (e.g. best/) or train again")
+
+
+def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str | Path, dim: int | None = None,
+                        room: int | None = None) -> None:
+    """A prompt ``[length, dim]``: 2-D, floating, finite, agreeing with its metadata, with ``dim``
+    (the model's, when known) and leaving :data:`MIN_TEXT_TOKENS` of ``room`` (the model's context
+    less its special tokens) for text."""
+    check_tensors({"prompt": weight}, where)
+    if weight.dim() != 2:
+        raise ArtifactError(f"{where}: prompt has shape {tuple(weight.shape)}, expected 2-D [length, dim]")
+    want = (meta.get("length"), meta.get("dim"))
+    if None not in want and tuple(weight.shape) != tuple(want):
+        raise ArtifactError(f"{where}: prompt has shape {tuple(weight.shape)} but its metadata says {tuple(want)}; "
+                            "the file is damaged")
+    if dim is not None and weight.shape[1] != dim:
+        raise ModelMismatchError(f"{where}: prompt has dimension {weight.shape[1]} but the model's embeddings have "
+                                 f"{dim}; use the model it was trained for ({meta.get('model_id', 'unknown')!r})")
+    if room is not None:
+        check_prompt_length(weight.shape[0], room, where)
+
+
+def check_prompt_length(length: int, room: int, where: str | Path) -> None:
+    """Refuse a prompt of ``length`` vectors that leaves under :data:`MIN_TEXT_TOKENS` of ``room``
+    (the model's context less its special tokens) for the text."""
+    if length > room - MIN_TEXT_TOKENS:
+        raise ArtifactError(f"{where}: the prompt has {length} vectors but the model's context holds {room} "
+                            f"(after special tokens), leaving under {MIN_TEXT_TOKENS} for text; use a model with a "
+                            "longer context (or a larger --max-length) or a shorter prompt")
+
+
+def load_artifact(path: str | Path, *, root: str | Path | None = None, backbone=None) -> Artifact:
+    """Read and validate what softprompt saved at ``path`` (a directory, or a prompt's file).
+
+    ``root``: every file opened must resolve inside it (links out are refused). ``backbone``: the
+    model it will be used with, when known: a prompt must have its embedding size and leave
+    :data:`MIN_TEXT_TOKENS` of its context (after special tokens) for text. The kind comes from
+    the files there: ``prompt.safetensors`` (prompt tuning, metadata in its header, tensor
+    ``prompt: [length, dim]``), ``prefix.safetensors`` (prefix tuning), else ``softprompt.json``
+    names the method. Raises :class:`ArtifactError` (a :class:`PromptFileError`) or
+    :class:`ModelMismatchError`.
+    """
+    path = Path(path)
+    dim = room = None
+    if backbone is not None:
+        dim, room = backbone.dim, backbone.max_length - backbone.n_special
+    if root is not None:
+        safe_dir(path, root)
+    if not path.is_dir():
+        if path.name == PREFIX_FILE:
+            return _load_prefix(path.parent, path, root)
+        return _load_prompt(path.parent, path, root, dim, room)
+    if (path / PROMPT_FILE).exists() or (path / PROMPT_FILE).is_symlink():
+        return _load_prompt(path, path / PROMPT_FILE, root, dim, room)
+    if (path / PREFIX_FILE).exists() or (path / PREFIX_FILE).is_symlink():
+        return _load_prefix(path, path / PREFIX_FILE, root)
+    if not (path / META_FILE).exists() and not (path / META_FILE).is_symlink():
+        raise ArtifactError(f"nothing saved by softprompt at {path}: expected {PROMPT_FILE} or {META_FILE} there "
+                            "(pass a run's best/ or last/ folder, e.g. runs/rt/best)")
+    meta = read_metadata_file(path / META_FILE, root)
+    kind = meta.get("method", "prompt-tuning")
+    if kind in ("prompt-tuning", "prefix-tuning"):
+        raise ArtifactError(f"{path}: its metadata names method {kind!r} but {KIND_FILES[kind]} is missing; "
+                            "the save was cut: use another checkpoint or train again")
+    art = Artifact(kind, path, meta)
+    if kind == "full-tuning":
+        art.tensor_file = safe_file(path / MODEL_FILE, root)
+        _check_large_file(art.tensor_file, path / MODEL_FILE)
+    if kind == "in-context" and "demonstrations" not in meta:
+        raise ArtifactError(f"{path / META_FILE} holds no in-context demonstrations; re-save it")
+    return art
+
+
+def safe_dir(path: str | Path, root: str | Path) -> Path:
+    """``path`` resolved, refused (:class:`ArtifactError`) unless inside ``root``."""
+    real, base = Path(path).resolve(), Path(root).resolve()
+    if not real.is_relative_to(base):
+        raise ArtifactError(f"{path} resolves to {real}, outside {base}; put the saved prompt inside that folder")
+    return real
+
+
+def _load_prompt(folder: Path, file: Path, root, dim, room) -> Artifact:
+    if not file.exists() and not file.is_symlink():
+        raise ArtifactError(f"no saved prompt at {folder}: expected {PROMPT_FILE} there (train one with "
+                            "`softprompt train --out DIR`, then pass DIR/best)")
+    tensors, meta = read_safetensors(file, root)
+    if "prompt" not in tensors:
+        raise ArtifactError(f"{file} holds no tensor named 'prompt' (found {sorted(tensors)}); is it a softprompt file?")
+    check_prompt_tensor(tensors["prompt"], meta, file, dim, room)
+    return Artifact("prompt-tuning", folder, meta, tensors)
+
+
+def _load_prefix(folder: Path, file: Path, root) -> Artifact:
+    if not file.exists() and not file.is_symlink():
+        raise ArtifactError(f"no saved prefix at {folder}: expected {PREFIX_FILE} there (train one with "
+                            "`softprompt train --method prefix-tuning --out DIR`, then pass DIR/best)")
+    tensors, meta = read_safetensors(file, root)
+    check_tensors(tensors, file)
+    return Artifact("prefix-tuning", folder, meta, tensors)
+
+
+def _check_large_file(real: Path, shown: Path) -> None:
+    """Each floating-point tensor of a model's safetensors file finite, read one at a time (integer
+    buffers are the model's business: :meth:`FullTuning.load_state` compares dtypes)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(real), framework="pt") as fh:
+            for name in fh.keys():
+                t = fh.get_tensor(name)
+                if t.dtype.is_floating_point:
+                    check_tensors({name: t}, shown)
+    except (SafetensorError, OSError) as exc:
+        raise ArtifactError(f"{shown} is truncated or corrupt ({exc}); re-save it or train again") from exc
+
+
+def _is(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def _names(types: tuple[type, ...]) -> str:
+    return {int: "a whole number", str: "a string", bool: "true or false", dict: "a JSON object",
+            list: "a JSON list"}[types[0]]
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -52,12 +52,14 @@ class _Job:
     future: asyncio.Future
     cost: int = 0
     deadline: float | None = None  # time.perf_counter() by which it must be answered
-    abandoned: bool = False  # the caller stopped waiting: drop it unless it is already running
+    gave_up: str | None = None  # why the caller stopped waiting ("deadline", "client_gone"): drop it unless running
     queued_at: float = field(default_factory=time.perf_counter)
 
     def dropped(self, now: float) -> str | None:
         """Why this job should not run any more (``"client_gone"``, ``"deadline"``), else None."""
-        if self.abandoned or self.future.done():
+        if self.gave_up is not None:
+            return self.gave_up
+        if self.future.done():
             return "client_gone"
         if self.deadline is not None and now >= self.deadline:
             return "deadline"
@@ -154,12 +156,12 @@ class Batcher:
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)  # shield: never cancel a batch
         except asyncio.TimeoutError:
-            job.abandoned = True
+            job.gave_up = "deadline"
             raise DeadlineExceededError(
                 f"not answered within the {timeout:g} s deadline (the server is busy); retry later, or send fewer "
                 f"or shorter inputs") from None
         except asyncio.CancelledError:
-            job.abandoned = True
+            job.gave_up = "client_gone"
             raise
 
     def _take(self, job: _Job) -> bool:
@@ -250,7 +252,7 @@ def _resolve(job: _Job, results: list[Any] | None = None, exc: BaseException | N
         job.future.cancel()
     elif exc is not None:
         job.future.set_exception(exc)
-        if job.abandoned:
+        if job.gave_up is not None:
             job.future.exception()  # nobody awaits it: mark it retrieved so asyncio does not log it
     else:
         job.future.set_result(results)

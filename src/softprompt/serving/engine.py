@@ -234,9 +234,10 @@ class MultiPromptModel:
         if not isinstance(prompt.metadata, Mapping) or not isinstance(prompt.metadata.get("task"), Mapping):
             raise PromptFileError(f"prompt {name!r} has no task object in its metadata; was it saved by softprompt train?")
         weight = prompt.weight
-        if not weight.is_floating_point() or not bool(torch.isfinite(weight).all()):
-            raise PromptFileError(f"prompt {name!r} holds non-finite (NaN/Inf) or non-float values "
-                                  f"({weight.dtype}); it cannot be served: train it again")
+        if not weight.is_floating_point():
+            raise PromptFileError(f"prompt {name!r} holds {weight.dtype} values, not floating point; train it again")
+        if not bool(torch.isfinite(weight).all()):
+            raise PromptFileError(f"prompt {name!r} holds NaN/Inf values; it cannot be served: train it again")
         task = Task.from_dict(prompt.metadata["task"])
         return PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
 
@@ -421,6 +422,7 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
     rows = []
     for i, item in enumerate(inputs, first):
         if isinstance(item, str):
+            _check_text(item, f"input {i}")
             if len(fields) != 1:
                 raise DataError(f"input {i}: task {task.name!r} reads fields {list(fields)}; send an object with them, "
                                 f"e.g. {json.dumps({f: '...' for f in fields})}")
@@ -432,11 +434,23 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
             if key == choices:
                 if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
                     raise DataError(f"input {i}: field {key!r} must be a list of texts, got {type(value).__name__}")
+                for c in value:
+                    _check_text(c, f"input {i}: field {key!r}")
             elif not isinstance(value, str):
                 raise DataError(f"input {i}: field {key!r} must be a text, got {type(value).__name__}")
+            else:
+                _check_text(value, f"input {i}: field {key!r}")
         rows.append(dict(item))
     task.validate(rows, where="input", labelled=False)
     return rows
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{where} is not valid Unicode text ({exc.reason} at character {exc.start}); "
+                        f"send UTF-8 text") from None
 
 
 def length_chunks(units: list[_Unit], batch_size: int, max_padding: float = 1.25, min_rows: int = 8) -> list[list[_Unit]]:

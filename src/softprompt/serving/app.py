@@ -29,6 +29,7 @@ from importlib import resources
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -301,6 +302,11 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
 
     def error(status: int, exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": engine.public(str(exc))}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req, exc):  # the field and the problem; the value is not echoed (it may be NaN, or huge)
+        detail = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(UnknownTaskError)
     async def _unknown(_req, exc):

@@ -191,14 +191,18 @@ class MultiPromptModel:
             return p
         if p.is_absolute() or ".." in p.parts:
             raise ConfigError(f"prompt path {str(path)!r} must be relative to the prompts directory, without '..'")
-        resolved = (self.prompts_dir / p).resolve()
-        if not resolved.is_relative_to(self.prompts_dir):
-            raise ConfigError(f"prompt path {str(path)!r} resolves outside the prompts directory")
-        for fname in (PROMPT_FILE, META_FILE):
-            file = resolved / fname
-            if (file.exists() or file.is_symlink()) and not file.resolve().is_relative_to(self.prompts_dir):
-                raise ConfigError(f"{p / fname} is a link to a file outside the prompts directory; copy the file in instead")
-        if not (resolved / PROMPT_FILE).is_file():
+        try:
+            resolved = (self.prompts_dir / p).resolve()
+            if not resolved.is_relative_to(self.prompts_dir):
+                raise ConfigError(f"prompt path {str(path)!r} resolves outside the prompts directory")
+            for fname in (PROMPT_FILE, META_FILE):
+                file = resolved / fname
+                if (file.exists() or file.is_symlink()) and not file.resolve().is_relative_to(self.prompts_dir):
+                    raise ConfigError(f"{p / fname} is a link to a file outside the prompts directory; copy the file in instead")
+            found = (resolved / PROMPT_FILE).is_file()
+        except OSError as exc:  # a name too long, a loop of links, no permission
+            raise ConfigError(f"prompt path {str(path)[:200]!r} cannot be read ({exc.strerror or exc})") from None
+        if not found:
             raise PromptFileError(f"no saved prompt at {path!r} in the prompts directory (expected {PROMPT_FILE})")
         return resolved
 
@@ -300,7 +304,7 @@ class MultiPromptModel:
             return [state.prompts[task]]
         if task in state.ensembles:
             return [state.prompts[m] for m in state.ensembles[task]]
-        raise UnknownTaskError(f"no task named {task!r}; loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
+        raise UnknownTaskError(f"no task named {task[:100]!r}; loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
 
     def check(self, inputs: Sequence[str | Mapping[str, Any]], task: str) -> int:
         """Raise now what :meth:`classify` would raise for these inputs of one task (unknown task,

@@ -26,11 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile

@@ -9,24 +9,12 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import make_backbone  # noqa: E402
-from softprompt.serving import MultiPromptModel  # noqa: E402
 from softprompt.serving.app import ServeConfig, create_app, main  # noqa: E402
 from softprompt.serving.batcher import Batcher, QueueFullError  # noqa: E402
 
-from . import SENTIMENT, metric, prompts_dir, save_prompt  # noqa: E402
+from . import SENTIMENT, metric, save_prompt  # noqa: E402
 
 TOKEN = "s3cret-token"
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    return make_backbone("causal")
-
-
-@pytest.fixture
-def engine(backbone, tmp_path):
-    return MultiPromptModel.from_dir(backbone, prompts_dir(tmp_path / "prompts", backbone))
 
 
 @pytest.fixture

@@ -24,11 +24,6 @@ TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-@pytest.fixture(scope="module")
-def backbone():
-    return make_backbone("causal")
-
-
 @pytest.fixture
 def root(backbone, tmp_path):
     root = prompts_dir(tmp_path / "prompts", backbone)

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import signal
 import socket
@@ -206,7 +207,8 @@ def saturation(prompts_root: Path, model: str, tasks: list[str], texts: list[str
         [sys.executable, "-m", "softprompt.serving.app", "--prompts", str(prompts_root), "--model", model,
          "--port", str(port), "--max-batch-size", str(args.batch_size), "--max-queue", str(args.max_queue),
          "--deadline-s", str(args.deadline_s), "--max-request-tokens", str(args.max_request_tokens)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **({"OMP_NUM_THREADS": str(args.server_threads)} if args.server_threads else {})})
     try:
         import httpx
 
@@ -260,8 +262,10 @@ def main() -> int:
     p.add_argument("--max-queue", type=int, default=32, help="the server's queue bound during saturation")
     p.add_argument("--saturation-tasks", type=int, default=10)
     p.add_argument("--only-saturation", action="store_true", help="skip the mixed-task comparison")
+    p.add_argument("--server-threads", type=int, default=None,
+                   help="torch threads of the saturation server (default: torch's); 1 on a CPU shared with other work")
     p.add_argument("--deadline-s", type=float, default=30.0, help="the server's per-request deadline during saturation")
-    p.add_argument("--max-request-tokens", type=int, default=4096, help="the server's token budget per request")
+    p.add_argument("--max-request-tokens", type=int, default=2048, help="the server's token budget per request")
     p.add_argument("--heavy-fraction", type=float, default=0.0, help="share of saturation requests that are heavy")
     p.add_argument("--heavy-inputs", type=int, default=8, help="inputs in a heavy request")
     p.add_argument("--heavy-chars", type=int, default=1500, help="characters per input of a heavy request")

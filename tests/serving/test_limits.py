@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from conftest import REPO  # noqa: E402
 from softprompt.errors import ConfigError  # noqa: E402
 from softprompt.serving.app import ServeConfig, create_app, timed_protocol  # noqa: E402
-from softprompt.serving.batcher import Batcher, DeadlineExceededError  # noqa: E402
+from softprompt.serving.batcher import Batcher, DeadlineExceededError, QueueFullError  # noqa: E402
 
 from . import SENTIMENT, metric, save_prompt  # noqa: E402
 
@@ -138,6 +138,36 @@ def test_the_batcher_answers_a_late_job_with_deadline_exceeded():
         return out
 
     assert asyncio.run(go()) == [1]
+
+
+def test_a_job_the_backlog_would_keep_past_its_deadline_is_refused_at_once():
+    """After a batch of 10 tokens took 0.2 s (0.02 s a token), 30 tokens of accepted work mean
+    about 0.6 s of waiting: a job with 0.3 s left is refused (503) now, not answered 504 later."""
+    def run(key, items):
+        time.sleep(0.2)
+        return items
+
+    async def go():
+        b = Batcher(run, max_batch_size=1, max_wait_ms=0, max_queue=8)
+        await b.start()
+        assert b.backlog_s == 0
+        await b.submit("k", [0], cost=10, timeout=5)  # learns about 0.02 s a token
+        running = asyncio.ensure_future(b.submit("k", [1], cost=10, timeout=5))
+        queued = asyncio.ensure_future(b.submit("k", [2], cost=10, timeout=5))
+        await asyncio.sleep(0.05)
+        backlog = b.backlog_s
+        start = time.perf_counter()
+        with pytest.raises(QueueFullError, match="would take about"):
+            await b.submit("k", [3], cost=10, timeout=0.3)
+        refused_in = time.perf_counter() - start
+        patient = await b.submit("k", [4], cost=10, timeout=30)
+        out = [await running, await queued, patient]
+        await b.stop()
+        return backlog, refused_in, out, b.backlog_s
+
+    backlog, refused_in, out, after = asyncio.run(go())
+    assert 0.3 < backlog < 2 and refused_in < 0.05
+    assert out == [[1], [2], [4]] and after == 0
 
 
 # ------------------------------------------------------------------ departed clients

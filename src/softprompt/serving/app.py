@@ -59,12 +59,12 @@ class ServeConfig:
     max_queue: int = opt(256, "most requests waiting; beyond it the server answers 503")
     max_inputs: int = opt(64, "most inputs in one request (413 beyond)")
     max_input_chars: int = opt(8000, "longest input in characters, checked before tokenising (413 beyond)")
-    max_request_tokens: int = opt(4096, "most tokens one request may run: its inputs after truncation, template included, once per ensemble member (413 beyond)")
-    max_batch_tokens: int = opt(8192, "most tokens in one engine call (a request over it runs alone)")
+    max_request_tokens: int = opt(2048, "most tokens one request may run: its inputs after truncation, template included, once per ensemble member (413 beyond)")
+    max_batch_tokens: int = opt(4096, "most tokens in one engine call (a request over it runs alone)")
     max_body_bytes: int = opt(1_000_000, "largest request body in bytes (413 beyond)")
     max_new_tokens: int = opt(64, "largest max_new_tokens a generate request may ask for")
     max_length: int | None = opt(None, "longest input in tokens, prompt included (default: the model's)")
-    deadline_s: float = opt(30.0, "seconds from arrival within which a request is answered, else 504; queued work past it is dropped")
+    deadline_s: float = opt(30.0, "seconds from being queued within which a request is answered, else 504; queued work past it is dropped")
     read_timeout_s: float = opt(10.0, "seconds a client may take to send a request's headers, and its body (408 or the connection closed beyond)")
     shutdown_timeout_s: float = opt(10.0, "on SIGTERM or Ctrl-C, seconds to finish open requests before they are cancelled")
     allowed_models: str | None = opt(None, "comma-separated model ids or directories that a prompt's metadata may choose when --model is absent (the embedded models always may)")
@@ -405,14 +405,15 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
     def readiness() -> str:
         if batcher.closing:
             return "stopping"
-        if not batcher.accepting or time.monotonic() - last_full[0] < 1.0:
-            return "busy"  # the queue is full, or was a moment ago: new requests would get 503
+        if not batcher.accepting or batcher.backlog_s >= config.deadline_s or time.monotonic() - last_full[0] < 1.0:
+            return "busy"  # the queue is full (or its work outlasts the deadline), or was a moment ago: new requests get 503
         return "ok"
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness (always 200 while the process serves): ``status`` is ``ok``, ``busy`` (the queue
-        is full or refused a request within the last second) or ``stopping``."""
+        is full, its work would outlast the deadline, or it refused a request within the last
+        second) or ``stopping``."""
         return {"status": readiness(), "model": engine.public(engine.backbone.model_id), "tasks": len(engine.tasks()),
                 "queue": batcher.depth, "max_queue": config.max_queue}
 

@@ -14,13 +14,17 @@ Work and waiting are bounded: a batch holds at most ``max_batch_size`` rows and 
 tokens (a job's ``cost``; a single job over the budget runs alone); a job given a ``timeout`` is
 answered with :class:`DeadlineExceededError` when it runs out; and a job whose caller stopped
 waiting (timed out, or its task was cancelled because the client went away) is dropped from the
-queue without being computed.
+queue without being computed. The batcher also learns the seconds per token of its recent
+batches, and refuses at once (:class:`QueueFullError`) a job that the work already accepted
+would keep waiting past its ``timeout``: a request is refused in a millisecond rather than
+answered 504 after the whole deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Sequence
@@ -92,11 +96,18 @@ class Batcher:
         self._held: _Job | None = None  # a job that did not fit the last batch: it goes first next time
         self._busy = False
         self._closing = False
+        self._pending_tokens = 0  # cost of the accepted jobs not yet answered
+        self._seconds_per_token: float | None = None  # moving average over recent batches
 
     @property
     def depth(self) -> int:
         """Jobs waiting (not yet in a running batch)."""
         return (self._queue.qsize() if self._queue else 0) + (self._held is not None)
+
+    @property
+    def backlog_s(self) -> float:
+        """Estimated seconds to finish the work accepted so far (0 before the first batch)."""
+        return self._pending_tokens * (self._seconds_per_token or 0.0)
 
     @property
     def closing(self) -> bool:
@@ -146,6 +157,10 @@ class Batcher:
             raise QueueFullError("the server is shutting down; retry on another instance", retry_after=5)
         if self._queue is None or self._worker is None:
             raise RuntimeError("the batcher is not running; call start() first")
+        eta = (self._pending_tokens + cost) * (self._seconds_per_token or 0.0)
+        if timeout is not None and self._pending_tokens and eta > timeout:
+            raise QueueFullError(f"the server is busy: the work ahead would take about {eta:.0f} s, more than the "
+                                 f"{timeout:g} s deadline; retry later", retry_after=max(1, min(60, math.ceil(eta - timeout))))
         now = time.perf_counter()
         job = _Job(key, list(items), asyncio.get_running_loop().create_future(), cost,
                    None if timeout is None else now + timeout)
@@ -153,6 +168,8 @@ class Batcher:
             self._queue.put_nowait(job)
         except asyncio.QueueFull:
             raise QueueFullError(f"the request queue is full ({self.max_queue} requests waiting); retry shortly") from None
+        self._pending_tokens += cost
+        job.future.add_done_callback(lambda _: self._release(cost))
         try:
             return await asyncio.wait_for(asyncio.shield(job.future), timeout)  # shield: never cancel a batch
         except asyncio.TimeoutError:
@@ -163,6 +180,9 @@ class Batcher:
         except asyncio.CancelledError:
             job.gave_up = "client_gone"
             raise
+
+    def _release(self, cost: int) -> None:
+        self._pending_tokens -= cost
 
     def _take(self, job: _Job) -> bool:
         """Whether ``job`` should still run; a job to drop is answered here and counted."""
@@ -226,6 +246,7 @@ class Batcher:
         if not jobs:
             return
         items = [x for job in jobs for x in job.items]
+        start = time.perf_counter()
         try:
             results = await asyncio.to_thread(self.run, key, items)
             if len(results) != len(items):
@@ -237,12 +258,17 @@ class Batcher:
                 return
             _resolve(jobs[0], exc=exc)
             return
+        tokens = sum(job.cost for job in jobs)
+        if tokens:
+            rate = (time.perf_counter() - start) / tokens
+            old = self._seconds_per_token
+            self._seconds_per_token = rate if old is None else 0.7 * old + 0.3 * rate
         if self.on_batch is not None:
             self.on_batch(len(items))
-        start = 0
+        first = 0
         for job in jobs:
-            _resolve(job, results[start: start + len(job.items)])
-            start += len(job.items)
+            _resolve(job, results[first: first + len(job.items)])
+            first += len(job.items)
 
 
 def _resolve(job: _Job, results: list[Any] | None = None, exc: BaseException | None = None) -> None:

@@ -206,7 +206,8 @@ def saturation(prompts_root: Path, model: str, tasks: list[str], texts: list[str
     server = subprocess.Popen(
         [sys.executable, "-m", "softprompt.serving.app", "--prompts", str(prompts_root), "--model", model,
          "--port", str(port), "--max-batch-size", str(args.batch_size), "--max-queue", str(args.max_queue),
-         "--deadline-s", str(args.deadline_s), "--max-request-tokens", str(args.max_request_tokens)],
+         "--deadline-s", str(args.deadline_s), "--max-request-tokens", str(args.max_request_tokens),
+         "--max-batch-tokens", str(args.max_batch_tokens)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env={**os.environ, **({"OMP_NUM_THREADS": str(args.server_threads)} if args.server_threads else {})})
     try:
@@ -266,6 +267,7 @@ def main() -> int:
                    help="torch threads of the saturation server (default: torch's); 1 on a CPU shared with other work")
     p.add_argument("--deadline-s", type=float, default=30.0, help="the server's per-request deadline during saturation")
     p.add_argument("--max-request-tokens", type=int, default=2048, help="the server's token budget per request")
+    p.add_argument("--max-batch-tokens", type=int, default=4096, help="the server's token budget per batch")
     p.add_argument("--heavy-fraction", type=float, default=0.0, help="share of saturation requests that are heavy")
     p.add_argument("--heavy-inputs", type=int, default=8, help="inputs in a heavy request")
     p.add_argument("--heavy-chars", type=int, default=1500, help="characters per input of a heavy request")

@@ -142,7 +142,7 @@ def test_the_batcher_answers_a_late_job_with_deadline_exceeded():
 
 def test_a_job_the_backlog_would_keep_past_its_deadline_is_refused_at_once():
     """After a batch of 10 tokens took 0.2 s (0.02 s a token), 30 tokens of accepted work mean
-    about 0.6 s of waiting: a job with 0.3 s left is refused (503) now, not answered 504 later."""
+    about 0.6 s of waiting: a job with a 0.3 s deadline is refused (503) now, not answered 504 later."""
     def run(key, items):
         time.sleep(0.2)
         return items
@@ -168,6 +168,26 @@ def test_a_job_the_backlog_would_keep_past_its_deadline_is_refused_at_once():
     backlog, refused_in, out, after = asyncio.run(go())
     assert 0.3 < backlog < 2 and refused_in < 0.05
     assert out == [[1], [2], [4]] and after == 0
+
+
+def test_before_its_first_batch_is_timed_the_batcher_accepts_one_batch_of_tokens():
+    def run(key, items):
+        time.sleep(0.3)
+        return items
+
+    async def go():
+        b = Batcher(run, max_batch_size=8, max_wait_ms=0, max_queue=8, max_batch_tokens=100)
+        await b.start()
+        first = [asyncio.ensure_future(b.submit("k", [i], cost=40, timeout=30)) for i in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError, match="first batch"):
+            await b.submit("k", [2], cost=40, timeout=30)  # 120 tokens > 100, and no rate known yet
+        untimed = await b.submit("k", [3], cost=40)  # no deadline: no estimate needed
+        out = [await f for f in first] + [untimed]
+        await b.stop()
+        return out
+
+    assert asyncio.run(go()) == [[0], [1], [3]]
 
 
 # ------------------------------------------------------------------ departed clients

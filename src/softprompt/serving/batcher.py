@@ -16,8 +16,9 @@ answered with :class:`DeadlineExceededError` when it runs out; and a job whose c
 waiting (timed out, or its task was cancelled because the client went away) is dropped from the
 queue without being computed. The batcher also learns the seconds per token of its recent
 batches, and refuses at once (:class:`QueueFullError`) a job that the work already accepted
-would keep waiting past its ``timeout``: a request is refused in a millisecond rather than
-answered 504 after the whole deadline.
+would keep waiting past :data:`ADMIT_SHARE` of its ``timeout``: a request is refused in a
+millisecond rather than answered 504 after the whole deadline. Until it has timed a batch, it
+accepts at most one batch of tokens (``max_batch_tokens``) of such jobs.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ from typing import Any, Callable, Hashable, Sequence
 from ..errors import SoftPromptError
 
 log = logging.getLogger(__name__)
+
+ADMIT_SHARE = 0.8
+"""A job is admitted if the estimated wait for the work ahead is at most this share of its timeout."""
 
 Runner = Callable[[Hashable, list[Any]], list[Any]]
 """``run(key, items) -> results``, one result per item, in order; called in a worker thread."""
@@ -157,10 +161,14 @@ class Batcher:
             raise QueueFullError("the server is shutting down; retry on another instance", retry_after=5)
         if self._queue is None or self._worker is None:
             raise RuntimeError("the batcher is not running; call start() first")
-        eta = (self._pending_tokens + cost) * (self._seconds_per_token or 0.0)
-        if timeout is not None and self._pending_tokens and eta > timeout:
-            raise QueueFullError(f"the server is busy: the work ahead would take about {eta:.0f} s, more than the "
-                                 f"{timeout:g} s deadline; retry later", retry_after=max(1, min(60, math.ceil(eta - timeout))))
+        if timeout is not None and self._pending_tokens:
+            if self._seconds_per_token is None:  # not timed yet: at most one batch of work
+                if self.max_batch_tokens is not None and self._pending_tokens + cost > self.max_batch_tokens:
+                    raise QueueFullError("the server is busy with its first batch; retry shortly")
+            elif (eta := (self._pending_tokens + cost) * self._seconds_per_token) > ADMIT_SHARE * timeout:
+                raise QueueFullError(f"the server is busy: the work ahead would take about {eta:.0f} s, too close to the "
+                                     f"{timeout:g} s deadline; retry later",
+                                     retry_after=max(1, min(60, math.ceil(eta - ADMIT_SHARE * timeout))))
         now = time.perf_counter()
         job = _Job(key, list(items), asyncio.get_running_loop().create_future(), cost,
                    None if timeout is None else now + timeout)

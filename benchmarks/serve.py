@@ -9,10 +9,14 @@
    Reported: throughput (inputs/s) and p50/p99 latency of one batch, and how often both agree.
 2. **Saturation**: ``softprompt serve`` in a subprocess on 127.0.0.1 and a load generator in a
    second process keeping ``--concurrency`` requests in flight for ``--seconds`` seconds; it counts
-   accepted, answered, 503-rejected and other errors (accepted and answered must be equal).
+   accepted, answered, 503-rejected and every other status (accepted and answered must be equal).
+   With ``--heavy-fraction F``, a fraction F of the requests carry ``--heavy-inputs`` long inputs
+   (most of the server's token budget per request); the latency of answered light and heavy
+   requests is reported apart.
 
     python benchmarks/serve.py                                  # everything (a few minutes on 2 cores)
     python benchmarks/serve.py --tasks 1 10 --requests 64 --seconds 10   # a quick look
+    python benchmarks/serve.py --only-saturation --seconds 20 --heavy-fraction 0.05   # the serving bounds
 
 Only loopback traffic; every loop is bounded by a count or a deadline.
 """
@@ -26,7 +30,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -135,28 +138,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load_client(url: str, tasks: list[str], texts: list[str], seconds: float, concurrency: int) -> dict:
-    """Keep ``concurrency`` requests in flight for ``seconds``; count every outcome."""
+def heavy_inputs(texts: list[str], n: int, chars: int) -> list[str]:
+    """``n`` inputs of about ``chars`` characters each, made by joining test snippets."""
+    out, pool = [], iter(texts * 100)
+    for _ in range(n):
+        text = ""
+        while len(text) < chars:
+            text += " " + next(pool)
+        out.append(text[:chars])
+    return out
+
+
+async def load_client(url: str, tasks: list[str], texts: list[str], seconds: float, concurrency: int,
+                      heavy_fraction: float = 0.0, heavy: list[str] | None = None) -> dict:
+    """Keep ``concurrency`` requests in flight for ``seconds``; count every outcome by status."""
     import httpx
 
-    counts = {"sent": 0, "answered": 0, "rejected_503": 0, "other_status": 0, "transport_errors": 0}
+    counts = {"sent": 0, "answered": 0, "rejected_503": 0, "other_status": 0, "transport_errors": 0, "heavy_sent": 0}
+    statuses: dict[str, int] = {}
     latencies: list[float] = []
+    heavy_latencies: list[float] = []
     deadline = time.perf_counter() + seconds
     rng = random.Random(0)
 
     async def worker(client):
         while time.perf_counter() < deadline:
-            body = {"task": rng.choice(tasks), "inputs": [rng.choice(texts)]}
+            is_heavy = heavy is not None and rng.random() < heavy_fraction
+            body = {"task": rng.choice(tasks), "inputs": heavy if is_heavy else [rng.choice(texts)]}
             counts["sent"] += 1
+            counts["heavy_sent"] += is_heavy
             start = time.perf_counter()
             try:
                 r = await client.post(f"{url}/v1/classify", json=body)
             except httpx.HTTPError:
                 counts["transport_errors"] += 1
                 continue
+            statuses[str(r.status_code)] = statuses.get(str(r.status_code), 0) + 1
             if r.status_code == 200:
                 counts["answered"] += 1
-                latencies.append(time.perf_counter() - start)
+                (heavy_latencies if is_heavy else latencies).append(time.perf_counter() - start)
             elif r.status_code == 503:
                 counts["rejected_503"] += 1
                 await asyncio.sleep(0.05)  # a polite client backs off a little (bounded spin)
@@ -168,9 +188,15 @@ async def load_client(url: str, tasks: list[str], texts: list[str], seconds: flo
         await asyncio.gather(*[worker(client) for _ in range(concurrency)])
     counts["accepted"] = counts["sent"] - counts["rejected_503"] - counts["transport_errors"] - counts["other_status"]
     counts["answered_per_s"] = round(counts["answered"] / seconds, 2)
+    counts["statuses"] = statuses
     if latencies:
         counts["p50_ms"] = round(1000 * percentile(latencies, 50), 1)
         counts["p99_ms"] = round(1000 * percentile(latencies, 99), 1)
+        counts["max_ms"] = round(1000 * max(latencies), 1)
+    if heavy_latencies:
+        counts["heavy_answered"] = len(heavy_latencies)
+        counts["heavy_p50_ms"] = round(1000 * percentile(heavy_latencies, 50), 1)
+        counts["heavy_p99_ms"] = round(1000 * percentile(heavy_latencies, 99), 1)
     return counts
 
 
@@ -179,8 +205,11 @@ def saturation(prompts_root: Path, model: str, tasks: list[str], texts: list[str
     url = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "softprompt.serving.app", "--prompts", str(prompts_root), "--model", model,
-         "--port", str(port), "--max-batch-size", str(args.batch_size), "--max-queue", str(args.max_queue)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+         "--port", str(port), "--max-batch-size", str(args.batch_size), "--max-queue", str(args.max_queue),
+         "--deadline-s", str(args.deadline_s), "--max-request-tokens", str(args.max_request_tokens),
+         "--max-batch-tokens", str(args.max_batch_tokens)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **({"OMP_NUM_THREADS": str(args.server_threads)} if args.server_threads else {})})
     try:
         import httpx
 
@@ -194,14 +223,20 @@ def saturation(prompts_root: Path, model: str, tasks: list[str], texts: list[str
             if server.poll() is not None:
                 raise RuntimeError(f"the server exited: {server.stderr.read()}")
         client_cmd = [sys.executable, __file__, "--load-client", url, "--seconds", str(args.seconds),
-                      "--concurrency", str(args.concurrency), "--client-tasks", ",".join(tasks)]
+                      "--concurrency", str(args.concurrency), "--client-tasks", ",".join(tasks),
+                      "--heavy-fraction", str(args.heavy_fraction), "--heavy-inputs", str(args.heavy_inputs),
+                      "--heavy-chars", str(args.heavy_chars)]
         out = subprocess.run(client_cmd, capture_output=True, text=True, timeout=args.seconds + 120)
         if out.returncode != 0:
             raise RuntimeError(out.stderr)
         counts = json.loads(out.stdout.strip().splitlines()[-1])
         metrics = httpx.get(f"{url}/metrics").text
-        counts["server_rejections_queue_full"] = next(
-            (int(float(ln.split()[-1])) for ln in metrics.splitlines() if 'reason="queue_full"' in ln and not ln.startswith("#")), None)
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(metrics):
+            for sample in family.samples:
+                if sample.name in ("softprompt_rejections_total", "softprompt_dropped_jobs_total"):
+                    counts[f"server_{sample.name[11:-6]}_{sample.labels['reason']}"] = int(sample.value)
         return counts
     finally:
         server.send_signal(signal.SIGINT)
@@ -227,14 +262,24 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=64, help="requests in flight during saturation")
     p.add_argument("--max-queue", type=int, default=32, help="the server's queue bound during saturation")
     p.add_argument("--saturation-tasks", type=int, default=10)
+    p.add_argument("--only-saturation", action="store_true", help="skip the mixed-task comparison")
+    p.add_argument("--server-threads", type=int, default=None,
+                   help="torch threads of the saturation server (default: torch's); 1 on a CPU shared with other work")
+    p.add_argument("--deadline-s", type=float, default=30.0, help="the server's per-request deadline during saturation")
+    p.add_argument("--max-request-tokens", type=int, default=2048, help="the server's token budget per request")
+    p.add_argument("--max-batch-tokens", type=int, default=4096, help="the server's token budget per batch")
+    p.add_argument("--heavy-fraction", type=float, default=0.0, help="share of saturation requests that are heavy")
+    p.add_argument("--heavy-inputs", type=int, default=8, help="inputs in a heavy request")
+    p.add_argument("--heavy-chars", type=int, default=1500, help="characters per input of a heavy request")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--load-client", help=argparse.SUPPRESS)
     p.add_argument("--client-tasks", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.load_client:  # the second process of the saturation run
         texts = rt_texts(200)
+        heavy = heavy_inputs(texts, args.heavy_inputs, args.heavy_chars) if args.heavy_fraction > 0 else None
         print(json.dumps(asyncio.run(load_client(args.load_client, args.client_tasks.split(","), texts, args.seconds,
-                                                 args.concurrency))))
+                                                 args.concurrency, args.heavy_fraction, heavy))))
         return 0
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -244,7 +289,7 @@ def main() -> int:
     results = {"model": args.model, "prompt_length": args.prompt_length, "batch_size": args.batch_size,
                "torch_threads": torch.get_num_threads(), "configs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for n in args.tasks:
+        for n in [] if args.only_saturation else args.tasks:
             root = Path(tmp) / f"prompts-{n}"
             names = make_prompts(backbone, root, n, args.prompt_length)
             assigned = [rng.choice(names) for _ in texts]

@@ -237,7 +237,8 @@ def test_serve_starts_past_a_bad_first_prompt_and_admin_add_answers_422(tmp_path
     from softprompt.prompt import SoftPrompt as SP
 
     SP(torch.randn(4, 32), {**good_meta(backbone), "model_id": str(tiny_model_dirs["causal"])}).save(root / "good")
-    engine = build_engine(ServeConfig(prompts=str(root), device="cpu"))
+    # a model directory named by metadata is served only when the operator allows it (--allowed-models)
+    engine = build_engine(ServeConfig(prompts=str(root), device="cpu", allowed_models=str(tiny_model_dirs["causal"])))
     assert [t["name"] for t in engine.tasks()] == ["good"] and list(engine.refused) == ["a-bad"]
     write_prompt(root / "nan", torch.full((3, 32), float("nan")), good_meta(backbone))
     with TestClient(create_app(engine, ServeConfig(), admin_token="t")) as client:

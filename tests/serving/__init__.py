@@ -37,3 +37,14 @@ def prompts_dir(root: Path, backbone) -> Path:
     save_prompt(root, "yesno", backbone, YES_NO, seed=7)
     (root / "ensembles.json").write_text('{"trio": ["a", "b", "c"]}')
     return root
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """The value of sample ``name`` with ``labels`` in a Prometheus exposition (0.0 if absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0

@@ -9,24 +9,12 @@ httpx = pytest.importorskip("httpx")
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from conftest import make_backbone  # noqa: E402
-from softprompt.serving import MultiPromptModel  # noqa: E402
 from softprompt.serving.app import ServeConfig, create_app, main  # noqa: E402
 from softprompt.serving.batcher import Batcher, QueueFullError  # noqa: E402
 
-from . import SENTIMENT, prompts_dir, save_prompt  # noqa: E402
+from . import SENTIMENT, metric, save_prompt  # noqa: E402
 
 TOKEN = "s3cret-token"
-
-
-@pytest.fixture(scope="module")
-def backbone():
-    return make_backbone("causal")
-
-
-@pytest.fixture
-def engine(backbone, tmp_path):
-    return MultiPromptModel.from_dir(backbone, prompts_dir(tmp_path / "prompts", backbone))
 
 
 @pytest.fixture
@@ -94,10 +82,12 @@ def test_metrics_count_requests_rejections_batches_and_latency(client):
     client.post("/v1/classify", json={"task": "a", "inputs": ["great fun", "awful"]})
     client.post("/v1/classify", json={"task": "a", "inputs": ["x"] * 9})
     text = client.get("/metrics").text
-    assert 'softprompt_requests_total{method="POST",route="/v1/classify",status="200"} 1' in text
-    assert 'softprompt_rejections_total{reason="too_large"} 1' in text
-    assert 'softprompt_batch_size_bucket{le="2"} 1' in text
-    assert "softprompt_request_latency_seconds_count 1" in text
+    assert metric(text, "softprompt_requests_total", method="POST", route="/v1/classify", status="200") == 1
+    assert metric(text, "softprompt_requests_total", method="POST", route="/v1/classify", status="413") == 1
+    assert metric(text, "softprompt_rejections_total", reason="too_large") == 1
+    assert metric(text, "softprompt_batch_size_bucket", le="2.0") == 1
+    assert metric(text, "softprompt_batch_size_bucket", le="1.0") == 0
+    assert metric(text, "softprompt_request_latency_seconds_count") == 1
 
 
 def test_admin_needs_the_token(client, engine, backbone, tmp_path):
@@ -149,10 +139,10 @@ def test_concurrent_requests_are_batched_and_every_accepted_one_is_answered(engi
             assert r.json()["results"][0]["label"] == want[(t, k)]
         else:
             assert r.headers["Retry-After"] == "1"
-    assert f'softprompt_rejections_total{{reason="queue_full"}} {codes.count(503)}' in metrics
-    sizes = app.state.metrics.batch
-    assert sizes.n < codes.count(200)  # requests were batched together
-    assert sizes.sum == codes.count(200)  # and none was run twice or lost
+    assert metric(metrics, "softprompt_rejections_total", reason="queue_full") == codes.count(503)
+    batches = metric(metrics, "softprompt_batch_size_count")
+    assert batches < codes.count(200)  # requests were batched together
+    assert metric(metrics, "softprompt_batch_size_sum") == codes.count(200)  # and none was run twice or lost
 
 
 def test_batcher_answers_every_accepted_job_and_isolates_failures():

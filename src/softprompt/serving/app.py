@@ -1,12 +1,17 @@
 """The HTTP server: ``softprompt serve --model M --prompts DIR`` (FastAPI + uvicorn).
 
-Endpoints: ``POST /v1/classify``, ``POST /v1/generate``, ``GET /v1/tasks``, ``GET /health``,
-``GET /metrics`` (Prometheus text), ``GET /`` (the playground), and, when an admin token was
-given at start-up, ``POST /v1/admin/prompts`` and ``DELETE /v1/admin/prompts/{name}``.
+Endpoints: ``POST /v1/classify``, ``POST /v1/generate``, ``GET /v1/tasks``, ``GET /health``
+(liveness), ``GET /ready`` (readiness: 503 while the queue is full or the server stops),
+``GET /metrics`` (Prometheus, by ``prometheus_client``), ``GET /`` (the playground), and, when
+an admin token was given at start-up, ``POST /v1/admin/prompts`` and ``DELETE /v1/admin/prompts/{name}``.
 
-Status codes: unknown task 404; malformed body 422 (naming the field); body, number of inputs or
-input length over the limits 413; queue full 503 with ``Retry-After``; admin without a token 401,
-with a wrong one 403, and 404 when admin is disabled. Prompts are read from safetensors only.
+Status codes: unknown task 404; malformed body 422 (naming the field; values are typed strictly,
+nothing is converted); unreadable body 400; body, number of inputs, input length or request
+tokens over the limits 413; request not sent within ``--read-timeout-s`` 408; queue full 503 with
+``Retry-After``; not answered within ``--deadline-s`` 504; admin without a token 401, with a wrong
+one 403, and 404 when admin is disabled. A client error is never a 500: an unexpected error is
+logged, answered 500 and counted, and the connection stays open. Prompts are read from
+safetensors only.
 """
 
 from __future__ import annotations
@@ -18,21 +23,22 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..config import opt
-from ..errors import RequestTooLargeError, SoftPromptError
-from .batcher import Batcher, QueueFullError
+from ..errors import ConfigError, RequestTooLargeError, SoftPromptError
+from .batcher import Batcher, DeadlineExceededError, QueueFullError
 from .engine import MultiPromptModel, TaskConflictError, UnknownTaskError
 
 log = logging.getLogger(__name__)
@@ -52,17 +58,48 @@ class ServeConfig:
     max_wait_ms: float = opt(5.0, "how long the batcher waits for more requests after the first")
     max_queue: int = opt(256, "most requests waiting; beyond it the server answers 503")
     max_inputs: int = opt(64, "most inputs in one request (413 beyond)")
-    max_input_chars: int = opt(8000, "longest input in characters (413 beyond)")
+    max_input_chars: int = opt(8000, "longest input in characters, checked before tokenising (413 beyond)")
+    max_request_tokens: int = opt(2048, "most tokens one request may run: its inputs after truncation, template included, once per ensemble member (413 beyond)")
+    max_batch_tokens: int = opt(4096, "most tokens in one engine call (a request over it runs alone)")
     max_body_bytes: int = opt(1_000_000, "largest request body in bytes (413 beyond)")
     max_new_tokens: int = opt(64, "largest max_new_tokens a generate request may ask for")
     max_length: int | None = opt(None, "longest input in tokens, prompt included (default: the model's)")
+    deadline_s: float = opt(30.0, "seconds from being queued within which a request is answered, else 504; queued work past it is dropped")
+    read_timeout_s: float = opt(10.0, "seconds a client may take to send a request's headers, and its body (408 or the connection closed beyond)")
+    shutdown_timeout_s: float = opt(10.0, "on SIGTERM or Ctrl-C, seconds to finish open requests before they are cancelled")
+    allowed_models: str | None = opt(None, "comma-separated model ids or directories that a prompt's metadata may choose when --model is absent (the embedded models always may)")
+
+    def __post_init__(self):
+        """Refuse a value that cannot work (:class:`ConfigError`, naming the option), before any model loads."""
+        def bad(name: str, want: str, value: Any) -> ConfigError:
+            return ConfigError(f"--{name.replace('_', '-')} must be {want}, got {value!r}")
+
+        for name in ("port", "max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_request_tokens",
+                     "max_batch_tokens", "max_body_bytes", "max_new_tokens", "max_length"):
+            value = getattr(self, name)
+            if value is None and name == "max_length":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "port" else 1):
+                raise bad(name, "a whole number of at least " + ("0" if name == "port" else "1"), value)
+        if self.port > 65535:
+            raise bad("port", "at most 65535", self.port)
+        for name in ("max_wait_ms", "deadline_s", "read_timeout_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            least = 0 if name == "max_wait_ms" else 1e-3
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not least <= value < float("inf"):
+                raise bad(name, f"a number of seconds {'of at least 0' if least == 0 else 'above 0'}", value)
 
 
 # ------------------------------------------------------------------------- schemas
-Input = str | dict[str, Any]
+Input = StrictStr | dict[StrictStr, StrictStr | list[StrictStr]]
+"""A text, or an object of texts (a multiple-choice task's choices: a list of texts)."""
+
+STRICT = ConfigDict(strict=True, extra="forbid")  # "5" is not 5, "yes" is not true, unknown keys are errors
 
 
 class ClassifyRequest(BaseModel):
+    model_config = STRICT
+
     task: str = Field(description="a prompt or ensemble name from GET /v1/tasks")
     inputs: list[Input] = Field(min_length=1, description="texts, or objects with the task's fields")
 
@@ -99,6 +136,8 @@ class GenerateResponse(BaseModel):
 
 
 class AddPromptRequest(BaseModel):
+    model_config = STRICT
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="the task name the prompt will answer to")
     path: str = Field(description="the saved prompt's directory, relative to the prompts directory")
     replace: bool = False
@@ -109,83 +148,126 @@ class ErrorResponse(BaseModel):
 
 
 # ------------------------------------------------------------------------- metrics
-LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+REJECTIONS = ("queue_full", "too_large", "deadline", "read_timeout", "client_gone")
+DROPS = ("deadline", "client_gone")
 
 
 class Metrics:
-    """Counters and histograms in Prometheus' text format (no client library needed)."""
+    """The server's Prometheus metrics, in a registry of their own (one per app).
+
+    Labels are bounded: ``method`` is one of :data:`METHODS` or ``other``, ``route`` a route's
+    template (``/v1/admin/prompts/{name}``) or ``other``, ``status`` an HTTP status code.
+    """
 
     def __init__(self):
-        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
-        self.rejections: dict[str, int] = defaultdict(int)
-        self.latency = _Histogram(LATENCY_BUCKETS)
-        self.batch = _Histogram(BATCH_BUCKETS)
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("softprompt_requests", "HTTP requests by method, route and status (every answer, 5xx included).",
+                                ["method", "route", "status"], registry=r)
+        self.rejections = Counter("softprompt_rejections", "Requests refused or given up, by reason.", ["reason"], registry=r)
+        self.dropped = Counter("softprompt_dropped_jobs", "Queued work dropped without being computed, by reason.",
+                               ["reason"], registry=r)
+        for reason in REJECTIONS:
+            self.rejections.labels(reason)
+        for reason in DROPS:
+            self.dropped.labels(reason)
+        self.latency = Histogram("softprompt_request_latency_seconds", "Latency of answered (200) classify and generate requests.",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.batch = Histogram("softprompt_batch_size", "Inputs per engine call.", buckets=BATCH_BUCKETS, registry=r)
+        self.queue = Gauge("softprompt_queue_depth", "Requests waiting for a batch.", registry=r)
+        self.tasks = Gauge("softprompt_tasks", "Servable tasks (prompts and ensembles).", registry=r)
 
-    def render(self, gauges: dict[str, float]) -> str:
-        lines = ["# HELP softprompt_requests_total HTTP requests by route and status.",
-                 "# TYPE softprompt_requests_total counter"]
-        for (method, route, status), n in sorted(self.requests.items()):
-            lines.append(f'softprompt_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')
-        lines += ["# HELP softprompt_rejections_total Requests refused before running, by reason.",
-                  "# TYPE softprompt_rejections_total counter"]
-        for reason in ("queue_full", "too_large"):
-            lines.append(f'softprompt_rejections_total{{reason="{reason}"}} {self.rejections[reason]}')
-        lines += self.latency.render("softprompt_request_latency_seconds", "Latency of classify and generate requests.")
-        lines += self.batch.render("softprompt_batch_size", "Inputs per engine call.")
-        for name, value in gauges.items():
-            lines += [f"# TYPE {name} gauge", f"{name} {value}"]
-        return "\n".join(lines) + "\n"
+    def reject(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
 
+    def observe(self, method: str, route: str, status: int) -> None:
+        self.requests.labels(method if method in METHODS else "other", route, str(status)).inc()
 
-class _Histogram:
-    def __init__(self, buckets):
-        self.buckets = buckets
-        self.counts = [0] * len(buckets)
-        self.sum = 0.0
-        self.n = 0
-
-    def observe(self, value: float) -> None:
-        self.n += 1
-        self.sum += value
-        for i, b in enumerate(self.buckets):
-            if value <= b:
-                self.counts[i] += 1
-
-    def render(self, name: str, help_text: str) -> list[str]:
-        out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-        out += [f'{name}_bucket{{le="{b}"}} {c}' for b, c in zip(self.buckets, self.counts)]
-        out += [f'{name}_bucket{{le="+Inf"}} {self.n}', f"{name}_sum {self.sum}", f"{name}_count {self.n}"]
-        return out
+    def render(self) -> bytes:
+        """The standard text exposition of every metric."""
+        return generate_latest(self.registry)
 
 
 # ------------------------------------------------------------------------- the app
-class _BodyLimit:
-    """ASGI middleware: 413 for a body over ``limit`` bytes, by Content-Length or as it streams in."""
+class _Observe:
+    """ASGI middleware, outermost: counts every response by method, route and status, times the
+    answered classify and generate requests, and turns an unexpected error into a logged 500 that
+    is counted too (the connection stays open)."""
 
-    def __init__(self, app, limit: int, metrics: Metrics):
-        self.app, self.limit, self.metrics = app, limit, metrics
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), None
+
+        async def observed(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        except Exception:  # noqa: BLE001 - answered and logged, not raised into the server
+            log.exception("unexpected error answering %s %s", scope.get("method"), scope.get("path"))
+            if status is None:
+                status = 500
+                await JSONResponse({"detail": "internal error; the server logged it"}, status_code=500)(scope, receive, send)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "other"
+            self.metrics.observe(scope.get("method", ""), route, status or 500)
+            if route in ("/v1/classify", "/v1/generate") and status == 200:
+                self.metrics.latency.observe(time.perf_counter() - start)
+
+
+class _BodyGuard:
+    """ASGI middleware: 413 for a body over ``limit`` bytes (by Content-Length or as it streams in);
+    408 when a part of the body takes more than ``read_timeout`` seconds to arrive."""
+
+    def __init__(self, app, limit: int, read_timeout: float, metrics: Metrics):
+        self.app, self.limit, self.read_timeout, self.metrics = app, limit, read_timeout, metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
-            self.metrics.rejections["too_large"] += 1
-            response = JSONResponse({"detail": f"request body over {self.limit} bytes"}, status_code=413)
+            self.metrics.reject("too_large")
+            response = JSONResponse({"detail": f"request body over {self.limit} bytes (--max-body-bytes)"}, status_code=413,
+                                    headers={"Connection": "close"})
             return await response(scope, receive, send)
-        seen = 0
+        seen, complete = 0, False
 
-        async def limited():
-            nonlocal seen
-            message = await receive()
+        async def guarded():
+            nonlocal seen, complete
+            if complete:  # after the body only a disconnect can come: wait for it as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except asyncio.TimeoutError:
+                self.metrics.reject("read_timeout")
+                raise StarletteHTTPException(408, f"the request body did not arrive within {self.read_timeout:g} s "
+                                                  f"(--read-timeout-s)", headers={"Connection": "close"}) from None
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                self.metrics.rejections["too_large"] += 1
-                raise StarletteHTTPException(413, f"request body over {self.limit} bytes")
+                self.metrics.reject("too_large")
+                raise StarletteHTTPException(413, f"request body over {self.limit} bytes (--max-body-bytes)",
+                                             headers={"Connection": "close"})
             return message
 
-        await self.app(scope, limited, send)
+        await self.app(scope, guarded, send)
+
+
+async def _disconnected(receive) -> None:
+    """Return once the client has gone (call after the request body has been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admin_token: str | None = None) -> FastAPI:
@@ -200,31 +282,31 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
             return engine.classify(inputs, tasks, batch_size=config.max_batch_size)
         return engine.generate(inputs, tasks, max_new_tokens=key[1], batch_size=config.max_batch_size)
 
-    batcher = Batcher(run, config.max_batch_size, config.max_wait_ms, config.max_queue, on_batch=metrics.batch.observe)
+    batcher = Batcher(run, config.max_batch_size, config.max_wait_ms, config.max_queue, on_batch=metrics.batch.observe,
+                      max_batch_tokens=config.max_batch_tokens, on_drop=lambda reason: metrics.dropped.labels(reason).inc())
+    metrics.queue.set_function(lambda: batcher.depth)
+    metrics.tasks.set_function(lambda: len(engine.tasks()))
+    last_full = [float("-inf")]  # when the queue last refused a request
 
     @asynccontextmanager
     async def lifespan(_app):
         await batcher.start()
         yield
-        await batcher.stop()
+        await batcher.stop(timeout=config.shutdown_timeout_s)
 
     app = FastAPI(title="softprompt", version=_version(), lifespan=lifespan,
                   description="Many soft prompts on one frozen language model, batched across tasks.")
     app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
-    app.add_middleware(_BodyLimit, limit=config.max_body_bytes, metrics=metrics)
-
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        start = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "other")
-        metrics.requests[(request.method, route, response.status_code)] += 1
-        if route in ("/v1/classify", "/v1/generate") and response.status_code == 200:
-            metrics.latency.observe(time.perf_counter() - start)
-        return response
+    app.add_middleware(_BodyGuard, limit=config.max_body_bytes, read_timeout=config.read_timeout_s, metrics=metrics)
+    app.add_middleware(_Observe, metrics=metrics)  # added last: outermost
 
     def error(status: int, exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+        return JSONResponse({"detail": engine.public(str(exc))}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req, exc):  # the field and the problem; the value is not echoed (it may be NaN, or huge)
+        detail = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(UnknownTaskError)
     async def _unknown(_req, exc):
@@ -232,13 +314,19 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
 
     @app.exception_handler(RequestTooLargeError)
     async def _too_large(_req, exc):
-        metrics.rejections["too_large"] += 1
+        metrics.reject("too_large")
         return error(413, exc)
 
     @app.exception_handler(QueueFullError)
     async def _full(_req, exc):
-        metrics.rejections["queue_full"] += 1
+        metrics.reject("queue_full")
+        last_full[0] = time.monotonic()
         return error(503, exc, {"Retry-After": str(exc.retry_after)})
+
+    @app.exception_handler(DeadlineExceededError)
+    async def _late(_req, exc):
+        metrics.reject("deadline")
+        return error(504, exc)
 
     @app.exception_handler(TaskConflictError)
     async def _conflict(_req, exc):
@@ -248,50 +336,99 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
     async def _bad(_req, exc):  # bad inputs (missing field, empty text), bad prompt files
         return error(422, exc)
 
-    def check_limits(req: ClassifyRequest) -> None:
+    def check_limits(req: ClassifyRequest, new_tokens: int = 0) -> int:
+        """The request's cost in tokens, or the error that refuses it (413, 404, 422)."""
         if len(req.inputs) > config.max_inputs:
-            raise RequestTooLargeError(f"{len(req.inputs)} inputs; at most {config.max_inputs} per request")
+            raise RequestTooLargeError(f"{len(req.inputs)} inputs; at most {config.max_inputs} per request (--max-inputs)")
         for i, item in enumerate(req.inputs):
-            size = len(item) if isinstance(item, str) else sum(len(str(v)) for v in item.values())
+            size = len(item) if isinstance(item, str) else sum(len(v) if isinstance(v, str) else sum(map(len, v))
+                                                               for v in item.values())
             if size > config.max_input_chars:
-                raise RequestTooLargeError(f"input {i} has {size} characters; at most {config.max_input_chars}")
-        engine.check(req.inputs, req.task)
+                raise RequestTooLargeError(f"input {i} has {size} characters; at most {config.max_input_chars} (--max-input-chars)")
+        tokens = engine.check(req.inputs, req.task) + new_tokens * len(req.inputs)
+        if tokens > config.max_request_tokens:
+            raise RequestTooLargeError(
+                f"the request runs {tokens} tokens (its inputs after truncation, once per ensemble member, plus the "
+                f"tokens to generate); at most {config.max_request_tokens} per request (--max-request-tokens): "
+                f"send fewer or shorter inputs")
+        return tokens
 
-    errors = {404: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 503: {"model": ErrorResponse}}
+    async def answer(request: Request, key, req: ClassifyRequest, tokens: int):
+        """The engine's results for ``req``, or None if the client went away first (its queued work is dropped)."""
+        job = asyncio.ensure_future(batcher.submit(key, [(x, req.task) for x in req.inputs], cost=tokens,
+                                                   timeout=config.deadline_s))
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        try:
+            await asyncio.wait({job, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if job.done():
+            return job.result()
+        job.cancel()
+        metrics.reject("client_gone")
+        return None
+
+    errors = {404: {"model": ErrorResponse}, 408: {"model": ErrorResponse}, 413: {"model": ErrorResponse},
+              503: {"model": ErrorResponse}, 504: {"model": ErrorResponse}}
+    gone_response = Response(status_code=499)  # nginx's "client closed request": nobody reads it
 
     @app.post("/v1/classify", response_model=ClassifyResponse, responses=errors)
-    async def classify(req: ClassifyRequest) -> ClassifyResponse:
+    async def classify(req: ClassifyRequest, request: Request) -> ClassifyResponse:
         """Label each input with the task's prompt (or the majority vote of an ensemble)."""
-        check_limits(req)
-        results = await batcher.submit("classify", [(x, req.task) for x in req.inputs])
+        tokens = await asyncio.to_thread(check_limits, req)
+        results = await answer(request, "classify", req, tokens)
+        if results is None:
+            return gone_response
         return ClassifyResponse(task=req.task, truncated=sum(r.truncated for r in results),
                                 results=[LabelResult(label=r.label, scores=r.scores, truncated=r.truncated, votes=r.votes)
                                          for r in results])
 
     @app.post("/v1/generate", response_model=GenerateResponse, responses=errors)
-    async def generate(req: GenerateRequest) -> GenerateResponse:
+    async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:
         """Greedy continuation of each input under the task's prompt, mapped back to a label."""
         if req.max_new_tokens > config.max_new_tokens:
-            raise RequestTooLargeError(f"max_new_tokens {req.max_new_tokens}; at most {config.max_new_tokens}")
-        check_limits(req)
-        results = await batcher.submit(("generate", req.max_new_tokens), [(x, req.task) for x in req.inputs])
+            raise RequestTooLargeError(f"max_new_tokens {req.max_new_tokens}; at most {config.max_new_tokens} (--max-new-tokens)")
+        tokens = await asyncio.to_thread(check_limits, req, req.max_new_tokens)
+        results = await answer(request, ("generate", req.max_new_tokens), req, tokens)
+        if results is None:
+            return gone_response
         return GenerateResponse(task=req.task, truncated=sum(r.truncated for r in results),
                                 results=[GenerationResult(text=r.text, label=r.label, truncated=r.truncated,
                                                           votes=r.votes, texts=r.texts) for r in results])
 
     @app.get("/v1/tasks")
     async def tasks() -> dict[str, Any]:
-        """The servable tasks (prompts and ensembles) and prompts refused at loading, with reasons."""
+        """The servable tasks (prompts and ensembles) and prompts refused at loading, with reasons
+        (files named relative to the prompts directory)."""
         return {"tasks": engine.tasks(), "refused": dict(engine.refused)}
+
+    def readiness() -> str:
+        if batcher.closing:
+            return "stopping"
+        if not batcher.accepting or batcher.backlog_s >= config.deadline_s or time.monotonic() - last_full[0] < 1.0:
+            return "busy"  # the queue is full (or its work outlasts the deadline), or was a moment ago: new requests get 503
+        return "ok"
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": engine.backbone.model_id, "tasks": len(engine.tasks()), "queue": batcher.depth}
+        """Liveness (always 200 while the process serves): ``status`` is ``ok``, ``busy`` (the queue
+        is full, its work would outlast the deadline, or it refused a request within the last
+        second) or ``stopping``."""
+        return {"status": readiness(), "model": engine.public(engine.backbone.model_id), "tasks": len(engine.tasks()),
+                "queue": batcher.depth, "max_queue": config.max_queue}
 
-    @app.get("/metrics", response_class=PlainTextResponse)
-    async def prometheus() -> PlainTextResponse:
-        text = metrics.render({"softprompt_queue_depth": batcher.depth, "softprompt_tasks": len(engine.tasks())})
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+    @app.get("/ready", responses={503: {"model": ErrorResponse}})
+    async def ready() -> JSONResponse:
+        """Readiness: 200 when a request would be queued now; 503 (with ``Retry-After``) while busy or stopping."""
+        status = readiness()
+        if status == "ok":
+            return JSONResponse({"ready": True, "status": status, "queue": batcher.depth})
+        return JSONResponse({"ready": False, "status": status, "queue": batcher.depth}, status_code=503,
+                            headers={"Retry-After": "1" if status == "busy" else "5"})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def playground() -> HTMLResponse:
@@ -330,27 +467,46 @@ def _version() -> str:
 
 
 # ---------------------------------------------------------------------------- CLI
+def model_from_prompts(root, allowed: str | None = None) -> str:
+    """The model to serve when ``--model`` is absent: the one the first readable prompt of ``root``
+    names, if it is an embedded model or listed in ``allowed`` (comma-separated); the embedded
+    default if no prompt names one. Metadata never picks another directory or hub id
+    (:class:`ConfigError`, naming the options that would)."""
+    from pathlib import Path
+
+    from ..modeling import _EMBEDDED, DEFAULT_MODEL
+    from ..prompt import PROMPT_FILE, SoftPrompt
+
+    for sub in sorted(Path(root).iterdir()):
+        if not (sub / PROMPT_FILE).is_file():
+            continue
+        try:
+            model = SoftPrompt.load(sub, root=root).metadata.get("model_id")
+        except Exception:  # noqa: BLE001 - a damaged prompt is refused later, with its reason
+            continue
+        if not isinstance(model, str) or not model:
+            continue
+        permitted = set(_EMBEDDED) | {m.strip() for m in (allowed or "").split(",") if m.strip()}
+        if model not in permitted:
+            raise ConfigError(f"prompt {sub.name!r} was trained for model {model!r}, which is not an embedded model; "
+                              f"pass --model {model!r} (or list it in --allowed-models) to serve it")
+        return model
+    return DEFAULT_MODEL
+
+
 def build_engine(config: ServeConfig) -> MultiPromptModel:
     """Load the model and every prompt of ``config.prompts``."""
     from pathlib import Path
 
-    from ..modeling import DEFAULT_MODEL, load_model
-    from ..prompt import PROMPT_FILE, SoftPrompt
+    from ..modeling import load_model
 
     if not config.prompts:
         raise SoftPromptError("give --prompts DIR: a directory of saved prompts, one subdirectory each")
     root = Path(config.prompts)
     if not root.is_dir():
         raise SoftPromptError(f"prompts directory {root} does not exist")
-    model = config.model
-    if model is None:
-        for d in (d for d in sorted(root.iterdir()) if (d / PROMPT_FILE).is_file()):
-            try:  # the first prompt that loads names the model; a bad one is refused by from_dir below
-                model = SoftPrompt.load(d, root=root).metadata.get("model_id")
-                break
-            except SoftPromptError:
-                continue
-    backbone = load_model(model or DEFAULT_MODEL, device=config.device)
+    model = config.model or model_from_prompts(root, config.allowed_models)
+    backbone = load_model(model, device=config.device)
     if config.max_length:
         backbone.max_length = min(backbone.max_length, config.max_length)
     return MultiPromptModel.from_dir(backbone, root)
@@ -366,8 +522,36 @@ def serve(config: ServeConfig) -> int:
     app = create_app(engine, config, admin_token=token)
     print(f"softprompt serve: {len(engine.tasks())} task(s) on http://{config.host}:{config.port}/ "
           f"(admin {'on' if token else 'off'})", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning")
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", http=timed_protocol(config.read_timeout_s),
+                timeout_graceful_shutdown=config.shutdown_timeout_s)
     return 0
+
+
+def timed_protocol(read_timeout: float):
+    """uvicorn's h11 protocol, closing a connection whose request line and headers have not all
+    arrived ``read_timeout`` seconds after it opened or after its last answer (a slow or silent
+    client); the body's own timeout is :class:`_BodyGuard`'s."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class TimedH11Protocol(H11Protocol):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._expect_headers()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._expect_headers()
+
+        def _expect_headers(self):
+            cycle = self.cycle  # a new request's headers replace it
+
+            def expire():
+                if self.cycle is cycle and not self.transport.is_closing():
+                    self.transport.close()
+
+            self.loop.call_later(read_timeout, expire)
+
+    return TimedH11Protocol
 
 
 def _cli(args: argparse.Namespace) -> int:

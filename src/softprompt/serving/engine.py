@@ -9,13 +9,20 @@ backbone's fast path. Each prompt's tensor is one object for its whole life in t
 a decoder-only backbone computes its keys/values once and reuses them.
 
 Names match ``[A-Za-z0-9_.-]+``; a prompt given by path must resolve (symlinks included) inside
-the prompts directory. A prompt trained for another model is refused with the reason logged.
+the prompts directory, and so must every file in it that is read. A prompt trained for another
+model, a damaged file, metadata of the wrong shape or a tensor with NaN/Inf is refused with the
+reason logged; the reason kept in :attr:`MultiPromptModel.refused` names files relative to the
+prompts directory, never by their absolute path.
+
+Inputs are typed strictly: a text, or an object whose template fields are texts (and whose
+choices field, for a multiple-choice task, is a list of texts); nothing is converted or guessed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 from collections import Counter
@@ -28,7 +35,7 @@ import torch
 from ..api import PromptedModel
 from ..encoding import EncodedBatch, encode
 from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
-from ..prompt import PROMPT_FILE, SoftPrompt
+from ..prompt import META_FILE, PROMPT_FILE, SoftPrompt
 from ..scoring import match_generation
 from ..tasks.task import Task
 
@@ -134,12 +141,12 @@ class MultiPromptModel:
             raise ConfigError(f"prompts directory {root} does not exist; create it and put saved prompts in it")
         mpm = cls(backbone, root)
         for sub in sorted(root.iterdir()):
-            if not (sub / PROMPT_FILE).is_file():
+            if not (sub / PROMPT_FILE).exists() and not (sub / PROMPT_FILE).is_symlink():
                 continue
             try:
                 mpm.add(sub.name, sub.name)
             except SoftPromptError as exc:
-                mpm.refused[sub.name] = str(exc)
+                mpm.refused[sub.name] = mpm.public(str(exc))
                 log.warning("prompt %s refused: %s", sub.name, exc)
         for fname in ENSEMBLE_FILES:
             if (root / fname).is_file():
@@ -164,20 +171,38 @@ class MultiPromptModel:
             try:
                 self.add_ensemble(str(name), members)
             except SoftPromptError as exc:
-                self.refused[str(name)] = str(exc)
+                self.refused[str(name)] = self.public(str(exc))
                 log.warning("ensemble %s refused: %s", name, exc)
 
+    def public(self, message: str) -> str:
+        """``message`` with file paths shown as names: relative to the prompts directory, or the
+        last component of any other absolute path (for anonymous clients)."""
+        if self.prompts_dir is not None:
+            message = message.replace(str(self.prompts_dir) + os.sep, "")
+        return _ABSOLUTE_PATH.sub(lambda m: m.group(1), message)
+
     def _resolve(self, path: str | Path) -> Path:
-        """``path`` as a directory inside :attr:`prompts_dir` (relative paths only, no escape)."""
+        """``path`` as a directory inside :attr:`prompts_dir` (relative paths only, no escape);
+        every file of it that loading reads must resolve inside :attr:`prompts_dir` too."""
+        if isinstance(path, str) and "\x00" in path:
+            raise ConfigError(f"prompt path {path!r} holds a NUL byte; give a directory name inside the prompts directory")
         p = Path(path)
         if self.prompts_dir is None:
             return p
         if p.is_absolute() or ".." in p.parts:
             raise ConfigError(f"prompt path {str(path)!r} must be relative to the prompts directory, without '..'")
-        resolved = (self.prompts_dir / p).resolve()
-        if not resolved.is_relative_to(self.prompts_dir):
-            raise ConfigError(f"prompt path {str(path)!r} resolves outside the prompts directory")
-        if not (resolved / PROMPT_FILE).is_file():
+        try:
+            resolved = (self.prompts_dir / p).resolve()
+            if not resolved.is_relative_to(self.prompts_dir):
+                raise ConfigError(f"prompt path {str(path)!r} resolves outside the prompts directory")
+            for fname in (PROMPT_FILE, META_FILE):
+                file = resolved / fname
+                if (file.exists() or file.is_symlink()) and not file.resolve().is_relative_to(self.prompts_dir):
+                    raise ConfigError(f"{p / fname} is a link to a file outside the prompts directory; copy the file in instead")
+            found = (resolved / PROMPT_FILE).is_file()
+        except OSError as exc:  # a name too long, a loop of links, no permission
+            raise ConfigError(f"prompt path {str(path)[:200]!r} cannot be read ({exc.strerror or exc})") from None
+        if not found:
             raise PromptFileError(f"no saved prompt at {path!r} in the prompts directory (expected {PROMPT_FILE})")
         return resolved
 
@@ -188,11 +213,15 @@ class MultiPromptModel:
         path = None
         if not isinstance(prompt, SoftPrompt):
             path = self._resolve(prompt)
-            prompt = SoftPrompt.load(path)
-        if "task" not in prompt.metadata:
-            raise PromptFileError(f"prompt {name!r} has no task in its metadata; was it saved by softprompt train?")
-        task = Task.from_dict(prompt.metadata["task"])
-        model = PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
+        try:
+            if path is not None:
+                prompt = SoftPrompt.load(path, root=self.prompts_dir, backbone=self.backbone)
+            model = self._prompted(name, prompt)
+        except SoftPromptError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged file is refused, never a crash
+            raise PromptFileError(f"prompt {name!r} is damaged or malformed ({type(exc).__name__}: {exc}); "
+                                  f"re-save it with softprompt train") from exc
         entry = _Entry(name, model, model.prompt, None if path is None else str(path))
         with self._lock:
             state = self._state
@@ -203,6 +232,18 @@ class MultiPromptModel:
         cache = getattr(self.backbone, "kv_cache_size", None)
         if cache is not None and cache < len(self._state.prompts) + 1:
             self.backbone.kv_cache_size = len(self._state.prompts) + 1  # every prompt's keys/values stay cached
+
+    def _prompted(self, name: str, prompt: SoftPrompt) -> PromptedModel:
+        """``prompt`` checked for serving (a task, finite float values, this model) and wrapped."""
+        if not isinstance(prompt.metadata, Mapping) or not isinstance(prompt.metadata.get("task"), Mapping):
+            raise PromptFileError(f"prompt {name!r} has no task object in its metadata; was it saved by softprompt train?")
+        weight = prompt.weight
+        if not weight.is_floating_point():
+            raise PromptFileError(f"prompt {name!r} holds {weight.dtype} values, not floating point; train it again")
+        if not bool(torch.isfinite(weight).all()):
+            raise PromptFileError(f"prompt {name!r} holds NaN/Inf values; it cannot be served: train it again")
+        task = Task.from_dict(prompt.metadata["task"])
+        return PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
 
     def add_ensemble(self, name: str, members: Sequence[str]) -> None:
         """Answer task ``name`` by the majority vote of ``members`` (prompt names, same labels)."""
@@ -263,13 +304,20 @@ class MultiPromptModel:
             return [state.prompts[task]]
         if task in state.ensembles:
             return [state.prompts[m] for m in state.ensembles[task]]
-        raise UnknownTaskError(f"no task named {task!r}; loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
+        raise UnknownTaskError(f"no task named {task[:100]!r}; loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
 
-    def check(self, inputs: Sequence[str | Mapping[str, Any]], task: str) -> None:
+    def check(self, inputs: Sequence[str | Mapping[str, Any]], task: str) -> int:
         """Raise now what :meth:`classify` would raise for these inputs of one task (unknown task,
-        missing field, empty text), so a server can refuse a request before batching it."""
+        missing field, empty text, a field that is not a text), so a server can refuse a request
+        before batching it. Returns the tokens the request will run: every input's context after
+        truncation, once per ensemble member."""
+        tokens = 0
         for entry in self._members(self._state, task):
-            entry.model.as_examples(list(inputs))
+            task_ = entry.model.task
+            for example in examples(task_, list(inputs)):
+                batch = encode(self.backbone, task_, [example], prompt_length=int(entry.weight.shape[0]), with_labels=False)
+                tokens += len(batch.context[0])
+        return tokens
 
     def _units(self, inputs, tasks) -> tuple[_Snapshot, list[_Unit]]:
         if isinstance(inputs, (str, Mapping)):
@@ -280,7 +328,7 @@ class MultiPromptModel:
         units = []
         for i, (item, task) in enumerate(zip(inputs, tasks)):
             for entry in self._members(state, task):
-                units.append(_Unit(i, entry, entry.model.as_examples([item])[0]))
+                units.append(_Unit(i, entry, examples(entry.model.task, [item], first=i)[0]))
         for u in units:  # one row each, so truncation is known per input
             u.batch = encode(self.backbone, u.entry.model.task, [u.example], prompt_length=int(u.entry.weight.shape[0]),
                              with_labels=False)
@@ -360,6 +408,53 @@ class MultiPromptModel:
             label = valid.most_common(1)[0][0] if valid else None
             out.append(Generation(task, text, label, truncated, votes, texts))
         return out
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/(?:[^\s'\"/]+/)*([^\s'\"/]*)")
+
+
+def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str, Any]]:
+    """Request inputs as example rows of ``task``, typed strictly (:class:`DataError` otherwise).
+
+    A text fills the template's one field (a task of several fields needs an object; a text that
+    looks like JSON is still a text). An object's values are texts, and a multiple-choice task's
+    choices field is a list of texts; numbers, booleans and nested objects are refused, not
+    converted. ``first`` numbers the inputs in messages.
+    """
+    fields = task.template.fields
+    choices = getattr(task.verbalizer, "choices_field", None)
+    rows = []
+    for i, item in enumerate(inputs, first):
+        if isinstance(item, str):
+            _check_text(item, f"input {i}")
+            if len(fields) != 1:
+                raise DataError(f"input {i}: task {task.name!r} reads fields {list(fields)}; send an object with them, "
+                                f"e.g. {json.dumps({f: '...' for f in fields})}")
+            rows.append({fields[0]: item})
+            continue
+        if not isinstance(item, Mapping):
+            raise DataError(f"input {i}: expected a text or an object, got {type(item).__name__}")
+        for key, value in item.items():
+            if key == choices:
+                if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+                    raise DataError(f"input {i}: field {key!r} must be a list of texts, got {type(value).__name__}")
+                for c in value:
+                    _check_text(c, f"input {i}: field {key!r}")
+            elif not isinstance(value, str):
+                raise DataError(f"input {i}: field {key!r} must be a text, got {type(value).__name__}")
+            else:
+                _check_text(value, f"input {i}: field {key!r}")
+        rows.append(dict(item))
+    task.validate(rows, where="input", labelled=False)
+    return rows
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise DataError(f"{where} is not valid Unicode text ({exc.reason} at character {exc.start}); "
+                        f"send UTF-8 text") from None
 
 
 def length_chunks(units: list[_Unit], batch_size: int, max_padding: float = 1.25, min_rows: int = 8) -> list[list[_Unit]]:

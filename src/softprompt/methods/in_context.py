@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..answer_tokens import natural_text
 from ..atomic import atomic_write_text
 from ..errors import ConfigError, PromptFileError
 from ..prompt import FORMAT_VERSION, META_FILE
@@ -92,7 +93,7 @@ def render_demonstration(task, backbone, row: Mapping[str, Any]) -> str:
     word = task.verbalizer.candidates(row)[task.verbalizer.gold_index(row)][0]
     if backbone.family == "masked":  # the word fills the mask slot, as the model is asked to
         return task.template.with_mask().render(row, mask_token=word)
-    return task.template.render(row) + task.verbalizer.prefix + word
+    return natural_text(task.template.render(row), task.verbalizer.prefix, word)
 
 
 @register_method("in-context", InContextConfig)

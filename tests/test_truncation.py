@@ -98,3 +98,16 @@ def test_mrpc_longest_pair_on_smollm2_is_cut_evenly():
     n1, n2 = len(bb.tokenize(k1)), len(bb.tokenize(k2))
     assert row["sentence1"].startswith(k1) and row["sentence2"].startswith(k2)
     assert abs(n1 - n2) <= 1 and 40 <= n2 < 60
+
+
+def test_evaluation_counts_truncated_rows_and_tokens():
+    from softprompt.scoring import evaluate
+
+    bb = make_backbone("causal")
+    bb.max_length = 30
+    task = get_task("rotten_tomatoes")
+    rows = [{"text": "great fun " * 20, "label": "positive"}, {"text": "bad", "label": "negative"}]
+    full = len(bb.tokenize(task.template.render(rows[0])))
+    result = evaluate(bb, task, rows)
+    assert result.truncated == 1
+    assert result.truncated_tokens == full - (30 - 1)  # room: 30 positions less the longest word's one token

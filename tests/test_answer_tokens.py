@@ -193,3 +193,16 @@ def test_in_context_demonstrations_do_not_double_the_space():
 
     task = sentiment("Review: {text}\nSentiment: ")
     assert render_demonstration(task, make_backbone("causal"), ROW) == "Review: a great movie\nSentiment: positive"
+
+
+def test_training_with_look_alike_labels_exits_with_an_error(tiny_model_dirs, toy_data, tmp_path, capsys):
+    from softprompt.cli import main
+
+    out = tmp_path / "run"
+    rc = main(["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--prompt-length", "3",
+               "--label-words", "positive=Good;negative=good", "--max-steps", "2", "--eval-every", "2",
+               "--out", str(out), "--no-progress"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'positive' and 'negative' cannot be told apart" in err and "--label-words" in err
+    assert not (out / "best").exists()

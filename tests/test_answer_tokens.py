@@ -8,9 +8,9 @@ import torch
 
 from softprompt.answer_tokens import answer_ids, join_text, natural_text
 from softprompt.encoding import EncodedBatch, encode, label_word_ids
-from softprompt.errors import ConfigError, DataError
+from softprompt.errors import ConfigError
 from softprompt.tasks.task import Task
-from softprompt.tasks.verbalizer import ChoiceVerbalizer, Verbalizer
+from softprompt.tasks.verbalizer import Verbalizer
 
 from conftest import make_backbone, make_model
 from subword_tokenizers import make_subword_backbone, make_subword_tokenizer
@@ -164,14 +164,6 @@ def test_a_labels_own_words_may_share_ids():
     bb = make_backbone("causal")
     batch = encode(bb, sentiment(words={"positive": ["Good", "good"], "negative": "bad"}), [ROW])
     assert batch.words[0][0] == batch.words[0][1]
-
-
-def test_choices_the_model_cannot_tell_apart_are_refused():
-    bb = make_backbone("causal")
-    task = Task("copa_like", "Premise: {premise}\nAnswer:", ChoiceVerbalizer())
-    row = {"premise": "it was fun", "choices": ["Great fun", "great fun"], "label": "great fun", "idx": 7}
-    with pytest.raises(DataError, match=r"choices of example.*7.*'Great fun' and 'great fun'"):
-        encode(bb, task, [row])
 
 
 def test_tail_cache_gives_the_full_tokenisations_ids():

@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from .errors import ConfigError, DataError
-from .tasks.data import example_ref
+from .errors import ConfigError
 from .truncation import fit
 
 
@@ -80,8 +79,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
     """Encode ``examples`` of ``task`` for ``backbone`` with room for ``prompt_length`` vectors.
 
     Raises :class:`ConfigError` when the context leaves too little room, or when words of two
-    labels tokenise to the same ids after the template (:class:`DataError` for two choices of
-    one row).
+    labels of a fixed label set tokenise to the same ids after the template.
     """
     template = task.template
     mask_token = backbone.mask_token
@@ -120,7 +118,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
         before = before[cut.head_chars:]
         ids, word_ids, m = backbone.answer_ids(before, after, row_words, verbalizer.prefix)
         row_names = list(verbalizer.label_names(ex))
-        _check_distinct(backbone, verbalizer, ex, row_names, row_words, row_labels, word_ids)
+        _check_distinct(backbone, verbalizer, row_names, row_words, row_labels, word_ids)
         if m is not None:
             mask_pos.append(m)
         contexts.append(ids)
@@ -154,20 +152,21 @@ def label_word_ids(backbone, task) -> list[list[list[int]]]:
     return out
 
 
-def _check_distinct(backbone, verbalizer, example, names, words, owners, word_ids) -> None:
-    """Refuse two labels whose words come out as the same token ids (the model sees one word)."""
+def _check_distinct(backbone, verbalizer, names, words, owners, word_ids) -> None:
+    """Refuse two labels of a fixed label set whose words come out as the same token ids (the
+    model sees one word). Per-row choices (COPA-style) are not refused: the task's data, not its
+    setup, brings them."""
+    if not verbalizer.is_fixed:
+        return
     seen: dict[tuple[int, ...], int] = {}
     for i, ids in enumerate(word_ids):
         j = seen.setdefault(tuple(ids), i)
         if owners[j] == owners[i]:
             continue
         tokens = backbone.tokenizer.convert_ids_to_tokens(list(ids))
-        what = (f"words {words[j]!r} and {words[i]!r} both become token ids {list(ids)} {tokens} after the "
-                f"template, so every row would score them alike")
-        if verbalizer.is_fixed:
-            raise ConfigError(
-                f"labels {names[owners[j]]!r} and {names[owners[i]]!r} cannot be told apart by this model: {what} "
-                "(the tokenizer lowercases, or lacks the words); give one of them another word with --label-words"
-            )
-        raise DataError(f"choices of example{example_ref(example)} cannot be told apart by this model: {what}; "
-                        "fix the data's choices")
+        raise ConfigError(
+            f"labels {names[owners[j]]!r} and {names[owners[i]]!r} cannot be told apart by this model: words "
+            f"{words[j]!r} and {words[i]!r} both become token ids {list(ids)} {tokens} after the template, so "
+            "every row would score them alike (the tokenizer lowercases, or lacks the words); give one of them "
+            "another word with --label-words"
+        )

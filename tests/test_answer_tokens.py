@@ -25,11 +25,13 @@ def sentiment(template="Review: {text}\nSentiment:", words=None, prefix=" "):
 
 
 def test_join_never_doubles_whitespace():
-    assert join_text("Sentiment:", " ") == " "
-    assert join_text("Sentiment: ", " ") == ""
-    assert join_text("Sentiment:\n", " ") == ""
-    assert join_text("", " ") == ""
-    assert natural_text("Sentiment:  ", " ", "good") == "Sentiment:  good"
+    assert join_text("Sentiment:", " ") == ("Sentiment:", " ")
+    assert join_text("Sentiment: ", " ") == ("Sentiment:", " ")
+    assert join_text("Sentiment:  ", " ") == ("Sentiment:", " ")
+    assert join_text("Sentiment: ", "") == ("Sentiment:", " ")
+    assert join_text("Sentiment:\n", " ") == ("Sentiment:\n", "")
+    assert join_text("", " ") == ("", "")
+    assert natural_text("Sentiment:  ", " ", "good") == "Sentiment: good"
     assert natural_text("It was", " ", "good", ".") == "It was good."
 
 
@@ -37,11 +39,11 @@ def test_join_never_doubles_whitespace():
 def test_byte_level_bpe_words_are_the_natural_texts_tokens(ending):
     bb = make_subword_backbone("byte_bpe")
     batch = encode(bb, sentiment("Review: {text}\nSentiment:" + ending), [ROW])
-    joined = "" if ending else " "
+    gap = "\n" if ending == "\n" else " "
     for word, ids in zip(["negative", "positive"], batch.words[0]):
-        natural = f"Review: a great movie\nSentiment:{ending}{joined}{word}"
+        natural = f"Review: a great movie\nSentiment:{gap}{word}"
         assert batch.context[0] + ids == bb.tokenize(natural)
-    if ending in ("", " "):  # one trailing space reads exactly as none: 'Ġpositive' after ':'
+    if ending != "\n":  # trailing spaces read exactly as none: 'Ġpositive' after ':'
         assert batch.words[0][1] == bb.tokenize(" positive")
         assert batch.context[0] == bb.tokenize("Review: a great movie\nSentiment:")
 
@@ -50,9 +52,10 @@ def test_trailing_space_gives_the_same_scores_as_none():
     bb = make_subword_backbone("byte_bpe")
     rows = [ROW, {"text": "a dull plot", "label": "negative"}]
     plain = encode(bb, sentiment(), rows)
-    spaced = encode(bb, sentiment("Review: {text}\nSentiment: "), rows)
-    assert spaced.context == plain.context and spaced.words == plain.words
-    torch.testing.assert_close(bb.word_scores(None, spaced), bb.word_scores(None, plain))
+    for ending in (" ", "  "):
+        spaced = encode(bb, sentiment("Review: {text}\nSentiment:" + ending), rows)
+        assert spaced.context == plain.context and spaced.words == plain.words
+        torch.testing.assert_close(bb.word_scores(None, spaced), bb.word_scores(None, plain))
 
 
 def test_sentencepiece_boundary_is_resplit():
@@ -134,11 +137,10 @@ def test_smollm2_trailing_space_label_ids_are_the_natural_texts(ending):
     tok = AutoTokenizer.from_pretrained(SMOLLM2)
     bb = wrap(make_model("causal", tok), tok, model_id="smollm2-tokenizer")  # tiny model, real tokenizer
     batch = encode(bb, sentiment("Review: {text}\nSentiment:" + ending), [ROW])
-    natural = "Review: a great movie\nSentiment:" + ending + "positive"
+    natural = "Review: a great movie\nSentiment: positive"
     assert batch.context[0] + batch.words[0][1] == tok(natural, add_special_tokens=False)["input_ids"]
-    assert tok.convert_ids_to_tokens(batch.words[0][1]) == ["Ġpositive"]  # id 2731, not 'Ġ' 'Ġpositive'
-    if ending == " ":
-        assert batch.context[0] == encode(bb, sentiment(), [ROW]).context[0]
+    assert batch.words[0][1] == [2731] and tok.convert_ids_to_tokens([2731]) == ["Ġpositive"]  # not 'Ġ' 'Ġpositive'
+    assert batch.context[0] == encode(bb, sentiment(), [ROW]).context[0]
 
 
 # ------------------------------------------------------------------ item 2: indistinguishable labels

@@ -1,10 +1,12 @@
 """Label words tokenised as the model reads them after the template.
 
 A candidate word is scored as part of its *natural text*: the rendered context, a join, the word
-and, for a masked LM, the template's text after the answer slot. The join is the verbalizer's
-``prefix``, except that when the context ends in whitespace (or is empty: the start of a text) the
-prefix's leading whitespace merges into it, so whitespace is never doubled: ``"Sentiment: "``
-followed by ``"positive"`` reads ``"Sentiment: positive"``, as does ``"Sentiment:"``.
+and, for a masked LM, the template's text after the answer slot. Join rule (whitespace is never
+doubled): the context's trailing whitespace and the ``prefix``'s leading whitespace are one gap.
+A gap of spaces (or tabs) becomes its first character, so ``"Sentiment:"``, ``"Sentiment: "`` and
+``"Sentiment:  "`` followed by ``"positive"`` all read ``"Sentiment: positive"``; a gap holding a
+line break keeps the context's own whitespace whole (``"Sentiment:\n"`` reads
+``"Sentiment:\npositive"``); an empty context (the start of a text) takes no gap.
 
 Boundary rule: each candidate's natural text is tokenised whole. The context's ids are the
 longest run of leading tokens that every candidate shares and that lie wholly inside the context
@@ -45,17 +47,26 @@ class AnswerIds:
     after: list[int]
 
 
-def join_text(context: str, prefix: str) -> str:
-    """The text put between ``context`` and a word: ``prefix``, without its leading whitespace
-    when ``context`` is empty or ends in whitespace."""
-    if not context or context[-1].isspace():
-        return prefix.lstrip()
-    return prefix
+def join_text(context: str, prefix: str) -> tuple[str, str]:
+    """``(context kept, join)``: the natural text is ``kept + join + word`` (the module's join rule).
+
+    ``kept`` is ``context`` itself, or ``context`` less its trailing spaces when those are merged
+    into the join.
+    """
+    rest = prefix.lstrip()
+    if not context.strip():
+        return "", rest
+    kept = context.rstrip()
+    gap = context[len(kept):] + prefix[: len(prefix) - len(rest)]
+    if any(c in "\n\r\f\v" for c in gap):
+        return context, rest
+    return kept, gap[:1] + rest
 
 
 def natural_text(context: str, prefix: str, word: str, after: str = "") -> str:
     """The text a reader sees with ``word`` answered after ``context`` (see the module docstring)."""
-    return context + join_text(context, prefix) + word + after
+    kept, join = join_text(context, prefix)
+    return kept + join + word + after
 
 
 def answer_ids(tokenizer, context: str, words: Sequence[str], prefix: str, after: str = "") -> AnswerIds:
@@ -63,7 +74,7 @@ def answer_ids(tokenizer, context: str, words: Sequence[str], prefix: str, after
 
     Raises :class:`ConfigError` if a word keeps no token of its own.
     """
-    join = join_text(context, prefix)
+    context, join = join_text(context, prefix)
     texts = [context + join + w + after for w in words]
     encoded = _tokenize(tokenizer, texts)
     all_ids = [ids for ids, _ in encoded]

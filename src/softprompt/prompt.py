@@ -31,7 +31,8 @@ class InitContext:
     scale embeddings, like Gemma's ``* sqrt(dim)``, give vectors in the space the model really
     consumes); ``common_ids`` are the candidate "common" token ids (see :func:`common_token_ids`);
     ``tokenize(text) -> list[int]`` has no special tokens; ``label_words`` holds each label's
-    verbalisations, already prefixed as they follow the template.
+    verbalisations, already prefixed as they follow the template; ``label_word_ids``, when given,
+    holds their token ids as scored after the template, ``[label][word][tokens]``, and wins.
     """
 
     embed: Callable[[torch.Tensor], torch.Tensor]
@@ -40,6 +41,7 @@ class InitContext:
     label_words: Sequence[Sequence[str]] = ()
     generator: torch.Generator | None = None
     model_fingerprint: str | None = None
+    label_word_ids: Sequence[Sequence[Sequence[int]]] = ()
 
 
 Initializer = Callable[[tuple[int, int], InitContext, str], torch.Tensor]
@@ -87,17 +89,18 @@ def init_vocab(shape, ctx: InitContext, arg: str = "") -> torch.Tensor:
 def init_class_labels(shape, ctx: InitContext, arg: str = "") -> torch.Tensor:
     """Each label's embedding fills one position (the paper's class-label initialisation).
 
-    A label's vector is the mean of its sub-token embeddings, averaged over its words; labels
+    A label's vector is the mean of its sub-token embeddings (the ids scored after the template,
+    ``ctx.label_word_ids``, when given), averaged over its words; labels
     take the first positions, the remaining positions are sampled vocabulary (as in the paper).
     With more labels than positions the first ``length`` labels are used.
     """
-    if not ctx.label_words:
+    if not ctx.label_words and not ctx.label_word_ids:
         raise ConfigError("init 'class-labels' needs a task with a fixed label set; use --init vocab instead")
     out = init_vocab(shape, ctx)
-    for i, words in enumerate(ctx.label_words[: shape[0]]):
+    per_label = ctx.label_word_ids or [[ctx.tokenize(word) for word in words] for words in ctx.label_words]
+    for i, words in enumerate(per_label[: shape[0]]):
         vecs = []
-        for word in words:
-            ids = ctx.tokenize(word)
+        for ids in words:
             if ids:
                 vecs.append(ctx.embed(torch.tensor(ids)).float().mean(0))
         if vecs:

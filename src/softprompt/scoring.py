@@ -1,7 +1,7 @@
 """Scoring: rank classification over label words, and generation mapped back to labels.
 
 Rank classification scores each label by the log-likelihood of its verbalisation after the
-template (``length_normalize`` divides a multi-token word's log-likelihood by its token count);
+template, with the ids the word has in that natural text (:mod:`softprompt.answer_tokens`) (``length_normalize`` divides a multi-token word's log-likelihood by its token count);
 a label with several words takes their weighted log-mean-exp (the verbalizer's ``aggregate``).
 Generation decodes greedily and maps the output back to the label whose word it starts with;
 outputs that match no label are counted as invalid (and as wrong).
@@ -33,13 +33,15 @@ class Prediction:
 
 @dataclass
 class EvalResult:
-    """Metrics of one evaluation plus counts: rows, truncated rows, invalid generations."""
+    """Metrics of one evaluation plus counts: rows, truncated rows, invalid generations, and the
+    tokens truncation cut in all (``truncated_tokens``)."""
 
     metrics: dict[str, float]
     n: int
     truncated: int = 0
     invalid: int = 0
     predictions: list[Prediction] = field(default_factory=list)
+    truncated_tokens: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {**self.metrics, "n": self.n, "truncated": self.truncated, "invalid": self.invalid}
@@ -92,11 +94,19 @@ def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch
             batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
             with_labels: bool = False, max_new_tokens: int | None = None, progress: bool = False):
     """Predict every example; returns ``(predictions, truncated_count)`` in input order."""
+    preds, truncated, _ = _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
+                                   with_labels, max_new_tokens, progress)
+    return preds, truncated
+
+
+def _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize, with_labels,
+             max_new_tokens, progress):
+    """:func:`predict`, also returning the tokens truncation cut: ``(predictions, rows, tokens)``."""
     if scoring not in SCORINGS:
         raise ConfigError(f"unknown scoring {scoring!r}; choose one of {SCORINGS}")
     lengths = estimate_lengths(examples, task.template.fields)
     preds: list[Prediction | None] = [None] * len(examples)
-    truncated = 0
+    truncated = cut_tokens = 0
     plen = 0 if prompt is None else prompt.shape[0]
     batches = eval_batches(lengths, batch_size)
     if progress:
@@ -107,6 +117,7 @@ def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch
         rows = [examples[i] for i in idx]
         batch = encode(backbone, task, rows, prompt_length=plen, with_labels=with_labels)
         truncated += batch.truncated
+        cut_tokens += batch.truncated_tokens
         if scoring == "rank":
             probs = torch.softmax(label_scores(backbone, task, batch, prompt, length_normalize), -1).cpu()
             for j, i in enumerate(idx):
@@ -119,7 +130,7 @@ def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch
             for j, i in enumerate(idx):
                 cands = task.verbalizer.candidates(rows[j])
                 preds[i] = Prediction(label=match_generation(texts[j], batch.label_names[j], cands), generated=texts[j])
-    return preds, truncated
+    return preds, truncated, cut_tokens
 
 
 def score_predictions(task, examples: Sequence[Mapping[str, Any]], preds: Sequence[Prediction],
@@ -139,6 +150,8 @@ def evaluate(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torc
              batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
              progress: bool = False) -> EvalResult:
     """Score ``examples`` (which carry gold labels) and compute the task's metrics."""
-    preds, truncated = predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
-                               with_labels=True, progress=progress)
-    return score_predictions(task, examples, preds, truncated)
+    preds, truncated, cut_tokens = _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
+                                            True, None, progress)
+    result = score_predictions(task, examples, preds, truncated)
+    result.truncated_tokens = cut_tokens
+    return result

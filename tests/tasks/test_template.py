@@ -104,3 +104,10 @@ def test_dict_round_trip_and_equality():
     assert t != Template("Q: {question}\nA:")
     with pytest.raises(TemplateError):
         Template.from_dict({"txt": "x"})
+
+
+def test_render_around_mask_splits_at_the_slot():
+    t = Template("Review: {text} It was {mask}.")
+    assert t.render_around_mask({"text": "fun [MASK]"}) == ("Review: fun [MASK] It was ", ".")
+    assert t.render_around_mask({"text": "fun"}, overrides={"text": "f"}) == ("Review: f It was ", ".")
+    assert Template("Review: {text}").render_around_mask({"text": "fun"}) == ("Review: fun", "")

@@ -21,6 +21,7 @@ from typing import ClassVar
 
 import torch
 
+from ..answer_tokens import context_then_words
 from ..encoding import EncodedBatch
 from ..prompt import InitContext, common_token_ids
 
@@ -49,6 +50,7 @@ class Backbone(ABC):
             model_max = min(model_max, tok_max)
         self.max_length = min(max_length or 1024, model_max)
         self._fingerprint: str | None = None
+        self._answer_cache: dict = {}
 
     # ----------------------------------------------------------------- model facts
     @classmethod
@@ -106,9 +108,28 @@ class Backbone(ABC):
         """Token ids of ``text`` without special tokens."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def init_context(self, label_words=(), seed: int = 0) -> InitContext:
-        """What the prompt initialisers need from this model."""
+    def answer_ids(self, before: str, after: str, words: list[str], prefix: str) -> tuple[list[int], list[list[int]], int | None]:
+        """Context ids, each word's ids and the answer slot (None here) for a row whose rendered
+        text is ``before`` (``after`` is empty: the word ends the text a decoder reads).
+
+        ``context + words[i]`` is exactly the tokenisation of the natural text (see
+        :mod:`softprompt.answer_tokens`).
+        """
+        split = context_then_words(self.tokenizer, before + after, words, prefix, self._answer_cache)
+        return split.context, split.words, None
+
+    def init_context(self, label_words=(), seed: int = 0, task=None) -> InitContext:
+        """What the prompt initialisers need from this model.
+
+        With ``task`` (a fixed label set), ``label_word_ids`` holds each label's words as scored
+        after its template, so ``class-labels`` starts from the very tokens the model is asked for.
+        """
         gen = torch.Generator().manual_seed(seed)
+        word_ids = ()
+        if task is not None and task.verbalizer.is_fixed:
+            from ..encoding import label_word_ids
+
+            word_ids = label_word_ids(self, task)
 
         def embed(ids: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
@@ -117,6 +138,7 @@ class Backbone(ABC):
         return InitContext(
             embed=embed, tokenize=self.tokenize, common_ids=common_token_ids(self.tokenizer),
             label_words=label_words, generator=gen, model_fingerprint=self.fingerprint,
+            label_word_ids=word_ids,
         )
 
     # ------------------------------------------------------------------- helpers
@@ -223,6 +245,15 @@ class Backbone(ABC):
     @abstractmethod
     def generate(self, prompt: torch.Tensor | None, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         """Greedy continuation of each row's context (the prompt before it): ``batch`` strings."""
+
+
+def _single_token_rows(batch: EncodedBatch, device) -> torch.Tensor:
+    """The one token of each word of a :attr:`~EncodedBatch.single_token` batch: ``[k]`` when
+    every row has the same ids, else ``[batch, k]`` (rows whose contexts end differently)."""
+    firsts = [[w[0] for w in ws] for ws in batch.words]
+    if all(f == firsts[0] for f in firsts):
+        return torch.tensor(firsts[0], device=device)
+    return torch.tensor(firsts, device=device)
 
 
 def _find(haystack: list[int], needle: list[int]) -> int:

@@ -37,7 +37,7 @@ from transformers import AutoModelForCausalLM, DynamicCache
 
 from ..encoding import EncodedBatch
 from ..errors import ConfigError
-from .base import Backbone
+from .base import Backbone, _single_token_rows
 
 
 @dataclass(eq=False)
@@ -118,11 +118,16 @@ class CausalBackbone(Backbone):
         return out, getattr(out, "past_key_values", None)
 
     def _head(self, hidden: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits of ``hidden [n, dim]`` over the vocabulary, or over ``rows [k]`` only -> ``[n, k]``."""
+        """Logits of ``hidden [n, dim]`` over the vocabulary, or over ``rows [k]`` only, or over
+        each row's own ``rows [n, k]`` -> ``[n, k]``."""
         head = self.model.get_output_embeddings()
         hidden = hidden.to(head.weight.device)  # the last layer may sit on another device (device_map)
         if rows is None:
             logits = head(hidden)
+        elif rows.dim() == 2:
+            logits = torch.einsum("nd,nkd->nk", hidden, head.weight[rows])
+            if getattr(head, "bias", None) is not None:
+                logits = logits + head.bias[rows]
         else:
             logits = hidden @ head.weight[rows].T
             if getattr(head, "bias", None) is not None:
@@ -325,8 +330,7 @@ class CausalBackbone(Backbone):
             hidden, mask = self._forward(prompt, batch.context)[:2]
             last = (mask.sum(1) - 1).to(hidden.device)
             h = hidden[torch.arange(len(batch), device=hidden.device), last]
-            vocab_rows = torch.tensor([w[0] for w in batch.words[0]], device=self.model.get_output_embeddings().weight.device)
-            return self._head(h, vocab_rows)
+            return self._head(h, _single_token_rows(batch, self.model.get_output_embeddings().weight.device))
         rows, words = self._flatten(batch)
         flat = self._scored_logprobs(self._rows_prompts(prompt, rows), [batch.context[r] for r in rows], words,
                                      length_normalize)

@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForMaskedLM
 
+from ..answer_tokens import answer_ids
 from ..encoding import EncodedBatch
 from ..errors import ConfigError
-from .base import Backbone
+from .base import Backbone, _single_token_rows
 
 
 class MaskedBackbone(Backbone):
@@ -31,6 +32,12 @@ class MaskedBackbone(Backbone):
     @property
     def mask_token_id(self) -> int | None:
         return self.tokenizer.mask_token_id
+
+    def answer_ids(self, before, after, words, prefix):
+        """The word fills the slot between ``before`` and ``after``: the context is the natural
+        text's tokens around it with one mask at the slot (see :mod:`softprompt.answer_tokens`)."""
+        split = answer_ids(self.tokenizer, before, words, prefix, after)
+        return split.context + [self.mask_token_id] + split.after, split.words, len(split.context)
 
     def _head_module(self):
         for name in ("cls", "lm_head"):
@@ -82,8 +89,9 @@ class MaskedBackbone(Backbone):
     def _word_scores_one(self, prompt, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if batch.single_token:
             lps = self._mask_logprobs(prompt, batch.context, [[m] for m in batch.mask_pos])
-            vocab_rows = torch.tensor([w[0] for w in batch.words[0]], device=self.device)
-            return torch.cat(lps, 0)[:, vocab_rows]
+            vocab_rows = _single_token_rows(batch, self.device)
+            lp = torch.cat(lps, 0)
+            return lp[:, vocab_rows] if vocab_rows.dim() == 1 else lp.gather(1, vocab_rows)
         rows, words = self._flatten(batch)
         return self._unflatten(batch, self._pair_scores(prompt, batch, rows, words, length_normalize))
 

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 from transformers.modeling_outputs import BaseModelOutput
 
+from ..answer_tokens import answer_ids
 from ..encoding import EncodedBatch
 from .base import Backbone
 
@@ -23,6 +24,14 @@ class Seq2SeqBackbone(Backbone):
     @classmethod
     def auto_class(cls):
         return AutoModelForSeq2SeqLM
+
+    def answer_ids(self, before, after, words, prefix):
+        """The encoder reads the rendered text; the decoder reads the word from its start, so a
+        word's ids are those of the word as a text of its own (``prefix`` whitespace dropped)."""
+        key = ("decoder", prefix, tuple(words))
+        if key not in self._answer_cache:
+            self._answer_cache[key] = answer_ids(self.tokenizer, "", words, prefix).words
+        return self.tokenize(before + after), [list(w) for w in self._answer_cache[key]], None
 
     def _encode(self, prompt, contexts: list[list[int]]):
         """Encoder states ``[n, S, dim]`` and mask ``[n, S]`` of ``lead + prompt + context + trail``."""

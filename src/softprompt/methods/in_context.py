@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from ..answer_tokens import natural_text
 from ..artifacts import ARTIFACT_FILES, load_artifact
 from ..atomic import atomic_dir
 from ..errors import ConfigError, PromptFileError
@@ -93,7 +94,7 @@ def render_demonstration(task, backbone, row: Mapping[str, Any]) -> str:
     word = task.verbalizer.candidates(row)[task.verbalizer.gold_index(row)][0]
     if backbone.family == "masked":  # the word fills the mask slot, as the model is asked to
         return task.template.with_mask().render(row, mask_token=word)
-    return task.template.render(row) + task.verbalizer.prefix + word
+    return natural_text(task.template.render(row), task.verbalizer.prefix, word)
 
 
 @register_method("in-context", InContextConfig)

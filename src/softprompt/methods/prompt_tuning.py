@@ -23,7 +23,7 @@ class PromptTuning(Method):
         label_words = []
         if task.verbalizer.is_fixed:
             label_words = [[task.verbalizer.prefix + w for w in ws] for ws in task.verbalizer.candidates()]
-        ctx = backbone.init_context(label_words=label_words, seed=seed)
+        ctx = backbone.init_context(label_words=label_words, seed=seed, task=task if label_words else None)
         self.soft_prompt = SoftPrompt.initialize(config.prompt_length, backbone.dim, config.init, ctx)
 
     def prompt(self):

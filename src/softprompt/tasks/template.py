@@ -103,6 +103,17 @@ class Template:
                 pieces.append(field_text(example, part.value))
         return "".join(pieces)
 
+    def render_around_mask(
+        self, example: Mapping[str, Any], overrides: Mapping[str, str] | None = None
+    ) -> tuple[str, str]:
+        """The rendered text before and after the ``{mask}`` slot (``after`` is ``""`` without one)."""
+        sentinel = "\x00"
+        while sentinel in self.text or any(sentinel in str(v) for v in example.values()):
+            sentinel += "\x00"
+        text = self.render(example, mask_token=sentinel if self.has_mask else None, overrides=overrides)
+        before, _, after = text.partition(sentinel) if self.has_mask else (text, "", "")
+        return before, after
+
     def with_mask(self) -> Template:
         """This template with ``" {mask}"`` appended, unless it has a ``{mask}`` already."""
         return self if self.has_mask else Template(self.text + " {mask}")

@@ -1,8 +1,10 @@
 """Verbalizers: how labels map to words, and word scores to label scores.
 
 A model scores each candidate word as the continuation ``prefix + word`` of the rendered
-template (the prefix is a space for BPE, SentencePiece and WordPiece alike). A label's
-score is the weighted log-mean-exp of its words' log-scores.
+template (the prefix is a space for BPE, SentencePiece and WordPiece alike; when the template
+ends in whitespace the prefix's space merges into it, and the word's token ids are those it has
+in that natural text: :mod:`softprompt.answer_tokens`). A label's score is the weighted
+log-mean-exp of its words' log-scores.
 
 - :class:`Verbalizer`: one fixed label set for the task, one or more words per label.
 - :class:`ChoiceVerbalizer`: each example brings its own candidates (COPA-style).

@@ -190,7 +190,8 @@ class MultiPromptModel:
             path = self._resolve(prompt)
             prompt = SoftPrompt.load(path)
         if "task" not in prompt.metadata:
-            raise PromptFileError(f"prompt {name!r} has no task in its metadata; was it saved by softprompt train?")
+            raise PromptFileError(f"prompt {name!r} has no task in its metadata (e.g. a PEFT adapter imported without "
+                                  f"--task): re-import it with `softprompt import-peft ADAPTER --out DIR --task NAME`")
         task = Task.from_dict(prompt.metadata["task"])
         model = PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
         entry = _Entry(name, model, model.prompt, None if path is None else str(path))

@@ -286,7 +286,7 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     if cfg.optimizer == "adafactor" and cfg.lr > 2 * emb_rms and is_main:
         log.warning("Adafactor moves each prompt entry by about lr=%g per step, but this model's embedding entries "
                     "have RMS %.3g (the paper's 0.3 suits T5's much larger embeddings): if the dev metric falls, "
-                    "try --lr %.2g", cfg.lr, emb_rms, emb_rms / 10)
+                    "try --lr %.2g", cfg.lr, emb_rms, (method_cls.lr_per_embedding_rms or 0.1) * emb_rms)
     optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)

@@ -66,7 +66,7 @@ def test_each_method_brings_its_own_optimizer_and_learning_rate():
     from softprompt.methods import with_method_defaults
 
     pt = with_method_defaults(TrainConfig())
-    assert (pt.optimizer, pt.lr) == ("adafactor", 0.3)  # the paper's
+    assert (pt.optimizer, pt.lr) == ("adafactor", None)  # resolved from the model's embedding scale once loaded
     full = with_method_defaults(TrainConfig(method="full-tuning"))
     assert (full.optimizer, full.lr) == ("adam", 1e-5)
     prefix = with_method_defaults(TrainConfig(method="prefix-tuning", lr=0.01))

@@ -88,7 +88,8 @@ class PromptedModel:
             prompt = SoftPrompt.load(path)
             meta = prompt.metadata
         if "task" not in meta:
-            raise DataError(f"{path} has no task in its metadata; was it saved by softprompt?")
+            raise DataError(f"{path} has no task in its metadata (e.g. a PEFT adapter imported without --task): "
+                            f"re-import it with `softprompt import-peft ADAPTER --out {path} --task NAME`")
         task = Task.from_dict(meta["task"])
         if backbone is None:
             backbone = load_model(model or meta.get("model_id"), device=device)

@@ -53,7 +53,7 @@ class TrainConfig(DataConfig):
     method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)")
     init: str = opt("class-labels", "initialiser: random-uniform, vocab, class-labels, text:WORDS, file:PATH, pretrained:PATH")
     optimizer: str | None = opt(None, "optimizer (default: the method's: Adafactor with no relative step or parameter scaling for prompt tuning, as the paper; Adam for full and prefix tuning)", ("adafactor", "adam"))
-    lr: float | None = opt(None, "learning rate (default: the method's: 0.3 for prompt tuning, the paper's with Adafactor; 1e-5 for full tuning; 1e-3 for prefix tuning)")
+    lr: float | None = opt(None, "learning rate (default: the method's: for prompt tuning 0.075 x the RMS of the model's embedding entries, 0.01 on SmolLM2 (the paper's T5 setting is --lr 0.3); 1e-5 for full tuning; 1e-3 for prefix tuning)")
     weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)")
     warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant")
     batch_size: int = opt(8, "training batch size (the paper: 32)")

@@ -2,10 +2,20 @@
 
 PEFT stores a prompt-tuning adapter as ``adapter_config.json`` (``peft_type: PROMPT_TUNING``) and
 ``adapter_model.safetensors`` holding ``prompt_embeddings: [num_virtual_tokens, token_dim]``.
-PEFT puts the virtual tokens before *every* input token of a decoder-only model; softprompt puts
-them after a leading BOS if the tokenizer adds one. For tokenizers that add no BOS (SmolLM2,
-GPT-2, ...) the two are the same computation, which the tests check logit for logit. Only
-decoder-only models are exported: PEFT's encoder-decoder prompt tuning also prompts the decoder.
+
+Where the prompt goes: PEFT's ``PeftModelForCausalLM`` concatenates the virtual tokens before
+*every* input token, a BOS included; softprompt puts the prompt after the tokenizer's lead special
+tokens (``backbone.lead_ids``, e.g. a BOS). For tokenizers that add nothing in front (SmolLM2,
+GPT-2, ...) the two are the same computation, which the tests check logit for logit. For a
+tokenizer that adds a BOS they are not, so both directions refuse by default:
+
+* ``export-peft --fold-bos`` writes ``[BOS embedding; prompt]`` (length ``P + 1``). Under PEFT that
+  is softprompt's exact computation *if the input is tokenized without special tokens*
+  (``add_special_tokens=False``); with the usual BOS-adding call it is not.
+* ``import-peft`` strips such a leading BOS vector again (a faithful round trip); an adapter
+  trained under PEFT (prompt before BOS) is refused unless ``--allow-bos-mismatch`` is given.
+
+Only decoder-only models are exported: PEFT's encoder-decoder prompt tuning also prompts the decoder.
 """
 
 from __future__ import annotations
@@ -25,23 +35,78 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
-def export_peft(prompt: SoftPrompt, out: str | Path, model_config: Any | None = None) -> Path:
-    """Write ``prompt`` as a PEFT prompt-tuning adapter directory ``out``."""
-    family = prompt.metadata.get("model_family", "causal")
-    if family != "causal":
+def peft_base_path(model_id: str | None) -> str | None:
+    """What PEFT's loader (``AutoPeftModel*.from_pretrained``) accepts for ``model_id``: the
+    safetensors cache directory of an embedded model (``smollm2-135m`` -> ``~/.cache/softprompt/
+    models/smollm2-135m``), the absolute path of a local model directory, a hub id unchanged."""
+    if not model_id:
+        return None
+    from .modeling import resolve_model_path
+
+    path = Path(resolve_model_path(model_id))
+    return str(path.resolve()) if path.exists() else model_id
+
+
+def softprompt_model_id(base: str | None) -> str | None:
+    """The inverse of :func:`peft_base_path` for the embedded models: their cache directory maps
+    back to the name softprompt knows them by (so prompts keep their model id); others unchanged."""
+    if not base:
+        return base
+    from .modeling import _EMBEDDED, cache_dir
+
+    for name in _EMBEDDED:
+        if Path(base).resolve() == (cache_dir() / "models" / name).resolve():
+            return name
+    return base
+
+
+def _lead_embeddings(backbone) -> torch.Tensor:
+    """``[len(lead_ids), dim]``: the embeddings of what the tokenizer puts before every input."""
+    with torch.no_grad():
+        return backbone.embed(torch.tensor(backbone.lead_ids, dtype=torch.long)).float().cpu()
+
+
+def _lead_text(backbone) -> str:
+    return " ".join(backbone.tokenizer.convert_ids_to_tokens(backbone.lead_ids))
+
+
+def export_peft(prompt: SoftPrompt, out: str | Path, backbone, fold_bos: bool = False) -> Path:
+    """Write ``prompt`` (``[P, dim]``) as a PEFT prompt-tuning adapter directory ``out``.
+
+    ``backbone`` is the model the prompt was trained for (checked by fingerprint); its head and
+    layer counts go into the config and ``base_model_name_or_path`` is :func:`peft_base_path` of
+    its id. If its tokenizer adds a BOS, PEFT would put the prompt before it: refused with a
+    :class:`ConfigError` unless ``fold_bos``, which writes ``[BOS embedding; prompt]``
+    (``[P + 1, dim]``), exact under PEFT for inputs tokenized with ``add_special_tokens=False``.
+    Raises :class:`ConfigError` for a non-causal prompt, :class:`ModelMismatchError` for another model.
+    """
+    family = prompt.metadata.get("model_family", backbone.family)
+    if family != "causal" or backbone.family != "causal":
         raise ConfigError(f"only decoder-only prompts export to PEFT; this one is for a {family} model")
+    prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+    weight = prompt.weight.detach().float().cpu()
+    if backbone.lead_ids:
+        if not fold_bos:
+            raise ConfigError(
+                f"{backbone.model_id!r} puts {_lead_text(backbone)!r} before every input. softprompt trained the prompt "
+                f"after it, but PEFT puts its virtual tokens before every input token, so the adapter would score "
+                f"differently under PEFT. Pass --fold-bos to export [{_lead_text(backbone)}; prompt] as "
+                f"{prompt.length + len(backbone.lead_ids)} virtual tokens, exact under PEFT when inputs are tokenized "
+                f"with add_special_tokens=False")
+        weight = torch.cat([_lead_embeddings(backbone), weight], 0)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    text_cfg = model_config.get_text_config() if model_config is not None and hasattr(model_config, "get_text_config") else model_config
+    cfg = backbone.model.config
+    text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     config = {
         "peft_type": "PROMPT_TUNING",
         "task_type": "CAUSAL_LM",
-        "num_virtual_tokens": prompt.length,
-        "token_dim": prompt.dim,
+        "num_virtual_tokens": weight.shape[0],
+        "token_dim": weight.shape[1],
         "num_transformer_submodules": 1,
         "num_attention_heads": getattr(text_cfg, "num_attention_heads", None),
         "num_layers": getattr(text_cfg, "num_hidden_layers", None),
-        "base_model_name_or_path": prompt.metadata.get("model_id"),
+        "base_model_name_or_path": peft_base_path(prompt.metadata.get("model_id") or backbone.model_id),
         "prompt_tuning_init": "RANDOM",
         "prompt_tuning_init_text": None,
         "tokenizer_name_or_path": None,
@@ -52,21 +117,46 @@ def export_peft(prompt: SoftPrompt, out: str | Path, model_config: Any | None = 
         "modules_to_save": None,
     }
     with atomic_path(out / ADAPTER_WEIGHTS) as tmp:
-        save_file({"prompt_embeddings": prompt.weight.detach().float().contiguous().cpu()}, str(tmp))
+        save_file({"prompt_embeddings": weight.contiguous()}, str(tmp))
     atomic_write_text(out / ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n")
     return out
 
 
+def _read_config(file: Path) -> dict[str, Any]:
+    """``adapter_config.json`` as a dict, its fields checked (:class:`PromptFileError` otherwise)."""
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PromptFileError(f"{file} is not valid JSON, truncated or corrupt ({exc}); re-export the adapter "
+                              "with PEFT's save_pretrained") from exc
+    if not isinstance(config, dict):
+        raise PromptFileError(f"{file} holds a JSON {type(config).__name__}, not an object of adapter settings; "
+                              "re-export the adapter with PEFT's save_pretrained")
+    for key in ("num_virtual_tokens", "token_dim"):
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PromptFileError(f"{file}: {key} must be a positive integer, got {value!r}")
+    subs = config.get("num_transformer_submodules", 1)
+    if isinstance(subs, bool) or not isinstance(subs, (int, type(None))):
+        raise PromptFileError(f"{file}: num_transformer_submodules must be an integer, got {subs!r}")
+    for key in ("peft_type", "base_model_name_or_path"):
+        if not isinstance(config.get(key), (str, type(None))):
+            raise PromptFileError(f"{file}: {key} must be a string, got {config[key]!r}")
+    return config
+
+
 def import_peft(path: str | Path) -> SoftPrompt:
-    """Read a PEFT prompt-tuning adapter directory as a :class:`SoftPrompt` (no task attached)."""
+    """Read a PEFT prompt-tuning adapter directory as a :class:`SoftPrompt` (``[num_virtual_tokens,
+    token_dim]``, no task attached). Raises :class:`PromptFileError` for a missing, malformed or
+    non-prompt-tuning adapter."""
     path = Path(path)
     cfg_file, weights = path / ADAPTER_CONFIG, path / ADAPTER_WEIGHTS
     if not cfg_file.exists() or not weights.exists():
         raise PromptFileError(f"{path} is not a PEFT adapter directory: need {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}")
-    config = json.loads(cfg_file.read_text())
+    config = _read_config(cfg_file)
     if config.get("peft_type") != "PROMPT_TUNING":
         raise PromptFileError(f"{path} holds a {config.get('peft_type')} adapter; only PROMPT_TUNING can be imported")
-    if config.get("num_transformer_submodules", 1) != 1:
+    if (config.get("num_transformer_submodules") or 1) != 1:
         raise PromptFileError(f"{path} prompts {config['num_transformer_submodules']} submodules (encoder-decoder); "
                               "only single-stack (decoder-only) prompts can be imported")
     try:
@@ -77,28 +167,47 @@ def import_peft(path: str | Path) -> SoftPrompt:
     if key is None:
         raise PromptFileError(f"{weights} holds no prompt_embeddings tensor (found {sorted(tensors)})")
     weight = tensors[key]
-    want = (config.get("num_virtual_tokens"), config.get("token_dim"))
-    if tuple(weight.shape) != tuple(want):
+    want = (config["num_virtual_tokens"], config["token_dim"])
+    if tuple(weight.shape) != want:
         raise PromptFileError(f"{weights}: prompt_embeddings has shape {tuple(weight.shape)}, config says {want}")
-    return SoftPrompt(weight.to(torch.float32), {"model_id": config.get("base_model_name_or_path"),
+    return SoftPrompt(weight.to(torch.float32), {"model_id": softprompt_model_id(config.get("base_model_name_or_path")),
                                                 "model_family": "causal", "init": f"peft:{path}"})
 
 
+def place_after_lead(prompt: SoftPrompt, backbone, allow_mismatch: bool = False) -> SoftPrompt:
+    """``prompt`` as read from PEFT, made to score under softprompt as it did under PEFT.
+
+    For a tokenizer with no lead specials it is returned unchanged. If the prompt starts with the
+    lead specials' embeddings (an ``export-peft --fold-bos`` adapter), they are dropped: the same
+    computation. Otherwise PEFT put this prompt before the BOS and softprompt would put it after:
+    :class:`PromptFileError` unless ``allow_mismatch``."""
+    n = len(backbone.lead_ids)
+    if not n:
+        return prompt
+    lead = _lead_embeddings(backbone)
+    if prompt.length > n and torch.equal(prompt.weight[:n].detach().float().cpu(), lead):
+        return SoftPrompt(prompt.weight[n:].detach().clone(), dict(prompt.metadata))
+    if allow_mismatch:
+        return prompt
+    raise PromptFileError(
+        f"{backbone.model_id!r} puts {_lead_text(backbone)!r} before every input: PEFT trained this adapter with its "
+        f"virtual tokens before it, softprompt would place them after it, so scores would differ. Pass "
+        f"--allow-bos-mismatch to import it anyway")
+
+
 def _cli_export(args) -> int:
+    from .modeling import load_model
+
     prompt = SoftPrompt.load(args.prompt)
-    model_config = None
-    model_id = prompt.metadata.get("model_id")
-    if model_id:
-        try:
-            from transformers import AutoConfig
-
-            from .modeling import resolve_model_path
-
-            model_config = AutoConfig.from_pretrained(resolve_model_path(model_id))
-        except Exception:  # the adapter is still usable without head/layer counts
-            model_config = None
-    out = export_peft(prompt, args.out, model_config)
+    model_id = args.model or prompt.metadata.get("model_id")
+    if not model_id:
+        raise ConfigError(f"{args.prompt} does not name its model: pass --model")
+    backbone = load_model(model_id)
+    out = export_peft(prompt, args.out, backbone, fold_bos=args.fold_bos)
     print(f"wrote PEFT adapter to {out}")
+    if backbone.lead_ids:
+        print(f"note: its first virtual token is {_lead_text(backbone)!r}: tokenize inputs with "
+              "add_special_tokens=False under PEFT")
     return 0
 
 
@@ -112,11 +221,16 @@ def _cli_import(args) -> int:
 
         meta["task"] = get_task(args.task).to_dict()
     model_id = args.model or prompt.metadata.get("model_id")
-    if model_id:
-        backbone = load_model(model_id)
-        meta.update(model_id=backbone.model_id, model_fingerprint=backbone.fingerprint, model_family=backbone.family)
+    if not model_id:
+        raise ConfigError(f"{args.adapter} names no base model (base_model_name_or_path): pass --model")
+    backbone = load_model(model_id)
+    prompt = place_after_lead(prompt, backbone, args.allow_bos_mismatch)
+    prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+    meta.update(model_id=backbone.model_id, model_fingerprint=backbone.fingerprint, model_family=backbone.family)
     prompt.save(args.out, meta)
     print(f"wrote softprompt prompt to {args.out}")
+    if not args.task:
+        print("note: no task attached, and `softprompt predict`/`eval` need one: re-import with --task NAME")
     return 0
 
 
@@ -125,10 +239,16 @@ def add_cli(sub) -> None:
     p = sub.add_parser("export-peft", help="write a saved prompt as a PEFT prompt-tuning adapter")
     p.add_argument("prompt", help="saved prompt directory")
     p.add_argument("--out", required=True, help="adapter directory to write")
+    p.add_argument("--model", help="model the prompt is for (default: the one it was trained for)")
+    p.add_argument("--fold-bos", action="store_true",
+                   help="for a tokenizer that adds a BOS: export [BOS; prompt], exact under PEFT for inputs "
+                        "tokenized with add_special_tokens=False (otherwise such a prompt is refused)")
     p.set_defaults(handler=_cli_export)
     p = sub.add_parser("import-peft", help="read a PEFT prompt-tuning adapter as a softprompt prompt")
     p.add_argument("adapter", help="PEFT adapter directory")
     p.add_argument("--out", required=True, help="prompt directory to write")
     p.add_argument("--model", help="model the adapter is for (default: its base_model_name_or_path)")
     p.add_argument("--task", help="built-in task to attach, so predict/eval can use the prompt directly")
+    p.add_argument("--allow-bos-mismatch", action="store_true",
+                   help="import an adapter PEFT trained before the BOS although softprompt will place it after")
     p.set_defaults(handler=_cli_import)

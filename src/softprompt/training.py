@@ -37,7 +37,7 @@ from .batching import estimate_lengths, training_batches
 from .config import TrainConfig
 from .encoding import encode
 from .errors import ArtifactError, ConfigError
-from .methods import get_method, with_method_defaults
+from .methods import embedding_rms, get_method, with_method_defaults
 from .modeling import load_model
 from .outdir import check_out_dir, out_lock, output_errors
 from .scoring import EvalResult, evaluate, predict, score_predictions
@@ -335,17 +335,18 @@ def _train(cfg: TrainConfig) -> TrainResult:
                           offload_folder=cfg.offload_folder)
     backbone.max_length = min(backbone.max_length, cfg.max_length)
     backbone.fingerprint  # noqa: B018  the frozen weights' fingerprint, taken before full tuning moves them
+    cfg = with_method_defaults(cfg, backbone)  # an lr that follows the model (prompt tuning) needs it loaded
 
     method_config, method_cls = method_config_from(cfg)
     method = method_cls(method_config, backbone, task, seed=cfg.seed, train_rows=train_rows).to(backbone.device)
     if not method_cls.trains:  # a baseline with nothing to learn (manual prompt, in-context): evaluate it
         return _evaluate_only(acc, cfg, backbone, task, method, data, started)
     params = method.trainable_parameters()
-    emb_rms = float(backbone.model.get_input_embeddings().weight.detach().float().pow(2).mean().sqrt())
+    emb_rms = embedding_rms(backbone)
     if cfg.optimizer == "adafactor" and cfg.lr > 2 * emb_rms and is_main:
         log.warning("Adafactor moves each prompt entry by about lr=%g per step, but this model's embedding entries "
                     "have RMS %.3g (the paper's 0.3 suits T5's much larger embeddings): if the dev metric falls, "
-                    "try --lr %.2g", cfg.lr, emb_rms, emb_rms / 10)
+                    "try --lr %.2g", cfg.lr, emb_rms, (method_cls.lr_per_embedding_rms or 0.1) * emb_rms)
     optimizer = make_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) if cfg.warmup_steps else 1.0)

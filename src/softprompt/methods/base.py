@@ -38,14 +38,29 @@ def get_method(name: str) -> tuple[type, type["Method"]]:
     return METHODS[name]
 
 
-def with_method_defaults(cfg):
+def embedding_rms(backbone) -> float:
+    """Root mean square of the entries of ``backbone``'s input-embedding matrix (``[vocab, dim]``):
+    the scale of a real token's vector, about 0.136 for SmolLM2-135M."""
+    w = backbone.model.get_input_embeddings().weight.detach()
+    return float(w.float().pow(2).mean().sqrt())
+
+
+def with_method_defaults(cfg, backbone=None):
     """``cfg`` (a :class:`~softprompt.config.TrainConfig`) with an unset optimizer and learning
-    rate taken from its method's :attr:`Method.default_optimizer` / :attr:`Method.default_lr`."""
+    rate taken from its method: :attr:`Method.default_optimizer`, and as learning rate
+    :attr:`Method.lr_per_embedding_rms` times :func:`embedding_rms` of ``backbone`` where the
+    method sets it (prompt tuning), else :attr:`Method.default_lr`. Without ``backbone`` such a
+    model-following learning rate stays None, to be resolved once the model is loaded. An ``lr``
+    given in ``cfg`` always wins."""
     import dataclasses
 
     _, cls = get_method(cfg.method)
-    return dataclasses.replace(cfg, optimizer=cfg.optimizer or cls.default_optimizer,
-                               lr=cfg.lr if cfg.lr is not None else cls.default_lr)
+    lr = cfg.lr
+    if lr is None and cls.lr_per_embedding_rms is None:
+        lr = cls.default_lr
+    elif lr is None and backbone is not None:
+        lr = float(f"{cls.lr_per_embedding_rms * embedding_rms(backbone):.2g}")
+    return dataclasses.replace(cfg, optimizer=cfg.optimizer or cls.default_optimizer, lr=lr)
 
 
 @dataclass
@@ -59,7 +74,10 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     trains: ClassVar[bool] = True
     default_optimizer: ClassVar[str] = "adafactor"  # used when --optimizer is not given
-    default_lr: ClassVar[float] = 0.3  # used when --lr is not given (the paper's, for prompt tuning)
+    default_lr: ClassVar[float] = 0.3  # used when --lr is not given and lr_per_embedding_rms is None
+    # When set, --lr defaults to this times the RMS of the model's embedding entries (with_method_defaults):
+    # Adafactor without parameter scaling, like Adam, moves each entry by about lr per step.
+    lr_per_embedding_rms: ClassVar[float | None] = None
     seeded: ClassVar[bool] = True  # whether the result depends on the seed (an experiment runs one seed if not)
 
     def __init__(self, config: Any, backbone, task, seed: int = 0, train_rows=None):

@@ -18,6 +18,11 @@ class PromptTuningConfig(MethodConfig):
 class PromptTuning(Method):
     """Only the soft prompt is trained; the model stays frozen."""
 
+    # The paper's Adafactor lr 0.3 (no parameter scaling) moves each entry by about 0.3 a step, set for
+    # T5; on SmolLM2 (embedding RMS 0.136) it diverges. 0.075 of an embedding entry per step (0.01 on
+    # SmolLM2), measured in docs/methods.md ("Choosing the default learning rate"); the paper's setting is --lr 0.3.
+    lr_per_embedding_rms = 0.075
+
     def __init__(self, config: PromptTuningConfig, backbone, task, seed: int = 0, train_rows=None):
         super().__init__(config, backbone, task, seed, train_rows)
         label_words = []

@@ -236,7 +236,8 @@ class MultiPromptModel:
     def _prompted(self, name: str, prompt: SoftPrompt) -> PromptedModel:
         """``prompt`` checked for serving (a task, finite float values, this model) and wrapped."""
         if not isinstance(prompt.metadata, Mapping) or not isinstance(prompt.metadata.get("task"), Mapping):
-            raise PromptFileError(f"prompt {name!r} has no task object in its metadata; was it saved by softprompt train?")
+            raise PromptFileError(f"prompt {name!r} has no task object in its metadata (e.g. a PEFT adapter imported "
+                                  f"without --task): re-import it with `softprompt import-peft ADAPTER --out DIR --task NAME`")
         weight = prompt.weight
         if not weight.is_floating_point():
             raise PromptFileError(f"prompt {name!r} holds {weight.dtype} values, not floating point; train it again")

@@ -2,18 +2,22 @@
 
 Policy, applied only when the rendered template is longer than its ``budget`` of tokens:
 
-1. **Fields, longest first, one token at a time.** The template's fixed words are never cut.
-   Each field is measured in tokens (tokenised alone); a token is taken from the end of
-   whichever field is longest now (on a tie, the later field in the template), again and again,
-   until the excess is gone or every field is down to one token. Two long fields therefore end
-   within a token of each other, however unequal they started.
-2. **Exact prefixes.** A field is cut at a token boundary given by the tokenizer's character
-   offsets, so the text kept is a byte-exact prefix of the field's original text: it is never
-   decoded and re-encoded (which can change case, spaces or unknown characters).
+1. **Fields, longest first, one unit at a time.** The template's fixed words are never cut.
+   Each field is measured in tokens (tokenised alone); its last unit (one token, or the several
+   tokens byte-level BPE gives one CJK character or emoji, see :func:`token_units`) is taken from
+   whichever field is longest now (on a tie, the later field in the template), and the excess falls
+   by that unit's number of tokens, again and again, until the excess is gone or every field is down
+   to one unit. Two long fields therefore end within a unit (a token or a character's few tokens) of
+   each other, however unequal they started, and the text ends within a unit of the budget.
+2. **Exact prefixes.** A field is cut only where the tokenizer's character offsets show no token
+   straddling the cut, so the text kept is a byte-exact prefix of the field's original text,
+   tokenised as it was: it is never decoded and re-encoded (which can change case, spaces or
+   unknown characters).
 3. Tokenisation is not additive (tokens can merge across a field's edge), so the rendered text
    is measured again and steps 1-2 repeat on what is still too long.
-4. Only if every field is down to one token and the text is still too long does the rendered
-   text lose whole tokens from its start, so the question and answer cue at its end survive.
+4. Only if every field is down to one unit and the text is still too long does the rendered
+   text lose whole tokens from its start (at such a boundary), so the question and answer cue at
+   its end survive.
 
 Counted: :attr:`Fit.cut_tokens` (tokens of the rendered text removed); a row with any cut counts
 as truncated (:attr:`softprompt.encoding.EncodedBatch.truncated`, ``truncated_tokens``).
@@ -50,8 +54,12 @@ def fit(backbone, template, example, mask_token: str | None, budget: int) -> Fit
         return Fit()
     fields = template.fields
     values = {f: field_text(example, f) for f in fields}
-    ends = {f: token_ends(backbone.tokenizer, values[f]) for f in fields}
-    keep = {f: len(ends[f]) for f in fields}
+    units = {f: token_units(backbone.tokenizer, values[f]) for f in fields}
+    keep = {f: len(units[f]) for f in fields}  # units kept
+
+    def tokens(f: str) -> int:
+        return units[f][keep[f] - 1][1]
+
     overrides: dict[str, str] = {}
     n = n_full
     for _ in range(_ROUNDS):
@@ -59,40 +67,79 @@ def fit(backbone, template, example, mask_token: str | None, budget: int) -> Fit
         if excess <= 0:
             break
         cut_any = False
-        for _ in range(excess):
-            longest = max(reversed(fields), key=lambda f: keep[f])  # ties: the later field
+        while excess > 0:
+            longest = max(reversed(fields), key=lambda f: (keep[f] > 1, tokens(f)))  # ties: the later field
             if keep[longest] <= 1:
                 break
+            excess -= tokens(longest) - units[longest][keep[longest] - 2][1]
             keep[longest] -= 1
             cut_any = True
         if not cut_any:
             break
-        overrides = {f: values[f][: ends[f][keep[f] - 1]] for f in fields if keep[f] < len(ends[f])}
+        overrides = {f: values[f][: units[f][keep[f] - 1][0]] for f in fields if keep[f] < len(units[f])}
         n = len(backbone.tokenize(template.render(example, mask_token=mask_token, overrides=overrides)))
     head = 0
     if n > budget:
         text = template.render(example, mask_token=mask_token, overrides=overrides)
-        starts = token_starts(backbone.tokenizer, text)
-        head = starts[min(n - budget, len(starts) - 1)]
+        for _ in range(_ROUNDS):
+            if n <= budget:
+                break
+            starts = token_starts(backbone.tokenizer, text[head:])
+            if not starts:
+                break
+            head += next((s for s, before in starts if before >= n - budget), starts[-1][0])
+            n = len(backbone.tokenize(text[head:]))
         if mask_token is not None and mask_token in text[:head]:
             raise ConfigError("the template's fixed text alone is longer than the model's context; shorten the template")
-        n = len(backbone.tokenize(text[head:]))
     return Fit(overrides=overrides, head_chars=head, cut_tokens=n_full - n)
 
 
-def token_ends(tokenizer, text: str) -> list[int]:
-    """Character offset where each token of ``text`` ends (whitespace-separated words for a
-    tokenizer without offsets): cutting ``text[:end]`` keeps an exact prefix."""
+def _offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+    """Each token's ``(start, end)`` character offsets in ``text``; for a tokenizer without offsets,
+    one span per whitespace-separated word, repeated once per token of that word."""
     if getattr(tokenizer, "is_fast", False):
-        offs = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        ends = sorted({e for _, e in offs if e > 0})
-        return ends or [len(text)]
-    return [m.end() for m in re.finditer(r"\S+", text)] or [len(text)]
+        return [tuple(o) for o in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+    spans, prev = [], 0
+    for m in re.finditer(r"\S+", text):
+        count = len(tokenizer(text[prev: m.end()], add_special_tokens=False)["input_ids"])
+        spans += [(m.start(), m.end())] * max(count, 1)
+        prev = m.end()
+    return spans
 
 
-def token_starts(tokenizer, text: str) -> list[int]:
-    """Character offset where each token of ``text`` starts (see :func:`token_ends`)."""
-    if getattr(tokenizer, "is_fast", False):
-        offs = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-        return [s for s, _ in offs]
-    return [m.start() for m in re.finditer(r"\S+", text)]
+def token_units(tokenizer, text: str) -> list[tuple[int, int]]:
+    """Where ``text`` may be cut, in order: ``(end, tokens)``, the character offset of a cut and how
+    many tokens ``text[:end]`` keeps.
+
+    A cut falls only where no later token starts before it, so ``text[:end]`` is an exact prefix whose
+    tokens are those of the whole text up to there: the tokens of one character (byte-level BPE gives
+    a CJK character or an emoji several tokens with the same offsets) form one unit, counted as their
+    number of tokens. The last unit ends at ``len(text)`` and keeps every token.
+    """
+    offs = _offsets(tokenizer, text)
+    units: list[tuple[int, int]] = []
+    later_start = len(text)  # the least start of the tokens after token i
+    for i in range(len(offs) - 1, -1, -1):
+        end = offs[i][1]
+        if end > 0 and end <= later_start and (not units or end < units[-1][0]):
+            units.append((end, i + 1))
+        later_start = min(later_start, offs[i][0])
+    units.reverse()
+    if not units:
+        return [(len(text), len(offs))]
+    if units[-1][0] < len(text):  # trailing text no token covers (spaces a tokenizer drops)
+        units[-1] = (len(text), units[-1][1])
+    return units
+
+
+def token_starts(tokenizer, text: str) -> list[tuple[int, int]]:
+    """Where ``text`` may lose its start, in order: ``(start, tokens)``, the character offset and how
+    many tokens come before it; only where no earlier token ends after it (see :func:`token_units`)."""
+    offs = _offsets(tokenizer, text)
+    starts: list[tuple[int, int]] = []
+    earlier_end = 0
+    for i, (s, e) in enumerate(offs):
+        if i > 0 and s >= earlier_end and s > (starts[-1][0] if starts else 0):
+            starts.append((s, i))
+        earlier_end = max(earlier_end, e)
+    return starts

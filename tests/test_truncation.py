@@ -10,6 +10,7 @@ from softprompt.encoding import encode
 from softprompt.tasks.registry import get_task
 from softprompt.tasks.task import Task
 from softprompt.tasks.verbalizer import Verbalizer
+from softprompt.truncation import fit, token_units
 
 from conftest import SHARED_DATA, make_backbone, make_model
 from subword_tokenizers import make_subword_backbone
@@ -111,3 +112,83 @@ def test_evaluation_counts_truncated_rows_and_tokens():
     result = evaluate(bb, task, rows)
     assert result.truncated == 1
     assert result.truncated_tokens == full - (30 - 1)  # room: 30 positions less the longest word's one token
+
+
+# Text whose characters span several byte-level BPE tokens (finding 1 of the user trial): a CJK
+# character is 3 bytes, an emoji 4, an accented letter 2. The cut may overshoot the budget by at
+# most one such character's tokens, so SLACK is an emoji's 4 tokens (the most one character takes).
+SLACK = 4
+MULTIBYTE = {
+    "cjk": "我喜欢这部电影。" * 100,
+    "emoji": "😀 fun " * 100,
+    "few_emoji": "a great 😀 movie with fun " * 40,
+    "accented": "café naïve résumé à la crème " * 40,
+}
+ENGLISH = "the movie was great and i love it " * 12
+
+
+@pytest.fixture(scope="module")
+def smollm2_backbone():
+    if not SMOLLM2.exists():
+        pytest.skip("SmolLM2 absent")
+    from transformers import AutoTokenizer
+
+    from softprompt.backbones import wrap
+
+    tok = AutoTokenizer.from_pretrained(SMOLLM2)
+    return wrap(make_model("causal", tok), tok, model_id="smollm2-tokenizer", max_length=2048)
+
+
+@pytest.fixture(params=["byte_bpe", "smollm2"])
+def bpe_backbone(request):
+    if request.param == "smollm2":
+        return request.getfixturevalue("smollm2_backbone")
+    return make_subword_backbone("byte_bpe", max_length=2048)
+
+
+def fitted(bb, template, row, budget):
+    cut = fit(bb, template, row, None, budget)
+    kept = {f: cut.overrides.get(f, row[f]) for f in template.fields}
+    text = template.render(row, overrides=cut.overrides)[cut.head_chars:]
+    return cut, kept, len(bb.tokenize(text))
+
+
+def test_a_cjk_character_is_one_unit_of_its_three_tokens():
+    tok = make_subword_backbone("byte_bpe").tokenizer
+    assert token_units(tok, "我喜欢") == [(1, 3), (2, 6), (3, 9)]  # 3 bytes, 3 tokens each in the fixture
+    assert token_units(tok, "😀 fun") == [(1, 4), (5, 5)]  # the emoji's 4 tokens, then " fun"
+
+
+@pytest.mark.parametrize("kind", sorted(MULTIBYTE))
+@pytest.mark.parametrize("budget", [100, 60, 30])
+def test_multibyte_text_is_cut_to_the_budget_as_a_prefix(bpe_backbone, kind, budget):
+    template = get_task("rotten_tomatoes").template
+    row = {"text": MULTIBYTE[kind]}
+    full = len(bpe_backbone.tokenize(template.render(row)))
+    cut, kept, n = fitted(bpe_backbone, template, row, budget)
+    assert budget - SLACK <= n <= budget  # was 9 tokens of 100 for the CJK text on SmolLM2
+    assert row["text"].startswith(kept["text"]) and cut.head_chars == 0
+    assert cut.cut_tokens == full - n
+
+
+@pytest.mark.parametrize("kind", sorted(MULTIBYTE))
+@pytest.mark.parametrize("budget", [100, 60, 30])
+def test_multibyte_and_english_fields_end_near_equal(bpe_backbone, kind, budget):
+    template = get_task("rte").template
+    row = {"premise": MULTIBYTE[kind], "hypothesis": ENGLISH}
+    cut, kept, n = fitted(bpe_backbone, template, row, budget)
+    assert budget - SLACK <= n <= budget  # '😀 fun ' * 100 at 100 was 14 tokens, the hypothesis 1
+    assert all(row[f].startswith(kept[f]) for f in template.fields)
+    n1, n2 = (len(bpe_backbone.tokenize(kept[f])) for f in template.fields)
+    assert abs(n1 - n2) <= SLACK and min(n1, n2) > 1
+
+
+def test_encoded_cjk_row_fills_the_room_left_by_the_prompt():
+    bb = make_subword_backbone("byte_bpe", max_length=128)
+    task = get_task("rotten_tomatoes")
+    row = {"text": MULTIBYTE["cjk"], "label": "positive"}
+    batch = encode(bb, task, [row], prompt_length=10)
+    kept = batch.context_text[0][len("Review: "): -len("\nSentiment:")]
+    room = 128 - 10 - max(len(w) for w in batch.words[0])
+    assert row["text"].startswith(kept) and batch.truncated == 1
+    assert room - SLACK <= len(batch.context[0]) <= room

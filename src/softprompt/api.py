@@ -34,8 +34,13 @@ class ScoringSettings:
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None) -> "ScoringSettings":
         """The settings a saved prompt was trained with (its metadata's ``training`` options);
-        each one a file does not record (older files, imported prompts) keeps the default above."""
+        each one a file does not record (older files, imported prompts) keeps the default above.
+        Raises :class:`~softprompt.errors.ArtifactError` naming a field of the wrong type or range
+        (files are checked when loaded; this covers metadata built in code)."""
+        from .artifacts import check_scoring_settings
+
         training = (metadata or {}).get("training") or {}
+        check_scoring_settings(training)
         saved = {name: training[name] for name in cls.__dataclass_fields__ if training.get(name) is not None}
         return cls(**saved)
 

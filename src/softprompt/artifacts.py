@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 
 from .errors import ArtifactError, ModelMismatchError
+from .outdir import LOCK_FILE
 
 PROMPT_FILE = "prompt.safetensors"
 PREFIX_FILE = "prefix.safetensors"
@@ -43,9 +44,14 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 """The type each metadata field must have when present (``model_fingerprint`` is a string or null)."""
 
-ARTIFACT_FILES = (META_FILE, PROMPT_FILE, PREFIX_FILE, MODEL_FILE)
+ARTIFACT_FILES = (META_FILE, PROMPT_FILE, PREFIX_FILE, MODEL_FILE, LOCK_FILE)
 """What any method's save writes: a save replaces these (a rerun with another method included)
-and refuses to delete anything else (:func:`~softprompt.atomic.atomic_dir`)."""
+and refuses to delete anything else (:func:`~softprompt.atomic.atomic_dir`). The lock file is
+there when a command holds the folder while saving into it (``import-peft``,
+:func:`~softprompt.outdir.out_lock`); the save's swap ends that hold."""
+
+SAVED_OUTPUT_FILES = ARTIFACT_FILES[:-1]
+"""The files that show a folder holds a saved output (what ``--overwrite`` is needed to replace)."""
 
 KIND_FILES = {"prompt-tuning": PROMPT_FILE, "prefix-tuning": PREFIX_FILE, "full-tuning": MODEL_FILE}
 """The tensor file of each method that saves one (the others save ``softprompt.json`` alone)."""
@@ -162,7 +168,40 @@ def validate_metadata(meta: Any, where: str | Path) -> dict[str, Any]:
             raise ArtifactError(f"{where}: metadata field 'task' does not describe a task ({exc}); "
                                 "re-save it or train again") from exc
     _check_demonstrations(meta, where)
+    _check_scoring_settings(meta, where)
     return meta
+
+
+def _scoring_checks() -> dict[str, tuple[Any, str]]:
+    """``{field: (test, what it must be)}`` for each ``training`` field that
+    :class:`~softprompt.api.ScoringSettings` reads from a saved output."""
+    from .scoring import SCORINGS
+
+    return {
+        "scoring": (lambda v: isinstance(v, str) and v in SCORINGS, f"one of {list(SCORINGS)}"),
+        "length_normalize": (lambda v: isinstance(v, bool), "true or false"),
+        "max_length": (lambda v: _is(v, _INT) and v >= 1, "a whole number >= 1 (tokens)"),
+    }
+
+
+def _check_scoring_settings(meta: dict[str, Any], where) -> None:
+    """The ``training`` settings a saved output is scored with by default (a missing or null one
+    takes its default), each of the right type and range, else :class:`ArtifactError` naming it."""
+    training = meta.get("training") or {}
+    for name, (ok, want) in _scoring_checks().items():
+        value = training.get(name)
+        if value is not None and not ok(value):
+            raise ArtifactError(f"{where}: metadata field 'training.{name}' must be {want}, got "
+                                f"{type(value).__name__} {_short(value)}; correct it or delete it (its default "
+                                "then applies), or train again")
+
+
+def check_scoring_settings(training: Any, where: str | Path = "metadata") -> None:
+    """Public form of the check on a ``training`` dict (see :func:`validate_metadata`); raises
+    :class:`ArtifactError` naming the field."""
+    if training is not None and not isinstance(training, dict):
+        raise ArtifactError(f"{where}: metadata field 'training' must be a JSON object, got {_short(training)}")
+    _check_scoring_settings({"training": training}, where)
 
 
 def _check_demonstrations(meta: dict[str, Any], where) -> None:
@@ -193,6 +232,9 @@ def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str |
     check_tensors({"prompt": weight}, where)
     if weight.dim() != 2:
         raise ArtifactError(f"{where}: prompt has shape {tuple(weight.shape)}, expected 2-D [length, dim]")
+    if weight.shape[0] < 1:
+        raise ArtifactError(f"{where}: the prompt has no vectors (shape {tuple(weight.shape)}); a prompt needs at "
+                            "least 1: use another saved prompt or train one (softprompt train --prompt-length N)")
     want = (meta.get("length"), meta.get("dim"))
     if None not in want and tuple(weight.shape) != tuple(want):
         raise ArtifactError(f"{where}: prompt has shape {tuple(weight.shape)} but its metadata says {tuple(want)}; "
@@ -280,6 +322,13 @@ def _load_prefix(folder: Path, file: Path, root) -> Artifact:
                             "`softprompt train --method prefix-tuning --out DIR`, then pass DIR/best)")
     tensors, meta = read_safetensors(file, root)
     check_tensors(tensors, file)
+    # key.N / value.N are [kv_heads, length, head_dim]; in-context demonstrations alone may be empty
+    empty = [n for n, t in tensors.items() if n.startswith(("key.", "value.")) and t.dim() == 3 and t.shape[1] < 1]
+    if meta.get("length", 1) < 1 or empty:
+        raise ArtifactError(f"{file}: the prefix has no positions (length {meta.get('length')}"
+                            f"{', ' + empty[0] + ' of shape ' + str(tuple(tensors[empty[0]].shape)) if empty else ''}); "
+                            "a prefix needs at least 1: use another saved prefix or train one "
+                            "(softprompt train --method prefix-tuning --prompt-length N)")
     return Artifact("prefix-tuning", folder, meta, tensors)
 
 

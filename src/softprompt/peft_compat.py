@@ -20,15 +20,17 @@ Only decoder-only models are exported: PEFT's encoder-decoder prompt tuning also
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from .artifacts import SAVED_OUTPUT_FILES
 from .atomic import atomic_path, atomic_write_text
-from .errors import ConfigError, PromptFileError
+from .errors import ConfigError, ModelMismatchError, PromptFileError
 from .prompt import SoftPrompt
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -169,8 +171,17 @@ def import_peft(path: str | Path) -> SoftPrompt:
     weight = tensors[key]
     want = (config["num_virtual_tokens"], config["token_dim"])
     if tuple(weight.shape) != want:
-        raise PromptFileError(f"{weights}: prompt_embeddings has shape {tuple(weight.shape)}, config says {want}")
-    return SoftPrompt(weight.to(torch.float32), {"model_id": softprompt_model_id(config.get("base_model_name_or_path")),
+        raise PromptFileError(f"{weights}: {key} has shape {tuple(weight.shape)}, config says {want}; re-export "
+                              "the adapter with PEFT's save_pretrained")
+    if not weight.dtype.is_floating_point:
+        raise PromptFileError(f"{weights}: {key} is {weight.dtype}, not floating point; re-export the adapter "
+                              "with PEFT's save_pretrained")
+    weight = weight.to(torch.float32)  # half precision widens exactly; a float64 beyond float32 becomes inf
+    if not bool(torch.isfinite(weight).all()):
+        bad = int((~torch.isfinite(weight)).sum())
+        raise PromptFileError(f"{weights}: {key} holds {bad} NaN or infinite value(s) (as float32); the training "
+                              "diverged or the file is damaged: export another checkpoint of the adapter")
+    return SoftPrompt(weight, {"model_id": softprompt_model_id(config.get("base_model_name_or_path")),
                                                 "model_family": "causal", "init": f"peft:{path}"})
 
 
@@ -195,6 +206,29 @@ def place_after_lead(prompt: SoftPrompt, backbone, allow_mismatch: bool = False)
         f"--allow-bos-mismatch to import it anyway")
 
 
+@contextlib.contextmanager
+def _writing(out: str | Path, overwrite: bool, names: tuple[str, ...], what: str) -> Iterator[Path]:
+    """Hold ``--out`` for a command that writes ``names`` there, checked as ``train`` checks its
+    folder (:func:`~softprompt.outdir.check_out_dir`, :func:`~softprompt.outdir.out_lock`: writable,
+    not in use by a running run); a folder already holding any of ``names`` (``what``, a saved
+    output) is refused unless ``overwrite``. Raises :class:`ConfigError`."""
+    from .outdir import check_out_dir, out_lock
+
+    out = Path(out)
+
+    def refuse_a_saved_output() -> None:
+        found = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+        if found and not overwrite:
+            raise ConfigError(f"--out {out} already holds {what} ({', '.join(found)}): pass --overwrite to "
+                              "replace it, or choose another --out")
+
+    refuse_a_saved_output()  # before the checks write anything there
+    check_out_dir(out)
+    with out_lock(out):
+        refuse_a_saved_output()  # again under the lock: another command may have saved there since
+        yield out
+
+
 def _cli_export(args) -> int:
     from .modeling import load_model
 
@@ -202,8 +236,9 @@ def _cli_export(args) -> int:
     model_id = args.model or prompt.metadata.get("model_id")
     if not model_id:
         raise ConfigError(f"{args.prompt} does not name its model: pass --model")
-    backbone = load_model(model_id)
-    out = export_peft(prompt, args.out, backbone, fold_bos=args.fold_bos)
+    with _writing(args.out, args.overwrite, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "a PEFT adapter"):
+        backbone = load_model(model_id)
+        out = export_peft(prompt, args.out, backbone, fold_bos=args.fold_bos)
     print(f"wrote PEFT adapter to {out}")
     if backbone.lead_ids:
         print(f"note: its first virtual token is {_lead_text(backbone)!r}: tokenize inputs with "
@@ -223,11 +258,16 @@ def _cli_import(args) -> int:
     model_id = args.model or prompt.metadata.get("model_id")
     if not model_id:
         raise ConfigError(f"{args.adapter} names no base model (base_model_name_or_path): pass --model")
-    backbone = load_model(model_id)
-    prompt = place_after_lead(prompt, backbone, args.allow_bos_mismatch)
-    prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
-    meta.update(model_id=backbone.model_id, model_fingerprint=backbone.fingerprint, model_family=backbone.family)
-    prompt.save(args.out, meta)
+    with _writing(args.out, args.overwrite, SAVED_OUTPUT_FILES, "a saved softprompt output"):
+        backbone = load_model(model_id)
+        if prompt.dim != backbone.dim:
+            raise ModelMismatchError(
+                f"{Path(args.adapter) / ADAPTER_WEIGHTS}: prompt_embeddings has dimension {prompt.dim} but "
+                f"{backbone.model_id!r} has embedding dimension {backbone.dim}: pass --model with the adapter's base model")
+        prompt = place_after_lead(prompt, backbone, args.allow_bos_mismatch)
+        prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+        meta.update(model_id=backbone.model_id, model_fingerprint=backbone.fingerprint, model_family=backbone.family)
+        prompt.save(args.out, meta)
     print(f"wrote softprompt prompt to {args.out}")
     if not args.task:
         print("note: no task attached, and `softprompt predict`/`eval` need one: re-import with --task NAME")
@@ -240,6 +280,7 @@ def add_cli(sub) -> None:
     p.add_argument("prompt", help="saved prompt directory")
     p.add_argument("--out", required=True, help="adapter directory to write")
     p.add_argument("--model", help="model the prompt is for (default: the one it was trained for)")
+    p.add_argument("--overwrite", action="store_true", help="replace the PEFT adapter already in --out")
     p.add_argument("--fold-bos", action="store_true",
                    help="for a tokenizer that adds a BOS: export [BOS; prompt], exact under PEFT for inputs "
                         "tokenized with add_special_tokens=False (otherwise such a prompt is refused)")
@@ -249,6 +290,7 @@ def add_cli(sub) -> None:
     p.add_argument("--out", required=True, help="prompt directory to write")
     p.add_argument("--model", help="model the adapter is for (default: its base_model_name_or_path)")
     p.add_argument("--task", help="built-in task to attach, so predict/eval can use the prompt directly")
+    p.add_argument("--overwrite", action="store_true", help="replace the saved output already in --out")
     p.add_argument("--allow-bos-mismatch", action="store_true",
                    help="import an adapter PEFT trained before the BOS although softprompt will place it after")
     p.set_defaults(handler=_cli_import)

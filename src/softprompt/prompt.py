@@ -122,11 +122,17 @@ def init_text(shape, ctx: InitContext, arg: str = "") -> torch.Tensor:
 @register_initializer("file")
 def init_file(shape, ctx: InitContext, arg: str = "") -> torch.Tensor:
     """A saved prompt (``file:PATH``); its shape must match and its model must be this one."""
-    loaded = SoftPrompt.load(arg)
-    if tuple(loaded.weight.shape) != tuple(shape):
+    loaded = SoftPrompt.load(arg)  # refuses a prompt of no vectors: the advice below names a length >= 1
+    if loaded.dim != shape[1]:
+        raise ModelMismatchError(
+            f"the prompt in {arg} has dimension {loaded.dim} (trained for model "
+            f"{loaded.metadata.get('model_id', 'unknown')!r}) but this model's embeddings have {shape[1]}: "
+            "pass --model with the model it was trained for, or use another file"
+        )
+    if loaded.length != shape[0]:
         raise PromptFileError(
             f"the prompt in {arg} has shape {tuple(loaded.weight.shape)} but {tuple(shape)} was asked for: "
-            f"pass --prompt-length {loaded.weight.shape[0]} or use another file"
+            f"pass --prompt-length {loaded.length} or use another file"
         )
     fp = loaded.metadata.get("model_fingerprint")
     if ctx.model_fingerprint and fp and fp != ctx.model_fingerprint:

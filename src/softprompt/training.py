@@ -194,15 +194,50 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if not (isinstance(blob, dict) and {"optimizer", "scheduler", "torch_rng"} <= set(blob)):
         raise ArtifactError(f"{ckpt / 'trainer.pt'} is not a softprompt checkpoint (keys "
                             f"{sorted(blob) if isinstance(blob, dict) else type(blob).__name__}): {again}")
+    file = ckpt / "state.json"
     try:
-        saved = json.loads((ckpt / "state.json").read_text(encoding="utf-8"))
+        saved = json.loads(file.read_text(encoding="utf-8"))
         import ast
 
         saved["python_rng"] = ast.literal_eval(saved["python_rng"])
-        TrainState(**saved["state"])
+        random.Random().setstate(saved["python_rng"])  # the shape random.setstate needs, tried on a spare
+        state = saved["state"]
     except (OSError, ValueError, SyntaxError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"{ckpt / 'state.json'} is damaged ({exc}): {again}") from exc
+        raise ArtifactError(f"{file} is damaged ({type(exc).__name__}: {exc}): {again}") from exc
+    _check_state(state, file, again)
     return blob, saved
+
+
+_STATE_FIELDS: dict[str, tuple[Any, str]] = {
+    "step": (lambda v: _whole(v), "a whole number >= 0"),
+    "epoch": (lambda v: _whole(v), "a whole number >= 0"),
+    "batch_in_epoch": (lambda v: _whole(v), "a whole number >= 0"),
+    "best_metric": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)), "a number or null"),
+    "best_step": (lambda v: v is None or _whole(v), "a whole number >= 0 or null"),
+    "evals_since_best": (lambda v: _whole(v), "a whole number >= 0"),
+    "stopped_early": (lambda v: isinstance(v, bool), "true or false"),
+    "last_dev": (lambda v: isinstance(v, dict), "a JSON object"),
+}
+"""Each :class:`TrainState` field's test and what it must be, in a checkpoint's ``state.json``."""
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_state(state: Any, file: Path, again: str) -> None:
+    """``state.json``'s ``state``: an object of :class:`TrainState` fields, each of its type
+    (:data:`_STATE_FIELDS`), else :class:`ArtifactError` naming the file, the field and ``again``."""
+    if not isinstance(state, dict):
+        raise ArtifactError(f"{file}: field 'state' must be a JSON object, got {type(state).__name__}: {again}")
+    unknown = sorted(set(state) - set(_STATE_FIELDS))
+    if unknown:
+        raise ArtifactError(f"{file}: field 'state' holds unknown fields {unknown}: {again}")
+    for name, value in state.items():
+        ok, want = _STATE_FIELDS[name]
+        if not ok(value):
+            raise ArtifactError(f"{file}: field 'state.{name}' must be {want}, got {type(value).__name__} "
+                                f"{json.dumps(value)[:40]}: {again}")
 
 
 def _load_checkpoint(ckpt: Path, method, optimizer, scheduler, read=None) -> TrainState:

@@ -323,7 +323,7 @@ def _load_prefix(folder: Path, file: Path, root) -> Artifact:
     tensors, meta = read_safetensors(file, root)
     check_tensors(tensors, file)
     # key.N / value.N are [kv_heads, length, head_dim]; in-context demonstrations alone may be empty
-    empty = [n for n, t in tensors.items() if n.startswith(("key.", "value.")) and t.dim() == 3 and t.shape[1] < 1]
+    empty = [n for n, t in sorted(tensors.items()) if n.startswith(("key.", "value.")) and t.dim() == 3 and t.shape[1] < 1]
     if meta.get("length", 1) < 1 or empty:
         raise ArtifactError(f"{file}: the prefix has no positions (length {meta.get('length')}"
                             f"{', ' + empty[0] + ' of shape ' + str(tuple(tensors[empty[0]].shape)) if empty else ''}); "

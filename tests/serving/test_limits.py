@@ -362,7 +362,7 @@ def test_an_impossible_serve_option_is_exit_2_before_the_model_loads(tmp_path, m
 
 
 def test_serve_config_from_yaml_is_checked_too():
-    with pytest.raises(ConfigError, match="--max-queue must be a whole number of at least 1, got '8'"):
+    with pytest.raises(ConfigError, match="--max-queue must be a whole number, got str '8'"):
         ServeConfig(max_queue="8")
     with pytest.raises(ConfigError, match="--max-wait-ms"):
         ServeConfig(max_wait_ms=-1)

@@ -63,7 +63,7 @@ class ServeConfig:
     max_batch_tokens: int = opt(4096, "most tokens in one engine call (a request over it runs alone)")
     max_body_bytes: int = opt(1_000_000, "largest request body in bytes (413 beyond)")
     max_new_tokens: int = opt(64, "largest max_new_tokens a generate request may ask for")
-    max_length: int | None = opt(None, "longest input in tokens, prompt included (default: the model's)")
+    max_length: int | None = opt(None, "longest input in tokens, prompt included, for every prompt; each prompt is also held to the max length it was trained with, as in predict (default: the model's context)")
     deadline_s: float = opt(30.0, "seconds from being queued within which a request is answered, else 504; queued work past it is dropped")
     read_timeout_s: float = opt(10.0, "seconds a client may take to send a request's headers, and its body (408 or the connection closed beyond)")
     shutdown_timeout_s: float = opt(10.0, "on SIGTERM or Ctrl-C, seconds to finish open requests before they are cancelled")

@@ -316,7 +316,8 @@ class MultiPromptModel:
         for entry in self._members(self._state, task):
             task_ = entry.model.task
             for example in examples(task_, list(inputs)):
-                batch = encode(self.backbone, task_, [example], prompt_length=int(entry.weight.shape[0]), with_labels=False)
+                batch = encode(self.backbone, task_, [example], prompt_length=int(entry.weight.shape[0]), with_labels=False,
+                               max_length=entry.model.settings.max_length)
                 tokens += len(batch.context[0])
         return tokens
 
@@ -332,7 +333,7 @@ class MultiPromptModel:
                 units.append(_Unit(i, entry, examples(entry.model.task, [item], first=i)[0]))
         for u in units:  # one row each, so truncation is known per input
             u.batch = encode(self.backbone, u.entry.model.task, [u.example], prompt_length=int(u.entry.weight.shape[0]),
-                             with_labels=False)
+                             with_labels=False, max_length=u.entry.model.settings.max_length)  # as predict: the prompt's own
         return state, units
 
     # ----------------------------------------------------------------- answers

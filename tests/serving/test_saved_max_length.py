@@ -41,3 +41,12 @@ def test_serve_max_length_caps_a_longer_saved_max_length(tmp_path):
     engine = MultiPromptModel.from_dir(serving, tmp_path / "prompts")
     capped, short = engine.classify([LONG, LONG], ["long", "short"])
     assert capped.scores == pytest.approx(short.scores, abs=1e-5)
+
+
+def test_a_prompt_whose_saved_max_length_leaves_no_room_is_refused_at_load_not_per_request(tmp_path):
+    serving = make_backbone("causal")
+    _save(tmp_path / "prompts", "cramped", serving, 10)
+    _save(tmp_path / "prompts", "fine", serving, 32)
+    engine = MultiPromptModel.from_dir(serving, tmp_path / "prompts")
+    assert "cramped" not in engine and "fine" in engine
+    assert engine.refused["cramped"].startswith("prompt 'cramped' cannot be served with its saved max length (10 tokens): ")

@@ -238,7 +238,7 @@ class _BodyGuard:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             self.metrics.reject("too_large")
-            response = JSONResponse({"detail": f"request body over {self.limit} bytes (--max-body-bytes)"}, status_code=413,
+            response = JSONResponse({"detail": f"request body over {self.limit} bytes (this server's limit)"}, status_code=413,
                                     headers={"Connection": "close"})
             return await response(scope, receive, send)
         seen, complete = 0, False
@@ -252,12 +252,12 @@ class _BodyGuard:
             except asyncio.TimeoutError:
                 self.metrics.reject("read_timeout")
                 raise StarletteHTTPException(408, f"the request body did not arrive within {self.read_timeout:g} s "
-                                                  f"(--read-timeout-s)", headers={"Connection": "close"}) from None
+                                                  f"(this server's limit)", headers={"Connection": "close"}) from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:
                 self.metrics.reject("too_large")
-                raise StarletteHTTPException(413, f"request body over {self.limit} bytes (--max-body-bytes)",
+                raise StarletteHTTPException(413, f"request body over {self.limit} bytes (this server's limit)",
                                              headers={"Connection": "close"})
             return message
 
@@ -339,17 +339,17 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
     def check_limits(req: ClassifyRequest, new_tokens: int = 0) -> int:
         """The request's cost in tokens, or the error that refuses it (413, 404, 422)."""
         if len(req.inputs) > config.max_inputs:
-            raise RequestTooLargeError(f"{len(req.inputs)} inputs; at most {config.max_inputs} per request (--max-inputs)")
+            raise RequestTooLargeError(f"{len(req.inputs)} inputs; at most {config.max_inputs} per request (this server's limit)")
         for i, item in enumerate(req.inputs):
             size = len(item) if isinstance(item, str) else sum(len(v) if isinstance(v, str) else sum(map(len, v))
                                                                for v in item.values())
             if size > config.max_input_chars:
-                raise RequestTooLargeError(f"input {i} has {size} characters; at most {config.max_input_chars} (--max-input-chars)")
+                raise RequestTooLargeError(f"input {i} has {size} characters; at most {config.max_input_chars} (this server's limit)")
         tokens = engine.check(req.inputs, req.task) + new_tokens * len(req.inputs)
         if tokens > config.max_request_tokens:
             raise RequestTooLargeError(
                 f"the request runs {tokens} tokens (its inputs after truncation, once per ensemble member, plus the "
-                f"tokens to generate); at most {config.max_request_tokens} per request (--max-request-tokens): "
+                f"tokens to generate); at most {config.max_request_tokens} per request (this server's limit): "
                 f"send fewer or shorter inputs")
         return tokens
 
@@ -387,7 +387,7 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
     async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:
         """Greedy continuation of each input under the task's prompt, mapped back to a label."""
         if req.max_new_tokens > config.max_new_tokens:
-            raise RequestTooLargeError(f"max_new_tokens {req.max_new_tokens}; at most {config.max_new_tokens} (--max-new-tokens)")
+            raise RequestTooLargeError(f"max_new_tokens {req.max_new_tokens}; at most {config.max_new_tokens} (this server's limit)")
         tokens = await asyncio.to_thread(check_limits, req, req.max_new_tokens)
         results = await answer(request, ("generate", req.max_new_tokens), req, tokens)
         if results is None:

@@ -244,7 +244,16 @@ class MultiPromptModel:
         if not bool(torch.isfinite(weight).all()):
             raise PromptFileError(f"prompt {name!r} holds NaN/Inf values; it cannot be served: train it again")
         task = Task.from_dict(prompt.metadata["task"])
-        return PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
+        model = PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
+        choices = getattr(task.verbalizer, "choices_field", None)
+        placeholder = {f: "x" for f in task.template.fields} | ({choices: ["x", "y"]} if choices else {})
+        try:  # at load, not per request: a context too short for the prompt, label words the model cannot tell apart
+            encode(self.backbone, task, [placeholder], prompt_length=int(weight.shape[0]), with_labels=False,
+                   max_length=model.settings.max_length)
+        except ConfigError as exc:
+            raise PromptFileError(f"prompt {name!r} cannot be served with its saved max length "
+                                  f"({model.settings.max_length} tokens): {exc}") from None
+        return model
 
     def add_ensemble(self, name: str, members: Sequence[str]) -> None:
         """Answer task ``name`` by the majority vote of ``members`` (prompt names, same labels)."""
@@ -425,13 +434,17 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
     """
     fields = task.template.fields
     choices = getattr(task.verbalizer, "choices_field", None)
+    needed = list(fields) + ([choices] if choices and choices not in fields else [])
+    example = json.dumps({f: [] if f == choices else "..." for f in needed})
     rows = []
     for i, item in enumerate(inputs, first):
         if isinstance(item, str):
             _check_text(item, f"input {i}")
-            if len(fields) != 1:
-                raise DataError(f"input {i}: task {task.name!r} reads fields {list(fields)}; send an object with them, "
-                                f"e.g. {json.dumps({f: '...' for f in fields})}")
+            if len(needed) != 1:
+                raise DataError(f"input {i}: task {task.name!r} reads fields {needed}; send an object with them, "
+                                f"e.g. {example}")
+            if not item.strip():
+                raise DataError(f"input {i}: empty text; send a text with some words in it")
             rows.append({fields[0]: item})
             continue
         if not isinstance(item, Mapping):
@@ -446,6 +459,13 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
                 raise DataError(f"input {i}: field {key!r} must be a text, got {type(value).__name__}")
             else:
                 _check_text(value, f"input {i}: field {key!r}")
+        missing = [f for f in needed if f not in item]
+        if missing:  # the server's own advice: what to send (the CLI's --template/--field-map do not exist here)
+            raise DataError(f"input {i}: task {task.name!r} reads fields {needed}, and the object lacks "
+                            f"{', '.join(map(repr, missing))}; send an object with them, e.g. {example}")
+        empty = [f for f in fields if not item[f].strip()]
+        if empty:
+            raise DataError(f"input {i}: empty text in field {empty[0]!r}; send a text with some words in it")
         rows.append(dict(item))
     task.validate(rows, where="input", labelled=False)
     return rows

@@ -512,19 +512,51 @@ def build_engine(config: ServeConfig) -> MultiPromptModel:
     return MultiPromptModel.from_dir(backbone, root)
 
 
+def listen_socket(host: str, port: int):
+    """A TCP socket bound to ``host``:``port`` (not yet listening), so that an address that cannot
+    be used is refused before the model loads. Raises :class:`ConfigError` naming the address."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"--host {host!r} is not an address of this machine ({getattr(exc, 'strerror', None) or exc}); "
+                          f"give an address such as 127.0.0.1 or 0.0.0.0") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed server's port is reusable at once
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
+                          f"(or --host), or stop the program that holds it") from None
+    return sock
+
+
 def serve(config: ServeConfig) -> int:
+    """Bind ``--host``/``--port``, load the model and prompts, then serve until stopped. Returns the
+    exit status: 0, or 3 when uvicorn fails to start; raises :class:`ConfigError` for an address
+    that cannot be used (before the model loads)."""
     import uvicorn
 
-    engine = build_engine(config)
+    sock = listen_socket(config.host, config.port)
+    try:
+        engine = build_engine(config)
+    except BaseException:
+        sock.close()
+        raise
     for name, reason in engine.refused.items():
         print(f"softprompt serve: refused {name}: {reason}", file=sys.stderr)
     token = os.environ.get(config.admin_token_env) or None
     app = create_app(engine, config, admin_token=token)
-    print(f"softprompt serve: {len(engine.tasks())} task(s) on http://{config.host}:{config.port}/ "
+    port = sock.getsockname()[1]  # --port 0: the port the system chose
+    print(f"softprompt serve: {len(engine.tasks())} task(s) on http://{config.host}:{port}/ "
           f"(admin {'on' if token else 'off'})", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", http=timed_protocol(config.read_timeout_s),
-                timeout_graceful_shutdown=config.shutdown_timeout_s)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, log_level="warning",
+                                           http=timed_protocol(config.read_timeout_s),
+                                           timeout_graceful_shutdown=config.shutdown_timeout_s))
+    server.run(sockets=[sock])
+    return 0 if server.started else 3
 
 
 def timed_protocol(read_timeout: float):

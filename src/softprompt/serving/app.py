@@ -197,8 +197,21 @@ class _Observe:
     answered classify and generate requests, and turns an unexpected error into a logged 500 that
     is counted too (the connection stays open)."""
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: Metrics, routes=lambda: ()):
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    def route(self, scope) -> str:
+        """The template of the route ``scope`` was (or would have been) answered by, else ``other``:
+        an answer given before routing (a 413 by Content-Length) still counts under its route."""
+        from starlette.routing import Match
+
+        routed = getattr(scope.get("route"), "path", None)
+        if routed:
+            return routed
+        for route in self.routes():
+            if route.matches(scope)[0] != Match.NONE:
+                return route.path
+        return "other"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -219,7 +232,7 @@ class _Observe:
                 status = 500
                 await JSONResponse({"detail": "internal error; the server logged it"}, status_code=500)(scope, receive, send)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "other"
+            route = self.route(scope)
             self.metrics.observe(scope.get("method", ""), route, status or 500)
             if route in ("/v1/classify", "/v1/generate") and status == 200:
                 self.metrics.latency.observe(time.perf_counter() - start)
@@ -298,7 +311,7 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
                   description="Many soft prompts on one frozen language model, batched across tasks.")
     app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
     app.add_middleware(_BodyGuard, limit=config.max_body_bytes, read_timeout=config.read_timeout_s, metrics=metrics)
-    app.add_middleware(_Observe, metrics=metrics)  # added last: outermost
+    app.add_middleware(_Observe, metrics=metrics, routes=lambda: app.routes)  # added last: outermost
 
     def error(status: int, exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": engine.public(str(exc))}, status_code=status, headers=headers)

@@ -314,6 +314,10 @@ class MultiPromptModel:
             return [state.prompts[task]]
         if task in state.ensembles:
             return [state.prompts[m] for m in state.ensembles[task]]
+        reason = self.refused.get(task)
+        if reason is not None:  # loaded from the prompts directory but refused: say so, and why
+            raise UnknownTaskError(f"task {task!r} is not served: it was refused when the server loaded it ({reason}); "
+                                   f"loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
         raise UnknownTaskError(f"no task named {task[:100]!r}; loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
 
     def check(self, inputs: Sequence[str | Mapping[str, Any]], task: str) -> int:

@@ -14,7 +14,7 @@ import traceback
 import typing
 from typing import Any, Callable
 
-from .config import EvalConfig, PredictConfig, TrainConfig, build, field_default, load_yaml
+from .config import EvalConfig, InspectConfig, PredictConfig, TrainConfig, build, field_default, load_yaml
 from .ppt.config import PretrainConfig
 from .errors import SoftPromptError
 
@@ -47,10 +47,11 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
 
 def config_from_args(cls, args: argparse.Namespace):
     """YAML values (if ``--config``), then the options given on the command line."""
-    values: dict[str, Any] = load_yaml(args.config) if getattr(args, "config", None) else {}
+    source = getattr(args, "config", None)
+    values: dict[str, Any] = load_yaml(source) if source else {}
     names = {f.name for f in dataclasses.fields(cls)}
     values.update({k: v for k, v in vars(args).items() if k in names})
-    return build(cls, values)
+    return build(cls, values, source)  # command-line values come typed by argparse: a wrong type is the file's
 
 
 def cmd_train(cfg: TrainConfig) -> int:
@@ -135,9 +136,11 @@ def cmd_inspect(args: Any) -> int:
     from .modeling import load_model
     from .prompt import SoftPrompt
 
+    args = build(InspectConfig, {k: getattr(args, k) for k in ("prompt", "k", "model", "json")})
     prompt = SoftPrompt.load(args.prompt)
     backbone = load_model(args.model or prompt.metadata.get("model_id"))
     prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+    args.check_k(backbone.model.get_input_embeddings().weight.shape[0])
     rows = nearest_tokens(backbone, prompt.weight, args.k)
     for nb in rows:
         if args.json:

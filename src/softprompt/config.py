@@ -7,6 +7,8 @@ checked against them, so there is no second list of options to drift.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,9 @@ class EvalConfig:
     mixed_precision: str = opt("no", "score in bf16/fp16 under torch autocast (weights stay as loaded)", ("no", "bf16", "fp16"))
     progress: bool = opt(True, "show a progress bar")
 
+    def __post_init__(self):
+        at_least_one(self, "batch_size", "limit", "max_length")
+
 
 @dataclass
 class PredictConfig:
@@ -139,6 +144,37 @@ class PredictConfig:
     device: str | None = opt(None, "torch device")
     json: bool = opt(False, "print one JSON object per input")
 
+    def __post_init__(self):
+        at_least_one(self, "batch_size", "max_length")
+
+
+@dataclass
+class InspectConfig:
+    """Options of ``softprompt inspect`` (its upper bound on ``k``, the vocabulary size, is
+    checked once the model is known: :func:`check_k`)."""
+
+    prompt: str = opt("", "saved prompt directory", positional=True)
+    k: int = opt(5, "neighbours per position")
+    model: str | None = opt(None, "model (default: the one the prompt was trained for)")
+    json: bool = opt(False, "one JSON object per position")
+
+    def __post_init__(self):
+        at_least_one(self, "k")
+
+    def check_k(self, vocab_size: int) -> None:
+        """Raise :class:`ConfigError` when ``k`` exceeds the model's ``vocab_size`` tokens."""
+        if self.k > vocab_size:
+            raise ConfigError(f"--k must be at most the model's vocabulary size ({vocab_size}), got {self.k}")
+
+
+def at_least_one(config, *names: str) -> None:
+    """Raise :class:`ConfigError`, naming the option, when one of ``names`` (whole numbers, or None
+    where the field allows it) is below 1."""
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping of option names (dashes or underscores) to values."""
@@ -156,13 +192,52 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def build(cls, values: dict[str, Any]):
-    """Make ``cls`` from ``values``, naming any unknown option and the valid ones."""
+def build(cls, values: dict[str, Any], source: str | Path | None = None):
+    """Make ``cls`` from ``values`` (read from the YAML file ``source``, if given), naming any
+    unknown option and the valid ones, and any value of the wrong type (:func:`check_types`)."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise ConfigError(f"unknown option(s) {unknown} for {cls.__name__}; valid: {sorted(known)}")
+        where = f" in {source}" if source else ""
+        raise ConfigError(f"unknown option(s) {unknown}{where} for {cls.__name__}; valid: {sorted(known)}")
+    check_types(cls, values, source)
     return cls(**values)
+
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list",
+          dict: "a mapping"}
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_fits(value, t) for t in typing.get_args(tp))
+    tp = typing.get_origin(tp) or tp
+    if tp is type(None):
+        return value is None
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in _KINDS:
+        return isinstance(value, tp)
+    return True  # Any and other types: the dataclass checks them itself
+
+
+def check_types(cls, values: dict[str, Any], source: str | Path | None = None) -> None:
+    """Raise :class:`ConfigError` for a value in ``values`` that does not fit its field of the
+    dataclass ``cls`` (5 for a text, true for a number, a list for a text): nothing is converted.
+    The message names the key and, when given, the YAML file ``source`` it came from."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        tp = hints.get(key)
+        if tp is None or _fits(value, tp):
+            continue
+        wants = [t for t in typing.get_args(tp) or (tp,) if t is not type(None)]
+        want = " or ".join(_KINDS.get(typing.get_origin(t) or t, str(t)) for t in wants)
+        if type(None) in typing.get_args(tp):
+            want += " (or null)"
+        name = f"option {key!r} in {source}" if source else f"--{key.replace('_', '-')}"
+        raise ConfigError(f"{name} must be {want}, got {type(value).__name__} {value!r}")
 
 
 def to_dict(config) -> dict[str, Any]:

@@ -75,8 +75,10 @@ class EncodedBatch:
 
 
 def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length: int = 0,
-           with_labels: bool = True) -> EncodedBatch:
-    """Encode ``examples`` of ``task`` for ``backbone`` with room for ``prompt_length`` vectors.
+           with_labels: bool = True, max_length: int | None = None) -> EncodedBatch:
+    """Encode ``examples`` of ``task`` for ``backbone`` with room for ``prompt_length`` vectors,
+    in at most ``max_length`` tokens, prompt included (default, and never more than:
+    ``backbone.max_length``).
 
     Raises :class:`ConfigError` when the context leaves too little room, or when words of two
     labels of a fixed label set tokenise to the same ids after the template.
@@ -87,6 +89,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
         template = template.with_mask()
     verbalizer = task.verbalizer
     length_cache: dict[str, int] = {}
+    context = backbone.max_length if max_length is None else min(backbone.max_length, max_length)
 
     def word_length(word: str) -> int:  # an estimate, for the budget; the exact ids come in context
         if word not in length_cache:
@@ -105,10 +108,10 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
                 row_labels.append(li)
                 row_weights.append(label_weights[li][wi] if label_weights else 1.0 / len(ws))
         longest_word = max(word_length(w) for w in row_words)
-        budget = backbone.max_length - prompt_length - backbone.n_special - longest_word
+        budget = context - prompt_length - backbone.n_special - longest_word
         if budget < 8:
             raise ConfigError(
-                f"the model's context ({backbone.max_length} tokens) leaves {budget} tokens for text after a "
+                f"the model's context ({context} tokens) leaves {budget} tokens for text after a "
                 f"{prompt_length}-vector prompt: raise --max-length, or use a shorter prompt (softprompt train --prompt-length N)"
             )
         cut = fit(backbone, template, ex, mask_token, budget)

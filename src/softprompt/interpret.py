@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .errors import ConfigError
+
 
 @dataclass
 class Neighbours:
@@ -26,10 +28,13 @@ def nearest_tokens(backbone, prompt: torch.Tensor, k: int = 5, chunk: int = 8192
     """Nearest vocabulary tokens of each row of ``prompt [length, dim]``.
 
     Tokens are compared in the space the model consumes: the output of its input-embedding
-    module (so scaled embeddings, as in Gemma, compare correctly).
+    module (so scaled embeddings, as in Gemma, compare correctly). Raises :class:`ConfigError`
+    unless ``1 <= k <=`` the vocabulary size.
     """
     p = torch.nn.functional.normalize(prompt.detach().float().to(backbone.device), dim=-1)
     vocab = backbone.model.get_input_embeddings().weight.shape[0]
+    if not 1 <= k <= vocab:
+        raise ConfigError(f"k must be between 1 and the model's vocabulary size ({vocab}), got {k}")
     best_sim = torch.full((p.shape[0], k), -2.0, device=p.device)
     best_ids = torch.zeros((p.shape[0], k), dtype=torch.long, device=p.device)
     for start in range(0, vocab, chunk):

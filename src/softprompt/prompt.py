@@ -260,6 +260,12 @@ class SoftPrompt(nn.Module):
                 f"this prompt has dimension {self.dim} (trained for model {trained_for!r}) but {model_id!r} has "
                 f"embedding dimension {dim}; use --model {trained_for!r} or train a prompt for {model_id!r}"
             )
+        if fp is not None and fp != fingerprint and trained_for == model_id:
+            raise ModelMismatchError(
+                f"this prompt was trained for model {trained_for!r} with other weights: the model loaded under that "
+                f"name has embedding fingerprint {fingerprint}, the prompt's has {fp} (another checkpoint or a "
+                f"fine-tuned copy under the same name); load the weights it was trained on, or train a prompt on these"
+            )
         if fp is not None and fp != fingerprint:
             raise ModelMismatchError(
                 f"this prompt was trained for model {trained_for!r} (embedding fingerprint {fp}) but is being used "

@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import opt
+from ..config import check_types, opt
 from ..errors import ConfigError, RequestTooLargeError, SoftPromptError
 from .batcher import Batcher, DeadlineExceededError, QueueFullError
 from .engine import MultiPromptModel, TaskConflictError, UnknownTaskError
@@ -63,7 +63,7 @@ class ServeConfig:
     max_batch_tokens: int = opt(4096, "most tokens in one engine call (a request over it runs alone)")
     max_body_bytes: int = opt(1_000_000, "largest request body in bytes (413 beyond)")
     max_new_tokens: int = opt(64, "largest max_new_tokens a generate request may ask for")
-    max_length: int | None = opt(None, "longest input in tokens, prompt included (default: the model's)")
+    max_length: int | None = opt(None, "longest input in tokens, prompt included, for every prompt; each prompt is also held to the max length it was trained with, as in predict (default: the model's context)")
     deadline_s: float = opt(30.0, "seconds from being queued within which a request is answered, else 504; queued work past it is dropped")
     read_timeout_s: float = opt(10.0, "seconds a client may take to send a request's headers, and its body (408 or the connection closed beyond)")
     shutdown_timeout_s: float = opt(10.0, "on SIGTERM or Ctrl-C, seconds to finish open requests before they are cancelled")
@@ -71,23 +71,23 @@ class ServeConfig:
 
     def __post_init__(self):
         """Refuse a value that cannot work (:class:`ConfigError`, naming the option), before any model loads."""
+        check_types(type(self), vars(self))
+
         def bad(name: str, want: str, value: Any) -> ConfigError:
             return ConfigError(f"--{name.replace('_', '-')} must be {want}, got {value!r}")
 
         for name in ("port", "max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_request_tokens",
                      "max_batch_tokens", "max_body_bytes", "max_new_tokens", "max_length"):
             value = getattr(self, name)
-            if value is None and name == "max_length":
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "port" else 1):
+            if value is not None and value < (0 if name == "port" else 1):
                 raise bad(name, "a whole number of at least " + ("0" if name == "port" else "1"), value)
         if self.port > 65535:
             raise bad("port", "at most 65535", self.port)
         for name in ("max_wait_ms", "deadline_s", "read_timeout_s", "shutdown_timeout_s"):
             value = getattr(self, name)
-            least = 0 if name == "max_wait_ms" else 1e-3
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not least <= value < float("inf"):
-                raise bad(name, f"a number of seconds {'of at least 0' if least == 0 else 'above 0'}", value)
+            least, unit = (0, "milliseconds") if name == "max_wait_ms" else (1e-3, "seconds")
+            if not least <= value < float("inf"):
+                raise bad(name, f"a number of {unit} {'of at least 0' if least == 0 else 'above 0'}", value)
 
 
 # ------------------------------------------------------------------------- schemas
@@ -197,8 +197,21 @@ class _Observe:
     answered classify and generate requests, and turns an unexpected error into a logged 500 that
     is counted too (the connection stays open)."""
 
-    def __init__(self, app, metrics: Metrics):
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics: Metrics, routes=lambda: ()):
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    def route(self, scope) -> str:
+        """The template of the route ``scope`` was (or would have been) answered by, else ``other``:
+        an answer given before routing (a 413 by Content-Length) still counts under its route."""
+        from starlette.routing import Match
+
+        routed = getattr(scope.get("route"), "path", None)
+        if routed:
+            return routed
+        for route in self.routes():
+            if route.matches(scope)[0] != Match.NONE:
+                return route.path
+        return "other"
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -219,7 +232,7 @@ class _Observe:
                 status = 500
                 await JSONResponse({"detail": "internal error; the server logged it"}, status_code=500)(scope, receive, send)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "other"
+            route = self.route(scope)
             self.metrics.observe(scope.get("method", ""), route, status or 500)
             if route in ("/v1/classify", "/v1/generate") and status == 200:
                 self.metrics.latency.observe(time.perf_counter() - start)
@@ -238,7 +251,7 @@ class _BodyGuard:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             self.metrics.reject("too_large")
-            response = JSONResponse({"detail": f"request body over {self.limit} bytes (--max-body-bytes)"}, status_code=413,
+            response = JSONResponse({"detail": f"request body over {self.limit} bytes (this server's limit)"}, status_code=413,
                                     headers={"Connection": "close"})
             return await response(scope, receive, send)
         seen, complete = 0, False
@@ -252,12 +265,12 @@ class _BodyGuard:
             except asyncio.TimeoutError:
                 self.metrics.reject("read_timeout")
                 raise StarletteHTTPException(408, f"the request body did not arrive within {self.read_timeout:g} s "
-                                                  f"(--read-timeout-s)", headers={"Connection": "close"}) from None
+                                                  f"(this server's limit)", headers={"Connection": "close"}) from None
             complete = message["type"] != "http.request" or not message.get("more_body", False)
             seen += len(message.get("body", b""))
             if seen > self.limit:
                 self.metrics.reject("too_large")
-                raise StarletteHTTPException(413, f"request body over {self.limit} bytes (--max-body-bytes)",
+                raise StarletteHTTPException(413, f"request body over {self.limit} bytes (this server's limit)",
                                              headers={"Connection": "close"})
             return message
 
@@ -298,7 +311,7 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
                   description="Many soft prompts on one frozen language model, batched across tasks.")
     app.state.engine, app.state.batcher, app.state.metrics = engine, batcher, metrics
     app.add_middleware(_BodyGuard, limit=config.max_body_bytes, read_timeout=config.read_timeout_s, metrics=metrics)
-    app.add_middleware(_Observe, metrics=metrics)  # added last: outermost
+    app.add_middleware(_Observe, metrics=metrics, routes=lambda: app.routes)  # added last: outermost
 
     def error(status: int, exc: Exception, headers: dict[str, str] | None = None) -> JSONResponse:
         return JSONResponse({"detail": engine.public(str(exc))}, status_code=status, headers=headers)
@@ -339,17 +352,17 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
     def check_limits(req: ClassifyRequest, new_tokens: int = 0) -> int:
         """The request's cost in tokens, or the error that refuses it (413, 404, 422)."""
         if len(req.inputs) > config.max_inputs:
-            raise RequestTooLargeError(f"{len(req.inputs)} inputs; at most {config.max_inputs} per request (--max-inputs)")
+            raise RequestTooLargeError(f"{len(req.inputs)} inputs; at most {config.max_inputs} per request (this server's limit)")
         for i, item in enumerate(req.inputs):
             size = len(item) if isinstance(item, str) else sum(len(v) if isinstance(v, str) else sum(map(len, v))
                                                                for v in item.values())
             if size > config.max_input_chars:
-                raise RequestTooLargeError(f"input {i} has {size} characters; at most {config.max_input_chars} (--max-input-chars)")
+                raise RequestTooLargeError(f"input {i} has {size} characters; at most {config.max_input_chars} (this server's limit)")
         tokens = engine.check(req.inputs, req.task) + new_tokens * len(req.inputs)
         if tokens > config.max_request_tokens:
             raise RequestTooLargeError(
                 f"the request runs {tokens} tokens (its inputs after truncation, once per ensemble member, plus the "
-                f"tokens to generate); at most {config.max_request_tokens} per request (--max-request-tokens): "
+                f"tokens to generate); at most {config.max_request_tokens} per request (this server's limit): "
                 f"send fewer or shorter inputs")
         return tokens
 
@@ -387,7 +400,7 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
     async def generate(req: GenerateRequest, request: Request) -> GenerateResponse:
         """Greedy continuation of each input under the task's prompt, mapped back to a label."""
         if req.max_new_tokens > config.max_new_tokens:
-            raise RequestTooLargeError(f"max_new_tokens {req.max_new_tokens}; at most {config.max_new_tokens} (--max-new-tokens)")
+            raise RequestTooLargeError(f"max_new_tokens {req.max_new_tokens}; at most {config.max_new_tokens} (this server's limit)")
         tokens = await asyncio.to_thread(check_limits, req, req.max_new_tokens)
         results = await answer(request, ("generate", req.max_new_tokens), req, tokens)
         if results is None:
@@ -512,19 +525,51 @@ def build_engine(config: ServeConfig) -> MultiPromptModel:
     return MultiPromptModel.from_dir(backbone, root)
 
 
+def listen_socket(host: str, port: int):
+    """A TCP socket bound to ``host``:``port`` (not yet listening), so that an address that cannot
+    be used is refused before the model loads. Raises :class:`ConfigError` naming the address."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"--host {host!r} is not an address of this machine ({getattr(exc, 'strerror', None) or exc}); "
+                          f"give an address such as 127.0.0.1 or 0.0.0.0") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closed server's port is reusable at once
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port "
+                          f"(or --host), or stop the program that holds it") from None
+    return sock
+
+
 def serve(config: ServeConfig) -> int:
+    """Bind ``--host``/``--port``, load the model and prompts, then serve until stopped. Returns the
+    exit status: 0, or 3 when uvicorn fails to start; raises :class:`ConfigError` for an address
+    that cannot be used (before the model loads)."""
     import uvicorn
 
-    engine = build_engine(config)
+    sock = listen_socket(config.host, config.port)
+    try:
+        engine = build_engine(config)
+    except BaseException:
+        sock.close()
+        raise
     for name, reason in engine.refused.items():
         print(f"softprompt serve: refused {name}: {reason}", file=sys.stderr)
     token = os.environ.get(config.admin_token_env) or None
     app = create_app(engine, config, admin_token=token)
-    print(f"softprompt serve: {len(engine.tasks())} task(s) on http://{config.host}:{config.port}/ "
+    port = sock.getsockname()[1]  # --port 0: the port the system chose
+    print(f"softprompt serve: {len(engine.tasks())} task(s) on http://{config.host}:{port}/ "
           f"(admin {'on' if token else 'off'})", file=sys.stderr)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning", http=timed_protocol(config.read_timeout_s),
-                timeout_graceful_shutdown=config.shutdown_timeout_s)
-    return 0
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, log_level="warning",
+                                           http=timed_protocol(config.read_timeout_s),
+                                           timeout_graceful_shutdown=config.shutdown_timeout_s))
+    server.run(sockets=[sock])
+    return 0 if server.started else 3
 
 
 def timed_protocol(read_timeout: float):

@@ -244,7 +244,16 @@ class MultiPromptModel:
         if not bool(torch.isfinite(weight).all()):
             raise PromptFileError(f"prompt {name!r} holds NaN/Inf values; it cannot be served: train it again")
         task = Task.from_dict(prompt.metadata["task"])
-        return PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
+        model = PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
+        choices = getattr(task.verbalizer, "choices_field", None)
+        placeholder = {f: "x" for f in task.template.fields} | ({choices: ["x", "y"]} if choices else {})
+        try:  # at load, not per request: a context too short for the prompt, label words the model cannot tell apart
+            encode(self.backbone, task, [placeholder], prompt_length=int(weight.shape[0]), with_labels=False,
+                   max_length=model.settings.max_length)
+        except ConfigError as exc:
+            raise PromptFileError(f"prompt {name!r} cannot be served with its saved max length "
+                                  f"({model.settings.max_length} tokens): {exc}") from None
+        return model
 
     def add_ensemble(self, name: str, members: Sequence[str]) -> None:
         """Answer task ``name`` by the majority vote of ``members`` (prompt names, same labels)."""
@@ -305,6 +314,10 @@ class MultiPromptModel:
             return [state.prompts[task]]
         if task in state.ensembles:
             return [state.prompts[m] for m in state.ensembles[task]]
+        reason = self.refused.get(task)
+        if reason is not None:  # loaded from the prompts directory but refused: say so, and why
+            raise UnknownTaskError(f"task {task!r} is not served: it was refused when the server loaded it ({reason}); "
+                                   f"loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
         raise UnknownTaskError(f"no task named {task[:100]!r}; loaded: {sorted(state.prompts) + sorted(state.ensembles)}")
 
     def check(self, inputs: Sequence[str | Mapping[str, Any]], task: str) -> int:
@@ -316,7 +329,8 @@ class MultiPromptModel:
         for entry in self._members(self._state, task):
             task_ = entry.model.task
             for example in examples(task_, list(inputs)):
-                batch = encode(self.backbone, task_, [example], prompt_length=int(entry.weight.shape[0]), with_labels=False)
+                batch = encode(self.backbone, task_, [example], prompt_length=int(entry.weight.shape[0]), with_labels=False,
+                               max_length=entry.model.settings.max_length)
                 tokens += len(batch.context[0])
         return tokens
 
@@ -332,7 +346,7 @@ class MultiPromptModel:
                 units.append(_Unit(i, entry, examples(entry.model.task, [item], first=i)[0]))
         for u in units:  # one row each, so truncation is known per input
             u.batch = encode(self.backbone, u.entry.model.task, [u.example], prompt_length=int(u.entry.weight.shape[0]),
-                             with_labels=False)
+                             with_labels=False, max_length=u.entry.model.settings.max_length)  # as predict: the prompt's own
         return state, units
 
     # ----------------------------------------------------------------- answers
@@ -424,13 +438,17 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
     """
     fields = task.template.fields
     choices = getattr(task.verbalizer, "choices_field", None)
+    needed = list(fields) + ([choices] if choices and choices not in fields else [])
+    example = json.dumps({f: [] if f == choices else "..." for f in needed})
     rows = []
     for i, item in enumerate(inputs, first):
         if isinstance(item, str):
             _check_text(item, f"input {i}")
-            if len(fields) != 1:
-                raise DataError(f"input {i}: task {task.name!r} reads fields {list(fields)}; send an object with them, "
-                                f"e.g. {json.dumps({f: '...' for f in fields})}")
+            if len(needed) != 1:
+                raise DataError(f"input {i}: task {task.name!r} reads fields {needed}; send an object with them, "
+                                f"e.g. {example}")
+            if not item.strip():
+                raise DataError(f"input {i}: empty text; send a text with some words in it")
             rows.append({fields[0]: item})
             continue
         if not isinstance(item, Mapping):
@@ -445,6 +463,13 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
                 raise DataError(f"input {i}: field {key!r} must be a text, got {type(value).__name__}")
             else:
                 _check_text(value, f"input {i}: field {key!r}")
+        missing = [f for f in needed if f not in item]
+        if missing:  # the server's own advice: what to send (the CLI's --template/--field-map do not exist here)
+            raise DataError(f"input {i}: task {task.name!r} reads fields {needed}, and the object lacks "
+                            f"{', '.join(map(repr, missing))}; send an object with them, e.g. {example}")
+        empty = [f for f in fields if not item[f].strip()]
+        if empty:
+            raise DataError(f"input {i}: empty text in field {empty[0]!r}; send a text with some words in it")
         rows.append(dict(item))
     task.validate(rows, where="input", labelled=False)
     return rows

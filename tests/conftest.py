@@ -151,6 +151,20 @@ def toy_data(tmp_path) -> Path:
     return write_toy_data(tmp_path / "data", "rotten_tomatoes")
 
 
+def hold_out_lock(out: Path):
+    """Start a process that holds ``out``'s run lock, as a running ``train --out`` does; returns the
+    ``Popen`` once the lock is held (kill it with SIGKILL to drop the lock)."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time\nfrom softprompt.outdir import out_lock\n"
+                               f"with out_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
 def crash_at_call(monkeypatch, method_cls, n: int = 5):
     """Make ``method_cls.forward`` raise KeyboardInterrupt at its ``n``-th call (a run killed
     mid-training); returns a function that puts the real forward back."""

@@ -8,8 +8,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,14 +15,13 @@ import torch
 from safetensors.torch import save_file
 
 import softprompt.peft_compat as peft_compat
-from conftest import make_backbone
+from conftest import hold_out_lock, make_backbone
 from softprompt.cli import main
 from softprompt.errors import PromptFileError
 from softprompt.outdir import LOCK_FILE
 from softprompt.peft_compat import ADAPTER_CONFIG, ADAPTER_WEIGHTS, export_peft, import_peft
 from softprompt.prompt import META_FILE, PROMPT_FILE, SoftPrompt
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -138,11 +135,7 @@ def locked(tmp_path):
     """``tmp_path/run`` held by another process, as a running ``train --out`` holds it."""
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom softprompt.outdir import out_lock\n"
-                               f"with out_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    assert holder.stdout.readline().strip() == "held"
+    holder = hold_out_lock(out)
     yield out, holder.pid
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()

@@ -9,8 +9,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections import namedtuple
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 import torch
 
 import softprompt.atomic as atomic
+from conftest import hold_out_lock
 import softprompt.training as training
 from softprompt.cli import main
 from softprompt.config import TrainConfig
@@ -25,7 +24,6 @@ from softprompt.errors import ArtifactError, ConfigError
 from softprompt.outdir import LOCK_FILE
 from softprompt.prompt import PROMPT_FILE, SoftPrompt
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _cfg(tiny_model_dirs, toy_data, tmp_path, **kw):
@@ -49,12 +47,8 @@ def no_model(monkeypatch):
 def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tiny_model_dirs, toy_data, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom softprompt.outdir import out_lock\n"
-                               f"with out_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(120)"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    holder = hold_out_lock(out)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match=rf"--out {out} is in use by another run \(pid {holder.pid} on"):
             training.train(_cfg(tiny_model_dirs, toy_data, tmp_path))
         assert not (out / "metrics.jsonl").exists()  # refused before writing anything

@@ -23,6 +23,7 @@ from safetensors.torch import load as load_safetensors_bytes
 
 from .errors import ArtifactError, ModelMismatchError
 from .outdir import LOCK_FILE
+from .value_types import describe, fits
 
 PROMPT_FILE = "prompt.safetensors"
 PREFIX_FILE = "prefix.safetensors"
@@ -32,17 +33,16 @@ FORMAT_VERSION = 1
 MIN_TEXT_TOKENS = 8
 """Tokens of text a prompt must leave in the model's context (what :func:`~softprompt.encoding.encode` needs)."""
 
-_INT, _STR, _BOOL, _DICT, _LIST = (int,), (str,), (bool,), (dict,), (list,)
-FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "task": _DICT, "model_id": _STR, "model_family": _STR, "init": _STR, "method": _STR,
-    "format_version": _INT, "length": _INT, "dim": _INT, "training": _DICT, "step": _INT, "metrics": _DICT,
-    "task_name": _STR, "processes": _INT, "versions": _DICT, "ppt": _DICT,
+FIELD_TYPES: dict[str, Any] = {
+    "task": dict, "model_id": str, "model_fingerprint": str | None, "model_family": str, "init": str,
+    "method": str, "format_version": int, "length": int, "dim": int, "training": dict, "step": int,
+    "metrics": dict, "task_name": str, "processes": int, "versions": dict, "ppt": dict,
     # prefix tuning
-    "layers": _INT, "layer_shapes": _LIST, "reparameterize": _BOOL, "hidden": _INT,
+    "layers": int, "layer_shapes": list, "reparameterize": bool, "hidden": int,
     # in-context demonstrations
-    "shots": _INT, "balanced": _BOOL, "separator": _STR, "demonstrations": _LIST, "text": _STR, "token_ids": _LIST,
+    "shots": int, "balanced": bool, "separator": str, "demonstrations": list, "text": str, "token_ids": list,
 }
-"""The type each metadata field must have when present (``model_fingerprint`` is a string or null)."""
+"""The type each metadata field must have when present (checked by :func:`~softprompt.value_types.fits`)."""
 
 ARTIFACT_FILES = (META_FILE, PROMPT_FILE, PREFIX_FILE, MODEL_FILE, LOCK_FILE)
 """What any method's save writes: a save replaces these (a rerun with another method included)
@@ -146,13 +146,10 @@ def validate_metadata(meta: Any, where: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise ArtifactError(f"{where}: the metadata must be a JSON object, got {type(meta).__name__} "
                             f"{_short(meta)}; re-save it or train again")
-    for name, types in FIELD_TYPES.items():
-        if name in meta and not _is(meta[name], types):
-            raise ArtifactError(f"{where}: metadata field {name!r} must be {_names(types)}, got "
+    for name, tp in FIELD_TYPES.items():
+        if name in meta and not fits(meta[name], tp):
+            raise ArtifactError(f"{where}: metadata field {name!r} must be {describe(tp)}, got "
                                 f"{type(meta[name]).__name__} {_short(meta[name])}; re-save it or train again")
-    fp = meta.get("model_fingerprint")
-    if fp is not None and not isinstance(fp, str):
-        raise ArtifactError(f"{where}: metadata field 'model_fingerprint' must be a string, got {_short(fp)}")
     for name, least in (("length", 0), ("dim", 1)):  # 0 in-context demonstrations save length 0
         if name in meta and meta[name] < least:
             raise ArtifactError(f"{where}: metadata field {name!r} must be at least {least}, got {meta[name]}")
@@ -180,7 +177,7 @@ def _scoring_checks() -> dict[str, tuple[Any, str]]:
     return {
         "scoring": (lambda v: isinstance(v, str) and v in SCORINGS, f"one of {list(SCORINGS)}"),
         "length_normalize": (lambda v: isinstance(v, bool), "true or false"),
-        "max_length": (lambda v: _is(v, _INT) and v >= 1, "a whole number >= 1 (tokens)"),
+        "max_length": (lambda v: fits(v, int) and v >= 1, "a whole number >= 1 (tokens)"),
     }
 
 
@@ -209,7 +206,7 @@ def _check_demonstrations(meta: dict[str, Any], where) -> None:
         if not (isinstance(d, dict) and isinstance(d.get("row"), dict) and isinstance(d.get("text"), str)):
             raise ArtifactError(f"{where}: metadata field 'demonstrations' item {i} must be "
                                 f'{{"row": {{...}}, "text": "..."}}, got {_short(d)}')
-    if not all(_is(t, _INT) and t >= 0 for t in meta.get("token_ids", [])):
+    if not all(fits(t, int) and t >= 0 for t in meta.get("token_ids", [])):
         raise ArtifactError(f"{where}: metadata field 'token_ids' must list whole numbers >= 0")
 
 
@@ -345,17 +342,6 @@ def _check_large_file(real: Path, shown: Path) -> None:
                     check_tensors({name: t}, shown)
     except (SafetensorError, OSError) as exc:
         raise ArtifactError(f"{shown} is truncated or corrupt ({exc}); re-save it or train again") from exc
-
-
-def _is(value: Any, types: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in types:
-        return False
-    return isinstance(value, types)
-
-
-def _names(types: tuple[type, ...]) -> str:
-    return {int: "a whole number", str: "a string", bool: "true or false", dict: "a JSON object",
-            list: "a JSON list"}[types[0]]
 
 
 def _short(value: Any) -> str:

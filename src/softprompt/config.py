@@ -7,7 +7,6 @@ checked against them, so there is no second list of options to drift.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .modeling import DEFAULT_MODEL
+from .value_types import KINDS, describe, fits
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, positional: bool = False, **kw) -> Any:
@@ -85,12 +85,8 @@ class TrainConfig(DataConfig):
     progress: bool = opt(True, "show a progress bar")
 
     def __post_init__(self):
-        for name in ("prompt_length", "batch_size", "eval_batch_size", "max_steps", "eval_every"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        for name in ("shots", "dev_from_train"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        at_least_one(self, "prompt_length", "batch_size", "eval_batch_size", "max_steps", "eval_every", "shots",
+                     "dev_from_train")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
 
@@ -204,23 +200,7 @@ def build(cls, values: dict[str, Any], source: str | Path | None = None):
     return cls(**values)
 
 
-_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list",
-          dict: "a mapping"}
-
-
-def _fits(value: Any, tp: Any) -> bool:
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        return any(_fits(value, t) for t in typing.get_args(tp))
-    tp = typing.get_origin(tp) or tp
-    if tp is type(None):
-        return value is None
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp in _KINDS:
-        return isinstance(value, tp)
-    return True  # Any and other types: the dataclass checks them itself
+_YAML_KINDS = {**KINDS, list: "a list", dict: "a mapping"}
 
 
 def check_types(cls, values: dict[str, Any], source: str | Path | None = None) -> None:
@@ -230,10 +210,10 @@ def check_types(cls, values: dict[str, Any], source: str | Path | None = None) -
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
         tp = hints.get(key)
-        if tp is None or _fits(value, tp):
+        if tp is None or fits(value, tp):
             continue
         wants = [t for t in typing.get_args(tp) or (tp,) if t is not type(None)]
-        want = " or ".join(_KINDS.get(typing.get_origin(t) or t, str(t)) for t in wants)
+        want = " or ".join(describe(t, _YAML_KINDS) for t in wants)
         if type(None) in typing.get_args(tp):
             want += " (or null)"
         name = f"option {key!r} in {source}" if source else f"--{key.replace('_', '-')}"

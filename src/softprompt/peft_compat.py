@@ -32,6 +32,7 @@ from .artifacts import SAVED_OUTPUT_FILES
 from .atomic import atomic_path, atomic_write_text
 from .errors import ConfigError, ModelMismatchError, PromptFileError
 from .prompt import SoftPrompt
+from .value_types import fits
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -136,13 +137,13 @@ def _read_config(file: Path) -> dict[str, Any]:
                               "re-export the adapter with PEFT's save_pretrained")
     for key in ("num_virtual_tokens", "token_dim"):
         value = config.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not fits(value, int) or value < 1:
             raise PromptFileError(f"{file}: {key} must be a positive integer, got {value!r}")
     subs = config.get("num_transformer_submodules", 1)
-    if isinstance(subs, bool) or not isinstance(subs, (int, type(None))):
+    if not fits(subs, int | None):
         raise PromptFileError(f"{file}: num_transformer_submodules must be an integer, got {subs!r}")
     for key in ("peft_type", "base_model_name_or_path"):
-        if not isinstance(config.get(key), (str, type(None))):
+        if not fits(config.get(key), str | None):
             raise PromptFileError(f"{file}: {key} must be a string, got {config[key]!r}")
     return config
 

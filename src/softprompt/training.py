@@ -25,6 +25,7 @@ import os
 import random
 import shutil
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from .outdir import check_out_dir, out_lock, output_errors
 from .scoring import EvalResult, evaluate, predict, score_predictions
 from .splits import final_rows, run_data
 from .tasks.from_config import check_files, task_from_config
+from .value_types import KINDS, describe, fits
 
 log = logging.getLogger(__name__)
 
@@ -208,36 +210,23 @@ def _read_checkpoint(ckpt: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return blob, saved
 
 
-_STATE_FIELDS: dict[str, tuple[Any, str]] = {
-    "step": (lambda v: _whole(v), "a whole number >= 0"),
-    "epoch": (lambda v: _whole(v), "a whole number >= 0"),
-    "batch_in_epoch": (lambda v: _whole(v), "a whole number >= 0"),
-    "best_metric": (lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)), "a number or null"),
-    "best_step": (lambda v: v is None or _whole(v), "a whole number >= 0 or null"),
-    "evals_since_best": (lambda v: _whole(v), "a whole number >= 0"),
-    "stopped_early": (lambda v: isinstance(v, bool), "true or false"),
-    "last_dev": (lambda v: isinstance(v, dict), "a JSON object"),
-}
-"""Each :class:`TrainState` field's test and what it must be, in a checkpoint's ``state.json``."""
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+_STATE_KINDS = {**KINDS, int: "a whole number >= 0"}  # steps, epochs and counts are never negative
 
 
 def _check_state(state: Any, file: Path, again: str) -> None:
     """``state.json``'s ``state``: an object of :class:`TrainState` fields, each of its type
-    (:data:`_STATE_FIELDS`), else :class:`ArtifactError` naming the file, the field and ``again``."""
+    (its type hint, counts never negative), else :class:`ArtifactError` naming the file, the field and ``again``."""
     if not isinstance(state, dict):
         raise ArtifactError(f"{file}: field 'state' must be a JSON object, got {type(state).__name__}: {again}")
-    unknown = sorted(set(state) - set(_STATE_FIELDS))
+    hints = typing.get_type_hints(TrainState)
+    unknown = sorted(set(state) - set(hints))
     if unknown:
         raise ArtifactError(f"{file}: field 'state' holds unknown fields {unknown}: {again}")
     for name, value in state.items():
-        ok, want = _STATE_FIELDS[name]
-        if not ok(value):
-            raise ArtifactError(f"{file}: field 'state.{name}' must be {want}, got {type(value).__name__} "
-                                f"{json.dumps(value)[:40]}: {again}")
+        count = int in (typing.get_args(hints[name]) or (hints[name],))
+        if not fits(value, hints[name]) or (count and value is not None and value < 0):
+            raise ArtifactError(f"{file}: field 'state.{name}' must be {describe(hints[name], _STATE_KINDS)}, got "
+                                f"{type(value).__name__} {json.dumps(value)[:40]}: {again}")
 
 
 def _load_checkpoint(ckpt: Path, method, optimizer, scheduler, read=None) -> TrainState:

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import TrainConfig, opt
+from ..config import TrainConfig, at_least_one, opt
 from ..errors import ConfigError
 from .formats import FORMATS, LETTERS
 
@@ -66,6 +66,4 @@ class PretrainConfig:
             raise ConfigError(f"--format {self.format!r} is not a PPT format; choose one of {', '.join(FORMATS)}")
         if not 2 <= self.options <= len(LETTERS):
             raise ConfigError(f"--options must be between 2 and {len(LETTERS)}, got {self.options}")
-        for name in ("examples", "dev_examples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        at_least_one(self, "examples", "dev_examples")

@@ -21,6 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 
+from .encoding import MIN_TEXT_TOKENS  # what encode needs beside the prompt
 from .errors import ArtifactError, ModelMismatchError
 from .outdir import LOCK_FILE
 from .value_types import describe, fits
@@ -30,8 +31,6 @@ PREFIX_FILE = "prefix.safetensors"
 MODEL_FILE = "model.safetensors"
 META_FILE = "softprompt.json"
 FORMAT_VERSION = 1
-MIN_TEXT_TOKENS = 8
-"""Tokens of text a prompt must leave in the model's context (what :func:`~softprompt.encoding.encode` needs)."""
 
 FIELD_TYPES: dict[str, Any] = {
     "task": dict, "model_id": str, "model_fingerprint": str | None, "model_family": str, "init": str,

@@ -17,6 +17,9 @@ from typing import Any, Mapping, Sequence
 from .errors import ConfigError
 from .truncation import fit
 
+MIN_TEXT_TOKENS = 8
+"""Tokens of text a row needs beside the prompt, special tokens and its longest label word."""
+
 
 @dataclass
 class EncodedBatch:
@@ -109,7 +112,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
                 row_weights.append(label_weights[li][wi] if label_weights else 1.0 / len(ws))
         longest_word = max(word_length(w) for w in row_words)
         budget = context - prompt_length - backbone.n_special - longest_word
-        if budget < 8:
+        if budget < MIN_TEXT_TOKENS:
             raise ConfigError(
                 f"the model's context ({context} tokens) leaves {budget} tokens for text after a "
                 f"{prompt_length}-vector prompt: raise --max-length, or use a shorter prompt (softprompt train --prompt-length N)"

@@ -31,6 +31,7 @@ import torch
 from ..answer_tokens import natural_text
 from ..artifacts import ARTIFACT_FILES, load_artifact
 from ..atomic import atomic_dir
+from ..encoding import MIN_TEXT_TOKENS
 from ..errors import ConfigError, PromptFileError
 from ..prompt import FORMAT_VERSION, META_FILE
 from .base import Method, MethodConfig, register_method
@@ -122,7 +123,7 @@ class InContext(Method):
         bb = self._backbone
         self.demonstrations, self.texts, self.text, self.token_ids = list(rows), list(texts), text, list(token_ids)
         room = bb.max_length - bb.n_special - len(self.token_ids)
-        if self.token_ids and room < 8:
+        if self.token_ids and room < MIN_TEXT_TOKENS:
             raise ConfigError(
                 f"in-context: the {len(texts)} demonstrations take {len(self.token_ids)} tokens of the model's "
                 f"{bb.max_length}-token context, leaving {room} for the input: use fewer shots "

@@ -33,6 +33,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..api import PromptedModel
+from ..artifacts import check_tensors
 from ..encoding import EncodedBatch, encode
 from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
 from ..prompt import META_FILE, PROMPT_FILE, SoftPrompt
@@ -239,10 +240,7 @@ class MultiPromptModel:
             raise PromptFileError(f"prompt {name!r} has no task object in its metadata (e.g. a PEFT adapter imported "
                                   f"without --task): re-import it with `softprompt import-peft ADAPTER --out DIR --task NAME`")
         weight = prompt.weight
-        if not weight.is_floating_point():
-            raise PromptFileError(f"prompt {name!r} holds {weight.dtype} values, not floating point; train it again")
-        if not bool(torch.isfinite(weight).all()):
-            raise PromptFileError(f"prompt {name!r} holds NaN/Inf values; it cannot be served: train it again")
+        check_tensors({"prompt": weight}, f"prompt {name!r}")  # as a loaded file is: floating point, finite
         task = Task.from_dict(prompt.metadata["task"])
         model = PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
         choices = getattr(task.verbalizer, "choices_field", None)

@@ -402,7 +402,6 @@ def _train(cfg: TrainConfig) -> TrainResult:
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-    last_dev: dict[str, Any] = dict(state.last_dev)  # resumed from the final checkpoint: its dev metrics
     while state.step < cfg.max_steps and not state.stopped_early:
         batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
         for bi in range(state.batch_in_epoch, len(batches)):
@@ -426,14 +425,14 @@ def _train(cfg: TrainConfig) -> TrainResult:
                 bar.set_postfix(loss=f"{loss_value:.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
                 result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_prompt(), cfg)
-                last_dev = state.last_dev = result.summary()
+                state.last_dev = result.summary()
                 value = result.metrics[primary]
-                log_line({"step": state.step, "split": "validation", **last_dev})
+                log_line({"step": state.step, "split": "validation", **state.last_dev})
                 if state.best_metric is None or value > state.best_metric:
                     state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
                     if is_main:
                         method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
-                            **meta_extra, "step": state.step, "metrics": {"validation": last_dev}}))
+                            **meta_extra, "step": state.step, "metrics": {"validation": state.last_dev}}))
                 else:
                     state.evals_since_best += 1
                     if cfg.patience and state.evals_since_best >= cfg.patience:
@@ -456,7 +455,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     acc.wait_for_everyone()
 
     result = TrainResult(out=out, best_prompt=out / "best" if (out / "best").exists() else None, state=state,
-                         dev={"best_" + primary: state.best_metric, "best_step": state.best_step, **last_dev})
+                         dev={"best_" + primary: state.best_metric, "best_step": state.best_step, **state.last_dev})
     return _finish(acc, cfg, backbone, task, method, data, result, started)
 
 

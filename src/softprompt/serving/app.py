@@ -36,7 +36,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import check_types, opt
+from ..config import at_least_one, check_types, opt
 from ..errors import ConfigError, RequestTooLargeError, SoftPromptError
 from .batcher import Batcher, DeadlineExceededError, QueueFullError
 from .engine import MultiPromptModel, TaskConflictError, UnknownTaskError
@@ -76,13 +76,10 @@ class ServeConfig:
         def bad(name: str, want: str, value: Any) -> ConfigError:
             return ConfigError(f"--{name.replace('_', '-')} must be {want}, got {value!r}")
 
-        for name in ("port", "max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_request_tokens",
-                     "max_batch_tokens", "max_body_bytes", "max_new_tokens", "max_length"):
-            value = getattr(self, name)
-            if value is not None and value < (0 if name == "port" else 1):
-                raise bad(name, "a whole number of at least " + ("0" if name == "port" else "1"), value)
-        if self.port > 65535:
-            raise bad("port", "at most 65535", self.port)
+        at_least_one(self, "max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_request_tokens",
+                     "max_batch_tokens", "max_body_bytes", "max_new_tokens", "max_length")
+        if not 0 <= self.port <= 65535:
+            raise bad("port", "a whole number from 0 to 65535", self.port)
         for name in ("max_wait_ms", "deadline_s", "read_timeout_s", "shutdown_timeout_s"):
             value = getattr(self, name)
             least, unit = (0, "milliseconds") if name == "max_wait_ms" else (1e-3, "seconds")

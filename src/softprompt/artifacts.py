@@ -242,6 +242,26 @@ def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str |
         check_prompt_length(weight.shape[0], room, where)
 
 
+def check_fingerprint(meta: dict[str, Any], model_id: str, fingerprint: str, what: str) -> None:
+    """Refuse a model whose embedding ``fingerprint`` differs from the one ``what`` (e.g. "this
+    prompt", a saved folder) records in ``meta`` (:class:`ModelMismatchError`): under the model's
+    own name the weights differ, else another model is being used (and ``--model`` names the right one)."""
+    fp = meta.get("model_fingerprint")
+    if fp is None or fp == fingerprint:
+        return
+    trained_for = meta.get("model_id", "an unknown model")
+    if trained_for == model_id:
+        raise ModelMismatchError(
+            f"{what} was trained for model {trained_for!r} with other weights: the model loaded under that "
+            f"name has embedding fingerprint {fingerprint}, the prompt's has {fp} (another checkpoint or a "
+            f"fine-tuned copy under the same name); load the weights it was trained on, or train a prompt on these"
+        )
+    raise ModelMismatchError(
+        f"{what} was trained for model {trained_for!r} (embedding fingerprint {fp}) but is being used "
+        f"with {model_id!r} (fingerprint {fingerprint}); use --model {trained_for!r} or train a prompt for {model_id!r}"
+    )
+
+
 def check_prompt_length(length: int, room: int, where: str | Path) -> None:
     """Refuse a prompt of ``length`` vectors that leaves under :data:`MIN_TEXT_TOKENS` of ``room``
     (the model's context less its special tokens) for the text."""

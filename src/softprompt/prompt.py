@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .artifacts import ARTIFACT_FILES, FORMAT_VERSION, META_FILE, PROMPT_FILE, check_prompt_length, load_artifact
+from .artifacts import (ARTIFACT_FILES, FORMAT_VERSION, META_FILE, PROMPT_FILE, check_fingerprint, check_prompt_length,
+                        load_artifact)
 from .atomic import atomic_dir
 from .errors import ConfigError, ModelMismatchError, PromptFileError
 
@@ -253,21 +254,10 @@ class SoftPrompt(nn.Module):
         (:class:`~softprompt.errors.ArtifactError`)."""
         if room is not None:
             check_prompt_length(self.length, room, f"prompt trained for {self.metadata.get('model_id', 'unknown')!r}")
-        fp = self.metadata.get("model_fingerprint")
         trained_for = self.metadata.get("model_id", "an unknown model")
         if self.dim != dim:
             raise ModelMismatchError(
                 f"this prompt has dimension {self.dim} (trained for model {trained_for!r}) but {model_id!r} has "
                 f"embedding dimension {dim}; use --model {trained_for!r} or train a prompt for {model_id!r}"
             )
-        if fp is not None and fp != fingerprint and trained_for == model_id:
-            raise ModelMismatchError(
-                f"this prompt was trained for model {trained_for!r} with other weights: the model loaded under that "
-                f"name has embedding fingerprint {fingerprint}, the prompt's has {fp} (another checkpoint or a "
-                f"fine-tuned copy under the same name); load the weights it was trained on, or train a prompt on these"
-            )
-        if fp is not None and fp != fingerprint:
-            raise ModelMismatchError(
-                f"this prompt was trained for model {trained_for!r} (embedding fingerprint {fp}) but is being used "
-                f"with {model_id!r} (fingerprint {fingerprint}); use --model {trained_for!r} or train a prompt for {model_id!r}"
-            )
+        check_fingerprint(self.metadata, model_id, fingerprint, "this prompt")

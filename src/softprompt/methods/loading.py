@@ -13,8 +13,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import META_FILE, check_prompt_length, load_artifact, read_metadata_file
-from ..errors import ArtifactError, ModelMismatchError, PromptFileError
+from ..artifacts import META_FILE, check_fingerprint, check_prompt_length, read_metadata_file
+from ..errors import ArtifactError, PromptFileError
 
 
 def read_saved_metadata(path: str | Path, root: str | Path | None = None) -> dict[str, Any]:
@@ -28,10 +28,10 @@ def read_saved_metadata(path: str | Path, root: str | Path | None = None) -> dic
     return read_metadata_file(file, root)
 
 
-def load_saved_method(path: str | Path, backbone, task, root: str | Path | None = None):
+def load_saved_method(path: str | Path, backbone, task):
     """Rebuild the method saved in ``path`` on ``backbone`` for ``task`` and restore its state.
 
-    The saved model fingerprint must match ``backbone``'s (:class:`ModelMismatchError` names both).
+    The saved model fingerprint must match ``backbone``'s (:class:`~softprompt.errors.ModelMismatchError` names both).
     Returns the method (an ``nn.Module`` on the backbone's device); its ``inference_prompt()`` is
     what goes before the text (``[length, dim]``, a prefix, or None for full tuning). A prompt
     that leaves the text too little of the model's context is refused (:class:`ArtifactError`).
@@ -39,12 +39,8 @@ def load_saved_method(path: str | Path, backbone, task, root: str | Path | None 
     from ..config import TrainConfig
     from ..training import method_config_from
 
-    meta = read_saved_metadata(path, root)
-    fp, trained_for = meta.get("model_fingerprint"), meta.get("model_id", "an unknown model")
-    if fp is not None and fp != backbone.fingerprint:
-        raise ModelMismatchError(
-            f"{path} was trained for model {trained_for!r} (embedding fingerprint {fp}) but is being used with "
-            f"{backbone.model_id!r} (fingerprint {backbone.fingerprint}); use --model {trained_for!r}")
+    meta = read_saved_metadata(path)
+    check_fingerprint(meta, backbone.model_id, backbone.fingerprint, str(path))
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     options = {k: v for k, v in (meta.get("training") or {}).items() if k in known}
     options.update(method=meta.get("method", "prompt-tuning"), init="random-uniform")  # the state replaces the init
@@ -53,8 +49,6 @@ def load_saved_method(path: str | Path, backbone, task, root: str | Path | None 
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"{Path(path) / META_FILE}: metadata field 'training' holds options that do not "
                             f"build a run ({exc}); re-save it or train again") from exc
-    if root is not None:
-        load_artifact(path, root=root)  # every file it holds, checked against root before use
     method = cls.empty(config, backbone, task)
     method.load_state(path)
     check_prompt_length(method.prompt_length, backbone.max_length - backbone.n_special, path)

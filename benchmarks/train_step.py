@@ -226,8 +226,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.manual_seed(0)
 
-    backbone = load_model()
-    backbone.max_length = args.max_length
+    backbone = load_model(max_length=args.max_length)
     from transformers import AutoModelForCausalLM
 
     from softprompt.modeling import resolve_model_path

@@ -96,11 +96,10 @@ class PromptedModel:
             raise DataError(f"{path} has no task in its metadata (e.g. a PEFT adapter imported without --task): "
                             f"re-import it with `softprompt import-peft ADAPTER --out {path} --task NAME`")
         task = Task.from_dict(meta["task"])
-        if backbone is None:
-            backbone = load_model(model or meta.get("model_id"), device=device)
         settings = ScoringSettings.from_metadata(meta).override(
             scoring=scoring, length_normalize=length_normalize, max_length=max_length)
-        backbone.max_length = min(backbone.max_length, settings.max_length)
+        if backbone is None:
+            backbone = load_model(model or meta.get("model_id"), device=device, max_length=settings.max_length)
         method = load_saved_method(path, backbone, task) if other_method else None
         return cls(backbone, prompt, task, method=method, settings=settings)
 
@@ -151,7 +150,8 @@ class PromptedModel:
             inputs = [inputs]
         rows = self.as_examples(inputs, field_map)
         how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
-        preds, _ = predict(self.backbone, self.task, rows, self.prompt, batch_size, how.scoring, how.length_normalize)
+        preds, _ = predict(self.backbone, self.task, rows, self.prompt, batch_size, how.scoring, how.length_normalize,
+                           max_length=self.settings.max_length)
         return preds
 
     def evaluate(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
@@ -160,4 +160,4 @@ class PromptedModel:
         default to :attr:`settings` (what the prompt was trained with)."""
         how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
         return evaluate(self.backbone, self.task, examples, self.prompt, batch_size, how.scoring, how.length_normalize,
-                        progress)
+                        progress, max_length=self.settings.max_length)

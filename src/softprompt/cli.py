@@ -87,8 +87,7 @@ def _prompted_model(cfg: EvalConfig | PredictConfig):
                               "--task NAME, or --template and --label-words (and --model)")
     task = task_from_config(cfg)
     settings = ScoringSettings().override(**given)
-    backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device)
-    backbone.max_length = min(backbone.max_length, settings.max_length)
+    backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device, max_length=settings.max_length)
     return PromptedModel(backbone, None, task, settings=settings)
 
 

@@ -95,7 +95,7 @@ def resolve_model_path(model: str) -> str:
 
 
 def load_model(model: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | None = None,
-               device_map: str | dict | None = None, offload_folder: str | None = None):
+               device_map: str | dict | None = None, offload_folder: str | None = None, max_length: int | None = None):
     """Load a frozen model and its tokenizer and wrap them in the right :class:`Backbone`.
 
     ``model`` is the embedded default's name, a local directory or a Hugging Face model id
@@ -107,6 +107,10 @@ def load_model(model: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, d
     a frozen model that does not fit one device across GPUs, the CPU and ``offload_folder`` on
     disk; the prompt then lives on the input embeddings' device, and gradients flow back through
     the shards to it.
+
+    ``max_length`` is the longest input in tokens, prompt included, that the backbone encodes
+    (default 1024); it is never more than the model's context (its position embeddings, its
+    tokenizer's ``model_max_length``). It is fixed here, once: callers do not change it later.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -129,4 +133,4 @@ def load_model(model: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, d
         hf_model = cls.auto_class().from_pretrained(path, dtype=dtype)
         if device:
             hf_model.to(device)
-    return cls(hf_model, tokenizer, model_id=model)
+    return cls(hf_model, tokenizer, model_id=model, max_length=max_length)

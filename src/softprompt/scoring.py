@@ -92,15 +92,17 @@ def match_generation(text: str, label_names: Sequence[str], candidates: Sequence
 @torch.no_grad()
 def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch.Tensor | None = None,
             batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
-            with_labels: bool = False, max_new_tokens: int | None = None, progress: bool = False):
-    """Predict every example; returns ``(predictions, truncated_count)`` in input order."""
+            with_labels: bool = False, max_new_tokens: int | None = None, progress: bool = False,
+            max_length: int | None = None):
+    """Predict every example; returns ``(predictions, truncated_count)`` in input order. ``max_length``
+    caps each input in tokens, prompt included, below ``backbone.max_length``."""
     preds, truncated, _ = _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
-                                   with_labels, max_new_tokens, progress)
+                                   with_labels, max_new_tokens, progress, max_length)
     return preds, truncated
 
 
 def _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize, with_labels,
-             max_new_tokens, progress):
+             max_new_tokens, progress, max_length=None):
     """:func:`predict`, also returning the tokens truncation cut: ``(predictions, rows, tokens)``."""
     if scoring not in SCORINGS:
         raise ConfigError(f"unknown scoring {scoring!r}; choose one of {SCORINGS}")
@@ -115,7 +117,7 @@ def _predict(backbone, task, examples, prompt, batch_size, scoring, length_norma
         batches = tqdm(batches, desc="eval", leave=False)
     for idx in batches:
         rows = [examples[i] for i in idx]
-        batch = encode(backbone, task, rows, prompt_length=plen, with_labels=with_labels)
+        batch = encode(backbone, task, rows, prompt_length=plen, with_labels=with_labels, max_length=max_length)
         truncated += batch.truncated
         cut_tokens += batch.truncated_tokens
         if scoring == "rank":
@@ -148,10 +150,11 @@ def score_predictions(task, examples: Sequence[Mapping[str, Any]], preds: Sequen
 
 def evaluate(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch.Tensor | None = None,
              batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
-             progress: bool = False) -> EvalResult:
-    """Score ``examples`` (which carry gold labels) and compute the task's metrics."""
+             progress: bool = False, max_length: int | None = None) -> EvalResult:
+    """Score ``examples`` (which carry gold labels) and compute the task's metrics; ``max_length``
+    as in :func:`predict`."""
     preds, truncated, cut_tokens = _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
-                                            True, None, progress)
+                                            True, None, progress, max_length)
     result = score_predictions(task, examples, preds, truncated)
     result.truncated_tokens = cut_tokens
     return result

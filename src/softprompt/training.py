@@ -356,8 +356,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError("--device-map shards one model within a process; with several processes use FSDP through "
                           "`accelerate launch --config_file` instead (docs/distributed.md)")
     backbone = load_model(cfg.model, dtype=dtype, device=str(acc.device), device_map=device_map,
-                          offload_folder=cfg.offload_folder)
-    backbone.max_length = min(backbone.max_length, cfg.max_length)
+                          offload_folder=cfg.offload_folder, max_length=cfg.max_length)
     backbone.fingerprint  # noqa: B018  the frozen weights' fingerprint, taken before full tuning moves them
     cfg = with_method_defaults(cfg, backbone)  # an lr that follows the model (prompt tuning) needs it loaded
 

@@ -119,9 +119,9 @@ class _Models:
     def get(self, cfg: TrainConfig, fresh: bool = False):
         from ..modeling import load_model
 
-        key = (cfg.model, cfg.dtype, cfg.device)
+        key = (cfg.model, cfg.dtype, cfg.device, cfg.max_length)
         if fresh or key not in self._cache:
-            backbone = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), device=cfg.device)
+            backbone = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), device=cfg.device, max_length=cfg.max_length)
             if fresh:
                 return backbone
             self._cache[key] = backbone
@@ -149,7 +149,6 @@ def _ensemble(exp: Experiment, specs: dict[str, RunSpec], a: Analysis, models: _
     cfg = members[0].config
     task, split, rows = _final_rows(cfg)
     backbone = models.get(cfg)
-    backbone.max_length = min(backbone.max_length, cfg.max_length)
     engine = MultiPromptModel(backbone)
     names = []
     for m in members:
@@ -198,7 +197,6 @@ def _transfer(exp: Experiment, specs: dict[str, RunSpec], a: Analysis, models: _
     task, split, rows = _final_rows(tcfg)
     full = source is not None and source.axes["method"] == "full-tuning"
     backbone = models.get(tcfg, fresh=full)  # full tuning overwrites the weights: a private copy
-    backbone.max_length = min(backbone.max_length, tcfg.max_length)
     prompt = None
     if source is not None:
         prompt = _load_method(source, backbone).inference_prompt()

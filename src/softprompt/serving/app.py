@@ -516,9 +516,7 @@ def build_engine(config: ServeConfig) -> MultiPromptModel:
     if not root.is_dir():
         raise SoftPromptError(f"prompts directory {root} does not exist")
     model = config.model or model_from_prompts(root, config.allowed_models)
-    backbone = load_model(model, device=config.device)
-    if config.max_length:
-        backbone.max_length = min(backbone.max_length, config.max_length)
+    backbone = load_model(model, device=config.device, max_length=config.max_length)
     return MultiPromptModel.from_dir(backbone, root)
 
 

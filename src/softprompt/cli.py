@@ -1,57 +1,25 @@
-"""The ``softprompt`` command. Options are generated from the config dataclasses in
-:mod:`softprompt.config`; ``--config FILE.yaml`` loads the same options from YAML (command-line
-options win)."""
+"""The ``softprompt`` command. Every command's options are one dataclass of
+:mod:`softprompt.config` (:data:`~softprompt.config.COMMAND_CONFIGS`), turned into options by
+:mod:`softprompt.arguments`, the one mechanism (why not ``transformers.HfArgumentParser``: see
+there); ``--config FILE.yaml`` loads the same options from YAML (command-line options win).
+A command's handler takes its config and returns the exit status."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import sys
 import traceback
-import typing
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
-from .config import EvalConfig, InspectConfig, PredictConfig, TrainConfig, build, field_default, load_yaml
-from .ppt.config import PretrainConfig
+from .arguments import add_options, config_from_args
+from .config import (COMMAND_CONFIGS, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig, InspectConfig,
+                     PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig)
 from .errors import SoftPromptError
 
-
-def _base_type(tp: Any) -> Any:
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if args else tp
-
-
-def add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
-    """One option per field of ``cls``: type, default, help and choices come from the field."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        tp = _base_type(hints[f.name])
-        default = field_default(f)
-        help_text = meta.get("help", "")
-        if "(default:" not in help_text:
-            help_text += f" (default: {default!r})"
-        if meta.get("positional"):
-            parser.add_argument(f.name, nargs="*", default=argparse.SUPPRESS, help=meta.get("help"))
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        else:
-            parser.add_argument(flag, type=tp if tp in (int, float) else str, default=argparse.SUPPRESS,
-                                choices=meta.get("choices"), help=help_text, dest=f.name)
-
-
-def config_from_args(cls, args: argparse.Namespace):
-    """YAML values (if ``--config``), then the options given on the command line."""
-    source = getattr(args, "config", None)
-    values: dict[str, Any] = load_yaml(source) if source else {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    return build(cls, values, source)  # command-line values come typed by argparse: a wrong type is the file's
+__all__ = ["COMMANDS", "Command", "build_parser", "config_from_args", "entry", "main"]
 
 
 def cmd_train(cfg: TrainConfig) -> int:
@@ -130,14 +98,13 @@ def cmd_predict(cfg: PredictConfig) -> int:
     return 0
 
 
-def cmd_inspect(args: Any) -> int:
+def cmd_inspect(args: InspectConfig) -> int:
     from .interpret import label_words_kept, nearest_tokens
     from .modeling import load_model
     from .prompt import SoftPrompt
 
-    args = build(InspectConfig, {k: getattr(args, k) for k in ("prompt", "k", "model", "json")})
     prompt = SoftPrompt.load(args.prompt)
-    backbone = load_model(args.model or prompt.metadata.get("model_id"))
+    backbone = load_model(args.model or prompt.metadata.get("model_id"), device=args.device)
     prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
     args.check_k(backbone.model.get_input_embeddings().weight.shape[0])
     rows = nearest_tokens(backbone, prompt.weight, args.k)
@@ -158,7 +125,7 @@ def cmd_inspect(args: Any) -> int:
     return 0
 
 
-def cmd_tasks(_: Any) -> int:
+def cmd_tasks(_: TasksConfig) -> int:
     from .tasks.registry import BUILTIN_TASKS
 
     for name, task in BUILTIN_TASKS.items():
@@ -178,52 +145,7 @@ def cmd_pretrain_prompt(cfg: PretrainConfig) -> int:
     return 0
 
 
-COMMANDS: dict[str, tuple[Any, Callable[[Any], int], str]] = {
-    "train": (TrainConfig, cmd_train, "train a soft prompt on a task"),
-    "eval": (EvalConfig, cmd_eval, "evaluate a saved prompt (or the zero-shot baseline) on a split or file"),
-    "predict": (PredictConfig, cmd_predict, "classify texts with a saved prompt"),
-    "tasks": (None, cmd_tasks, "list the built-in tasks"),
-    "pretrain-prompt": (PretrainConfig, cmd_pretrain_prompt, "pre-train a prompt on PPT's self-supervised formats built from unlabeled text"),
-}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="softprompt", description="Prompt tuning on frozen language models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (cls, _, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if cls is not None:
-            p.add_argument("--config", help="YAML file of options (command-line options override it)")
-            add_dataclass_options(p, cls)
-    from .peft_compat import add_cli as add_peft_cli
-
-    add_peft_cli(sub)
-    from .serving.app import add_cli as add_serve_cli
-
-    add_serve_cli(sub)
-    p = sub.add_parser("inspect", help="nearest vocabulary tokens of each vector of a saved prompt")
-    p.add_argument("prompt", help="saved prompt directory")
-    p.add_argument("--k", type=int, default=5, help="neighbours per position (default: 5)")
-    p.add_argument("--model", help="model (default: the one the prompt was trained for)")
-    p.add_argument("--json", action="store_true", help="one JSON object per position")
-    p.set_defaults(handler=cmd_inspect)
-    p = sub.add_parser("experiment", help="run a grid of runs and analyses from a YAML file, then write its report",
-                       description="Run every missing run and analysis of an experiment file (finished ones are "
-                                   "skipped, interrupted ones resume), then write report.md and plots.")
-    p.add_argument("config", help="experiment YAML (see experiments/quick.yaml)")
-    p.add_argument("--out", help="results folder (default: the file's out:)")
-    p.add_argument("--only", nargs="+", metavar="GRID", help="run only these grids (no analyses)")
-    p.add_argument("--tasks", nargs="+", metavar="TASK",
-                   help="run only the runs of these tasks, e.g. the cheap ones first (no analyses)")
-    p.add_argument("--dry-run", action="store_true", help="list runs and analyses, done or to do, and stop")
-    p.add_argument("--report-only", action="store_true", help="rewrite the report from stored results, run nothing")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    p.set_defaults(handler=cmd_experiment)
-    return parser
-
-
-def cmd_experiment(args: Any) -> int:
+def cmd_experiment(args: ExperimentConfig) -> int:
     from .experiments import load_experiment, run_experiment, write_report
 
     from .outdir import check_out_dir, out_lock
@@ -241,16 +163,71 @@ def cmd_experiment(args: Any) -> int:
     return 0
 
 
+def cmd_serve(cfg: ServeConfig) -> int:
+    from .serving.app import serve
+
+    return serve(cfg)
+
+
+def cmd_export_peft(cfg: ExportPeftConfig) -> int:
+    from .peft_compat import export_command
+
+    return export_command(cfg)
+
+
+def cmd_import_peft(cfg: ImportPeftConfig) -> int:
+    from .peft_compat import import_command
+
+    return import_command(cfg)
+
+
+class Command(NamedTuple):
+    """A ``softprompt`` command: what runs it (given the command's config, its dataclass in
+    :data:`softprompt.config.COMMAND_CONFIGS`), its one-line help, whether it reads
+    ``--config FILE.yaml``, and its longer description."""
+
+    handler: Callable[[Any], int]
+    help: str
+    yaml: bool = True
+    description: str | None = None
+
+
+COMMANDS: dict[str, Command] = {
+    "train": Command(cmd_train, "train a soft prompt on a task"),
+    "eval": Command(cmd_eval, "evaluate a saved prompt (or the zero-shot baseline) on a split or file"),
+    "predict": Command(cmd_predict, "classify texts with a saved prompt"),
+    "tasks": Command(cmd_tasks, "list the built-in tasks", yaml=False),
+    "pretrain-prompt": Command(cmd_pretrain_prompt, "pre-train a prompt on PPT's self-supervised formats built from unlabeled text"),
+    "export-peft": Command(cmd_export_peft, "write a saved prompt as a PEFT prompt-tuning adapter", yaml=False),
+    "import-peft": Command(cmd_import_peft, "read a PEFT prompt-tuning adapter as a softprompt prompt", yaml=False),
+    "serve": Command(cmd_serve, "serve many saved prompts over HTTP", description=ServeConfig.__doc__),
+    "inspect": Command(cmd_inspect, "nearest vocabulary tokens of each vector of a saved prompt", yaml=False),
+    "experiment": Command(cmd_experiment, "run a grid of runs and analyses from a YAML file, then write its report",
+                          yaml=False, description="Run every missing run and analysis of an experiment file (finished ones are "
+                                      "skipped, interrupted ones resume), then write report.md and plots."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``softprompt`` parser: one subcommand per entry of :data:`COMMANDS`, its options
+    generated from its config (:func:`softprompt.arguments.add_options`)."""
+    parser = argparse.ArgumentParser(prog="softprompt", description="Prompt tuning on frozen language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
+        add_options(p, COMMAND_CONFIGS[name], yaml=cmd.yaml)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one ``softprompt`` command; returns the exit status (2 for a usage or input error)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        if hasattr(args, "handler"):
-            return args.handler(args)
-        cls, handler, _ = COMMANDS[args.command]
-        return handler(config_from_args(cls, args) if cls is not None else args)
+        cmd = COMMANDS[args.command]
+        return cmd.handler(config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml))
     except SoftPromptError as exc:
         print(f"softprompt: error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,18 @@
 """Configuration as data: one dataclass per command, with the paper's defaults and a help text.
 
-The CLI's options are generated from these dataclasses (:mod:`softprompt.cli`) and YAML files are
-checked against them, so there is no second list of options to drift.
+Every ``softprompt`` command's options are the fields of one dataclass here: ``train``
+(:class:`TrainConfig`), ``eval``, ``predict``, ``inspect``, ``serve``, ``pretrain-prompt``,
+``experiment``, ``export-peft``, ``import-peft`` and ``tasks`` (:data:`COMMAND_CONFIGS`). Options
+that several commands share are written once, in a small dataclass that those commands' configs
+inherit: :class:`ModelOptions` (the frozen model and its device), :class:`TaskFormat` (a template,
+label words and a field map in place of the task's), :class:`DataConfig` (where examples come
+from), :class:`RunOptions` (what ``train`` and ``pretrain-prompt`` share: the model, the prompt,
+the optimiser, the loop, the output folder) and :class:`ScoringOptions` (what ``eval`` and
+``predict`` share: the saved prompt and how it scores). A command that needs another default or
+help text for a shared field redeclares that field alone.
+
+The CLI's options are generated from these dataclasses (:mod:`softprompt.arguments`) and YAML
+files are checked against them, so there is no second list of options to drift.
 """
 
 from __future__ import annotations
@@ -17,9 +28,14 @@ from .modeling import DEFAULT_MODEL
 from .value_types import KINDS, describe, fits
 
 
-def opt(default: Any, help: str, choices: tuple | None = None, positional: bool = False, **kw) -> Any:
-    """A config field with its help text (and optional choices) kept beside its default."""
-    meta = {"help": help, "choices": choices, "positional": positional}
+def opt(default: Any, help: str, choices: tuple | None = None, positional: bool = False, *,
+        required: bool = False, metavar: str | None = None, **kw) -> Any:
+    """A config field with its help text (and optional choices) kept beside its default.
+
+    ``positional``: a command-line argument without a ``--flag`` (a list field takes any number);
+    ``required``: an option the command line must give (the dataclass still takes ``default``, for
+    its own check); ``metavar``: the name shown for the value in ``--help``."""
+    meta = {"help": help, "choices": choices, "positional": positional, "required": required, "metavar": metavar}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
@@ -30,8 +46,26 @@ def field_default(f: dataclasses.Field) -> Any:
     return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
 
 
+# --------------------------------------------------------------------------- shared groups
 @dataclass
-class DataConfig:
+class ModelOptions:
+    """The frozen model and where it runs (commands that read a saved prompt: the prompt's model)."""
+
+    model: str | None = opt(None, "model: an embedded name, a local model directory or a Hugging Face id (default: the one the prompt was trained for)")
+    device: str | None = opt(None, "torch device, e.g. cuda (default: cpu)")
+
+
+@dataclass
+class TaskFormat:
+    """The task's format replaced: how a row becomes text and a label becomes words."""
+
+    template: str | None = opt(None, "template with {field} slots instead of the task's (and {mask} for masked LMs); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
+    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD)")
+    field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'")
+
+
+@dataclass
+class DataConfig(TaskFormat):
     """Where examples come from: a built-in task or your own files."""
 
     task: str = opt("rotten_tomatoes", "built-in task name (see `softprompt tasks`), or a name for your own files")
@@ -39,54 +73,36 @@ class DataConfig:
     train_file: str | None = opt(None, "your own training file (.jsonl, .csv or .tsv)")
     validation_file: str | None = opt(None, "your own dev file (.jsonl, .csv or .tsv)")
     test_file: str | None = opt(None, "your own test file (.jsonl, .csv or .tsv)")
-    template: str | None = opt(None, "template with {field} slots (and {mask} for masked LMs); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
-    label_words: str | None = opt(None, "verbalizer, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD)")
-    field_map: str | None = opt(None, "map our field names to your columns, e.g. 'text=sentence,label=sentiment'")
-    max_length: int = opt(512, "longest input in tokens (prompt included); longer texts are truncated (longest field, from its end)")
 
 
 @dataclass
-class TrainConfig(DataConfig):
-    """Options of ``softprompt train`` (defaults follow Lester et al., 2021 where it gives one)."""
+class RunOptions(ModelOptions):
+    """What ``train`` and ``pretrain-prompt`` share: the model, the prompt, the optimiser, the loop
+    and the output folder (defaults follow Lester et al., 2021 where it gives one)."""
 
     model: str = opt(DEFAULT_MODEL, "embedded model name, local model directory or Hugging Face id")
-    method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)")
+    device: str | None = opt(None, "torch device (default: cuda if available, else cpu)")
+    dtype: str = opt("float32", "model weights dtype", ("float32", "bfloat16", "float16"))
+    mixed_precision: str = opt("no", "run the model's matrix products in bf16/fp16 (torch autocast) while the weights, the prompt and the optimizer stay in float32: about 2x faster on CPUs with AVX512-BF16 and on GPUs; full tuning stays exact where --dtype bfloat16 would round small updates away", ("no", "bf16", "fp16"))
+    max_length: int = opt(512, "longest input in tokens (prompt included); longer texts are truncated (longest field, from its end)")
     prompt_length: int = opt(100, "number of soft prompt vectors (the paper's default: 100)")
-    method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)")
     init: str = opt("class-labels", "initialiser: random-uniform, vocab, class-labels, text:WORDS, file:PATH, pretrained:PATH")
     optimizer: str | None = opt(None, "optimizer (default: the method's: Adafactor with no relative step or parameter scaling for prompt tuning, as the paper; Adam for full and prefix tuning)", ("adafactor", "adam"))
     lr: float | None = opt(None, "learning rate (default: the method's: for prompt tuning 0.075 x the RMS of the model's embedding entries, 0.01 on SmolLM2 (the paper's T5 setting is --lr 0.3); 1e-5 for full tuning; 1e-3 for prefix tuning)")
-    weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)")
-    warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant")
     batch_size: int = opt(8, "training batch size (the paper: 32)")
     eval_batch_size: int = opt(32, "evaluation batch size")
     max_steps: int = opt(1000, "training steps (the paper: 30,000 on TPUs)")
     eval_every: int = opt(100, "evaluate on the dev split and checkpoint every N steps")
     patience: int = opt(5, "stop after this many evaluations without improvement (0: never)")
-    train_limit: int | None = opt(None, "use only the first N training rows")
-    shots: int | None = opt(None, "few-shot: train on K rows sampled (per --seed) from the train split; unless --dev-from-train is set, another K rows are the dev set for early stopping")
-    dev_from_train: int | None = opt(None, "hold out N training rows (sampled per --seed) as the dev set; the validation split then serves as the final evaluation when the task has no --test-split")
-    eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training")
-    test_limit: int | None = opt(None, "evaluate on the first N test rows at the end")
-    loss: str = opt("rank", "rank: cross-entropy over the labels' scores; lm: the label's token likelihood", ("rank", "lm"))
-    scoring: str = opt("rank", "how dev/test are scored: rank classification or greedy generation", ("rank", "generate"))
     length_normalize: bool = opt(False, "divide a multi-token label's log-likelihood by its token count")
     seed: int = opt(0, "random seed (initialisation and data order)")
     out: str = opt("runs/default", "output directory: best/, last/, checkpoint/, metrics.jsonl, results.json")
     resume: bool = opt(False, "continue an interrupted run in --out from its last checkpoint")
     overwrite: bool = opt(False, "start afresh even if --out already holds a run (its checkpoint is discarded)")
-    test_split: str = opt("test", "split evaluated at the end with the best prompt ('' to skip)")
-    zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split")
-    device: str | None = opt(None, "torch device (default: cuda if available, else cpu)")
-    dtype: str = opt("float32", "model weights dtype", ("float32", "bfloat16", "float16"))
-    mixed_precision: str = opt("no", "run the model's matrix products in bf16/fp16 (torch autocast) while the weights, the prompt and the optimizer stay in float32: about 2x faster on CPUs with AVX512-BF16 and on GPUs; full tuning stays exact where --dtype bfloat16 would round small updates away", ("no", "bf16", "fp16"))
-    device_map: str | None = opt(None, "shard a frozen model too big for one device: 'auto' or a JSON mapping of module names to devices ('disk' offloads)")
-    offload_folder: str | None = opt(None, "folder for weights that --device-map puts on 'disk'")
     progress: bool = opt(True, "show a progress bar")
 
     def __post_init__(self):
-        at_least_one(self, "prompt_length", "batch_size", "eval_batch_size", "max_steps", "eval_every", "shots",
-                     "dev_from_train")
+        at_least_one(self, "prompt_length", "batch_size", "eval_batch_size", "max_steps", "eval_every")
         if self.lr is not None and self.lr <= 0:
             raise ConfigError(f"--lr must be positive, got {self.lr}")
 
@@ -95,63 +111,81 @@ _SAVED = "(default: what the prompt was trained with, else {})"
 
 
 @dataclass
-class EvalConfig:
-    """Options of ``softprompt eval``. Scoring options left unset (None) take what the prompt
-    was trained with (:class:`softprompt.api.ScoringSettings`)."""
+class ScoringOptions(TaskFormat, ModelOptions):
+    """What ``eval`` and ``predict`` share: the saved prompt (or none: zero-shot) and how it scores.
+    Scoring options left unset (None) take what the prompt was trained with
+    (:class:`softprompt.api.ScoringSettings`)."""
 
-    prompt: str | None = opt(None, "saved prompt directory (omit for the zero-shot baseline with --task and --model)")
-    task: str | None = opt(None, "task to evaluate on (default: the prompt's own task; another name = domain transfer)")
-    split: str = opt("test", "split to evaluate")
-    data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl")
-    file: str | None = opt(None, "evaluate on this file instead of a split (.jsonl, .csv or .tsv)")
-    field_map: str | None = opt(None, "map our field names to your columns, e.g. 'text=sentence,label=sentiment'")
-    template: str | None = opt(None, "template with {field} slots instead of the task's, e.g. 'Review: {text}\\nSentiment:' (with --label-words and --file: your own data, zero-shot)")
-    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD'")
-    model: str | None = opt(None, "model (default: the one the prompt was trained for)")
-    batch_size: int = opt(32, "evaluation batch size")
-    scoring: str | None = opt(None, "rank classification or greedy generation " + _SAVED.format("rank"), ("rank", "generate"))
-    length_normalize: bool | None = opt(None, "divide a multi-token label's log-likelihood by its token count " + _SAVED.format("no"))
-    limit: int | None = opt(None, "evaluate on the first N rows only")
-    max_length: int | None = opt(None, "longest input in tokens (prompt included) " + _SAVED.format(512))
-    device: str | None = opt(None, "torch device")
-    mixed_precision: str = opt("no", "score in bf16/fp16 under torch autocast (weights stay as loaded)", ("no", "bf16", "fp16"))
-    progress: bool = opt(True, "show a progress bar")
-
-    def __post_init__(self):
-        at_least_one(self, "batch_size", "limit", "max_length")
-
-
-@dataclass
-class PredictConfig:
-    """Options of ``softprompt predict``. Scoring options left unset (None) take what the prompt
-    was trained with (:class:`softprompt.api.ScoringSettings`)."""
-
-    texts: list = opt([], "texts to classify (a JSON object per input for multi-field templates; '-' reads lines from stdin)", positional=True)
-    prompt: str | None = opt(None, "saved prompt directory (omit to classify zero-shot with --task, or --template and --label-words)")
-    task: str | None = opt(None, "built-in task whose template and verbalizer to use (default: the prompt's own)")
-    template: str | None = opt(None, "template with {field} slots instead of the task's, e.g. 'Review: {text}\\nSentiment:'")
-    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD'")
-    field_map: str | None = opt(None, "map our field names to the keys of JSON inputs, e.g. 'text=sentence'")
-    model: str | None = opt(None, "model (default: the one the prompt was trained for)")
+    prompt: str | None = opt(None, "saved prompt directory (omit for zero-shot scoring with --task, or --template and --label-words, and --model)")
+    task: str | None = opt(None, "built-in task whose template and verbalizer to use (default: the prompt's own; another task's name = domain transfer)")
     batch_size: int = opt(32, "batch size")
     scoring: str | None = opt(None, "rank classification or greedy generation " + _SAVED.format("rank"), ("rank", "generate"))
     length_normalize: bool | None = opt(None, "divide a multi-token label's log-likelihood by its token count " + _SAVED.format("no"))
     max_length: int | None = opt(None, "longest input in tokens (prompt included) " + _SAVED.format(512))
-    device: str | None = opt(None, "torch device")
-    json: bool = opt(False, "print one JSON object per input")
 
     def __post_init__(self):
         at_least_one(self, "batch_size", "max_length")
 
 
+# --------------------------------------------------------------------------- commands
 @dataclass
-class InspectConfig:
+class TrainConfig(RunOptions, DataConfig):
+    """Options of ``softprompt train`` (defaults follow Lester et al., 2021 where it gives one)."""
+
+    method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)")
+    method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)")
+    weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)")
+    warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant")
+    train_limit: int | None = opt(None, "use only the first N training rows")
+    shots: int | None = opt(None, "few-shot: train on K rows sampled (per --seed) from the train split; unless --dev-from-train is set, another K rows are the dev set for early stopping")
+    dev_from_train: int | None = opt(None, "hold out N training rows (sampled per --seed) as the dev set; the validation split then serves as the final evaluation when the task has no --test-split")
+    eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training")
+    test_limit: int | None = opt(None, "evaluate on the first N test rows at the end")
+    loss: str = opt("rank", "rank: cross-entropy over the labels' scores; lm: the label's token likelihood", ("rank", "lm"))
+    scoring: str = opt("rank", "how dev/test are scored: rank classification or greedy generation", ("rank", "generate"))
+    test_split: str = opt("test", "split evaluated at the end with the best prompt ('' to skip)")
+    zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split")
+    device_map: str | None = opt(None, "shard a frozen model too big for one device: 'auto' or a JSON mapping of module names to devices ('disk' offloads)")
+    offload_folder: str | None = opt(None, "folder for weights that --device-map puts on 'disk'")
+
+    def __post_init__(self):
+        super().__post_init__()
+        at_least_one(self, "shots", "dev_from_train")
+
+
+@dataclass
+class EvalConfig(ScoringOptions):
+    """Options of ``softprompt eval``. Scoring options left unset (None) take what the prompt
+    was trained with (:class:`softprompt.api.ScoringSettings`)."""
+
+    split: str = opt("test", "split to evaluate")
+    data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl")
+    file: str | None = opt(None, "evaluate on this file instead of a split (.jsonl, .csv or .tsv); with --template and --label-words: your own data, zero-shot")
+    limit: int | None = opt(None, "evaluate on the first N rows only")
+    mixed_precision: str = opt("no", "score in bf16/fp16 under torch autocast (weights stay as loaded)", ("no", "bf16", "fp16"))
+    progress: bool = opt(True, "show a progress bar")
+
+    def __post_init__(self):
+        super().__post_init__()
+        at_least_one(self, "limit")
+
+
+@dataclass
+class PredictConfig(ScoringOptions):
+    """Options of ``softprompt predict``. Scoring options left unset (None) take what the prompt
+    was trained with (:class:`softprompt.api.ScoringSettings`)."""
+
+    texts: list = opt([], "texts to classify (a JSON object per input for multi-field templates; '-' reads lines from stdin)", positional=True)
+    json: bool = opt(False, "print one JSON object per input")
+
+
+@dataclass
+class InspectConfig(ModelOptions):
     """Options of ``softprompt inspect`` (its upper bound on ``k``, the vocabulary size, is
     checked once the model is known: :func:`check_k`)."""
 
     prompt: str = opt("", "saved prompt directory", positional=True)
     k: int = opt(5, "neighbours per position")
-    model: str | None = opt(None, "model (default: the one the prompt was trained for)")
     json: bool = opt(False, "one JSON object per position")
 
     def __post_init__(self):
@@ -161,6 +195,135 @@ class InspectConfig:
         """Raise :class:`ConfigError` when ``k`` exceeds the model's ``vocab_size`` tokens."""
         if self.k > vocab_size:
             raise ConfigError(f"--k must be at most the model's vocabulary size ({vocab_size}), got {self.k}")
+
+
+@dataclass
+class ServeConfig(ModelOptions):
+    """Options of ``softprompt serve``."""
+
+    model: str | None = opt(None, "model to serve (default: the model the first prompt names, else the embedded default)")
+    device: str | None = opt(None, "device for the model, e.g. cuda (default: CPU)")
+    prompts: str = opt("", "directory of saved prompts, one subdirectory each (and an optional ensembles.json)")
+    host: str = opt("127.0.0.1", "address to listen on")
+    port: int = opt(8000, "port to listen on")
+    admin_token_env: str = opt("SOFTPROMPT_ADMIN_TOKEN", "environment variable holding the admin bearer token (admin is off if unset)")
+    max_batch_size: int = opt(32, "most inputs in one engine call")
+    max_wait_ms: float = opt(5.0, "how long the batcher waits for more requests after the first")
+    max_queue: int = opt(256, "most requests waiting; beyond it the server answers 503")
+    max_inputs: int = opt(64, "most inputs in one request (413 beyond)")
+    max_input_chars: int = opt(8000, "longest input in characters, checked before tokenising (413 beyond)")
+    max_request_tokens: int = opt(2048, "most tokens one request may run: its inputs after truncation, template included, once per ensemble member (413 beyond)")
+    max_batch_tokens: int = opt(4096, "most tokens in one engine call (a request over it runs alone)")
+    max_body_bytes: int = opt(1_000_000, "largest request body in bytes (413 beyond)")
+    max_new_tokens: int = opt(64, "largest max_new_tokens a generate request may ask for")
+    max_length: int | None = opt(None, "longest input in tokens, prompt included, for every prompt; each prompt is also held to the max length it was trained with, as in predict (default: the model's context)")
+    deadline_s: float = opt(30.0, "seconds from being queued within which a request is answered, else 504; queued work past it is dropped")
+    read_timeout_s: float = opt(10.0, "seconds a client may take to send a request's headers, and its body (408 or the connection closed beyond)")
+    shutdown_timeout_s: float = opt(10.0, "on SIGTERM or Ctrl-C, seconds to finish open requests before they are cancelled")
+    allowed_models: str | None = opt(None, "comma-separated model ids or directories that a prompt's metadata may choose when --model is absent (the embedded models always may)")
+
+    def __post_init__(self):
+        """Refuse a value that cannot work (:class:`ConfigError`, naming the option), before any model loads."""
+        check_types(type(self), vars(self))
+
+        def bad(name: str, want: str, value: Any) -> ConfigError:
+            return ConfigError(f"--{name.replace('_', '-')} must be {want}, got {value!r}")
+
+        at_least_one(self, "max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_request_tokens",
+                     "max_batch_tokens", "max_body_bytes", "max_new_tokens", "max_length")
+        if not 0 <= self.port <= 65535:
+            raise bad("port", "a whole number from 0 to 65535", self.port)
+        for name in ("max_wait_ms", "deadline_s", "read_timeout_s", "shutdown_timeout_s"):
+            value = getattr(self, name)
+            least, unit = (0, "milliseconds") if name == "max_wait_ms" else (1e-3, "seconds")
+            if not least <= value < float("inf"):
+                raise bad(name, f"a number of {unit} {'of at least 0' if least == 0 else 'above 0'}", value)
+
+
+PRETRAIN_FORMATS = ("unified", "pair", "choice", "single")
+"""PPT's pre-training formats by name (built by :mod:`softprompt.ppt.formats`; docs/ppt.md)."""
+MAX_OPTIONS = 26
+"""Most candidates a PPT choice question may have: one per letter A-Z."""
+
+
+@dataclass
+class PretrainConfig(RunOptions):
+    """Options of ``softprompt pretrain-prompt`` (PPT: Gu, Han, Liu & Huang, 2021). The options it
+    shares with ``softprompt train`` are :class:`RunOptions`; those PPT sets otherwise are redeclared."""
+
+    corpus: str = opt("", "unlabeled text: documents separated by blank lines, or .jsonl with a \"text\" field per line")
+    format: str = opt("unified", "PPT pre-training format (docs/ppt.md): unified multiple choice, sentence pair, "
+                                 "next-sentence choice, or single sentence", PRETRAIN_FORMATS)
+    options: int = opt(4, "candidates per next-sentence choice question (choice and unified formats)")
+    examples: int = opt(10000, "pre-training examples to build from the corpus")
+    dev_examples: int = opt(500, "dev examples (from held-out documents) that pick the best prompt")
+    init: str = opt("vocab", "initialiser of the prompt to pre-train: random-uniform, vocab, text:WORDS, file:PATH")
+    patience: int = opt(0, RunOptions.__dataclass_fields__["patience"].metadata["help"])
+    length_normalize: bool = opt(True, "divide a candidate's log-likelihood by its token count (the choice format's candidates are whole sentences)")
+    seed: int = opt(0, "random seed (the examples built, initialisation and data order)")
+    out: str = opt("runs/ppt", "output directory: data/, ppt.json and, as `softprompt train` writes them, best/, "
+                               "last/, checkpoint/, metrics.jsonl, results.json")
+
+    def __post_init__(self) -> None:
+        if not str(self.corpus).strip():
+            raise ConfigError("give --corpus FILE: unlabeled text, documents separated by blank lines "
+                              "(or .jsonl with a \"text\" field per line)")
+        if self.format not in PRETRAIN_FORMATS:
+            raise ConfigError(f"--format {self.format!r} is not a PPT format; choose one of {', '.join(PRETRAIN_FORMATS)}")
+        if not 2 <= self.options <= MAX_OPTIONS:
+            raise ConfigError(f"--options must be between 2 and {MAX_OPTIONS}, got {self.options}")
+        at_least_one(self, "examples", "dev_examples")
+        super().__post_init__()
+
+
+@dataclass
+class ExperimentConfig:
+    """Options of ``softprompt experiment`` (docs/experiments.md)."""
+
+    config: str = opt("", "experiment YAML (see experiments/quick.yaml)", positional=True)
+    out: str | None = opt(None, "results folder (default: the file's out:)")
+    only: list | None = opt(None, "run only these grids (no analyses)", metavar="GRID")
+    tasks: list | None = opt(None, "run only the runs of these tasks, e.g. the cheap ones first (no analyses)", metavar="TASK")
+    dry_run: bool = opt(False, "list runs and analyses, done or to do, and stop")
+    report_only: bool = opt(False, "rewrite the report from stored results, run nothing")
+    progress: bool = opt(True, "show a progress bar")
+
+
+@dataclass
+class ExportPeftConfig:
+    """Options of ``softprompt export-peft``: write a saved prompt as a PEFT prompt-tuning adapter."""
+
+    prompt: str = opt("", "saved prompt directory", positional=True)
+    out: str = opt("", "adapter directory to write", required=True)
+    model: str | None = opt(None, "model the prompt is for (default: the one it was trained for)")
+    overwrite: bool = opt(False, "replace the PEFT adapter already in --out")
+    fold_bos: bool = opt(False, "for a tokenizer that adds a BOS: export [BOS; prompt], exact under PEFT for inputs "
+                                "tokenized with add_special_tokens=False (otherwise such a prompt is refused)")
+
+
+@dataclass
+class ImportPeftConfig:
+    """Options of ``softprompt import-peft``: read a PEFT prompt-tuning adapter as a softprompt prompt."""
+
+    adapter: str = opt("", "PEFT adapter directory", positional=True)
+    out: str = opt("", "prompt directory to write", required=True)
+    model: str | None = opt(None, "model the adapter is for (default: its base_model_name_or_path)")
+    task: str | None = opt(None, "built-in task to attach, so predict/eval can use the prompt directly")
+    overwrite: bool = opt(False, "replace the saved output already in --out")
+    allow_bos_mismatch: bool = opt(False, "import an adapter PEFT trained before the BOS although softprompt will place it after")
+
+
+@dataclass
+class TasksConfig:
+    """``softprompt tasks`` takes no options."""
+
+
+COMMAND_CONFIGS: dict[str, type] = {
+    "train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "inspect": InspectConfig,
+    "serve": ServeConfig, "pretrain-prompt": PretrainConfig, "experiment": ExperimentConfig,
+    "export-peft": ExportPeftConfig, "import-peft": ImportPeftConfig, "tasks": TasksConfig,
+}
+"""Every command's options, by command name."""
 
 
 def at_least_one(config, *names: str) -> None:

@@ -230,7 +230,8 @@ def _writing(out: str | Path, overwrite: bool, names: tuple[str, ...], what: str
         yield out
 
 
-def _cli_export(args) -> int:
+def export_command(args) -> int:
+    """``softprompt export-peft``, given its :class:`~softprompt.config.ExportPeftConfig`; returns 0."""
     from .modeling import load_model
 
     prompt = SoftPrompt.load(args.prompt)
@@ -247,7 +248,8 @@ def _cli_export(args) -> int:
     return 0
 
 
-def _cli_import(args) -> int:
+def import_command(args) -> int:
+    """``softprompt import-peft``, given its :class:`~softprompt.config.ImportPeftConfig`; returns 0."""
     from .modeling import load_model
 
     prompt = import_peft(args.adapter)
@@ -273,25 +275,3 @@ def _cli_import(args) -> int:
     if not args.task:
         print("note: no task attached, and `softprompt predict`/`eval` need one: re-import with --task NAME")
     return 0
-
-
-def add_cli(sub) -> None:
-    """Add ``export-peft`` and ``import-peft`` to the CLI's subcommands."""
-    p = sub.add_parser("export-peft", help="write a saved prompt as a PEFT prompt-tuning adapter")
-    p.add_argument("prompt", help="saved prompt directory")
-    p.add_argument("--out", required=True, help="adapter directory to write")
-    p.add_argument("--model", help="model the prompt is for (default: the one it was trained for)")
-    p.add_argument("--overwrite", action="store_true", help="replace the PEFT adapter already in --out")
-    p.add_argument("--fold-bos", action="store_true",
-                   help="for a tokenizer that adds a BOS: export [BOS; prompt], exact under PEFT for inputs "
-                        "tokenized with add_special_tokens=False (otherwise such a prompt is refused)")
-    p.set_defaults(handler=_cli_export)
-    p = sub.add_parser("import-peft", help="read a PEFT prompt-tuning adapter as a softprompt prompt")
-    p.add_argument("adapter", help="PEFT adapter directory")
-    p.add_argument("--out", required=True, help="prompt directory to write")
-    p.add_argument("--model", help="model the adapter is for (default: its base_model_name_or_path)")
-    p.add_argument("--task", help="built-in task to attach, so predict/eval can use the prompt directly")
-    p.add_argument("--overwrite", action="store_true", help="replace the saved output already in --out")
-    p.add_argument("--allow-bos-mismatch", action="store_true",
-                   help="import an adapter PEFT trained before the BOS although softprompt will place it after")
-    p.set_defaults(handler=_cli_import)

@@ -36,13 +36,14 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+from ..config import PRETRAIN_FORMATS
 from ..errors import ConfigError, DataError
 from ..tasks.task import Task
 from ..tasks.template import Template
 from ..tasks.verbalizer import ChoiceVerbalizer, Verbalizer
 from .corpus import Document
 
-FORMATS = ("unified", "pair", "choice", "single")
+FORMATS = PRETRAIN_FORMATS  # the names, with pretrain-prompt's --format option (config.py)
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 PAIR_QUESTION = "Does sentence 2 follow sentence 1 in the same text?"

@@ -24,7 +24,6 @@ import os
 import sys
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -36,55 +35,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..config import at_least_one, check_types, opt
+from ..arguments import add_options, config_from_args
+from ..config import ServeConfig
 from ..errors import ConfigError, RequestTooLargeError, SoftPromptError
 from .batcher import Batcher, DeadlineExceededError, QueueFullError
 from .engine import MultiPromptModel, TaskConflictError, UnknownTaskError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServeConfig:
-    """Options of ``softprompt serve``."""
-
-    prompts: str = opt("", "directory of saved prompts, one subdirectory each (and an optional ensembles.json)")
-    model: str | None = opt(None, "model to serve (default: the model the first prompt names, else the embedded default)")
-    device: str | None = opt(None, "device for the model, e.g. cuda (default: CPU)")
-    host: str = opt("127.0.0.1", "address to listen on")
-    port: int = opt(8000, "port to listen on")
-    admin_token_env: str = opt("SOFTPROMPT_ADMIN_TOKEN", "environment variable holding the admin bearer token (admin is off if unset)")
-    max_batch_size: int = opt(32, "most inputs in one engine call")
-    max_wait_ms: float = opt(5.0, "how long the batcher waits for more requests after the first")
-    max_queue: int = opt(256, "most requests waiting; beyond it the server answers 503")
-    max_inputs: int = opt(64, "most inputs in one request (413 beyond)")
-    max_input_chars: int = opt(8000, "longest input in characters, checked before tokenising (413 beyond)")
-    max_request_tokens: int = opt(2048, "most tokens one request may run: its inputs after truncation, template included, once per ensemble member (413 beyond)")
-    max_batch_tokens: int = opt(4096, "most tokens in one engine call (a request over it runs alone)")
-    max_body_bytes: int = opt(1_000_000, "largest request body in bytes (413 beyond)")
-    max_new_tokens: int = opt(64, "largest max_new_tokens a generate request may ask for")
-    max_length: int | None = opt(None, "longest input in tokens, prompt included, for every prompt; each prompt is also held to the max length it was trained with, as in predict (default: the model's context)")
-    deadline_s: float = opt(30.0, "seconds from being queued within which a request is answered, else 504; queued work past it is dropped")
-    read_timeout_s: float = opt(10.0, "seconds a client may take to send a request's headers, and its body (408 or the connection closed beyond)")
-    shutdown_timeout_s: float = opt(10.0, "on SIGTERM or Ctrl-C, seconds to finish open requests before they are cancelled")
-    allowed_models: str | None = opt(None, "comma-separated model ids or directories that a prompt's metadata may choose when --model is absent (the embedded models always may)")
-
-    def __post_init__(self):
-        """Refuse a value that cannot work (:class:`ConfigError`, naming the option), before any model loads."""
-        check_types(type(self), vars(self))
-
-        def bad(name: str, want: str, value: Any) -> ConfigError:
-            return ConfigError(f"--{name.replace('_', '-')} must be {want}, got {value!r}")
-
-        at_least_one(self, "max_batch_size", "max_queue", "max_inputs", "max_input_chars", "max_request_tokens",
-                     "max_batch_tokens", "max_body_bytes", "max_new_tokens", "max_length")
-        if not 0 <= self.port <= 65535:
-            raise bad("port", "a whole number from 0 to 65535", self.port)
-        for name in ("max_wait_ms", "deadline_s", "read_timeout_s", "shutdown_timeout_s"):
-            value = getattr(self, name)
-            least, unit = (0, "milliseconds") if name == "max_wait_ms" else (1e-3, "seconds")
-            if not least <= value < float("inf"):
-                raise bad(name, f"a number of {unit} {'of at least 0' if least == 0 else 'above 0'}", value)
 
 
 # ------------------------------------------------------------------------- schemas
@@ -594,34 +551,16 @@ def timed_protocol(read_timeout: float):
     return TimedH11Protocol
 
 
-def _cli(args: argparse.Namespace) -> int:
-    from ..cli import config_from_args
-
-    return serve(config_from_args(ServeConfig, args))
-
-
-def _add_options(parser: argparse.ArgumentParser) -> None:
-    from ..cli import add_dataclass_options
-
-    parser.add_argument("--config", help="YAML file of options (command-line options override it)")
-    add_dataclass_options(parser, ServeConfig)
-    parser.set_defaults(handler=_cli)
-
-
-def add_cli(sub) -> None:
-    """Add ``serve`` to the CLI's subcommands."""
-    _add_options(sub.add_parser("serve", help="serve many saved prompts over HTTP", description=ServeConfig.__doc__))
-
-
 def main(argv: list[str] | None = None) -> int:
-    """``python -m softprompt.serving.app --prompts DIR [--model M]``."""
+    """``python -m softprompt.serving.app --prompts DIR [--model M]``: ``softprompt serve``, its options
+    generated from :class:`~softprompt.config.ServeConfig` as the ``softprompt`` command's are."""
     parser = argparse.ArgumentParser(prog="softprompt serve", description=ServeConfig.__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    _add_options(parser)
+    add_options(parser, ServeConfig)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return _cli(args)
+        return serve(config_from_args(ServeConfig, args))
     except SoftPromptError as exc:
         print(f"softprompt serve: error: {exc}", file=sys.stderr)
         return 2

@@ -6,7 +6,8 @@ import re
 import pytest
 
 from conftest import make_model, make_tokenizer, write_toy_data
-from softprompt.cli import build_parser, main
+from cli_help import option_flags
+from softprompt.cli import main
 from softprompt.training import train
 
 WORDS = "positive=great;negative=terrible"
@@ -27,8 +28,7 @@ def prompt(tiny_model_dirs, data, tmp_path_factory):
 
 
 def _options(command: str) -> set[str]:
-    sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
-    return {s for a in sub._actions for s in a.option_strings}
+    return option_flags(command)
 
 
 def _named_flags(command: str, message: str) -> list[tuple[str, str]]:

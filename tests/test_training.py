@@ -85,7 +85,7 @@ def test_an_interrupted_checkpoint_swap_falls_back_to_the_old_one(tiny_model_dir
     training.train(cfg)
     out = tmp_path / "run"
     (out / "checkpoint").rename(out / "checkpoint.old")  # as if killed between the two renames
-    assert training._find_checkpoint(out) == out / "checkpoint.old"
+    assert training.find_checkpoint(out) == out / "checkpoint.old"
     training.train(cfg, resume=True, max_steps=6)
     assert json.loads((out / "results.json").read_text())["steps"] == 6
 

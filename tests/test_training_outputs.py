@@ -62,7 +62,7 @@ def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tiny_mod
 def test_the_lock_is_held_for_the_run_and_released_after(tiny_model_dirs, toy_data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     seen = []
-    real = training._save_checkpoint
+    real = training.save_checkpoint
 
     def probe(*a, **k):  # during the run, another opener cannot take the lock
         fd = os.open(out / LOCK_FILE, os.O_RDWR)
@@ -74,7 +74,7 @@ def test_the_lock_is_held_for_the_run_and_released_after(tiny_model_dirs, toy_da
             os.close(fd)
         return real(*a, **k)
 
-    monkeypatch.setattr(training, "_save_checkpoint", probe)
+    monkeypatch.setattr(training, "save_checkpoint", probe)
     training.train(_cfg(tiny_model_dirs, toy_data, tmp_path))
     assert seen == [True]
     fd = os.open(out / LOCK_FILE, os.O_RDWR)
@@ -249,7 +249,7 @@ def test_a_disk_that_fills_during_the_run_is_a_message(tiny_model_dirs, toy_data
     def full(out, *a, **k):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "checkpoint"))
 
-    monkeypatch.setattr(training, "_save_checkpoint", full)
+    monkeypatch.setattr(training, "save_checkpoint", full)
     with pytest.raises(ConfigError, match="is full .*continue the run with --resume"):
         training.train(_cfg(tiny_model_dirs, toy_data, tmp_path))
 

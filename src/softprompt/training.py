@@ -148,7 +148,9 @@ def _prompt_metadata(cfg: TrainConfig, backbone, task, extra: dict[str, Any]) ->
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(out: Path, method, optimizer, scheduler, state: TrainState, meta: dict[str, Any]) -> None:
+def save_checkpoint(out: Path, method, optimizer, scheduler, state: TrainState, meta: dict[str, Any]) -> None:
+    """Write ``out/checkpoint/`` (atomically, replacing the last one): the method's state, the
+    optimizer's and scheduler's, the random generators' and ``state``, all a resumed run needs."""
     with atomic_dir(out / "checkpoint") as tmp:
         method.save(tmp / "prompt", meta)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -172,7 +174,9 @@ def _clean_outputs(out: Path) -> None:
             os.replace(out / "checkpoint.old", out / "checkpoint")
 
 
-def _find_checkpoint(out: Path) -> Path | None:
+def find_checkpoint(out: Path) -> Path | None:
+    """The checkpoint a ``--resume`` of the run in ``out`` continues from: ``out/checkpoint``, else
+    the ``checkpoint.old`` an interrupted swap left; None when there is neither."""
     for name in ("checkpoint", "checkpoint.old"):
         if (out / name / "state.json").exists():
             return out / name
@@ -326,7 +330,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     acc = Accelerator(cpu=_device(cfg.device) == "cpu")  # one process, or one per rank under accelerate/torchrun
     world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     out = Path(cfg.out)
-    ckpt = _find_checkpoint(out)
+    ckpt = find_checkpoint(out)
     if ckpt and cfg.overwrite and not cfg.resume:
         acc.wait_for_everyone()
         if is_main:
@@ -439,8 +443,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
                 if bar is not None:
                     bar.set_postfix(loss=f"{loss_value:.4f}", **{f"dev_{primary}": f"{value:.4f}"})
                 if is_main:
-                    _save_checkpoint(out, method, optimizer, scheduler, state,
-                                     _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+                    save_checkpoint(out, method, optimizer, scheduler, state,
+                                    _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
                 acc.wait_for_everyone()
             if state.step >= cfg.max_steps or state.stopped_early:
                 break

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from cli_help import option_flags
 from softprompt.cli import build_parser, config_from_args, main
 from softprompt.config import TrainConfig
 from softprompt.errors import ConfigError
@@ -16,8 +17,8 @@ def test_the_cli_command_parses_into_a_pretrain_config():
     cfg = config_from_args(PretrainConfig, args)
     assert (cfg.corpus, cfg.format, cfg.max_steps, cfg.length_normalize, cfg.prompt_length) == ("c.txt", "pair", 20, False, 8)
     assert (cfg.init, cfg.examples, cfg.out) == ("vocab", 10000, "runs/ppt")
-    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["pretrain-prompt"]
-    assert {a.dest for a in sub._actions} - {"help", "config"} == {f.name for f in dataclasses.fields(PretrainConfig)}
+    flags = {flag for flag in option_flags("pretrain-prompt") if not flag.startswith("--no-")} - {"-h", "--help", "--config"}
+    assert flags == {"--" + f.name.replace("_", "-") for f in dataclasses.fields(PretrainConfig)}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["pretrain-prompt", "--corpus", "c.txt", "--format", "nsp"])
 

@@ -98,18 +98,18 @@ def cmd_predict(cfg: PredictConfig) -> int:
     return 0
 
 
-def cmd_inspect(args: InspectConfig) -> int:
+def cmd_inspect(cfg: InspectConfig) -> int:
     from .interpret import label_words_kept, nearest_tokens
     from .modeling import load_model
     from .prompt import SoftPrompt
 
-    prompt = SoftPrompt.load(args.prompt)
-    backbone = load_model(args.model or prompt.metadata.get("model_id"), device=args.device)
+    prompt = SoftPrompt.load(cfg.prompt)
+    backbone = load_model(cfg.model or prompt.metadata.get("model_id"), device=cfg.device)
     prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
-    args.check_k(backbone.model.get_input_embeddings().weight.shape[0])
-    rows = nearest_tokens(backbone, prompt.weight, args.k)
+    cfg.check_k(backbone.model.get_input_embeddings().weight.shape[0])
+    rows = nearest_tokens(backbone, prompt.weight, cfg.k)
     for nb in rows:
-        if args.json:
+        if cfg.json:
             print(json.dumps(nb.__dict__))
         else:
             print(f"{nb.position:4d}  " + "  ".join(f"{t!r}:{s:.2f}" for t, s in zip(nb.tokens, nb.similarities)))
@@ -119,8 +119,8 @@ def cmd_inspect(args: InspectConfig) -> int:
 
         verbalizer = Task.from_dict(task).verbalizer
         words = [[verbalizer.prefix + w for w in ws] for ws in verbalizer.candidates()]
-        kept = label_words_kept(backbone, prompt.weight, words, args.k)
-        print(f"class-label positions keeping their label word among the {args.k} nearest tokens: "
+        kept = label_words_kept(backbone, prompt.weight, words, cfg.k)
+        print(f"class-label positions keeping their label word among the {cfg.k} nearest tokens: "
               f"{sum(kept)}/{len(kept)} ({', '.join(f'{l}={k}' for l, k in zip(verbalizer.labels, kept))})")
     return 0
 
@@ -145,20 +145,20 @@ def cmd_pretrain_prompt(cfg: PretrainConfig) -> int:
     return 0
 
 
-def cmd_experiment(args: ExperimentConfig) -> int:
+def cmd_experiment(cfg: ExperimentConfig) -> int:
     from .experiments import load_experiment, run_experiment, write_report
 
     from .outdir import check_out_dir, out_lock
 
-    exp = load_experiment(args.config, args.out)
+    exp = load_experiment(cfg.config, cfg.out)
     main = os.environ.get("RANK", "0") == "0"  # under accelerate/torchrun rank 0 checks and locks the folder
-    if main and not args.dry_run:
+    if main and not cfg.dry_run:
         check_out_dir(exp.out)
-    with out_lock(exp.out, enabled=main and not args.dry_run):
-        if args.report_only:
+    with out_lock(exp.out, enabled=main and not cfg.dry_run):
+        if cfg.report_only:
             print(f"report: {write_report(exp)}")
             return 0
-        summary = run_experiment(exp, only=args.only, tasks=args.tasks, dry_run=args.dry_run, progress=args.progress)
+        summary = run_experiment(exp, only=cfg.only, tasks=cfg.tasks, dry_run=cfg.dry_run, progress=cfg.progress)
     print(json.dumps(summary))
     return 0
 

@@ -230,17 +230,17 @@ def _writing(out: str | Path, overwrite: bool, names: tuple[str, ...], what: str
         yield out
 
 
-def export_command(args) -> int:
+def export_command(cfg) -> int:
     """``softprompt export-peft``, given its :class:`~softprompt.config.ExportPeftConfig`; returns 0."""
     from .modeling import load_model
 
-    prompt = SoftPrompt.load(args.prompt)
-    model_id = args.model or prompt.metadata.get("model_id")
+    prompt = SoftPrompt.load(cfg.prompt)
+    model_id = cfg.model or prompt.metadata.get("model_id")
     if not model_id:
-        raise ConfigError(f"{args.prompt} does not name its model: pass --model")
-    with _writing(args.out, args.overwrite, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "a PEFT adapter"):
+        raise ConfigError(f"{cfg.prompt} does not name its model: pass --model")
+    with _writing(cfg.out, cfg.overwrite, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "a PEFT adapter"):
         backbone = load_model(model_id)
-        out = export_peft(prompt, args.out, backbone, fold_bos=args.fold_bos)
+        out = export_peft(prompt, cfg.out, backbone, fold_bos=cfg.fold_bos)
     print(f"wrote PEFT adapter to {out}")
     if backbone.lead_ids:
         print(f"note: its first virtual token is {_lead_text(backbone)!r}: tokenize inputs with "
@@ -248,30 +248,30 @@ def export_command(args) -> int:
     return 0
 
 
-def import_command(args) -> int:
+def import_command(cfg) -> int:
     """``softprompt import-peft``, given its :class:`~softprompt.config.ImportPeftConfig`; returns 0."""
     from .modeling import load_model
 
-    prompt = import_peft(args.adapter)
+    prompt = import_peft(cfg.adapter)
     meta = {}
-    if args.task:
+    if cfg.task:
         from .tasks.registry import get_task
 
-        meta["task"] = get_task(args.task).to_dict()
-    model_id = args.model or prompt.metadata.get("model_id")
+        meta["task"] = get_task(cfg.task).to_dict()
+    model_id = cfg.model or prompt.metadata.get("model_id")
     if not model_id:
-        raise ConfigError(f"{args.adapter} names no base model (base_model_name_or_path): pass --model")
-    with _writing(args.out, args.overwrite, SAVED_OUTPUT_FILES, "a saved softprompt output"):
+        raise ConfigError(f"{cfg.adapter} names no base model (base_model_name_or_path): pass --model")
+    with _writing(cfg.out, cfg.overwrite, SAVED_OUTPUT_FILES, "a saved softprompt output"):
         backbone = load_model(model_id)
         if prompt.dim != backbone.dim:
             raise ModelMismatchError(
-                f"{Path(args.adapter) / ADAPTER_WEIGHTS}: prompt_embeddings has dimension {prompt.dim} but "
+                f"{Path(cfg.adapter) / ADAPTER_WEIGHTS}: prompt_embeddings has dimension {prompt.dim} but "
                 f"{backbone.model_id!r} has embedding dimension {backbone.dim}: pass --model with the adapter's base model")
-        prompt = place_after_lead(prompt, backbone, args.allow_bos_mismatch)
+        prompt = place_after_lead(prompt, backbone, cfg.allow_bos_mismatch)
         prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
         meta.update(model_id=backbone.model_id, model_fingerprint=backbone.fingerprint, model_family=backbone.family)
-        prompt.save(args.out, meta)
-    print(f"wrote softprompt prompt to {args.out}")
-    if not args.task:
+        prompt.save(cfg.out, meta)
+    print(f"wrote softprompt prompt to {cfg.out}")
+    if not cfg.task:
         print("note: no task attached, and `softprompt predict`/`eval` need one: re-import with --task NAME")
     return 0

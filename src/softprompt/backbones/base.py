@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import torch
 
-from ..answer_tokens import context_then_words
+from ..answer_tokens import answer_ids, context_then_words
 from ..encoding import EncodedBatch
 from ..prompt import InitContext, common_token_ids
 
@@ -245,6 +245,19 @@ class Backbone(ABC):
     @abstractmethod
     def generate(self, prompt: torch.Tensor | None, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         """Greedy continuation of each row's context (the prompt before it): ``batch`` strings."""
+
+    # ------------------------------------------------------------ template slots
+    def slot_ids(self, before: str, after: str, words: list[str], prefix: str) -> tuple[list[int], list[list[int]], int]:
+        """Ids of the text around one answer slot, each word's ids and the slot's position in those
+        ids, for a decoder reading ``before`` + word + ``after``: the context is the text with the
+        slot left empty, ``context[:pos]`` the text before it (``pos == len(context)`` when
+        ``after`` is empty). ``context[:pos] + words[i] + context[pos:]`` is exactly the
+        tokenisation of the natural text (:mod:`softprompt.answer_tokens`)."""
+        if not after:
+            split = context_then_words(self.tokenizer, before, words, prefix, self._answer_cache)
+        else:
+            split = answer_ids(self.tokenizer, before, words, prefix, after)
+        return split.context + split.after, split.words, len(split.context)
 
 
 def _single_token_rows(batch: EncodedBatch, device) -> torch.Tensor:

@@ -103,3 +103,8 @@ class MaskedBackbone(Backbone):
 
     def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         raise ConfigError("a masked language model cannot generate free text; evaluate with --scoring rank")
+
+    # ------------------------------------------------------------ template slots
+    def slot_ids(self, before, after, words, prefix):
+        """As :meth:`answer_ids`: one mask id at the slot, at position ``len(before's ids)``."""
+        return self.answer_ids(before, after, words, prefix)

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..answer_tokens import answer_ids
+from ..answer_tokens import answer_ids, tokens_before
 from ..encoding import EncodedBatch
 from .base import Backbone
 
@@ -87,3 +87,10 @@ class Seq2SeqBackbone(Backbone):
         out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=enc_mask,
                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in out.tolist()]
+
+    # ------------------------------------------------------------ template slots
+    def slot_ids(self, before, after, words, prefix):
+        """As :meth:`answer_ids` (the encoder reads the text with the slot left empty); the slot's
+        position is the number of the encoder's tokens that lie wholly in ``before``."""
+        ids, word_ids, _ = self.answer_ids(before, after, words, prefix)
+        return ids, word_ids, len(ids) if not after else tokens_before(self.tokenizer, before + after, len(before))

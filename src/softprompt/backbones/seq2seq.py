@@ -94,3 +94,23 @@ class Seq2SeqBackbone(Backbone):
         position is the number of the encoder's tokens that lie wholly in ``before``."""
         ids, word_ids, _ = self.answer_ids(before, after, words, prefix)
         return ids, word_ids, len(ids) if not after else tokens_before(self.tokenizer, before + after, len(before))
+
+    def slot_word_scores(self, prompt, batch: EncodedBatch, slot: str, words=None, fills=None,
+                         length_normalize: bool = False) -> torch.Tensor:
+        """Log-score of each candidate word at answer slot ``slot``: ``[batch, max_words]``.
+
+        The decoder reads the word from its start (as :meth:`word_scores`); the encoder reads the
+        text with ``slot`` left empty and every other answer slot holding its ``fills`` words, or
+        empty without (no sentinel: BART has none, and the single-slot scores stay today's).
+        """
+        return self._slot_by_prompt(self._slot_word_scores_one, prompt, batch, slot, words, fills, length_normalize)
+
+    def _slot_word_scores_one(self, prompt, batch, slot, words, fills, length_normalize):
+        words = self._slot_words(batch, slot, words)
+        first = [ws[0] for ws in words]  # the encoder's text does not depend on the candidate
+        one = [[w] for w in first]
+        _, seqs, _, _, _ = self._slot_pairs(batch, slot, one, fills, lambda w: [])
+        enc, enc_mask = self._encode(prompt, seqs)
+        rows = [b for b, ws in enumerate(words) for _ in ws]
+        flat = self._word_logprobs(enc, enc_mask, rows, [w for ws in words for w in ws], length_normalize)
+        return self._pairs_to_rows(rows, len(batch), flat)

@@ -56,7 +56,7 @@ def fit(backbone, template, example, mask_token: str | None, budget: int, slot: 
     Raises :class:`ConfigError` when the template's fixed text alone does not fit before a slot.
     """
     slot = slot if slot is not None else (template.answer_slots or ("mask",))[0]
-    n_full, _, _ = _measure(backbone, template, example, mask_token, slot, None)
+    n_full, _, _, _ = _measure(backbone, template, example, mask_token, slot, None)
     if n_full <= budget:
         return Fit()
     fields = template.fields
@@ -85,10 +85,10 @@ def fit(backbone, template, example, mask_token: str | None, budget: int, slot: 
         if not cut_any:
             break
         overrides = {f: values[f][: units[f][keep[f] - 1][0]] for f in fields if keep[f] < len(units[f])}
-        n, _, _ = _measure(backbone, template, example, mask_token, slot, overrides)
+        n, _, _, _ = _measure(backbone, template, example, mask_token, slot, overrides)
     head = 0
     if n > budget:
-        n_rest, text, stop = _measure(backbone, template, example, mask_token, slot, overrides)
+        n_rest, text, stop, more = _measure(backbone, template, example, mask_token, slot, overrides)
         n_rest -= len(backbone.tokenize(text))  # tokens after the first piece of text
         for _ in range(_ROUNDS):
             if n <= budget:
@@ -98,15 +98,16 @@ def fit(backbone, template, example, mask_token: str | None, budget: int, slot: 
                 break
             head += next((s for s, before in starts if before >= n - budget), starts[-1][0])
             n = n_rest + len(backbone.tokenize(text[head:]))
-        if head > stop:
+        if head > stop or (n > budget and more):  # the cut would reach into a slot or virtual token
             raise ConfigError("the template's fixed text alone is longer than the model's context; shorten the template")
     return Fit(overrides=overrides, head_chars=head, cut_tokens=n_full - n)
 
 
-def _measure(backbone, template, example, mask_token, slot, overrides) -> tuple[int, str, int]:
-    """``(tokens, first piece of text, where a cut of that piece must stop)`` of the example as
-    encoding lays it out (see :func:`fit`). The first piece is the text up to the first virtual
-    token or other answer slot, with ``slot`` written in it; a cut may not reach into a slot."""
+def _measure(backbone, template, example, mask_token, slot, overrides) -> tuple[int, str, int, bool]:
+    """``(tokens, first piece of text, where a cut of that piece must stop, whether more follows)``
+    of the example as encoding lays it out (see :func:`fit`). The first piece is the text up to the
+    first virtual token or other answer slot, with ``slot`` written in it; a cut may not reach
+    into a slot."""
     pieces, current, n_between, stop = [], [], 0, None
     for seg in template.segments(example, overrides):
         if seg.kind == "text":
@@ -123,7 +124,7 @@ def _measure(backbone, template, example, mask_token, slot, overrides) -> tuple[
             n_between += seg.count if seg.kind == "virtual" else int(mask_token is not None)
     pieces.append("".join(current))
     n = n_between + sum(len(backbone.tokenize(p)) for p in pieces if p)
-    return n, pieces[0], len(pieces[0]) if stop is None else stop
+    return n, pieces[0], len(pieces[0]) if stop is None else stop, len(pieces) > 1
 
 
 def _offsets(tokenizer, text: str) -> list[tuple[int, int]]:

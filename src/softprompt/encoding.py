@@ -103,8 +103,9 @@ class EncodedBatch:
 
     @property
     def answer_at_end(self) -> bool:
-        """True when the slot ``words`` fill ends every row's text (the word is the text's last tokens)."""
-        return all(p == len(c) for p, c in zip(self.slot_positions(self.word_slot), self.context))
+        """True when the slot ``words`` fill is the template's only answer slot and ends every row's
+        text: a decoder reads ``context + word``."""
+        return len(self.slot_names) == 1 and all(p == len(c) for p, c in zip(self.slot_positions(self.word_slot), self.context))
 
     @property
     def single_token(self) -> bool:

@@ -178,3 +178,14 @@ def test_virtual_tokens_need_the_methods_conditioning():
     batch = encode(bb, task("{text} {soft*2} it was {mask} ."), [ROW])
     with pytest.raises(ConfigError, match="virtual tokens"):
         bb.slot_word_scores(None, batch, "mask")
+
+
+def test_causal_last_slot_after_an_empty_one_is_not_scored_as_joined_text():
+    bb = make_backbone("causal")
+    batch = encode(bb, task("{text} , {mask:a} and {mask:b}"), [ROW], slot="b")
+    assert not batch.answer_at_end  # b ends the text, but slot a before it is empty
+    with pytest.raises(ConfigError, match="'a'.*fills"):
+        bb.word_scores(None, batch)
+    adjacent = encode(bb, task("{text} , {mask:a}{mask:b} ."), [ROW], slot="b")
+    with pytest.raises(ConfigError, match="'a'.*fills"):
+        bb.slot_word_scores(None, adjacent, "b")

@@ -294,7 +294,6 @@ class Backbone(ABC):
             )
         width = 0 if self.mask_token_id is None else 1  # what an unfilled slot holds in the context
         cols = {name: batch.slot_positions(name) for name in batch.slot_names}
-        order = sorted(batch.slot_names, key=lambda name: cols[name][0])
         rows, seqs, starts, ends, stops = [], [], [], [], []
         for b, ws in enumerate(words):
             ctx = batch.context[b]
@@ -302,7 +301,7 @@ class Backbone(ABC):
                 out: list[int] = []
                 cursor = 0
                 start = end = stop = None
-                for name in order:
+                for name in batch.slot_names:  # reading order
                     pos = cols[name][b]
                     out += ctx[cursor:pos]
                     if end is not None and stop is None:

@@ -386,9 +386,8 @@ class CausalBackbone(Backbone):
         return self._slot_by_prompt(self._slot_word_scores_one, prompt, batch, slot, words, fills, length_normalize)
 
     def _slot_word_scores_one(self, prompt, batch, slot, words, fills, length_normalize):
-        cols = {name: batch.slot_positions(name) for name in batch.slot_names}
-        missing = [name for name in batch.slot_names
-                   if name != slot and name not in (fills or {}) and any(p < q for p, q in zip(cols[name], cols[slot]))]
+        earlier = batch.slot_names[: batch.slot_names.index(slot)] if slot in batch.slot_names else ()
+        missing = [name for name in earlier if name not in (fills or {})]
         if missing:
             raise ConfigError(
                 f"answer slot {slot!r} follows slot(s) {', '.join(map(repr, missing))}, which a decoder-only model "

@@ -19,6 +19,10 @@ Policy, applied only when the rendered template is longer than its ``budget`` of
    text lose whole tokens from its start (at such a boundary), so the question and answer cue at
    its end survive.
 
+5. **Slots.** Virtual tokens (one token each) and answer slots are counted but never cut; text is
+   measured piece by piece between them, as encoding tokenises it. The start of the text is cut
+   only up to the first slot: a row that would need more is refused (:class:`ConfigError`).
+
 Counted: :attr:`Fit.cut_tokens` (tokens of the rendered text removed); a row with any cut counts
 as truncated (:attr:`softprompt.encoding.EncodedBatch.truncated`, ``truncated_tokens``).
 """

@@ -8,8 +8,8 @@ this module's own scanner (never ``eval``, nor :class:`string.Formatter`, which 
   name in two places). Literal text between slots is ``Part("text", ...)``; ``{{`` and ``}}``
   are literal braces.
 - ``{mask}`` / ``{mask:name}``: an *answer slot*, where the model's answer is scored. A template
-  may hold several, with distinct names (``{mask}`` is named ``"mask"``), e.g. ``"{mask:head}``
-  ... ``{mask:tail}"``. A template without one is answered at its end.
+  may hold several, with distinct names (``{mask}`` is named ``"mask"``), e.g. ``{mask:head}``
+  ... ``{mask:tail}``. A template without one is answered at its end.
 - ``{soft}``, ``{soft*N}``, ``{soft:name}``, ``{soft:name*N}``: ``N`` (default 1) learnable
   *virtual tokens*, vectors placed at those positions inside the text. A name used twice means
   the same vectors (its counts must agree); each unnamed ``{soft}`` has vectors of its own,
@@ -22,7 +22,7 @@ with a digit). Errors are :class:`TemplateError` s naming the bad slot.
 virtual tokens in reading order. :meth:`Template.render` gives a plain string.
 
 Saved templates (:meth:`Template.to_dict`) written before virtual tokens existed read
-``{soft...}`` as a field named ``soft``; a template holding a virtual-token slot saves
+``{soft}`` as a field named ``soft`` (syntax 1); a template holding a virtual-token slot saves
 ``"syntax": 2`` beside its text, so each reloads as it was meant.
 """
 

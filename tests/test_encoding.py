@@ -132,3 +132,21 @@ def test_several_answer_slots_need_the_scored_one_named(causal_backbone):
         encode(causal_backbone, t, [{"text": "fun", "label": "positive"}])
     with pytest.raises(ConfigError, match="'c' is not in template"):
         encode(causal_backbone, t, [{"text": "fun", "label": "positive"}], slot="c")
+
+
+@pytest.mark.parametrize("template", ["Review: {text}\nSentiment:", "{text} It was {mask}", "{text} It was {mask} ."])
+def test_one_slot_templates_encode_as_before(any_backbone, template):
+    # today's ids: the backbone's answer_ids over the text before and after the slot
+    bb = any_backbone
+    t = slot_task(template, {"positive": ["great", "very good"], "negative": "bad"})
+    rows = [{"text": "the plot was dull", "label": "negative"}]
+    batch = encode(bb, t, rows)
+    tm = t.template if bb.mask_token_id is None else t.template.with_mask()
+    before, after = tm.render_around_mask(rows[0])
+    ids, words, _ = bb.answer_ids(before, after, ["great", "very good", "bad"], " ")
+    assert batch.words[0] == words
+    if bb.mask_token_id is not None or not after:
+        assert batch.context[0] == ids
+    else:  # no mask token: the text after the slot is kept after it (a decoder once read it before the word)
+        pos = batch.answer_pos[0][0]
+        assert batch.context[0] == bb.tokenize(before) + bb.tokenize(after) and pos == len(bb.tokenize(before))

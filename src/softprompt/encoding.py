@@ -101,6 +101,22 @@ class EncodedBatch:
             return list(self.mask_pos)
         return [len(c) for c in self.context]
 
+    def before_answer(self) -> "EncodedBatch":
+        """This batch with each row's context cut at the slot ``words`` fill (what a decoder reads
+        before it answers; for generation). Raises :class:`ConfigError` when the template has
+        several answer slots (the earlier ones would be read empty)."""
+        if len(self.slot_names) > 1:
+            raise ConfigError(
+                f"this template has answer slots {', '.join(self.slot_names)}: a decoder cannot generate into one "
+                "of several; evaluate with --scoring rank"
+            )
+        cut = self.select(list(range(len(self))))
+        positions = self.slot_positions(self.word_slot)
+        cut.context = [c[:p] for c, p in zip(self.context, positions)]
+        cut.answer_pos = [[p] for p in positions] if self.answer_pos else []
+        cut.virtual = [[v for v in vs if v[0] < p] for vs, p in zip(self.virtual, positions)] if self.virtual else []
+        return cut
+
     @property
     def answer_at_end(self) -> bool:
         """True when the slot ``words`` fill is the template's only answer slot and ends every row's

@@ -189,3 +189,15 @@ def test_causal_last_slot_after_an_empty_one_is_not_scored_as_joined_text():
     adjacent = encode(bb, task("{text} , {mask:a}{mask:b} ."), [ROW], slot="b")
     with pytest.raises(ConfigError, match="'a'.*fills"):
         bb.slot_word_scores(None, adjacent, "b")
+
+
+def test_causal_generation_continues_the_text_before_the_slot():
+    bb = make_backbone("causal")
+    inside = encode(bb, task("{text} , it was {mask} , so do not watch it ."), [ROW])
+    before = encode(bb, task("{text} , it was"), [ROW])
+    assert inside.before_answer().context == before.context
+    with torch.no_grad():
+        assert bb.generate(None, inside, 4) == bb.generate(None, before, 4)
+    two = encode(bb, task("{text} . {mask:head} was {mask:tail} ."), [ROW], slot="tail")
+    with pytest.raises(ConfigError, match="--scoring rank"):
+        bb.generate(None, two, 4)

@@ -346,6 +346,7 @@ class CausalBackbone(Backbone):
 
     @torch.no_grad()
     def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+        batch = batch if batch.answer_at_end else batch.before_answer()  # continue the text before the slot
         hidden, mask, cache, attn, offsets = self._forward(prompt, batch.context, keep_cache=True)
         n = len(batch)
         lengths = mask.sum(1)

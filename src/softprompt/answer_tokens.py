@@ -125,6 +125,22 @@ def context_then_words(tokenizer, context: str, words: Sequence[str], prefix: st
     return AnswerIds(context=ids[:s] + hit.context, words=[list(w) for w in hit.words], after=[])
 
 
+def tokens_before(tokenizer, text: str, end: int) -> int:
+    """How many leading tokens of ``text`` lie wholly in ``text[:end]`` (by character offsets; a
+    tokenizer without offsets: the tokens of ``text[:end]`` alone, at most all of ``text``'s).
+
+    Where an answer slot sits in a text tokenised whole (an encoder reading the text with the slot
+    left empty): ``ids[:tokens_before(...)]`` is the text before the slot.
+    """
+    ids, offs = _tokenize(tokenizer, [text])[0]
+    if offs is None:
+        return min(len(_tokenize(tokenizer, [text[:end]])[0][0]), len(ids))
+    n = 0
+    while n < len(ids) and offs[n][1] <= end:
+        n += 1
+    return n
+
+
 def _tail_start(tokenizer, context: str, ids: list[int], offs, cache: dict) -> tuple[int, int] | None:
     """(token index, character index) where ``context`` may be split: next to whitespace, at
     least :data:`TAIL_TOKENS` tokens before the end, and its tail alone tokenises to ``ids[s:]``."""

@@ -6,6 +6,14 @@ tokenised in context, as :mod:`softprompt.answer_tokens` states: the ids scored 
 exactly those of the natural text "context + word", and words of two labels that come out as the
 same ids are refused (the model could not tell those labels apart).
 
+Template slots (:mod:`softprompt.tasks.template`) keep their positions: the text between virtual
+tokens and answer slots is tokenised piece by piece, so a slot is never merged into a word nor
+cut; the text around the answer slot being scored is tokenised with each candidate word in it
+(the natural text). A virtual token takes one position, holding a placeholder id
+(the backbone's pad id) that the backbone replaces by the vector; an
+answer slot not being scored holds one mask id on a masked LM and nothing elsewhere (the word
+that fills it goes there at scoring time, see ``slot_word_scores``).
+
 Tokenisation is lazy (per batch), not an eager pass over the whole data set.
 """
 
@@ -15,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
+from .tasks.template import Segment
 from .truncation import fit
 
 MIN_TEXT_TOKENS = 8
@@ -31,8 +40,16 @@ class EncodedBatch:
     ``shared_words``: every row has the same candidate words and labels (a fixed verbalizer); their
     ids may still differ between rows whose contexts end differently. ``gold[b]``: gold label
     index, or None for unlabelled rows. ``truncated``: rows cut to fit, ``truncated_tokens``: tokens
-    cut in all. ``context_text[b]``: the text the row's context was tokenised from (after the cut;
-    for a masked LM, the text before the answer slot).
+    cut in all. ``context_text[b]``: the text of the row before the answer slot being scored
+    (after the cut; virtual tokens and other slots left out).
+
+    Slots (contract of issue 15, item 2): ``slot_names``: the template's answer slots in reading
+    order (``("mask",)`` for ``{mask}``, and for a template without one: the end of the text).
+    ``answer_pos[b][k]``: index in ``context[b]`` of slot ``slot_names[k]``, ``[batch, n_slots]``
+    (a masked LM: its mask id there; other models: where the word starts, ``context[b][:pos]``
+    is the text before it, ``len(context[b])`` at the end). ``word_slot``: the slot ``words`` fill;
+    ``mask_pos[b]`` is its position on a model with a mask token (empty otherwise).
+    ``virtual[b]``: ``(position in context, name, index)`` of each virtual token of row ``b``.
     """
 
     context: list[list[int]]
@@ -46,6 +63,10 @@ class EncodedBatch:
     truncated: int = 0
     truncated_tokens: int = 0
     context_text: list[str] = field(default_factory=list)
+    slot_names: tuple[str, ...] = ("mask",)
+    answer_pos: list[list[int]] = field(default_factory=list)
+    virtual: list[list[tuple[int, str, int]]] = field(default_factory=list)
+    word_slot: str = "mask"
 
     def __len__(self) -> int:
         return len(self.context)
@@ -59,7 +80,48 @@ class EncodedBatch:
             gold=None if self.gold is None else [self.gold[r] for r in rows], shared_words=self.shared_words,
             mask_pos=[self.mask_pos[r] for r in rows] if self.mask_pos else [], truncated=0,
             context_text=[self.context_text[r] for r in rows] if self.context_text else [],
+            slot_names=self.slot_names, answer_pos=[self.answer_pos[r] for r in rows] if self.answer_pos else [],
+            virtual=[self.virtual[r] for r in rows] if self.virtual else [], word_slot=self.word_slot,
         )
+
+    def slot_positions(self, slot: str) -> list[int]:
+        """Each row's position of answer slot ``slot`` in its context: ``[batch]``.
+
+        A batch built without slot positions (by hand) has its one slot at ``mask_pos`` on a masked
+        LM, else at the end of the text. Raises :class:`ConfigError` for an unknown slot."""
+        if slot not in self.slot_names:
+            raise ConfigError(
+                f"answer slot {slot!r} is not in this batch's template, whose answer slots are "
+                f"{', '.join(self.slot_names)}; name one of those"
+            )
+        if self.answer_pos:
+            k = self.slot_names.index(slot)
+            return [pos[k] for pos in self.answer_pos]
+        if self.mask_pos:
+            return list(self.mask_pos)
+        return [len(c) for c in self.context]
+
+    def before_answer(self) -> "EncodedBatch":
+        """This batch with each row's context cut at the slot ``words`` fill (what a decoder reads
+        before it answers; for generation). Raises :class:`ConfigError` when the template has
+        several answer slots (the earlier ones would be read empty)."""
+        if len(self.slot_names) > 1:
+            raise ConfigError(
+                f"this template has answer slots {', '.join(self.slot_names)}: a decoder cannot generate into one "
+                "of several; evaluate with --scoring rank"
+            )
+        cut = self.select(list(range(len(self))))
+        positions = self.slot_positions(self.word_slot)
+        cut.context = [c[:p] for c, p in zip(self.context, positions)]
+        cut.answer_pos = [[p] for p in positions] if self.answer_pos else []
+        cut.virtual = [[v for v in vs if v[0] < p] for vs, p in zip(self.virtual, positions)] if self.virtual else []
+        return cut
+
+    @property
+    def answer_at_end(self) -> bool:
+        """True when the slot ``words`` fill is the template's only answer slot and ends every row's
+        text: a decoder reads ``context + word``."""
+        return len(self.slot_names) == 1 and all(p == len(c) for p, c in zip(self.slot_positions(self.word_slot), self.context))
 
     @property
     def single_token(self) -> bool:
@@ -78,18 +140,32 @@ class EncodedBatch:
 
 
 def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length: int = 0,
-           with_labels: bool = True, max_length: int | None = None) -> EncodedBatch:
+           with_labels: bool = True, max_length: int | None = None, slot: str | None = None) -> EncodedBatch:
     """Encode ``examples`` of ``task`` for ``backbone`` with room for ``prompt_length`` vectors,
     in at most ``max_length`` tokens, prompt included (default, and never more than:
-    ``backbone.max_length``).
+    ``backbone.max_length``). The verbalizer's words fill answer slot ``slot`` (default: the
+    template's only one; a template without one is answered at its end, slot ``"mask"``).
+    Virtual tokens count in the budget, one position each.
 
-    Raises :class:`ConfigError` when the context leaves too little room, or when words of two
-    labels of a fixed label set tokenise to the same ids after the template.
+    Raises :class:`ConfigError` when the context leaves too little room, when words of two
+    labels of a fixed label set tokenise to the same ids after the template, or when the template
+    has several answer slots and ``slot`` names none of them.
     """
     template = task.template
     mask_token = backbone.mask_token
     if backbone.family == "masked" and not template.has_mask:
         template = template.with_mask()
+    slots = template.answer_slots or ("mask",)
+    if slot is None and len(slots) > 1:
+        raise ConfigError(
+            f"template {template.text!r} has answer slots {', '.join(slots)}: say which one the label words "
+            "fill (encode(..., slot=name))"
+        )
+    slot = slots[0] if slot is None else slot
+    if slot not in slots:
+        raise ConfigError(
+            f"answer slot {slot!r} is not in template {template.text!r}, whose answer slots are {', '.join(slots)}"
+        )
     verbalizer = task.verbalizer
     length_cache: dict[str, int] = {}
     context = backbone.max_length if max_length is None else min(backbone.max_length, max_length)
@@ -100,6 +176,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
         return length_cache[word]
 
     contexts, words, labels, weights, names, golds, mask_pos, texts = [], [], [], [], [], [], [], []
+    answer_pos, virtual = [], []
     truncated = cut_tokens = 0
     for ex in examples:
         cands = verbalizer.candidates(ex)
@@ -117,29 +194,73 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
                 f"the model's context ({context} tokens) leaves {budget} tokens for text after a "
                 f"{prompt_length}-vector prompt: raise --max-length, or use a shorter prompt (softprompt train --prompt-length N)"
             )
-        cut = fit(backbone, template, ex, mask_token, budget)
+        cut = fit(backbone, template, ex, mask_token, budget, slot=slot)
         truncated += cut.cut_tokens > 0
         cut_tokens += cut.cut_tokens
-        before, after = template.render_around_mask(ex, overrides=cut.overrides)
-        before = before[cut.head_chars:]
-        ids, word_ids, m = backbone.answer_ids(before, after, row_words, verbalizer.prefix)
+        segments = list(template.segments(ex, overrides=cut.overrides))
+        if not template.has_mask:
+            segments.append(Segment("answer", slot))
+        if cut.head_chars:
+            segments[0] = Segment("text", segments[0].value[cut.head_chars:])
+        ids, word_ids, row_pos, row_virtual, before = _layout(backbone, segments, slot, row_words, verbalizer.prefix)
         row_names = list(verbalizer.label_names(ex))
         _check_distinct(backbone, verbalizer, row_names, row_words, row_labels, word_ids)
-        if m is not None:
-            mask_pos.append(m)
+        if backbone.mask_token_id is not None:
+            mask_pos.append(row_pos[slots.index(slot)])
         contexts.append(ids)
         words.append(word_ids)
         labels.append(row_labels)
         weights.append(row_weights)
         names.append(row_names)
         texts.append(before)
+        answer_pos.append(row_pos)
+        virtual.append(row_virtual)
         if with_labels:
             golds.append(verbalizer.gold_index(ex))
     return EncodedBatch(
         context=contexts, words=words, word_label=labels, word_weight=weights, label_names=names,
         gold=golds if with_labels else None, shared_words=verbalizer.is_fixed, mask_pos=mask_pos,
-        truncated=truncated, truncated_tokens=cut_tokens, context_text=texts,
+        truncated=truncated, truncated_tokens=cut_tokens, context_text=texts, slot_names=slots,
+        answer_pos=answer_pos, virtual=virtual, word_slot=slot,
     )
+
+
+def _layout(backbone, segments: list[Segment], slot: str, words: list[str], prefix: str):
+    """Token ids of one row's ``segments``: ``(context ids, each word's ids, answer positions in
+    slot order, virtual tokens (position, name, index), text before the scored slot)``.
+
+    The text right before and after the scored slot goes through ``backbone.slot_ids`` with the
+    words (tokenised as their natural text); every other text piece is tokenised alone.
+    """
+    k = next(i for i, s in enumerate(segments) if s.kind == "answer" and s.value == slot)
+    before = segments[k - 1].value if k > 0 and segments[k - 1].kind == "text" else ""
+    after = segments[k + 1].value if k + 1 < len(segments) and segments[k + 1].kind == "text" else ""
+    first, last = k - bool(before), k + bool(after)
+    placeholder = [] if backbone.mask_token_id is None else [backbone.mask_token_id]
+    ids: list[int] = []
+    positions: list[int] = []
+    virtual: list[tuple[int, str, int]] = []
+    word_ids: list[list[int]] = []
+    text_before = "".join(s.value for s in segments[:k] if s.kind == "text")
+    i = 0
+    while i < len(segments):
+        seg = segments[i]
+        if i == first:
+            slot_ids, word_ids, pos = backbone.slot_ids(before, after, words, prefix)
+            positions.append(len(ids) + pos)
+            ids += slot_ids
+            i = last + 1
+            continue
+        if seg.kind == "text":
+            ids += backbone.tokenize(seg.value)
+        elif seg.kind == "answer":
+            positions.append(len(ids))
+            ids += placeholder
+        else:
+            virtual += [(len(ids) + j, seg.value, j) for j in range(seg.count)]
+            ids += [backbone.pad_id] * seg.count
+        i += 1
+    return ids, word_ids, positions, virtual, text_before
 
 
 def label_word_ids(backbone, task) -> list[list[list[int]]]:

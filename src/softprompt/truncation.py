@@ -19,6 +19,10 @@ Policy, applied only when the rendered template is longer than its ``budget`` of
    text lose whole tokens from its start (at such a boundary), so the question and answer cue at
    its end survive.
 
+5. **Slots.** Virtual tokens (one token each) and answer slots are counted but never cut; text is
+   measured piece by piece between them, as encoding tokenises it. The start of the text is cut
+   only up to the first slot: a row that would need more is refused (:class:`ConfigError`).
+
 Counted: :attr:`Fit.cut_tokens` (tokens of the rendered text removed); a row with any cut counts
 as truncated (:attr:`softprompt.encoding.EncodedBatch.truncated`, ``truncated_tokens``).
 """
@@ -44,15 +48,23 @@ class Fit:
     cut_tokens: int = 0
 
 
-def fit(backbone, template, example, mask_token: str | None, budget: int) -> Fit:
+def fit(backbone, template, example, mask_token: str | None, budget: int, slot: str | None = None) -> Fit:
     """Fit ``template`` rendered from ``example`` into ``budget`` tokens by the module's policy.
 
-    Raises :class:`ConfigError` when the template's fixed text alone does not fit around a mask slot.
+    The rendered text is measured as encoding lays it out: text between virtual tokens and answer
+    slots other than ``slot`` (default: the first) is tokenised piece by piece; each virtual token
+    counts one token, each other answer slot one (a mask) when ``mask_token`` is given; ``slot``
+    is written as ``mask_token`` (or nothing) inside its text. A field that appears twice is cut
+    in both places alike. Slots and virtual tokens are never cut.
+
+    Raises :class:`ConfigError` when the template's fixed text alone does not fit before a slot.
     """
-    n_full = len(backbone.tokenize(template.render(example, mask_token=mask_token)))
+    slot = slot if slot is not None else (template.answer_slots or ("mask",))[0]
+    n_full, _, _, _ = _measure(backbone, template, example, mask_token, slot, None)
     if n_full <= budget:
         return Fit()
     fields = template.fields
+    times = {f: sum(p.kind == "field" and p.value == f for p in template.parts) for f in fields}
     values = {f: field_text(example, f) for f in fields}
     units = {f: token_units(backbone.tokenizer, values[f]) for f in fields}
     keep = {f: len(units[f]) for f in fields}  # units kept
@@ -71,16 +83,17 @@ def fit(backbone, template, example, mask_token: str | None, budget: int) -> Fit
             longest = max(reversed(fields), key=lambda f: (keep[f] > 1, tokens(f)))  # ties: the later field
             if keep[longest] <= 1:
                 break
-            excess -= tokens(longest) - units[longest][keep[longest] - 2][1]
+            excess -= (tokens(longest) - units[longest][keep[longest] - 2][1]) * times[longest]
             keep[longest] -= 1
             cut_any = True
         if not cut_any:
             break
         overrides = {f: values[f][: units[f][keep[f] - 1][0]] for f in fields if keep[f] < len(units[f])}
-        n = len(backbone.tokenize(template.render(example, mask_token=mask_token, overrides=overrides)))
+        n, _, _, _ = _measure(backbone, template, example, mask_token, slot, overrides)
     head = 0
     if n > budget:
-        text = template.render(example, mask_token=mask_token, overrides=overrides)
+        n_rest, text, stop, more = _measure(backbone, template, example, mask_token, slot, overrides)
+        n_rest -= len(backbone.tokenize(text))  # tokens after the first piece of text
         for _ in range(_ROUNDS):
             if n <= budget:
                 break
@@ -88,10 +101,34 @@ def fit(backbone, template, example, mask_token: str | None, budget: int) -> Fit
             if not starts:
                 break
             head += next((s for s, before in starts if before >= n - budget), starts[-1][0])
-            n = len(backbone.tokenize(text[head:]))
-        if mask_token is not None and mask_token in text[:head]:
+            n = n_rest + len(backbone.tokenize(text[head:]))
+        if head > stop or (n > budget and more):  # the cut would reach into a slot or virtual token
             raise ConfigError("the template's fixed text alone is longer than the model's context; shorten the template")
     return Fit(overrides=overrides, head_chars=head, cut_tokens=n_full - n)
+
+
+def _measure(backbone, template, example, mask_token, slot, overrides) -> tuple[int, str, int, bool]:
+    """``(tokens, first piece of text, where a cut of that piece must stop, whether more follows)``
+    of the example as encoding lays it out (see :func:`fit`). The first piece is the text up to the
+    first virtual token or other answer slot, with ``slot`` written in it; a cut may not reach
+    into a slot."""
+    pieces, current, n_between, stop = [], [], 0, None
+    for seg in template.segments(example, overrides):
+        if seg.kind == "text":
+            current.append(seg.value)
+        elif seg.kind == "answer" and seg.value == slot:
+            if not pieces and stop is None:
+                stop = sum(map(len, current))
+            current.append(mask_token or "")
+        else:
+            if not pieces and stop is None:
+                stop = sum(map(len, current))
+            pieces.append("".join(current))
+            current = []
+            n_between += seg.count if seg.kind == "virtual" else int(mask_token is not None)
+    pieces.append("".join(current))
+    n = n_between + sum(len(backbone.tokenize(p)) for p in pieces if p)
+    return n, pieces[0], len(pieces[0]) if stop is None else stop, len(pieces) > 1
 
 
 def _offsets(tokenizer, text: str) -> list[tuple[int, int]]:

@@ -21,8 +21,9 @@ from typing import ClassVar
 
 import torch
 
-from ..answer_tokens import context_then_words
+from ..answer_tokens import answer_ids, context_then_words
 from ..encoding import EncodedBatch
+from ..errors import ConfigError
 from ..prompt import InitContext, common_token_ids
 
 
@@ -245,6 +246,120 @@ class Backbone(ABC):
     @abstractmethod
     def generate(self, prompt: torch.Tensor | None, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         """Greedy continuation of each row's context (the prompt before it): ``batch`` strings."""
+
+    # ------------------------------------------------------------ template slots
+    def slot_ids(self, before: str, after: str, words: list[str], prefix: str) -> tuple[list[int], list[list[int]], int]:
+        """Ids of the text around one answer slot, each word's ids and the slot's position in those
+        ids, for a decoder reading ``before`` + word + ``after``: the context is the text with the
+        slot left empty, ``context[:pos]`` the text before it (``pos == len(context)`` when
+        ``after`` is empty). ``context[:pos] + words[i] + context[pos:]`` is exactly the
+        tokenisation of the natural text (:mod:`softprompt.answer_tokens`)."""
+        if not after:
+            split = context_then_words(self.tokenizer, before, words, prefix, self._answer_cache)
+        else:
+            split = answer_ids(self.tokenizer, before, words, prefix, after)
+        return split.context + split.after, split.words, len(split.context)
+
+    @abstractmethod
+    def slot_word_scores(self, prompt, batch: EncodedBatch, slot: str, words=None, fills=None,
+                         length_normalize: bool = False) -> torch.Tensor:
+        """Log-score of each candidate word at answer slot ``slot``: ``[batch, max_words]`` (-inf pads).
+
+        ``prompt`` as for :meth:`word_scores`. ``words[b][w]``: token ids of row ``b``'s candidate
+        ``w`` (default ``batch.words``, which fill ``batch.word_slot``). ``fills[name][b]``: token
+        ids written into another answer slot ``name`` of row ``b``; a slot without a fill is left
+        as encoded (a mask on a masked LM, nothing elsewhere). Each family says what it scores.
+        Raises :class:`ConfigError` for an unknown slot, missing words, or a batch with virtual
+        tokens (their vectors come with the method's conditioning, not with ``prompt``).
+        """
+
+    def _slot_pairs(self, batch: EncodedBatch, slot: str, words, fills, filler):
+        """Every (row, candidate) pair of ``slot`` laid out: ``(rows, seqs, starts, ends, stops)``.
+
+        ``seqs[i]``: the row's context with the other slots filled from ``fills`` and ``slot``
+        holding ``filler(word)``; the candidate's tokens are ``seqs[i][starts[i]:ends[i]]`` and
+        ``stops[i]`` is where the next answer slot starts (``len(seqs[i])`` after the last)."""
+        words = self._slot_words(batch, slot, words)
+        if any(batch.virtual):
+            raise ConfigError(
+                "this batch's template has virtual tokens {soft...}; their vectors come with the method's "
+                "conditioning, which a plain prompt does not carry: score it through the method"
+            )
+        fills = dict(fills or {})
+        unknown = [name for name in fills if name not in batch.slot_names or name == slot]
+        if unknown:
+            raise ConfigError(
+                f"fills for {', '.join(map(repr, unknown))}: fill the template's other answer slots "
+                f"({', '.join(n for n in batch.slot_names if n != slot) or 'none'}) only"
+            )
+        width = 0 if self.mask_token_id is None else 1  # what an unfilled slot holds in the context
+        cols = {name: batch.slot_positions(name) for name in batch.slot_names}
+        rows, seqs, starts, ends, stops = [], [], [], [], []
+        for b, ws in enumerate(words):
+            ctx = batch.context[b]
+            for w in ws:
+                out: list[int] = []
+                cursor = 0
+                start = end = stop = None
+                for name in batch.slot_names:  # reading order
+                    pos = cols[name][b]
+                    out += ctx[cursor:pos]
+                    if end is not None and stop is None:
+                        stop = len(out)
+                    if name == slot:
+                        start = len(out)
+                        out += filler(w)
+                        end = len(out)
+                    else:
+                        out += fills[name][b] if name in fills else ctx[pos: pos + width]
+                    cursor = pos + width
+                out += ctx[cursor:]
+                rows.append(b)
+                seqs.append(out)
+                starts.append(start)
+                ends.append(end)
+                stops.append(len(out) if stop is None else stop)
+        return rows, seqs, starts, ends, stops
+
+    @staticmethod
+    def _slot_words(batch: EncodedBatch, slot: str, words):
+        """``words``, or the batch's own when they fill ``slot``; raises :class:`ConfigError` otherwise."""
+        batch.slot_positions(slot)  # refuses an unknown slot
+        if words is not None:
+            return words
+        if slot != batch.word_slot:
+            raise ConfigError(
+                f"the batch's words fill answer slot {batch.word_slot!r}, not {slot!r}: give the words for "
+                f"{slot!r} (slot_word_scores(..., words=...)), or encode with slot={slot!r}"
+            )
+        return batch.words
+
+    def _slot_by_prompt(self, fn, prompt, batch: EncodedBatch, slot: str, words, fills, length_normalize):
+        """``fn(prompt, batch, slot, words, fills, length_normalize)`` once per distinct prompt of a
+        per-row prompt list, rows put back in order (-inf pads)."""
+        if not isinstance(prompt, (list, tuple)):
+            return fn(prompt, batch, slot, words, fills, length_normalize)
+        words = self._slot_words(batch, slot, words)
+        parts = []
+        for rows in self._prompt_groups(prompt, len(batch)):
+            sub_fills = {k: [v[r] for r in rows] for k, v in (fills or {}).items()}
+            parts.append((rows, fn(prompt[rows[0]], batch.select(rows), slot, [words[r] for r in rows], sub_fills,
+                                   length_normalize)))
+        out = parts[0][1].new_full((len(batch), max(t.shape[1] for _, t in parts)), float("-inf"))
+        for rows, t in parts:
+            out[torch.tensor(rows, device=t.device), : t.shape[1]] = t
+        return out
+
+    @staticmethod
+    def _pairs_to_rows(rows: list[int], n: int, flat: torch.Tensor) -> torch.Tensor:
+        """Scores of (row, candidate) pairs in row-major order ``[n_pairs]`` -> ``[n, max_words]`` (-inf pads)."""
+        counts = [rows.count(b) for b in range(n)]
+        out = flat.new_full((n, max(counts)), float("-inf"))
+        i = 0
+        for b, k in enumerate(counts):
+            out[b, :k] = flat[i: i + k]
+            i += k
+        return out
 
 
 def _single_token_rows(batch: EncodedBatch, device) -> torch.Tensor:

@@ -326,6 +326,8 @@ class CausalBackbone(Backbone):
 
     # ---------------------------------------------------------------------- API
     def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+        if not batch.answer_at_end:  # the word sits inside the text: score it there, over what follows
+            return self.slot_word_scores(prompt, batch, batch.word_slot, length_normalize=length_normalize)
         if batch.single_token:
             hidden, mask = self._forward(prompt, batch.context)[:2]
             last = (mask.sum(1) - 1).to(hidden.device)
@@ -337,11 +339,14 @@ class CausalBackbone(Backbone):
         return self._unflatten(batch, flat)
 
     def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
+        if not batch.answer_at_end:
+            return -self.slot_word_scores(prompt, batch, batch.word_slot, [[w] for w in batch.gold_words()], None, True)[:, 0]
         words = batch.gold_words()
         return -self._scored_logprobs(prompt, batch.context, words, length_normalize=True)
 
     @torch.no_grad()
     def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+        batch = batch if batch.answer_at_end else batch.before_answer()  # continue the text before the slot
         hidden, mask, cache, attn, offsets = self._forward(prompt, batch.context, keep_cache=True)
         n = len(batch)
         lengths = mask.sum(1)
@@ -367,3 +372,30 @@ class CausalBackbone(Backbone):
                 row = row[: row.index(eos)]
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
         return texts
+
+    # ------------------------------------------------------------ template slots
+    def slot_word_scores(self, prompt, batch: EncodedBatch, slot: str, words=None, fills=None,
+                         length_normalize: bool = False) -> torch.Tensor:
+        """Log-score of each candidate word at answer slot ``slot``: ``[batch, max_words]``.
+
+        The text is read in order: the score is ``log p(word + the text after the slot up to the
+        next answer slot | everything before)``, teacher-forced (a slot ending the text scores the
+        word alone, as :meth:`word_scores`). Answer slots before ``slot`` must be filled:
+        ``fills[name][b]``, token ids per row. ``length_normalize`` divides by the tokens scored.
+        Raises :class:`ConfigError` when an earlier slot has no fill (and as the base method says).
+        """
+        return self._slot_by_prompt(self._slot_word_scores_one, prompt, batch, slot, words, fills, length_normalize)
+
+    def _slot_word_scores_one(self, prompt, batch, slot, words, fills, length_normalize):
+        earlier = batch.slot_names[: batch.slot_names.index(slot)] if slot in batch.slot_names else ()
+        missing = [name for name in earlier if name not in (fills or {})]
+        if missing:
+            raise ConfigError(
+                f"answer slot {slot!r} follows slot(s) {', '.join(map(repr, missing))}, which a decoder-only model "
+                "reads first: give their words as fills (slot_word_scores(..., fills={name: token ids per row}))"
+            )
+        rows, seqs, starts, _, stops = self._slot_pairs(batch, slot, words, fills, list)
+        contexts = [s[:a] for s, a in zip(seqs, starts)]
+        scored = [s[a:z] for s, a, z in zip(seqs, starts, stops)]
+        flat = self._scored_logprobs(prompt, contexts, scored, length_normalize)
+        return self._pairs_to_rows(rows, len(batch), flat)

@@ -103,3 +103,29 @@ class MaskedBackbone(Backbone):
 
     def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         raise ConfigError("a masked language model cannot generate free text; evaluate with --scoring rank")
+
+    # ------------------------------------------------------------ template slots
+    def slot_ids(self, before, after, words, prefix):
+        """As :meth:`answer_ids`: one mask id at the slot, at position ``len(before's ids)``."""
+        return self.answer_ids(before, after, words, prefix)
+
+    def slot_word_scores(self, prompt, batch: EncodedBatch, slot: str, words=None, fills=None,
+                         length_normalize: bool = False) -> torch.Tensor:
+        """Log-score of each candidate word at answer slot ``slot``: ``[batch, max_words]``.
+
+        All answer slots are masks at once (PTR's sub-prompts): the candidate's ``k`` tokens get
+        ``k`` masks at ``slot``, every other slot keeps its one mask unless ``fills`` writes its
+        words there; the score is the sum of the ``k`` log-probabilities, predicted in parallel.
+        """
+        return self._slot_by_prompt(self._slot_word_scores_one, prompt, batch, slot, words, fills, length_normalize)
+
+    def _slot_word_scores_one(self, prompt, batch, slot, words, fills, length_normalize):
+        mask_id = self.mask_token_id
+        words = self._slot_words(batch, slot, words)
+        rows, seqs, starts, ends, _ = self._slot_pairs(batch, slot, words, fills, lambda w: [mask_id] * len(w))
+        lps = self._mask_logprobs(prompt, seqs, [list(range(a, z)) for a, z in zip(starts, ends)])
+        flat = []
+        for lp, w in zip(lps, (w for ws in words for w in ws)):
+            total = lp.gather(-1, torch.tensor(w, device=lp.device)[:, None]).sum()
+            flat.append(total / len(w) if length_normalize else total)
+        return self._pairs_to_rows(rows, len(batch), torch.stack(flat))

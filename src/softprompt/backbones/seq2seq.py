@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForSeq2SeqLM
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..answer_tokens import answer_ids
+from ..answer_tokens import answer_ids, tokens_before
 from ..encoding import EncodedBatch
 from .base import Backbone
 
@@ -87,3 +87,30 @@ class Seq2SeqBackbone(Backbone):
         out = self.model.generate(encoder_outputs=BaseModelOutput(last_hidden_state=enc), attention_mask=enc_mask,
                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
         return [self.tokenizer.decode(row, skip_special_tokens=True) for row in out.tolist()]
+
+    # ------------------------------------------------------------ template slots
+    def slot_ids(self, before, after, words, prefix):
+        """As :meth:`answer_ids` (the encoder reads the text with the slot left empty); the slot's
+        position is the number of the encoder's tokens that lie wholly in ``before``."""
+        ids, word_ids, _ = self.answer_ids(before, after, words, prefix)
+        return ids, word_ids, len(ids) if not after else tokens_before(self.tokenizer, before + after, len(before))
+
+    def slot_word_scores(self, prompt, batch: EncodedBatch, slot: str, words=None, fills=None,
+                         length_normalize: bool = False) -> torch.Tensor:
+        """Log-score of each candidate word at answer slot ``slot``: ``[batch, max_words]``.
+
+        The decoder reads the word from its start (as :meth:`word_scores`); the encoder reads the
+        text with ``slot`` left empty and every other answer slot holding its ``fills`` words, or
+        empty without (no sentinel: BART has none, and the single-slot scores stay today's).
+        """
+        return self._slot_by_prompt(self._slot_word_scores_one, prompt, batch, slot, words, fills, length_normalize)
+
+    def _slot_word_scores_one(self, prompt, batch, slot, words, fills, length_normalize):
+        words = self._slot_words(batch, slot, words)
+        first = [ws[0] for ws in words]  # the encoder's text does not depend on the candidate
+        one = [[w] for w in first]
+        _, seqs, _, _, _ = self._slot_pairs(batch, slot, one, fills, lambda w: [])
+        enc, enc_mask = self._encode(prompt, seqs)
+        rows = [b for b, ws in enumerate(words) for _ in ws]
+        flat = self._word_logprobs(enc, enc_mask, rows, [w for ws in words for w in ws], length_normalize)
+        return self._pairs_to_rows(rows, len(batch), flat)

@@ -525,4 +525,5 @@ def concat(batches: Sequence[EncodedBatch], shared_words: bool) -> EncodedBatch:
         context=rows("context"), words=rows("words"), word_label=rows("word_label"), word_weight=rows("word_weight"),
         label_names=rows("label_names"), gold=None if any(g is None for g in golds) else rows("gold"),
         shared_words=shared_words, mask_pos=rows("mask_pos"), truncated=sum(b.truncated for b in batches),
+        slot_names=batches[0].slot_names, word_slot=batches[0].word_slot, answer_pos=rows("answer_pos"), virtual=rows("virtual"),
     )

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from conftest import make_backbone
 from softprompt.artifacts import MIN_TEXT_TOKENS, load_artifact
 from softprompt.errors import ArtifactError, ModelMismatchError, PromptFileError, SoftPromptError
-from softprompt.methods.loading import load_saved_method, read_saved_metadata
+from softprompt.methods.loading import read_saved_metadata, restore
 from softprompt.prompt import META_FILE, PROMPT_FILE, SoftPrompt
 from softprompt.serving import MultiPromptModel
 
@@ -196,13 +196,13 @@ def test_a_fully_tuned_model_with_inf_is_refused(tmp_path, backbone):
         FullTuning(FullTuningConfig(), make_backbone("causal"), SENTIMENT).load_state(tmp_path / "m")
 
 
-def test_load_saved_method_refuses_training_options_of_the_wrong_type(tmp_path, backbone):
+def test_restore_refuses_training_options_that_do_not_build_the_method(tmp_path, backbone):
     (tmp_path / "out").mkdir()
-    meta = {"method": "in-context", "training": {"max_steps": "many"}, "demonstrations": [], "text": "",
+    meta = {"method": "in-context", "training": {"method_options": "shots=many"}, "demonstrations": [], "text": "",
             "token_ids": []}
     (tmp_path / "out" / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(SoftPromptError):
-        load_saved_method(tmp_path / "out", backbone, SENTIMENT)
+    with pytest.raises(ArtifactError, match="metadata field 'training' holds options that do not build a in-context"):
+        restore(tmp_path / "out", backbone, SENTIMENT)
 
 
 # ----------------------------------------------------------------------------- the server

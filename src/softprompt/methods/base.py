@@ -79,6 +79,7 @@ class Method(nn.Module):
     # Adafactor without parameter scaling, like Adam, moves each entry by about lr per step.
     lr_per_embedding_rms: ClassVar[float | None] = None
     seeded: ClassVar[bool] = True  # whether the result depends on the seed (an experiment runs one seed if not)
+    changes_backbone: ClassVar[bool] = False  # restoring it changes the model's own weights (no shared server)
 
     def __init__(self, config: Any, backbone, task, seed: int = 0, train_rows=None):
         """``train_rows``: the training examples (a list of dicts), for methods that read them

@@ -30,6 +30,7 @@ class FullTuning(Method):
 
     default_optimizer = "adam"
     default_lr = 1e-5  # every weight moves: a small step, as model tuning usually takes
+    changes_backbone = True  # restoring it overwrites the model's weights
 
     def __init__(self, config: FullTuningConfig, backbone, task, seed: int = 0, train_rows=None):
         super().__init__(config, backbone, task, seed, train_rows)

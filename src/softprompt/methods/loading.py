@@ -13,6 +13,7 @@ line changed.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,19 @@ def method_class(artifact: Artifact) -> type[Method]:
     except ConfigError as exc:
         raise ArtifactError(f"{artifact.path}: saved by method {artifact.kind!r}, which this softprompt does not "
                             f"have ({exc}); upgrade softprompt or train again") from None
+
+
+def saved_config(artifact: Artifact):
+    """The config of the method that saved ``artifact``: built from the ``training`` options its
+    metadata records (:func:`~softprompt.methods.configs.method_config`), then the fields the
+    method recorded of its own config (``hidden``, ``shots``, ...; ``length`` as ``prompt_length``)
+    win; ``init`` is ``random-uniform`` (the saved state replaces it). Raises
+    :class:`~softprompt.errors.ConfigError` (or the config's own error) for options it refuses."""
+    meta = artifact.metadata
+    config, _ = method_config(artifact.kind, meta.get("training") or {})
+    names = {f.name for f in dataclasses.fields(config)}
+    recorded = {**meta, "prompt_length": meta.get("length"), "init": "random-uniform"}
+    return dataclasses.replace(config, **{k: v for k, v in recorded.items() if k in names and v is not None})
 
 
 def restore(path: str | Path, backbone, task=None, root: str | Path | None = None) -> Method:
@@ -71,12 +85,9 @@ def restore_artifact(artifact: Artifact, backbone, task=None) -> Method:
     check_model(meta, backbone.model_id, backbone.fingerprint, backbone.dim, backbone.max_length - backbone.n_special,
                 length=length, dim=meta.get("dim"), what=str(artifact.path))
     cls = method_class(artifact)
-    options = {**(meta.get("training") or {}), "init": "random-uniform"}  # the saved state replaces the init
-    if length is not None:
-        options["prompt_length"] = length  # what was saved, whatever the options said
     try:
-        config, _ = method_config(artifact.kind, options)
-    except ConfigError as exc:
+        config = saved_config(artifact)
+    except (ConfigError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{Path(artifact.path) / META_FILE}: metadata field 'training' holds options that do not "
                             f"build a {artifact.kind} method ({exc}); re-save it or train again") from exc
     method = cls.empty(config, backbone, task)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import PromptFileError
+from ..errors import ModelMismatchError, PromptFileError
 from ..prompt import SoftPrompt
 from .base import Method, MethodConfig, register_method
 
@@ -48,6 +48,10 @@ class PromptTuning(Method):
         """Take the saved prompt (an older prompt file too); one of another length is refused."""
         super().restore_from(artifact)
         weight = artifact.tensors["prompt"]
+        if weight.shape[1] != self.soft_prompt.dim:
+            raise ModelMismatchError(f"the prompt in {artifact.path} has dimension {weight.shape[1]} but this model's "
+                                     f"embeddings have {self.soft_prompt.dim}: use the model it was trained for "
+                                     f"({artifact.metadata.get('model_id', 'unknown')!r})")
         if weight.shape != self.soft_prompt.weight.shape:
             raise PromptFileError(f"the prompt in {artifact.path} has shape {tuple(weight.shape)} but "
                                   f"{tuple(self.soft_prompt.weight.shape)} was asked for: pass --prompt-length "

@@ -91,7 +91,7 @@ def test_a_half_precision_prompt_is_accepted_as_float32(tmp_path, backbone):
 def test_a_prompt_of_another_rank_or_dim_is_refused(tmp_path, backbone):
     with pytest.raises(ArtifactError, match=r"shape \(96,\), expected 2-D"):
         SoftPrompt.load(write_prompt(tmp_path / "a", torch.zeros(96), good_meta(backbone)))
-    with pytest.raises(ModelMismatchError, match="dimension 16 but the model's embeddings have 32"):
+    with pytest.raises(ModelMismatchError, match=r"has dimension 16 \(trained for model .*\) but the model's embeddings have 32: pass --model"):
         SoftPrompt.load(write_prompt(tmp_path / "b", torch.zeros(3, 16), good_meta(backbone)), backbone=backbone)
 
 

@@ -83,6 +83,18 @@ class Artifact:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     tensor_file: Path | None = None
 
+    @property
+    def length(self) -> int | None:
+        """Positions the output puts before the text, as its metadata records (a prompt's rows if not)."""
+        prompt = self.tensors.get("prompt")
+        return self.metadata.get("length", None if prompt is None else prompt.shape[0])
+
+    @property
+    def dim(self) -> int | None:
+        """Width of the output's vectors, as its metadata records (a prompt's columns if not); None if it has none."""
+        prompt = self.tensors.get("prompt")
+        return self.metadata.get("dim", None if prompt is None or prompt.dim() != 2 else prompt.shape[1])
+
 
 def safe_file(file: str | Path, root: str | Path | None = None) -> Path:
     """``file`` resolved (links followed), refused unless it is a regular file inside ``root``.
@@ -233,11 +245,9 @@ def check_tensors(tensors: dict[str, torch.Tensor], where: str | Path) -> None:
                                 "diverged or the file is damaged: use another checkpoint (e.g. best/) or train again")
 
 
-def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str | Path, dim: int | None = None,
-                        room: int | None = None) -> None:
-    """A prompt ``[length, dim]``: 2-D, floating, finite, agreeing with its metadata, with ``dim``
-    (the model's, when known) and leaving :data:`MIN_TEXT_TOKENS` of ``room`` (the model's context
-    less its special tokens) for text."""
+def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str | Path) -> None:
+    """A prompt ``[length, dim]``: 2-D, floating, finite, agreeing with its metadata (the model it
+    is used with is :func:`check_model`'s business)."""
     check_tensors({"prompt": weight}, where)
     if weight.dim() != 2:
         raise ArtifactError(f"{where}: prompt has shape {tuple(weight.shape)}, expected 2-D [length, dim]")
@@ -248,11 +258,6 @@ def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str |
     if None not in want and tuple(weight.shape) != tuple(want):
         raise ArtifactError(f"{where}: prompt has shape {tuple(weight.shape)} but its metadata says {tuple(want)}; "
                             "the file is damaged")
-    if dim is not None and weight.shape[1] != dim:
-        raise ModelMismatchError(f"{where}: prompt has dimension {weight.shape[1]} but the model's embeddings have "
-                                 f"{dim}; use the model it was trained for ({meta.get('model_id', 'unknown')!r})")
-    if room is not None:
-        check_prompt_length(weight.shape[0], room, where)
 
 
 def check_fingerprint(meta: dict[str, Any], model_id: str, fingerprint: str, what: str) -> None:
@@ -348,8 +353,8 @@ def check_model(meta: Mapping[str, Any], model_id: str, fingerprint: str, model_
     trained_for = meta.get("model_id", "an unknown model")
     if dim is not None and model_dim is not None and dim != model_dim:
         raise ModelMismatchError(
-            f"{what} has dimension {dim} (trained for model {trained_for!r}) but {model_id!r} has "
-            f"embedding dimension {model_dim}; use --model {trained_for!r} or train a prompt for {model_id!r}"
+            f"{what} has dimension {dim} (trained for model {trained_for!r}) but the model's embeddings have "
+            f"{model_dim}: pass --model {trained_for!r} (the model it was trained for) or train a prompt for {model_id!r}"
         )
     check_fingerprint(meta, model_id, fingerprint, what)
 
@@ -358,8 +363,8 @@ def load_artifact(path: str | Path, *, root: str | Path | None = None, backbone=
     """Read and validate what softprompt saved at ``path`` (a directory, or a prompt's file).
 
     ``root``: every file opened must resolve inside it (links out are refused). ``backbone``: the
-    model it will be used with, when known: a prompt must have its embedding size and leave
-    :data:`MIN_TEXT_TOKENS` of its context (after special tokens) for text. The kind comes from
+    model it will be used with, when known: the output must pass :func:`check_model` (its
+    fingerprint, a prompt's embedding size, and :data:`MIN_TEXT_TOKENS` of the context left for text). The kind comes from
     the files there: ``prompt.safetensors`` (prompt tuning, metadata in its header, tensor
     ``prompt: [length, dim]``; prompts saved before :func:`save_artifact` existed are the same
     format), ``prefix.safetensors`` (prefix tuning), else ``softprompt.json`` names the method,
@@ -367,18 +372,22 @@ def load_artifact(path: str | Path, *, root: str | Path | None = None, backbone=
     :attr:`Artifact.tensor_file`) or :data:`TENSOR_FILE` (read into :attr:`Artifact.tensors`). Raises :class:`ArtifactError` (a :class:`PromptFileError`) or
     :class:`ModelMismatchError`.
     """
-    path = Path(path)
-    dim = room = None
+    art = _load_artifact(Path(path), root)
     if backbone is not None:
-        dim, room = backbone.dim, backbone.max_length - backbone.n_special
+        check_model(art.metadata, backbone.model_id, backbone.fingerprint, backbone.dim,
+                    backbone.max_length - backbone.n_special, length=art.length, dim=art.dim, what=str(path))
+    return art
+
+
+def _load_artifact(path: Path, root) -> Artifact:
     if root is not None:
         safe_dir(path, root)
     if not path.is_dir():
         if path.name == PREFIX_FILE:
             return _load_prefix(path.parent, path, root)
-        return _load_prompt(path.parent, path, root, dim, room)
+        return _load_prompt(path.parent, path, root)
     if (path / PROMPT_FILE).exists() or (path / PROMPT_FILE).is_symlink():
-        return _load_prompt(path, path / PROMPT_FILE, root, dim, room)
+        return _load_prompt(path, path / PROMPT_FILE, root)
     if (path / PREFIX_FILE).exists() or (path / PREFIX_FILE).is_symlink():
         return _load_prefix(path, path / PREFIX_FILE, root)
     if not (path / META_FILE).exists() and not (path / META_FILE).is_symlink():
@@ -409,14 +418,14 @@ def safe_dir(path: str | Path, root: str | Path) -> Path:
     return real
 
 
-def _load_prompt(folder: Path, file: Path, root, dim, room) -> Artifact:
+def _load_prompt(folder: Path, file: Path, root) -> Artifact:
     if not file.exists() and not file.is_symlink():
         raise ArtifactError(f"no saved prompt at {folder}: expected {PROMPT_FILE} there (train one with "
                             "`softprompt train --out DIR`, then pass DIR/best)")
     tensors, meta = read_safetensors(file, root)
     if "prompt" not in tensors:
         raise ArtifactError(f"{file} holds no tensor named 'prompt' (found {sorted(tensors)}); is it a softprompt file?")
-    check_prompt_tensor(tensors["prompt"], meta, file, dim, room)
+    check_prompt_tensor(tensors["prompt"], meta, file)
     return Artifact("prompt-tuning", folder, meta, tensors)
 
 

@@ -78,7 +78,7 @@ def test_another_model_and_a_missing_task_are_refused_before_anything_is_built(t
     with pytest.raises(ModelMismatchError, match="fingerprint"):
         restore(tmp_path / "fp", bb)
     SoftPrompt(torch.randn(4, bb.dim + 1), _meta(bb)).save(tmp_path / "wide")
-    with pytest.raises(ModelMismatchError, match=f"has dimension {bb.dim + 1} .* embedding dimension {other.dim}"):
+    with pytest.raises(ModelMismatchError, match=f"has dimension {bb.dim + 1} .* the model's embeddings have {other.dim}: pass --model"):
         restore(tmp_path / "wide", other)
     SoftPrompt(torch.randn(4, bb.dim), {"model_id": bb.model_id}).save(tmp_path / "notask")
     with pytest.raises(DataError, match="no task in its metadata"):

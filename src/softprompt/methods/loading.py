@@ -81,9 +81,8 @@ def restore_artifact(artifact: Artifact, backbone, task=None) -> Method:
                             f"--task): re-import it with `softprompt import-peft ADAPTER --out {artifact.path} "
                             "--task NAME`")
         task = Task.from_dict(meta["task"])
-    length = meta.get("length")
     check_model(meta, backbone.model_id, backbone.fingerprint, backbone.dim, backbone.max_length - backbone.n_special,
-                length=length, dim=meta.get("dim"), what=str(artifact.path))
+                length=artifact.length, dim=artifact.dim, what=str(artifact.path))
     cls = method_class(artifact)
     try:
         config = saved_config(artifact)

@@ -243,7 +243,7 @@ class MultiPromptModel:
 
     def _restored(self, name: str, path: Path) -> PromptedModel:
         """The saved output in ``path`` restored on the shared backbone, checked for serving."""
-        artifact = load_artifact(path, root=self.prompts_dir, backbone=self.backbone)
+        artifact = load_artifact(path, root=self.prompts_dir)  # the model check is restore_artifact's
         _check_task(name, artifact.metadata)
         cls = method_class(artifact)
         if cls.changes_backbone:  # restoring it would change the weights every other output is served with

@@ -85,14 +85,11 @@ class PromptedModel:
         (no task saved), :class:`ModelMismatchError`.
         """
         from .artifacts import load_artifact
-        from .methods.loading import restore_artifact
+        from .methods.loading import restore_artifact, saved_task
 
         artifact = load_artifact(path)
         meta = artifact.metadata
-        if "task" not in meta:
-            raise DataError(f"{path} has no task in its metadata (e.g. a PEFT adapter imported without --task): "
-                            f"re-import it with `softprompt import-peft ADAPTER --out {path} --task NAME`")
-        task = Task.from_dict(meta["task"])
+        task = saved_task(artifact)
         if backbone is None:
             backbone = load_model(model or meta.get("model_id"), device=device)
         settings = ScoringSettings.from_metadata(meta).override(

@@ -34,6 +34,16 @@ def read_saved_metadata(path: str | Path, root: str | Path | None = None) -> dic
     return read_metadata_file(file, root)
 
 
+def saved_task(artifact: Artifact):
+    """The :class:`~softprompt.tasks.task.Task` saved with ``artifact`` (:class:`DataError` if none was)."""
+    from ..tasks.task import Task
+
+    if not isinstance(artifact.metadata.get("task"), dict):
+        raise DataError(f"{artifact.path} has no task in its metadata (e.g. a PEFT adapter imported without "
+                        f"--task): re-import it with `softprompt import-peft ADAPTER --out {artifact.path} --task NAME`")
+    return Task.from_dict(artifact.metadata["task"])
+
+
 def method_class(artifact: Artifact) -> type[Method]:
     """The registered method class that saved ``artifact`` (:class:`ArtifactError` for an unknown one)."""
     try:
@@ -52,7 +62,7 @@ def saved_config(artifact: Artifact):
     meta = artifact.metadata
     config, _ = method_config(artifact.kind, meta.get("training") or {})
     names = {f.name for f in dataclasses.fields(config)}
-    recorded = {**meta, "prompt_length": meta.get("length"), "init": "random-uniform"}
+    recorded = {**meta, "prompt_length": artifact.length, "init": "random-uniform"}
     return dataclasses.replace(config, **{k: v for k, v in recorded.items() if k in names and v is not None})
 
 
@@ -73,14 +83,7 @@ def restore_artifact(artifact: Artifact, backbone, task=None) -> Method:
     """:func:`restore` of an output already read by :func:`~softprompt.artifacts.load_artifact`
     (e.g. to see its metadata or method class first)."""
     meta = artifact.metadata
-    if task is None:
-        from ..tasks.task import Task
-
-        if not isinstance(meta.get("task"), dict):
-            raise DataError(f"{artifact.path} has no task in its metadata (e.g. a PEFT adapter imported without "
-                            f"--task): re-import it with `softprompt import-peft ADAPTER --out {artifact.path} "
-                            "--task NAME`")
-        task = Task.from_dict(meta["task"])
+    task = saved_task(artifact) if task is None else task
     check_model(meta, backbone.model_id, backbone.fingerprint, backbone.dim, backbone.max_length - backbone.n_special,
                 length=artifact.length, dim=artifact.dim, what=str(artifact.path))
     cls = method_class(artifact)

@@ -40,7 +40,7 @@ from ..api import PromptedModel
 from ..artifacts import SAVED_OUTPUT_FILES, check_tensors, load_artifact
 from ..encoding import EncodedBatch, encode
 from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
-from ..methods.loading import method_class, restore_artifact
+from ..methods.loading import method_class, restore_artifact, saved_task
 from ..prompt import SoftPrompt
 from ..scoring import match_generation
 from ..tasks.task import Task
@@ -250,7 +250,7 @@ class MultiPromptModel:
             raise PromptFileError(f"prompt {name!r} is a {artifact.kind} output, which changes the model's own "
                                   "weights: it cannot share a server with other outputs; evaluate it with "
                                   f"`softprompt eval --prompt DIR` or `softprompt predict --prompt DIR`")
-        task = Task.from_dict(artifact.metadata["task"])
+        task = saved_task(artifact)
         return self._checked(name, PromptedModel(self.backbone, None, task, method=restore_artifact(artifact, self.backbone, task)))
 
     def _prompted(self, name: str, prompt: SoftPrompt) -> PromptedModel:

@@ -13,8 +13,9 @@ from safetensors.torch import save_file
 
 from conftest import make_backbone
 from softprompt.artifacts import MIN_TEXT_TOKENS, load_artifact
-from softprompt.errors import ArtifactError, ModelMismatchError, PromptFileError, SoftPromptError
-from softprompt.methods.loading import load_saved_method, read_saved_metadata
+from softprompt.api import PromptedModel
+from softprompt.errors import ArtifactError, ModelMismatchError, PromptFileError
+from softprompt.methods.loading import read_saved_metadata, restore
 from softprompt.prompt import META_FILE, PROMPT_FILE, SoftPrompt
 from softprompt.serving import MultiPromptModel
 
@@ -90,7 +91,7 @@ def test_a_half_precision_prompt_is_accepted_as_float32(tmp_path, backbone):
 def test_a_prompt_of_another_rank_or_dim_is_refused(tmp_path, backbone):
     with pytest.raises(ArtifactError, match=r"shape \(96,\), expected 2-D"):
         SoftPrompt.load(write_prompt(tmp_path / "a", torch.zeros(96), good_meta(backbone)))
-    with pytest.raises(ModelMismatchError, match="dimension 16 but the model's embeddings have 32"):
+    with pytest.raises(ModelMismatchError, match=r"has dimension 16 \(trained for model .*\) but the model's embeddings have 32: pass --model"):
         SoftPrompt.load(write_prompt(tmp_path / "b", torch.zeros(3, 16), good_meta(backbone)), backbone=backbone)
 
 
@@ -196,13 +197,13 @@ def test_a_fully_tuned_model_with_inf_is_refused(tmp_path, backbone):
         FullTuning(FullTuningConfig(), make_backbone("causal"), SENTIMENT).load_state(tmp_path / "m")
 
 
-def test_load_saved_method_refuses_training_options_of_the_wrong_type(tmp_path, backbone):
+def test_restore_refuses_training_options_that_do_not_build_the_method(tmp_path, backbone):
     (tmp_path / "out").mkdir()
-    meta = {"method": "in-context", "training": {"max_steps": "many"}, "demonstrations": [], "text": "",
+    meta = {"method": "in-context", "training": {"method_options": "shots=many"}, "demonstrations": [], "text": "",
             "token_ids": []}
     (tmp_path / "out" / META_FILE).write_text(json.dumps(meta))
-    with pytest.raises(SoftPromptError):
-        load_saved_method(tmp_path / "out", backbone, SENTIMENT)
+    with pytest.raises(ArtifactError, match="metadata field 'training' holds options that do not build a in-context"):
+        restore(tmp_path / "out", backbone, SENTIMENT)
 
 
 # ----------------------------------------------------------------------------- the server
@@ -246,3 +247,37 @@ def test_serve_starts_past_a_bad_first_prompt_and_admin_add_answers_422(tmp_path
                              headers={"Authorization": "Bearer t"})
         assert answer.status_code == 422 and "NaN or infinite" in answer.json()["detail"]
         assert client.get("/v1/tasks").json()["refused"] == {"a-bad": engine.refused["a-bad"]}
+
+
+# ----------------------------------------------------------------------------- older files
+def test_a_prompt_saved_in_the_format_before_save_artifact_still_loads_restores_and_serves(tmp_path):
+    """``prompt.safetensors`` + ``softprompt.json`` as SoftPrompt.save wrote them before issue 15
+    (no ``method`` field), read by every consumer; and the writer still writes that layout."""
+    from softprompt.methods import PromptTuning
+
+    backbone = make_backbone("causal")  # its own: from_saved applies the saved max length to it
+
+    weight = torch.randn(4, backbone.dim, generator=torch.Generator().manual_seed(3))
+    meta = {"init": "vocab", **good_meta(backbone), "training": {"lr": 0.3, "max_length": 64, "prompt_length": 4},
+            "format_version": 1, "length": 4, "dim": backbone.dim}
+    old = tmp_path / "prompts" / "old"
+    old.mkdir(parents=True)
+    text = json.dumps(meta, indent=2, default=str)
+    (old / META_FILE).write_text(text + "\n", encoding="utf-8")
+    save_file({"prompt": weight.contiguous()}, str(old / PROMPT_FILE), metadata={"softprompt": text})
+
+    assert torch.equal(SoftPrompt.load(old).weight, weight)
+    method = restore(old, backbone)
+    assert isinstance(method, PromptTuning) and torch.equal(method.inference_prompt(), weight)
+    pm = PromptedModel.from_saved(old, backbone=backbone)
+    assert pm.method.name == "prompt-tuning" and pm.settings.max_length == 64
+    want = PromptedModel(backbone, SoftPrompt(weight, meta), SENTIMENT).classify(["great fun"])[0]
+    assert pm.classify(["great fun"])[0].scores == want.scores
+    engine = MultiPromptModel.from_dir(backbone, tmp_path / "prompts")
+    assert engine.refused == {} and engine.classify(["great fun"], ["old"])[0].scores == pytest.approx(want.scores, abs=1e-6)
+
+    SoftPrompt(weight, meta).save(tmp_path / "new")  # today's writer: the same files, the same tensor
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == [PROMPT_FILE, META_FILE]
+    tensors, header = load_artifact(tmp_path / "new").tensors, json.loads((tmp_path / "new" / META_FILE).read_text())
+    assert list(tensors) == ["prompt"] and torch.equal(tensors["prompt"], weight)
+    assert {k: header[k] for k in meta} == meta and header["method"] == "prompt-tuning"

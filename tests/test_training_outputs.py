@@ -120,12 +120,12 @@ def test_a_kill_between_the_two_renames_leaves_the_old_prompt_whole(tmp_path, mo
 def test_a_save_that_fails_midway_leaves_the_old_prompt_and_no_temp_files(tmp_path, monkeypatch):
     best = tmp_path / "best"
     _prompt(10).save(best)
-    import softprompt.prompt as prompt_module
+    import softprompt.artifacts as artifacts_module  # the one writer of saved outputs
 
     def disk_full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(prompt_module, "save_file", disk_full)  # metadata written, tensor not
+    monkeypatch.setattr(artifacts_module, "save_file", disk_full)  # metadata written, tensor not
     with pytest.raises(OSError):
         _prompt(20).save(best)
     _check_consistent(best, 10)

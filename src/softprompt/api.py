@@ -7,11 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-
 from .errors import DataError
 from .modeling import load_model
-from .prompt import META_FILE, PROMPT_FILE, SoftPrompt
+from .prompt import SoftPrompt
 from .scoring import EvalResult, Prediction, evaluate, predict
 from .tasks.data import apply_field_map
 from .tasks.task import Task
@@ -59,15 +57,17 @@ class PromptedModel:
 
     def __init__(self, backbone, prompt: SoftPrompt | None, task: Task, method=None,
                  settings: ScoringSettings | None = None):
-        """``prompt``: a soft prompt, or None with ``method``: another method's restored output
-        (prefix tuning, in-context demonstrations, a fully tuned model), or None for zero-shot.
-        ``settings``: how :meth:`classify` and :meth:`evaluate` score by default (default: those
-        recorded in ``prompt``'s metadata, see :class:`ScoringSettings`)."""
+        """``prompt``: a soft prompt, or None with ``method``: a restored method
+        (:func:`~softprompt.methods.loading.restore`: a prompt, a prefix, in-context
+        demonstrations, a fully tuned model, ...), or None for zero-shot. ``settings``: how
+        :meth:`classify` and :meth:`evaluate` score by default (default: those recorded in
+        ``prompt``'s or ``method``'s saved metadata, see :class:`ScoringSettings`)."""
         self.backbone = backbone
         self.soft_prompt = prompt
         self.task = task
         self.method = method
-        self.settings = settings or ScoringSettings.from_metadata(None if prompt is None else prompt.metadata)
+        saved = prompt.metadata if prompt is not None else getattr(method, "metadata", None)
+        self.settings = settings or ScoringSettings.from_metadata(saved)
         if prompt is not None:
             prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim, backbone.max_length - backbone.n_special)
             prompt.to(backbone.device)
@@ -76,40 +76,40 @@ class PromptedModel:
     def from_saved(cls, path: str | Path, model: str | None = None, device: str | None = None,
                    max_length: int | None = None, backbone=None, scoring: str | None = None,
                    length_normalize: bool | None = None) -> "PromptedModel":
-        """Load a saved prompt with its task and the model it was trained for (or ``model``).
+        """Load what any method saved in ``path``, with its task and the model it was trained for
+        (or ``model``), restored by :func:`~softprompt.methods.loading.restore` (a saved prompt
+        as a prompt-tuning method: :attr:`method`).
 
-        ``path`` may also hold another method's output (``softprompt.json`` names the method):
-        it is rebuilt on the model and restored (:func:`~softprompt.methods.loading.load_saved_method`).
-        ``max_length``, ``scoring``, ``length_normalize``: None (the default) keeps what the prompt
+        ``max_length``, ``scoring``, ``length_normalize``: None (the default) keeps what the output
         was trained with (:attr:`settings`). Raises :class:`PromptFileError`, :class:`DataError`
         (no task saved), :class:`ModelMismatchError`.
         """
-        other_method = not (Path(path) / PROMPT_FILE).exists() and (Path(path) / META_FILE).exists()
-        if other_method:
-            from .methods.loading import load_saved_method, read_saved_metadata
+        from .artifacts import load_artifact
+        from .methods.loading import restore_artifact, saved_task
 
-            prompt, meta = None, read_saved_metadata(path)
-        else:
-            prompt = SoftPrompt.load(path)
-            meta = prompt.metadata
-        if "task" not in meta:
-            raise DataError(f"{path} has no task in its metadata (e.g. a PEFT adapter imported without --task): "
-                            f"re-import it with `softprompt import-peft ADAPTER --out {path} --task NAME`")
-        task = Task.from_dict(meta["task"])
+        artifact = load_artifact(path)
+        meta = artifact.metadata
+        task = saved_task(artifact)
         settings = ScoringSettings.from_metadata(meta).override(
             scoring=scoring, length_normalize=length_normalize, max_length=max_length)
         if backbone is None:
             backbone = load_model(model or meta.get("model_id"), device=device, max_length=settings.max_length)
-        method = load_saved_method(path, backbone, task) if other_method else None
-        return cls(backbone, prompt, task, method=method, settings=settings)
+        return cls(backbone, None, task, method=restore_artifact(artifact, backbone, task), settings=settings)
 
     @property
-    def prompt(self) -> torch.Tensor | None:
+    def prompt(self):
         """What goes before the text: the prompt ``[length, dim]`` (detached), a method's
         inference prompt (e.g. a prefix), or None."""
         if self.method is not None:
             return self.method.inference_prompt()
         return None if self.soft_prompt is None else self.soft_prompt.weight.detach()
+
+    @property
+    def prompt_length(self) -> int:
+        """Positions :attr:`prompt` takes before the text (0 for none)."""
+        if self.method is not None:
+            return self.method.prompt_length
+        return 0 if self.soft_prompt is None else self.soft_prompt.length
 
     def as_examples(self, inputs: Sequence[str | Mapping[str, Any]],
                     field_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:

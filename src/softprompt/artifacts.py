@@ -1,11 +1,16 @@
-"""Reading what softprompt saved, validated before anything uses it: :func:`load_artifact`.
+"""Every method's saved output, written by :func:`save_artifact` and read, validated before
+anything uses it, by :func:`load_artifact`.
 
-Every saved output (a prompt, a prefix, in-context demonstrations, a fully tuned model) is a
-directory holding ``softprompt.json`` and, for most methods, one safetensors file. Whoever reads
-one (``eval``, ``predict``, the server, ``--resume``, ``--init file:``) goes through this module,
-so a file that is valid JSON but not an object, a field of the wrong type, a tensor holding NaN,
-integers or the wrong shape, or a file that is a link leading outside a trusted folder, is refused
-with :class:`~softprompt.errors.ArtifactError` naming the file and the problem, before use.
+A saved output (a prompt, a prefix, in-context demonstrations, a fully tuned model, and any later
+method's) is a directory holding ``softprompt.json`` (the metadata: the method's name, its
+options, the task, and the model check: the model's id, family and embedding fingerprint) and,
+when the method has tensors, one safetensors file whose header carries the same metadata
+(:data:`KIND_FILES` names it per method; nothing is pickled). Whoever reads one (``eval``,
+``predict``, the server, ``--resume``, ``--init file:``) goes through this module, so a file that
+is valid JSON but not an object, a field of the wrong type, a tensor holding NaN, integers or the
+wrong shape, or a file that is a link leading outside a trusted folder, is refused with
+:class:`~softprompt.errors.ArtifactError` naming the file and the problem, before use; the model
+check is :func:`check_model`.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save_file
 
 from .encoding import MIN_TEXT_TOKENS  # what encode needs beside the prompt
 from .errors import ArtifactError, ModelMismatchError
@@ -29,6 +35,7 @@ from .value_types import describe, fits
 PROMPT_FILE = "prompt.safetensors"
 PREFIX_FILE = "prefix.safetensors"
 MODEL_FILE = "model.safetensors"
+TENSOR_FILE = "tensors.safetensors"
 META_FILE = "softprompt.json"
 FORMAT_VERSION = 1
 
@@ -43,7 +50,7 @@ FIELD_TYPES: dict[str, Any] = {
 }
 """The type each metadata field must have when present (checked by :func:`~softprompt.value_types.fits`)."""
 
-ARTIFACT_FILES = (META_FILE, PROMPT_FILE, PREFIX_FILE, MODEL_FILE, LOCK_FILE)
+ARTIFACT_FILES = (META_FILE, PROMPT_FILE, PREFIX_FILE, MODEL_FILE, TENSOR_FILE, LOCK_FILE)
 """What any method's save writes: a save replaces these (a rerun with another method included)
 and refuses to delete anything else (:func:`~softprompt.atomic.atomic_dir`). The lock file is
 there when a command holds the folder while saving into it (``import-peft``,
@@ -53,7 +60,13 @@ SAVED_OUTPUT_FILES = ARTIFACT_FILES[:-1]
 """The files that show a folder holds a saved output (what ``--overwrite`` is needed to replace)."""
 
 KIND_FILES = {"prompt-tuning": PROMPT_FILE, "prefix-tuning": PREFIX_FILE, "full-tuning": MODEL_FILE}
-"""The tensor file of each method that saves one (the others save ``softprompt.json`` alone)."""
+"""The tensor file of the methods whose file name predates :data:`TENSOR_FILE` (any other method's
+tensors go to :data:`TENSOR_FILE`; a method without tensors saves ``softprompt.json`` alone)."""
+
+
+def tensor_file_name(method: str) -> str:
+    """The name of ``method``'s safetensors file in its saved directory."""
+    return KIND_FILES.get(method, TENSOR_FILE)
 
 
 @dataclass
@@ -69,6 +82,18 @@ class Artifact:
     metadata: dict[str, Any]
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     tensor_file: Path | None = None
+
+    @property
+    def length(self) -> int | None:
+        """Positions the output puts before the text, as its metadata records (a prompt's rows if not)."""
+        prompt = self.tensors.get("prompt")
+        return self.metadata.get("length", None if prompt is None else prompt.shape[0])
+
+    @property
+    def dim(self) -> int | None:
+        """Width of the output's vectors, as its metadata records (a prompt's columns if not); None if it has none."""
+        prompt = self.tensors.get("prompt")
+        return self.metadata.get("dim", None if prompt is None or prompt.dim() != 2 else prompt.shape[1])
 
 
 def safe_file(file: str | Path, root: str | Path | None = None) -> Path:
@@ -220,11 +245,9 @@ def check_tensors(tensors: dict[str, torch.Tensor], where: str | Path) -> None:
                                 "diverged or the file is damaged: use another checkpoint (e.g. best/) or train again")
 
 
-def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str | Path, dim: int | None = None,
-                        room: int | None = None) -> None:
-    """A prompt ``[length, dim]``: 2-D, floating, finite, agreeing with its metadata, with ``dim``
-    (the model's, when known) and leaving :data:`MIN_TEXT_TOKENS` of ``room`` (the model's context
-    less its special tokens) for text."""
+def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str | Path) -> None:
+    """A prompt ``[length, dim]``: 2-D, floating, finite, agreeing with its metadata (the model it
+    is used with is :func:`check_model`'s business)."""
     check_tensors({"prompt": weight}, where)
     if weight.dim() != 2:
         raise ArtifactError(f"{where}: prompt has shape {tuple(weight.shape)}, expected 2-D [length, dim]")
@@ -235,11 +258,6 @@ def check_prompt_tensor(weight: torch.Tensor, meta: dict[str, Any], where: str |
     if None not in want and tuple(weight.shape) != tuple(want):
         raise ArtifactError(f"{where}: prompt has shape {tuple(weight.shape)} but its metadata says {tuple(want)}; "
                             "the file is damaged")
-    if dim is not None and weight.shape[1] != dim:
-        raise ModelMismatchError(f"{where}: prompt has dimension {weight.shape[1]} but the model's embeddings have "
-                                 f"{dim}; use the model it was trained for ({meta.get('model_id', 'unknown')!r})")
-    if room is not None:
-        check_prompt_length(weight.shape[0], room, where)
 
 
 def check_fingerprint(meta: dict[str, Any], model_id: str, fingerprint: str, what: str) -> None:
@@ -271,29 +289,105 @@ def check_prompt_length(length: int, room: int, where: str | Path) -> None:
                             "longer context (or a larger --max-length) or a shorter prompt")
 
 
+def save_artifact(path: str | Path, method: str, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, Any],
+                  *, backbone=None) -> dict[str, Any]:
+    """Write a method's output to directory ``path``, atomically (the one writer of saved outputs).
+
+    ``tensors``: name -> tensor, written as they are (dtype kept; callers cast) to the method's
+    safetensors file (:func:`tensor_file_name`), whose header carries the metadata too; none: no
+    tensor file. A name that is an alias of another (a tied weight: the same memory, shape and
+    strides) is written once; a tensor overlapping another's memory otherwise is copied.
+    ``metadata``: JSON-serialisable fields; ``method`` and ``format_version`` are set here, and
+    with ``backbone`` the model check (``model_id``, ``model_fingerprint``, ``model_family``).
+    The directory is swapped in whole (:func:`~softprompt.atomic.atomic_dir`): a reader sees the
+    old output or the new one. Returns the metadata written. Raises
+    :class:`~softprompt.errors.ConfigError` if ``path`` holds files a save would delete.
+    """
+    from .atomic import atomic_dir
+
+    meta = {**metadata, "method": method, "format_version": FORMAT_VERSION}
+    if backbone is not None:
+        meta.update(model_id=backbone.model_id, model_fingerprint=backbone.fingerprint, model_family=backbone.family)
+    text = json.dumps(meta, indent=2, default=str)
+    out = _without_aliases({name: t.detach() for name, t in tensors.items()})
+    with atomic_dir(Path(path), owned=ARTIFACT_FILES) as tmp:
+        (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
+        if out:
+            save_file(out, str(tmp / tensor_file_name(method)), metadata={"softprompt": text})
+    return meta
+
+
+def _without_aliases(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` on the CPU and contiguous, each memory written once: an exact alias of an
+    earlier name (a tied weight) is dropped, a partial overlap copied (safetensors refuses both)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[tuple, str] = {}
+    storages: set[int] = set()
+    for name, t in tensors.items():
+        key = (t.device, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if t.numel() and key in seen:
+            continue
+        cpu = t.contiguous().cpu()
+        ptr = cpu.untyped_storage().data_ptr()
+        if cpu.numel() and ptr in storages:
+            cpu = cpu.clone()
+        storages.add(cpu.untyped_storage().data_ptr())
+        seen[key] = name
+        out[name] = cpu
+    return out
+
+
+def check_model(meta: Mapping[str, Any], model_id: str, fingerprint: str, model_dim: int | None = None,
+                room: int | None = None, *, length: int | None = None, dim: int | None = None,
+                what: str = "this prompt") -> None:
+    """The model check of a saved output, before it is used on a model (the one check, for every method).
+
+    ``meta``: the output's metadata (its ``model_fingerprint`` and ``model_id``); ``length``: the
+    positions it puts before the text (refused when it leaves under :data:`MIN_TEXT_TOKENS` of
+    ``room``, the model's context less its special tokens: :class:`ArtifactError`); ``dim``: the
+    width of its vectors, when it has some (refused unless the model's ``model_dim``:
+    :class:`ModelMismatchError`). Then the embedding fingerprint (:func:`check_fingerprint`).
+    """
+    if room is not None and length is not None:
+        check_prompt_length(length, room, f"{what} (trained for {meta.get('model_id', 'unknown')!r})")
+    trained_for = meta.get("model_id", "an unknown model")
+    if dim is not None and model_dim is not None and dim != model_dim:
+        raise ModelMismatchError(
+            f"{what} has dimension {dim} (trained for model {trained_for!r}) but the model's embeddings have "
+            f"{model_dim}: pass --model {trained_for!r} (the model it was trained for) or train a prompt for {model_id!r}"
+        )
+    check_fingerprint(meta, model_id, fingerprint, what)
+
+
 def load_artifact(path: str | Path, *, root: str | Path | None = None, backbone=None) -> Artifact:
     """Read and validate what softprompt saved at ``path`` (a directory, or a prompt's file).
 
     ``root``: every file opened must resolve inside it (links out are refused). ``backbone``: the
-    model it will be used with, when known: a prompt must have its embedding size and leave
-    :data:`MIN_TEXT_TOKENS` of its context (after special tokens) for text. The kind comes from
+    model it will be used with, when known: the output must pass :func:`check_model` (its
+    fingerprint, a prompt's embedding size, and :data:`MIN_TEXT_TOKENS` of the context left for text). The kind comes from
     the files there: ``prompt.safetensors`` (prompt tuning, metadata in its header, tensor
-    ``prompt: [length, dim]``), ``prefix.safetensors`` (prefix tuning), else ``softprompt.json``
-    names the method. Raises :class:`ArtifactError` (a :class:`PromptFileError`) or
+    ``prompt: [length, dim]``; prompts saved before :func:`save_artifact` existed are the same
+    format), ``prefix.safetensors`` (prefix tuning), else ``softprompt.json`` names the method,
+    whose tensors, if any, are in ``model.safetensors`` (full tuning: checked, left on disk as
+    :attr:`Artifact.tensor_file`) or :data:`TENSOR_FILE` (read into :attr:`Artifact.tensors`). Raises :class:`ArtifactError` (a :class:`PromptFileError`) or
     :class:`ModelMismatchError`.
     """
-    path = Path(path)
-    dim = room = None
+    art = _load_artifact(Path(path), root)
     if backbone is not None:
-        dim, room = backbone.dim, backbone.max_length - backbone.n_special
+        check_model(art.metadata, backbone.model_id, backbone.fingerprint, backbone.dim,
+                    backbone.max_length - backbone.n_special, length=art.length, dim=art.dim, what=str(path))
+    return art
+
+
+def _load_artifact(path: Path, root) -> Artifact:
     if root is not None:
         safe_dir(path, root)
     if not path.is_dir():
         if path.name == PREFIX_FILE:
             return _load_prefix(path.parent, path, root)
-        return _load_prompt(path.parent, path, root, dim, room)
+        return _load_prompt(path.parent, path, root)
     if (path / PROMPT_FILE).exists() or (path / PROMPT_FILE).is_symlink():
-        return _load_prompt(path, path / PROMPT_FILE, root, dim, room)
+        return _load_prompt(path, path / PROMPT_FILE, root)
     if (path / PREFIX_FILE).exists() or (path / PREFIX_FILE).is_symlink():
         return _load_prefix(path, path / PREFIX_FILE, root)
     if not (path / META_FILE).exists() and not (path / META_FILE).is_symlink():
@@ -308,6 +402,9 @@ def load_artifact(path: str | Path, *, root: str | Path | None = None, backbone=
     if kind == "full-tuning":
         art.tensor_file = safe_file(path / MODEL_FILE, root)
         _check_large_file(art.tensor_file, path / MODEL_FILE)
+    elif (path / TENSOR_FILE).exists() or (path / TENSOR_FILE).is_symlink():  # another method's tensors
+        art.tensors, _ = read_safetensors(path / TENSOR_FILE, root)
+        check_tensors(art.tensors, path / TENSOR_FILE)
     if kind == "in-context" and "demonstrations" not in meta:
         raise ArtifactError(f"{path / META_FILE} holds no in-context demonstrations; re-save it")
     return art
@@ -321,14 +418,14 @@ def safe_dir(path: str | Path, root: str | Path) -> Path:
     return real
 
 
-def _load_prompt(folder: Path, file: Path, root, dim, room) -> Artifact:
+def _load_prompt(folder: Path, file: Path, root) -> Artifact:
     if not file.exists() and not file.is_symlink():
         raise ArtifactError(f"no saved prompt at {folder}: expected {PROMPT_FILE} there (train one with "
                             "`softprompt train --out DIR`, then pass DIR/best)")
     tensors, meta = read_safetensors(file, root)
     if "prompt" not in tensors:
         raise ArtifactError(f"{file} holds no tensor named 'prompt' (found {sorted(tensors)}); is it a softprompt file?")
-    check_prompt_tensor(tensors["prompt"], meta, file, dim, room)
+    check_prompt_tensor(tensors["prompt"], meta, file)
     return Artifact("prompt-tuning", folder, meta, tensors)
 
 

@@ -8,19 +8,15 @@ authority and is written atomically, so a reader never sees half a prompt.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from .artifacts import (ARTIFACT_FILES, FORMAT_VERSION, META_FILE, PROMPT_FILE, check_fingerprint, check_prompt_length,
-                        load_artifact)
-from .atomic import atomic_dir
+from .artifacts import FORMAT_VERSION, META_FILE, PROMPT_FILE, check_model, load_artifact, save_artifact  # noqa: F401  (re-exported)
 from .errors import ConfigError, ModelMismatchError, PromptFileError
 
 
@@ -222,17 +218,12 @@ class SoftPrompt(nn.Module):
 
     # ----------------------------------------------------------------------------- files
     def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Save to directory ``path`` atomically; ``metadata`` is merged into :attr:`metadata`."""
-        path = Path(path)
-        meta = {**self.metadata, **(metadata or {})}
-        meta.update(format_version=FORMAT_VERSION, length=self.length, dim=self.dim)
-        self.metadata = meta
-        text = json.dumps(meta, indent=2, default=str)
-        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
-            (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
-            save_file({"prompt": self.weight.detach().float().contiguous().cpu()}, str(tmp / PROMPT_FILE),
-                      metadata={"softprompt": text})
-        return path
+        """Save to directory ``path`` atomically (:func:`~softprompt.artifacts.save_artifact`, as
+        a prompt-tuning output: tensor ``prompt``, float32); ``metadata`` is merged into
+        :attr:`metadata`, which then holds what was written."""
+        meta = {**self.metadata, **(metadata or {}), "length": self.length, "dim": self.dim}
+        self.metadata = save_artifact(path, "prompt-tuning", {"prompt": self.weight.float()}, meta)
+        return Path(path)
 
     @classmethod
     def load(cls, path: str | Path, root: str | Path | None = None, backbone=None) -> "SoftPrompt":
@@ -252,12 +243,4 @@ class SoftPrompt(nn.Module):
         """Refuse a model other than the one this prompt was trained for (:class:`ModelMismatchError`),
         or whose context, ``room`` tokens after its special tokens, the prompt would fill
         (:class:`~softprompt.errors.ArtifactError`)."""
-        if room is not None:
-            check_prompt_length(self.length, room, f"prompt trained for {self.metadata.get('model_id', 'unknown')!r}")
-        trained_for = self.metadata.get("model_id", "an unknown model")
-        if self.dim != dim:
-            raise ModelMismatchError(
-                f"this prompt has dimension {self.dim} (trained for model {trained_for!r}) but {model_id!r} has "
-                f"embedding dimension {dim}; use --model {trained_for!r} or train a prompt for {model_id!r}"
-            )
-        check_fingerprint(self.metadata, model_id, fingerprint, "this prompt")
+        check_model(self.metadata, model_id, fingerprint, dim, room, length=self.length, dim=self.dim)

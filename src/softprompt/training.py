@@ -38,7 +38,8 @@ from .batching import estimate_lengths, training_batches
 from .config import TrainConfig
 from .encoding import encode
 from .errors import ArtifactError, ConfigError
-from .methods import embedding_rms, get_method, with_method_defaults
+from .methods import embedding_rms, with_method_defaults
+from .methods.configs import method_config_from, parse_method_options  # noqa: F401  (built beside the registry)
 from .modeling import load_model
 from .outdir import check_out_dir, out_lock, output_errors
 from .scoring import EvalResult, evaluate, predict, score_predictions
@@ -87,44 +88,6 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     if name == "adam":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     raise ConfigError(f"unknown optimizer {name!r}; choose adafactor or adam")
-
-
-def parse_method_options(options: str | dict[str, Any] | None) -> dict[str, Any]:
-    """``'hidden=512,shots=4'`` (or a YAML mapping) -> ``{'hidden': 512, 'shots': 4}``; values are
-    read as YAML scalars (numbers, booleans, strings)."""
-    if not options:
-        return {}
-    if isinstance(options, dict):
-        return {str(k).replace("-", "_"): v for k, v in options.items()}
-    import yaml
-
-    out = {}
-    for part in str(options).split(","):
-        if not part.strip():
-            continue
-        if "=" not in part:
-            raise ConfigError(f"--method-options: {part.strip()!r} is not key=value (e.g. 'hidden=512,shots=4')")
-        key, value = part.split("=", 1)
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value.strip()) if value.strip() else ""
-    return out
-
-
-def method_config_from(cfg: TrainConfig):
-    """``(method config, method class)`` for ``cfg.method``: fields shared with :class:`TrainConfig`
-    (``prompt_length``, ``init``, ...) come from ``cfg``, the method's own from ``--method-options``."""
-    config_cls, method_cls = get_method(cfg.method)
-    names = {f.name for f in dataclasses.fields(config_cls)}
-    values = {k: v for k, v in dataclasses.asdict(cfg).items() if k in names}
-    extra = parse_method_options(cfg.method_options)
-    unknown = sorted(set(extra) - names)
-    if unknown:
-        raise ConfigError(f"--method-options: method {cfg.method!r} has no setting(s) {unknown}; "
-                          f"its settings: {sorted(names) or 'none'}")
-    values.update(extra)
-    try:
-        return config_cls(**values), method_cls
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"--method-options for {cfg.method!r}: {exc}") from exc
 
 
 def _device(name: str | None) -> str:

@@ -7,7 +7,6 @@ import torch
 from conftest import make_backbone
 from softprompt.encoding import encode
 from softprompt.errors import ConfigError, PromptFileError
-from softprompt.scoring import predict
 from softprompt.serving import MultiPromptModel, TaskConflictError, UnknownTaskError
 
 from . import CHOICE, MULTI_WORD, SAME_WORDS, SENTIMENT, YES_NO, prompts_dir, save_prompt, soft_prompt
@@ -54,9 +53,7 @@ def test_mixed_task_batch_equals_single_task_predict(backbone, mixed, monkeypatc
     assert sorted(calls) == sorted([2 * len(TEXTS), len(TEXTS), len(TEXTS), 2])
     monkeypatch.undo()
     for (x, name), result in zip(items, got):
-        entry = mixed._state.prompts[name]
-        example = x if isinstance(x, dict) else {"text": x}
-        [want], _ = predict(backbone, entry.model.task, [example], entry.weight)
+        [want] = mixed.model(name).classify([x])  # the prompt alone, as `softprompt predict` scores it
         assert result.task == name and result.label == want.label
         assert result.scores.keys() == want.scores.keys()
         for label, p in want.scores.items():
@@ -72,8 +69,7 @@ def test_mixed_batches_on_encoder_families_equal_predict(family):
     items = [(t, name) for t in TEXTS[:3] for name in ("sentiment", "yesno", "multi")]
     got = mpm.classify([x for x, _ in items], [t for _, t in items])
     for (x, name), result in zip(items, got):
-        entry = mpm._state.prompts[name]
-        [want], _ = predict(bb, entry.model.task, [{"text": x}], entry.weight)
+        [want] = mpm.model(name).classify([x])
         assert result.label == want.label
         assert result.scores == pytest.approx(want.scores, abs=1e-5)
 
@@ -82,19 +78,27 @@ def test_mixed_generation_equals_single_prompt_generation(backbone, mixed):
     items = [(t, name) for t in TEXTS[:3] for name in ("sentiment", "yesno", "multi")]
     got = mixed.generate([x for x, _ in items], [t for _, t in items], max_new_tokens=3)
     for (x, name), g in zip(items, got):
-        entry = mixed._state.prompts[name]
-        batch = encode(backbone, entry.model.task, [{"text": x}], prompt_length=entry.weight.shape[0], with_labels=False)
-        assert g.text == backbone.generate(entry.weight, batch, 3)[0]
+        pm = mixed.model(name)
+        batch = encode(backbone, pm.task, [{"text": x}], prompt_length=pm.prompt_length, with_labels=False)
+        assert g.text == backbone.generate(pm.prompt, batch, 3)[0]
 
 
-def test_prompt_keys_and_values_are_computed_once_per_prompt(backbone, mixed, monkeypatch):
-    mixed.classify(TEXTS, ["sentiment"] * len(TEXTS))
-    runs = []
-    real = backbone._prefix_kv
-    monkeypatch.setattr(backbone, "_prefix_kv", lambda prefix, prompt: runs.append(1) or real(prefix, prompt))
-    mixed.classify(TEXTS, ["sentiment"] * len(TEXTS))
-    assert runs == [1]  # cache hit inside _prefix_kv: it returns before running the model
-    assert any(v[0]() is mixed._state.prompts["sentiment"].weight for v in backbone._kv_cache.values())
+def test_prompt_keys_and_values_are_computed_once_per_prompt(backbone, mixed):
+    prefix_passes = []
+
+    def count(module, args, kwargs):  # the prompt's own pass starts from an empty cache; the texts' from its keys/values
+        cache = kwargs.get("past_key_values", kwargs.get("cache"))
+        if cache is not None and cache.get_seq_length() == 0:
+            prefix_passes.append(1)
+
+    handle = backbone.model.base_model.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        mixed.classify(TEXTS, ["sentiment"] * len(TEXTS))
+        first = len(prefix_passes)
+        mixed.classify(TEXTS, ["sentiment"] * len(TEXTS))
+    finally:
+        handle.remove()
+    assert first == 1 and len(prefix_passes) == 1  # computed on first use, then served from the cache
 
 
 def test_ensemble_reports_the_majority_and_each_members_vote(backbone, tmp_path):
@@ -188,7 +192,7 @@ def test_ensembles_yaml_and_bad_members(backbone, tmp_path):
     assert [t["members"] for t in mpm.tasks() if t["kind"] == "ensemble"] == [["a", "b"]]
     assert "zzz" in mpm.refused["ghost"]
     assert json.loads(json.dumps(mpm.tasks()))  # plain data
-    assert torch.is_tensor(mpm._state.prompts["a"].weight)
+    assert torch.is_tensor(mpm.model("a").prompt)
 
 
 def test_length_chunks_bound_padding_and_batch_size():

@@ -173,18 +173,6 @@ def _ensemble(exp: Experiment, specs: dict[str, RunSpec], a: Analysis, models: _
             "mean": sum(values) / len(values), "best": max(values), "all_agree": agree}
 
 
-def _load_method(spec: RunSpec, backbone):
-    """The method of a finished run, restored from its best state, on ``backbone``."""
-    from ..training import method_config_from
-    from ..tasks.from_config import task_from_config
-
-    config, cls = method_config_from(spec.config)
-    task = task_from_config(spec.config)
-    method = cls(config, backbone, task, seed=spec.config.seed).to(backbone.device)
-    method.load_state(spec.out / "best")
-    return method
-
-
 def _transfer(exp: Experiment, specs: dict[str, RunSpec], a: Analysis, models: _Models) -> dict[str, Any]:
     """A run's best prompt (or model) evaluated on another task with the same kind of labels."""
     from ..scoring import evaluate
@@ -198,8 +186,10 @@ def _transfer(exp: Experiment, specs: dict[str, RunSpec], a: Analysis, models: _
     full = source is not None and source.axes["method"] == "full-tuning"
     backbone = models.get(tcfg, fresh=full)  # full tuning overwrites the weights: a private copy
     prompt = None
-    if source is not None:
-        prompt = _load_method(source, backbone).inference_prompt()
+    if source is not None:  # restored without training rows: an in-context source brings its saved demonstrations
+        from ..methods.loading import restore
+
+        prompt = restore(source.out / "best", backbone).inference_prompt()
     result = evaluate(backbone, task, rows, prompt, tcfg.eval_batch_size, tcfg.scoring, tcfg.length_normalize)
     in_domain = json.loads((source.out / "results.json").read_text()).get("test") if source else None
     return {"source": a.params["run"], "source_task": source.axes["task"] if source else None,

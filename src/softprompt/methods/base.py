@@ -79,6 +79,7 @@ class Method(nn.Module):
     # Adafactor without parameter scaling, like Adam, moves each entry by about lr per step.
     lr_per_embedding_rms: ClassVar[float | None] = None
     seeded: ClassVar[bool] = True  # whether the result depends on the seed (an experiment runs one seed if not)
+    changes_backbone: ClassVar[bool] = False  # restoring it changes the model's own weights (no shared server)
 
     def __init__(self, config: Any, backbone, task, seed: int = 0, train_rows=None):
         """``train_rows``: the training examples (a list of dicts), for methods that read them
@@ -115,10 +116,59 @@ class Method(nn.Module):
         """A method to :meth:`load_state` into: built from ``config`` without training rows."""
         return cls(config, backbone, task)
 
+    # ------------------------------------------------------------- saved outputs
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors :meth:`save` writes, by name. Here: the verbalizer's, ``verbalizer.<param>``
+        (a verbalizer registered as the submodule ``verbalizer`` has them); a method adds its own."""
+        return {n: t for n, t in self.state_dict().items() if n.startswith("verbalizer.")}
+
+    def state_metadata(self) -> dict[str, Any]:
+        """The method's own metadata fields :meth:`save` writes beside the caller's (its shape,
+        options a restore needs); none here."""
+        return {}
+
     def save(self, path: str | Path, metadata: dict[str, Any]) -> Path:
-        """Save what was learnt to directory ``path`` (atomically), with ``metadata``."""
-        raise NotImplementedError(f"method {self.name!r} has nothing to save")
+        """Save what was learnt to directory ``path`` (atomically), with ``metadata``: through
+        :func:`~softprompt.artifacts.save_artifact`, :meth:`state_tensors` and
+        :meth:`state_metadata` (whose fields win over ``metadata``'s). Returns ``path``."""
+        from ..artifacts import save_artifact
+
+        save_artifact(path, self.name, self.state_tensors(), {**metadata, **self.state_metadata()})
+        return Path(path)
 
     def load_state(self, path: str | Path) -> None:
-        """Restore what :meth:`save` wrote (used by ``--resume``)."""
-        raise NotImplementedError(f"method {self.name!r} has nothing to load")
+        """Restore what :meth:`save` wrote (used by ``--resume``): read and validated by
+        :func:`~softprompt.artifacts.load_artifact`, then :meth:`restore_from`."""
+        from ..artifacts import load_artifact
+        from ..errors import PromptFileError
+
+        if not (Path(path).exists() or Path(path).is_symlink()):
+            raise PromptFileError(f"no saved {self.name} output at {path}: train one with `softprompt train --method "
+                                  f"{self.name} --out DIR`, then pass DIR/best")
+        self.restore_from(load_artifact(path))
+
+    def restore_from(self, artifact) -> None:
+        """Take the state of a loaded :class:`~softprompt.artifacts.Artifact` of this method.
+        Here: refuse another method's output (:class:`~softprompt.errors.PromptFileError`) and
+        restore the verbalizer's tensors; a method restores its own after calling this."""
+        from ..errors import PromptFileError
+
+        if artifact.kind != self.name:
+            raise PromptFileError(f"{artifact.path} holds a {artifact.kind} output, not a {self.name} one; pass "
+                                  f"--method {artifact.kind} or another saved folder")
+        self.restore_verbalizer(artifact.tensors, artifact.path)
+
+    def restore_verbalizer(self, tensors: dict[str, torch.Tensor], where) -> None:
+        """Copy the saved ``verbalizer.<param>`` tensors into the verbalizer's; one it lacks, or
+        of another shape, is refused (:class:`~softprompt.errors.PromptFileError`)."""
+        from ..errors import PromptFileError
+
+        own = {n: t for n, t in self.state_dict().items() if n.startswith("verbalizer.")}
+        missing = sorted(set(own) - set(tensors))
+        bad = sorted(n for n in own if n in tensors and tensors[n].shape != own[n].shape)
+        if missing or bad:
+            raise PromptFileError(f"{where}: the saved verbalizer lacks {missing} or has other shapes for {bad}; "
+                                  "restore it with the task and verbalizer it was trained with")
+        with torch.no_grad():
+            for n, t in own.items():
+                t.copy_(tensors[n])

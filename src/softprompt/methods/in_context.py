@@ -20,7 +20,6 @@ construction: use fewer shots or a larger ``--max-length``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +28,9 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..answer_tokens import natural_text
-from ..artifacts import ARTIFACT_FILES, load_artifact
-from ..atomic import atomic_dir
+from ..artifacts import META_FILE
 from ..encoding import MIN_TEXT_TOKENS
 from ..errors import ConfigError, PromptFileError
-from ..prompt import FORMAT_VERSION, META_FILE
 from .base import Method, MethodConfig, register_method
 
 DEFAULT_SHOTS = 4
@@ -141,28 +138,24 @@ class InContext(Method):
         """:meth:`prompt` itself: it needs no detaching, and a copy would miss the backbone's cache."""
         return self.embeddings
 
-    def save(self, path, metadata):
-        """Write ``softprompt.json``: the demonstrations (rows and rendered text), the joined text
-        and its token ids, so the run can be reproduced (:meth:`load_state` reads it back)."""
-        path = Path(path)
-        meta = {**metadata, "method": self.name, "format_version": FORMAT_VERSION, "length": len(self.token_ids),
-                "shots": self.config.shots, "balanced": self.config.balanced, "separator": self.config.separator,
+    def state_metadata(self):
+        """The demonstrations (rows and rendered text), the joined text and its token ids, so the
+        run can be reproduced (:meth:`restore_from` reads them back); no tensors are saved."""
+        return {"length": len(self.token_ids), "shots": self.config.shots, "balanced": self.config.balanced,
+                "separator": self.config.separator,
                 "demonstrations": [{"row": dict(r), "text": t} for r, t in zip(self.demonstrations, self.texts)],
                 "text": self.text, "token_ids": self.token_ids}
-        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n", encoding="utf-8")
-        return path
 
-    def load_state(self, path):
-        """Use the demonstrations saved in ``path`` (their saved token ids, embedded by this model).
+    def restore_from(self, artifact):
+        """Use the saved demonstrations (their saved token ids, embedded by this model).
 
         Raises :class:`~softprompt.errors.ArtifactError` for a missing or malformed file."""
-        art = load_artifact(path)
-        meta = art.metadata
-        if art.kind != self.name or "demonstrations" not in meta:
-            raise PromptFileError(f"{Path(path) / META_FILE} holds no in-context demonstrations (method {art.kind!r})")
+        super().restore_from(artifact)
+        meta, where = artifact.metadata, Path(artifact.path) / META_FILE
+        if "demonstrations" not in meta:
+            raise PromptFileError(f"{where} holds no in-context demonstrations (method {artifact.kind!r})")
         missing = [k for k in ("text", "token_ids") if k not in meta]
         if missing:
-            raise PromptFileError(f"{Path(path) / META_FILE} lacks {missing}; re-save it")
+            raise PromptFileError(f"{where} lacks {missing}; re-save it")
         demos = meta["demonstrations"]
         self._set_demonstrations([d["row"] for d in demos], [d["text"] for d in demos], meta["text"], meta["token_ids"])

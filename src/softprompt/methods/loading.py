@@ -1,10 +1,14 @@
-"""Loading what any method saved (``best/``, ``last/``): the method rebuilt and restored.
+"""Restoring what any method saved (``best/``, ``last/``): :func:`restore`, the one restore path.
 
-A prompt-tuning output is a :class:`~softprompt.prompt.SoftPrompt` and loads as one. Other methods
-(prefix tuning, in-context demonstrations, full model tuning) save ``softprompt.json`` with their
-name and training options beside their own files; :func:`load_saved_method` rebuilds the method
-from those options on a backbone and restores it with :meth:`Method.load_state`, so
-``softprompt eval``/``predict`` and :class:`~softprompt.api.PromptedModel` can use any of them.
+``softprompt eval`` and ``predict`` (through :class:`~softprompt.api.PromptedModel`), the
+experiment runner and the server all restore a saved output here, whatever the method: the
+output is read and validated once (:func:`~softprompt.artifacts.load_artifact`), checked against
+the model once (:func:`~softprompt.artifacts.check_model`), the method named in its metadata is
+rebuilt from the options it records (:func:`~softprompt.methods.configs.method_config`) without
+training rows (:meth:`Method.empty`), and its state restored (:meth:`Method.restore_from`). A
+saved prompt (prompt tuning, older files too) restores as a
+:class:`~softprompt.methods.prompt_tuning.PromptTuning`; a later method restores here without a
+line changed.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import META_FILE, check_fingerprint, check_prompt_length, read_metadata_file
-from ..errors import ArtifactError, PromptFileError
+from ..artifacts import META_FILE, Artifact, check_model, load_artifact, read_metadata_file
+from ..errors import ArtifactError, ConfigError, DataError, PromptFileError
+from .base import Method, get_method
+from .configs import method_config
 
 
 def read_saved_metadata(path: str | Path, root: str | Path | None = None) -> dict[str, Any]:
@@ -28,28 +34,65 @@ def read_saved_metadata(path: str | Path, root: str | Path | None = None) -> dic
     return read_metadata_file(file, root)
 
 
-def load_saved_method(path: str | Path, backbone, task):
-    """Rebuild the method saved in ``path`` on ``backbone`` for ``task`` and restore its state.
+def saved_task(artifact: Artifact):
+    """The :class:`~softprompt.tasks.task.Task` saved with ``artifact`` (:class:`DataError` if none was)."""
+    from ..tasks.task import Task
 
-    The saved model fingerprint must match ``backbone``'s (:class:`~softprompt.errors.ModelMismatchError` names both).
-    Returns the method (an ``nn.Module`` on the backbone's device); its ``inference_prompt()`` is
-    what goes before the text (``[length, dim]``, a prefix, or None for full tuning). A prompt
-    that leaves the text too little of the model's context is refused (:class:`ArtifactError`).
-    """
-    from ..config import TrainConfig
-    from ..training import method_config_from
+    if not isinstance(artifact.metadata.get("task"), dict):
+        raise DataError(f"{artifact.path} has no task in its metadata (e.g. a PEFT adapter imported without "
+                        f"--task): re-import it with `softprompt import-peft ADAPTER --out {artifact.path} --task NAME`")
+    return Task.from_dict(artifact.metadata["task"])
 
-    meta = read_saved_metadata(path)
-    check_fingerprint(meta, backbone.model_id, backbone.fingerprint, str(path))
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    options = {k: v for k, v in (meta.get("training") or {}).items() if k in known}
-    options.update(method=meta.get("method", "prompt-tuning"), init="random-uniform")  # the state replaces the init
+
+def method_class(artifact: Artifact) -> type[Method]:
+    """The registered method class that saved ``artifact`` (:class:`ArtifactError` for an unknown one)."""
     try:
-        config, cls = method_config_from(TrainConfig(**options))
-    except (TypeError, ValueError) as exc:
-        raise ArtifactError(f"{Path(path) / META_FILE}: metadata field 'training' holds options that do not "
-                            f"build a run ({exc}); re-save it or train again") from exc
+        return get_method(artifact.kind)[1]
+    except ConfigError as exc:
+        raise ArtifactError(f"{artifact.path}: saved by method {artifact.kind!r}, which this softprompt does not "
+                            f"have ({exc}); upgrade softprompt or train again") from None
+
+
+def saved_config(artifact: Artifact):
+    """The config of the method that saved ``artifact``: built from the ``training`` options its
+    metadata records (:func:`~softprompt.methods.configs.method_config`), then the fields the
+    method recorded of its own config (``hidden``, ``shots``, ...; ``length`` as ``prompt_length``)
+    win; ``init`` is ``random-uniform`` (the saved state replaces it). Raises
+    :class:`~softprompt.errors.ConfigError` (or the config's own error) for options it refuses."""
+    meta = artifact.metadata
+    config, _ = method_config(artifact.kind, meta.get("training") or {})
+    names = {f.name for f in dataclasses.fields(config)}
+    recorded = {**meta, "prompt_length": artifact.length, "init": "random-uniform"}
+    return dataclasses.replace(config, **{k: v for k, v in recorded.items() if k in names and v is not None})
+
+
+def restore(path: str | Path, backbone, task=None, root: str | Path | None = None) -> Method:
+    """The method saved in ``path`` (a directory, or a prompt's file) rebuilt on ``backbone`` and restored.
+
+    ``task``: what the method answers (None: the task saved with it; :class:`DataError` if none
+    was). ``root``: every file opened must resolve inside it. The saved model fingerprint must
+    match ``backbone``'s and a prompt its embedding width (:class:`~softprompt.errors.ModelMismatchError`
+    names both); what the method puts before the text must leave the text room in the model's
+    context (:class:`ArtifactError`). Returns the method on the backbone's device, its
+    ``metadata`` the saved metadata; what goes before the text is its ``inference_prompt()``.
+    """
+    return restore_artifact(load_artifact(path, root=root), backbone, task)
+
+
+def restore_artifact(artifact: Artifact, backbone, task=None) -> Method:
+    """:func:`restore` of an output already read by :func:`~softprompt.artifacts.load_artifact`
+    (e.g. to see its metadata or method class first)."""
+    meta = artifact.metadata
+    task = saved_task(artifact) if task is None else task
+    check_model(meta, backbone.model_id, backbone.fingerprint, backbone.dim, backbone.max_length - backbone.n_special,
+                length=artifact.length, dim=artifact.dim, what=str(artifact.path))
+    cls = method_class(artifact)
+    try:
+        config = saved_config(artifact)
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{Path(artifact.path) / META_FILE}: metadata field 'training' holds options that do not "
+                            f"build a {artifact.kind} method ({exc}); re-save it or train again") from exc
     method = cls.empty(config, backbone, task)
-    method.load_state(path)
-    check_prompt_length(method.prompt_length, backbone.max_length - backbone.n_special, path)
+    method.restore_from(artifact)
+    method.metadata = dict(meta)
     return method.to(backbone.device)

@@ -16,33 +16,27 @@ continuing after the prefix. Encoder-decoder and masked LMs are refused (:class:
 their prompt positions are recomputed from the text in every layer, so there is no per-layer
 prefix to learn through this interface.
 
-``save`` writes a directory: ``prefix.safetensors`` with the materialised keys/values (for
-inference; ``key.{layer}`` and ``value.{layer}``, ``[kv_heads, length, head_dim]``) and what
-resuming needs (``base``, and ``embedding`` and ``mlp.*`` or ``kv``), plus the JSON metadata
-(``softprompt.json``) that prompts have.
+``save`` writes a directory through :func:`~softprompt.artifacts.save_artifact`:
+``prefix.safetensors`` with the materialised keys/values (for inference; ``key.{layer}`` and
+``value.{layer}``, ``[kv_heads, length, head_dim]``) and what resuming needs (``base``, and
+``embedding`` and ``mlp.*`` or ``kv``), plus the JSON metadata (``softprompt.json``) that prompts have.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
-from ..artifacts import ARTIFACT_FILES, load_artifact
-from ..atomic import atomic_dir
+from ..artifacts import PREFIX_FILE, load_artifact
 from ..backbones.causal import PrefixKV
 from ..errors import ConfigError, ModelMismatchError, PromptFileError
-from ..prompt import FORMAT_VERSION, META_FILE
 from .base import Method, MethodConfig, register_method
 from .prompt_tuning import PromptTuning, PromptTuningConfig
-
-PREFIX_FILE = "prefix.safetensors"
 
 @dataclass
 class PrefixTuningConfig(MethodConfig):
@@ -87,7 +81,13 @@ def load_prefix(path: str | Path, root: str | Path | None = None) -> tuple[Prefi
     if art is None or art.kind != "prefix-tuning":
         raise PromptFileError(f"no saved prefix at {path}: expected {PREFIX_FILE} there (train one with "
                               f"`softprompt train --method prefix-tuning --out DIR`, then pass DIR/best)")
-    tensors, meta = art.tensors, art.metadata
+    return prefix_of(art), art.metadata, art.tensors
+
+
+def prefix_of(art) -> PrefixKV:
+    """The materialised prefix of a loaded prefix-tuning :class:`~softprompt.artifacts.Artifact`
+    (its ``key.N``/``value.N`` tensors, ``[kv_heads, length, head_dim]``); :class:`PromptFileError` if incomplete."""
+    tensors, file = art.tensors, art.path / PREFIX_FILE
     n_layers = sum(1 for name in tensors if name.startswith("key."))
     if n_layers == 0 or any(f"{kind}.{i}" not in tensors for i in range(n_layers) for kind in ("key", "value")):
         raise PromptFileError(f"{file} holds no complete key.N/value.N tensors (found {sorted(tensors)}); "
@@ -96,8 +96,7 @@ def load_prefix(path: str | Path, root: str | Path | None = None) -> tuple[Prefi
     if flat:
         raise PromptFileError(f"{file}: {flat[0]} has shape {tuple(tensors[flat[0]].shape)}, expected "
                               "[kv_heads, length, head_dim]; the file is damaged")
-    layers = tuple((tensors[f"key.{i}"][None], tensors[f"value.{i}"][None]) for i in range(n_layers))
-    return PrefixKV(layers), meta, tensors
+    return PrefixKV(tuple((tensors[f"key.{i}"][None], tensors[f"value.{i}"][None]) for i in range(n_layers)))
 
 
 @register_method("prefix-tuning", PrefixTuningConfig)
@@ -157,13 +156,10 @@ class PrefixTuning(Method):
         return PrefixKV(tuple((k.contiguous(), v.contiguous()) for k, v in prefix.layers))
 
     # ----------------------------------------------------------------------------- files
-    def save(self, path, metadata):
-        """Write ``prefix.safetensors`` and ``softprompt.json`` into directory ``path`` (atomically)."""
-        path = Path(path)
-        meta = {**metadata, "method": self.name, "format_version": FORMAT_VERSION, "length": self.prompt_length,
-                "layers": len(self.layer_shapes), "layer_shapes": self.layer_shapes,
-                "reparameterize": self.config.reparameterize, "hidden": self.config.hidden}
-        text = json.dumps(meta, indent=2, default=str)
+    def state_tensors(self):
+        """The materialised keys/values (for inference; ``key.{layer}`` and ``value.{layer}``,
+        ``[kv_heads, length, head_dim]``) and what resuming needs (``base``, and ``embedding`` and
+        ``mlp.*`` or ``kv``), float32, with the verbalizer's tensors."""
         tensors = {"base": self.base}
         for i, (k, v) in enumerate(self.inference_prompt().layers):
             tensors[f"key.{i}"], tensors[f"value.{i}"] = k[0], v[0]
@@ -172,15 +168,17 @@ class PrefixTuning(Method):
             tensors.update({f"mlp.{name}": t for name, t in self.mlp.state_dict().items()})
         else:
             tensors["kv"] = self.kv
-        tensors = {name: t.detach().float().contiguous().cpu() for name, t in tensors.items()}
-        with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
-            (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
-            save_file(tensors, str(tmp / PREFIX_FILE), metadata={"softprompt": text})
-        return path
+        return {**super().state_tensors(), **{name: t.detach().float() for name, t in tensors.items()}}
 
-    def load_state(self, path):
+    def state_metadata(self):
+        return {"length": self.prompt_length, "layers": len(self.layer_shapes), "layer_shapes": self.layer_shapes,
+                "reparameterize": self.config.reparameterize, "hidden": self.config.hidden}
+
+    def restore_from(self, artifact):
         """Restore what :meth:`save` wrote, exactly; refuses a prefix of another shape or model."""
-        prefix, meta, tensors = load_prefix(path)
+        super().restore_from(artifact)
+        path, meta, tensors = artifact.path, artifact.metadata, artifact.tensors
+        prefix = prefix_of(artifact)
         got, want = prefix.layer_shapes, self.layer_shapes
         if got != want:
             raise ModelMismatchError(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from ..errors import ModelMismatchError, PromptFileError
 from ..prompt import SoftPrompt
 from .base import Method, MethodConfig, register_method
 
@@ -34,13 +37,28 @@ class PromptTuning(Method):
     def prompt(self):
         return self.soft_prompt.weight
 
-    def save(self, path, metadata):
-        return self.soft_prompt.save(path, metadata)
+    def state_tensors(self):
+        """``prompt: [length, dim]`` (float32) and the verbalizer's tensors."""
+        return {**super().state_tensors(), "prompt": self.soft_prompt.weight.float()}
 
-    def load_state(self, path):
-        loaded = SoftPrompt.load(path)
-        self.soft_prompt.weight.data.copy_(loaded.weight)
-        self.soft_prompt.metadata = loaded.metadata
+    def state_metadata(self):
+        return {"length": self.soft_prompt.length, "dim": self.soft_prompt.dim}
+
+    def restore_from(self, artifact):
+        """Take the saved prompt (an older prompt file too); one of another length is refused."""
+        super().restore_from(artifact)
+        weight = artifact.tensors["prompt"]
+        if weight.shape[1] != self.soft_prompt.dim:
+            raise ModelMismatchError(f"the prompt in {artifact.path} has dimension {weight.shape[1]} but this model's "
+                                     f"embeddings have {self.soft_prompt.dim}: use the model it was trained for "
+                                     f"({artifact.metadata.get('model_id', 'unknown')!r})")
+        if weight.shape != self.soft_prompt.weight.shape:
+            raise PromptFileError(f"the prompt in {artifact.path} has shape {tuple(weight.shape)} but "
+                                  f"{tuple(self.soft_prompt.weight.shape)} was asked for: pass --prompt-length "
+                                  f"{weight.shape[0]} or use the model it was trained for")
+        with torch.no_grad():
+            self.soft_prompt.weight.copy_(weight)
+        self.soft_prompt.metadata = dict(artifact.metadata)
 
 
 @dataclass
@@ -54,3 +72,7 @@ class ManualPrompt(Method):
 
     trains = False
     seeded = False  # nothing is drawn at random: one run stands for every seed
+
+    def save(self, path, metadata):
+        """Nothing was learnt: a manual run saves no output (``best/`` stays absent)."""
+        raise NotImplementedError("the manual prompt has nothing to save")

@@ -442,13 +442,13 @@ def model_from_prompts(root, allowed: str | None = None) -> str:
     from pathlib import Path
 
     from ..modeling import _EMBEDDED, DEFAULT_MODEL
-    from ..prompt import PROMPT_FILE, SoftPrompt
+    from ..artifacts import SAVED_OUTPUT_FILES, load_artifact
 
     for sub in sorted(Path(root).iterdir()):
-        if not (sub / PROMPT_FILE).is_file():
+        if not any((sub / f).is_file() for f in SAVED_OUTPUT_FILES):  # any method's output
             continue
         try:
-            model = SoftPrompt.load(sub, root=root).metadata.get("model_id")
+            model = load_artifact(sub, root=root).metadata.get("model_id")
         except Exception:  # noqa: BLE001 - a damaged prompt is refused later, with its reason
             continue
         if not isinstance(model, str) or not model:

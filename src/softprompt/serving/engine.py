@@ -1,12 +1,16 @@
 """One frozen backbone, many named prompts: :class:`MultiPromptModel`.
 
-A *task* here is what a request names: either one saved prompt (its directory name) or an
-*ensemble* of prompts whose majority vote is the answer. Rows of different tasks share forward
-passes: every row carries its own prompt (a per-row prompt list, see
-:meth:`softprompt.backbones.base.Backbone.word_scores`), and rows whose verbalizers give the same
-candidate words go through one ``word_scores`` call, so a fixed single-token verbalizer keeps the
-backbone's fast path. Each prompt's tensor is one object for its whole life in the registry, so
-a decoder-only backbone computes its keys/values once and reuses them.
+A *task* here is what a request names: either one saved output (its directory name) or an
+*ensemble* of them whose majority vote is the answer. A saved output is anything
+:func:`~softprompt.methods.loading.restore` restores (a prompt, a prefix, in-context
+demonstrations, and later methods' outputs) except one that changes the shared model's own
+weights (full tuning). Rows of different tasks share forward passes: every row carries what its
+method puts before the text (a per-row list, see
+:meth:`softprompt.backbones.base.Backbone.word_scores`; a decoder-only backbone mixes prompts and
+prefixes in one batch), and rows whose verbalizers give the same candidate words go through one
+``word_scores`` call, so a fixed single-token verbalizer keeps the backbone's fast path. What an
+output puts before the text is one object for its whole life in the registry, so a decoder-only
+backbone computes its keys/values once and reuses them.
 
 Names match ``[A-Za-z0-9_.-]+``; a prompt given by path must resolve (symlinks included) inside
 the prompts directory, and so must every file in it that is read. A prompt trained for another
@@ -33,10 +37,11 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ..api import PromptedModel
-from ..artifacts import check_tensors
+from ..artifacts import SAVED_OUTPUT_FILES, check_tensors, load_artifact
 from ..encoding import EncodedBatch, encode
 from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
-from ..prompt import META_FILE, PROMPT_FILE, SoftPrompt
+from ..methods.loading import method_class, restore_artifact, saved_task
+from ..prompt import SoftPrompt
 from ..scoring import match_generation
 from ..tasks.task import Task
 
@@ -86,7 +91,8 @@ class Generation:
 class _Entry:
     name: str
     model: PromptedModel
-    weight: torch.Tensor  # [length, dim] on the backbone's device; one object for the KV cache
+    prompt: Any  # what goes before the text ([length, dim], a prefix, or None); one object for the KV cache
+    length: int  # the positions it takes
     path: str | None = None
 
 
@@ -131,18 +137,19 @@ class MultiPromptModel:
     # ----------------------------------------------------------------- registry
     @classmethod
     def from_dir(cls, backbone, prompts_dir: str | Path) -> "MultiPromptModel":
-        """Load every subdirectory of ``prompts_dir`` holding a ``prompt.safetensors``, then the
-        ensembles of ``ensembles.json`` (or ``.yaml``): ``{"name": ["member", ...]}``.
+        """Load every subdirectory of ``prompts_dir`` holding a saved output (``softprompt.json``,
+        ``prompt.safetensors``, ...: any method's), then the ensembles of ``ensembles.json`` (or
+        ``.yaml``): ``{"name": ["member", ...]}``.
 
-        A prompt that cannot be used (another model, a damaged file, no task) is logged with the
-        reason, kept in :attr:`refused`, and the others still load.
+        An output that cannot be served (another model, a damaged file, no task, a fully tuned
+        model) is logged with the reason, kept in :attr:`refused`, and the others still load.
         """
         root = Path(prompts_dir)
         if not root.is_dir():
             raise ConfigError(f"prompts directory {root} does not exist; create it and put saved prompts in it")
         mpm = cls(backbone, root)
         for sub in sorted(root.iterdir()):
-            if not (sub / PROMPT_FILE).exists() and not (sub / PROMPT_FILE).is_symlink():
+            if not _holds_output(sub):
                 continue
             try:
                 mpm.add(sub.name, sub.name)
@@ -196,34 +203,34 @@ class MultiPromptModel:
             resolved = (self.prompts_dir / p).resolve()
             if not resolved.is_relative_to(self.prompts_dir):
                 raise ConfigError(f"prompt path {str(path)!r} resolves outside the prompts directory")
-            for fname in (PROMPT_FILE, META_FILE):
+            for fname in SAVED_OUTPUT_FILES:
                 file = resolved / fname
                 if (file.exists() or file.is_symlink()) and not file.resolve().is_relative_to(self.prompts_dir):
                     raise ConfigError(f"{p / fname} is a link to a file outside the prompts directory; copy the file in instead")
-            found = (resolved / PROMPT_FILE).is_file()
+            found = any((resolved / fname).is_file() for fname in SAVED_OUTPUT_FILES)
         except OSError as exc:  # a name too long, a loop of links, no permission
             raise ConfigError(f"prompt path {str(path)[:200]!r} cannot be read ({exc.strerror or exc})") from None
         if not found:
-            raise PromptFileError(f"no saved prompt at {path!r} in the prompts directory (expected {PROMPT_FILE})")
+            raise PromptFileError(f"no saved prompt at {path!r} in the prompts directory (expected one of "
+                                  f"{', '.join(SAVED_OUTPUT_FILES)})")
         return resolved
 
     def add(self, name: str, prompt: str | Path | SoftPrompt, replace: bool = False) -> None:
-        """Load (or take) a prompt under ``name``. ``prompt`` is a saved prompt's directory, relative
-        to the prompts directory, or a :class:`SoftPrompt` whose metadata holds its task."""
+        """Load (or take) a saved output under ``name``. ``prompt`` is a saved output's directory
+        (any method's: :func:`~softprompt.methods.loading.restore`), relative to the prompts
+        directory, or a :class:`SoftPrompt` whose metadata holds its task."""
         check_name(name)
         path = None
         if not isinstance(prompt, SoftPrompt):
             path = self._resolve(prompt)
         try:
-            if path is not None:
-                prompt = SoftPrompt.load(path, root=self.prompts_dir, backbone=self.backbone)
-            model = self._prompted(name, prompt)
+            model = self._restored(name, path) if path is not None else self._prompted(name, prompt)
         except SoftPromptError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged file is refused, never a crash
             raise PromptFileError(f"prompt {name!r} is damaged or malformed ({type(exc).__name__}: {exc}); "
                                   f"re-save it with softprompt train") from exc
-        entry = _Entry(name, model, model.prompt, None if path is None else str(path))
+        entry = _Entry(name, model, model.prompt, model.prompt_length, None if path is None else str(path))
         with self._lock:
             state = self._state
             if name in state.ensembles or (name in state.prompts and not replace):
@@ -234,19 +241,33 @@ class MultiPromptModel:
         if cache is not None and cache < len(self._state.prompts) + 1:
             self.backbone.kv_cache_size = len(self._state.prompts) + 1  # every prompt's keys/values stay cached
 
+    def _restored(self, name: str, path: Path) -> PromptedModel:
+        """The saved output in ``path`` restored on the shared backbone, checked for serving."""
+        artifact = load_artifact(path, root=self.prompts_dir)  # the model check is restore_artifact's
+        _check_task(name, artifact.metadata)
+        cls = method_class(artifact)
+        if cls.changes_backbone:  # restoring it would change the weights every other output is served with
+            raise PromptFileError(f"prompt {name!r} is a {artifact.kind} output, which changes the model's own "
+                                  "weights: it cannot share a server with other outputs; evaluate it with "
+                                  f"`softprompt eval --prompt DIR` or `softprompt predict --prompt DIR`")
+        task = saved_task(artifact)
+        return self._checked(name, PromptedModel(self.backbone, None, task, method=restore_artifact(artifact, self.backbone, task)))
+
     def _prompted(self, name: str, prompt: SoftPrompt) -> PromptedModel:
         """``prompt`` checked for serving (a task, finite float values, this model) and wrapped."""
-        if not isinstance(prompt.metadata, Mapping) or not isinstance(prompt.metadata.get("task"), Mapping):
-            raise PromptFileError(f"prompt {name!r} has no task object in its metadata (e.g. a PEFT adapter imported "
-                                  f"without --task): re-import it with `softprompt import-peft ADAPTER --out DIR --task NAME`")
-        weight = prompt.weight
-        check_tensors({"prompt": weight}, f"prompt {name!r}")  # as a loaded file is: floating point, finite
+        _check_task(name, prompt.metadata)
+        check_tensors({"prompt": prompt.weight}, f"prompt {name!r}")  # as a loaded file is: floating point, finite
         task = Task.from_dict(prompt.metadata["task"])
-        model = PromptedModel(self.backbone, prompt, task)  # refuses another model (ModelMismatchError)
+        return self._checked(name, PromptedModel(self.backbone, prompt, task))  # refuses another model
+
+    def _checked(self, name: str, model: PromptedModel) -> PromptedModel:
+        """``model``, refused (:class:`PromptFileError`) if a one-word input cannot be encoded beside
+        what it puts before the text, within its saved max length."""
+        task = model.task
         choices = getattr(task.verbalizer, "choices_field", None)
         placeholder = {f: "x" for f in task.template.fields} | ({choices: ["x", "y"]} if choices else {})
         try:  # at load, not per request: a context too short for the prompt, label words the model cannot tell apart
-            encode(self.backbone, task, [placeholder], prompt_length=int(weight.shape[0]), with_labels=False,
+            encode(self.backbone, task, [placeholder], prompt_length=model.prompt_length, with_labels=False,
                    max_length=model.settings.max_length)
         except ConfigError as exc:
             raise PromptFileError(f"prompt {name!r} cannot be served with its saved max length "
@@ -295,12 +316,22 @@ class MultiPromptModel:
             t = e.model.task
             out.append({"name": name, "kind": "prompt", "task": t.name, "labels": t.verbalizer.label_names()
                         if t.verbalizer.is_fixed else None, "fields": list(t.template.fields),
-                        "prompt_length": int(e.weight.shape[0]), "description": t.description})
+                        "prompt_length": e.length, "method": e.model.method.name if e.model.method else "prompt-tuning",
+                        "description": t.description})
         for name, members in sorted(state.ensembles.items()):
             t = state.prompts[members[0]].model.task
             out.append({"name": name, "kind": "ensemble", "task": t.name, "labels": t.verbalizer.label_names(),
                         "fields": list(t.template.fields), "members": list(members), "description": t.description})
         return out
+
+    def model(self, name: str) -> PromptedModel:
+        """The :class:`~softprompt.api.PromptedModel` served as task ``name`` (a prompt, not an
+        ensemble): scoring one input with it alone gives what the server gives
+        (:class:`UnknownTaskError` if none is loaded under that name)."""
+        state = self._state
+        if name not in state.prompts:
+            raise UnknownTaskError(f"no prompt named {name[:100]!r}; loaded: {sorted(state.prompts)}")
+        return state.prompts[name].model
 
     def __contains__(self, name: str) -> bool:
         state = self._state
@@ -327,7 +358,7 @@ class MultiPromptModel:
         for entry in self._members(self._state, task):
             task_ = entry.model.task
             for example in examples(task_, list(inputs)):
-                batch = encode(self.backbone, task_, [example], prompt_length=int(entry.weight.shape[0]), with_labels=False,
+                batch = encode(self.backbone, task_, [example], prompt_length=entry.length, with_labels=False,
                                max_length=entry.model.settings.max_length)
                 tokens += len(batch.context[0])
         return tokens
@@ -343,7 +374,7 @@ class MultiPromptModel:
             for entry in self._members(state, task):
                 units.append(_Unit(i, entry, examples(entry.model.task, [item], first=i)[0]))
         for u in units:  # one row each, so truncation is known per input
-            u.batch = encode(self.backbone, u.entry.model.task, [u.example], prompt_length=int(u.entry.weight.shape[0]),
+            u.batch = encode(self.backbone, u.entry.model.task, [u.example], prompt_length=u.entry.length,
                              with_labels=False, max_length=u.entry.model.settings.max_length)  # as predict: the prompt's own
         return state, units
 
@@ -364,7 +395,7 @@ class MultiPromptModel:
         for (words, length_normalize), group in groups.items():
             for chunk in length_chunks(group, batch_size):
                 batch = concat([u.batch for u in chunk], shared_words=words is not None)
-                scores = self.backbone.word_scores([u.entry.weight for u in chunk], batch, length_normalize)
+                scores = self.backbone.word_scores([u.entry.prompt for u in chunk], batch, length_normalize)
                 for j, u in enumerate(chunk):
                     u.result = self._label_probs(u, scores[j: j + 1])
         per_input = _by_input(units, len(inputs))
@@ -402,7 +433,7 @@ class MultiPromptModel:
         """Greedy continuation of each input under its task's prompt, all tasks batched together."""
         state, units = self._units(inputs, tasks)
         for chunk in length_chunks(units, batch_size):
-            texts = self.backbone.generate([u.entry.weight for u in chunk], concat([u.batch for u in chunk], False),
+            texts = self.backbone.generate([u.entry.prompt for u in chunk], concat([u.batch for u in chunk], False),
                                            max_new_tokens)
             for u, text in zip(chunk, texts):
                 verbalizer = u.entry.model.task.verbalizer
@@ -421,6 +452,18 @@ class MultiPromptModel:
             label = valid.most_common(1)[0][0] if valid else None
             out.append(Generation(task, text, label, truncated, votes, texts))
         return out
+
+
+def _holds_output(folder: Path) -> bool:
+    """Whether ``folder`` holds a saved output's file (or a link in its place, refused when loaded)."""
+    return any((folder / f).exists() or (folder / f).is_symlink() for f in SAVED_OUTPUT_FILES)
+
+
+def _check_task(name: str, metadata: Any) -> None:
+    """Refuse (:class:`PromptFileError`) an output whose metadata holds no task object to answer."""
+    if not isinstance(metadata, Mapping) or not isinstance(metadata.get("task"), Mapping):
+        raise PromptFileError(f"prompt {name!r} has no task object in its metadata (e.g. a PEFT adapter imported "
+                              f"without --task): re-import it with `softprompt import-peft ADAPTER --out DIR --task NAME`")
 
 
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/])/(?:[^\s'\"/]+/)*([^\s'\"/]*)")

@@ -109,7 +109,7 @@ class PromptedModel:
         """What goes before the text: the prompt ``[length, dim]`` (detached), a method's
         inference prompt (e.g. a prefix), or None."""
         if self.method is not None:
-            return self.method.inference_prompt()
+            return self.method.inference_conditioning()
         return None if self.soft_prompt is None else self.soft_prompt.weight.detach()
 
     def as_examples(self, inputs: Sequence[str | Mapping[str, Any]],

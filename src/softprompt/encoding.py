@@ -32,7 +32,10 @@ class EncodedBatch:
     ids may still differ between rows whose contexts end differently. ``gold[b]``: gold label
     index, or None for unlabelled rows. ``truncated``: rows cut to fit, ``truncated_tokens``: tokens
     cut in all. ``context_text[b]``: the text the row's context was tokenised from (after the cut;
-    for a masked LM, the text before the answer slot).
+    for a masked LM, the text before the answer slot). ``slot_names``: the template's answer
+    slots in reading order; ``answer_pos[b][s]``: where slot ``s`` sits in ``context[b]``.
+    ``virtual[b]``: ``(position in context[b], name, index)`` of each virtual token (a placeholder
+    id sits there; the backbone puts the conditioning's ``virtual_tokens[name][index]``).
     """
 
     context: list[list[int]]
@@ -46,6 +49,9 @@ class EncodedBatch:
     truncated: int = 0
     truncated_tokens: int = 0
     context_text: list[str] = field(default_factory=list)
+    slot_names: tuple[str, ...] = ("mask",)
+    answer_pos: list[list[int]] = field(default_factory=list)
+    virtual: list[list[tuple[int, str, int]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.context)
@@ -59,6 +65,8 @@ class EncodedBatch:
             gold=None if self.gold is None else [self.gold[r] for r in rows], shared_words=self.shared_words,
             mask_pos=[self.mask_pos[r] for r in rows] if self.mask_pos else [], truncated=0,
             context_text=[self.context_text[r] for r in rows] if self.context_text else [],
+            slot_names=self.slot_names, answer_pos=[self.answer_pos[r] for r in rows] if self.answer_pos else [],
+            virtual=[self.virtual[r] for r in rows] if self.virtual else [],
         )
 
     @property
@@ -88,7 +96,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
     """
     template = task.template
     mask_token = backbone.mask_token
-    if backbone.family == "masked" and not template.has_mask:
+    if backbone.answer_in_slot and not template.has_mask:
         template = template.with_mask()
     verbalizer = task.verbalizer
     length_cache: dict[str, int] = {}

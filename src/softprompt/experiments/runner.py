@@ -201,7 +201,7 @@ def _transfer(exp: Experiment, specs: dict[str, RunSpec], a: Analysis, models: _
     backbone.max_length = min(backbone.max_length, tcfg.max_length)
     prompt = None
     if source is not None:
-        prompt = _load_method(source, backbone).inference_prompt()
+        prompt = _load_method(source, backbone).inference_conditioning()
     result = evaluate(backbone, task, rows, prompt, tcfg.eval_batch_size, tcfg.scoring, tcfg.length_normalize)
     in_domain = json.loads((source.out / "results.json").read_text()).get("test") if source else None
     return {"source": a.params["run"], "source_task": source.axes["task"] if source else None,

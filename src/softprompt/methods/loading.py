@@ -32,8 +32,8 @@ def load_saved_method(path: str | Path, backbone, task):
     """Rebuild the method saved in ``path`` on ``backbone`` for ``task`` and restore its state.
 
     The saved model fingerprint must match ``backbone``'s (:class:`~softprompt.errors.ModelMismatchError` names both).
-    Returns the method (an ``nn.Module`` on the backbone's device); its ``inference_prompt()`` is
-    what goes before the text (``[length, dim]``, a prefix, or None for full tuning). A prompt
+    Returns the method (an ``nn.Module`` on the backbone's device); its ``inference_conditioning()`` is
+    what it adds to the model (input vectors, a prefix, or nothing for full tuning). A prompt
     that leaves the text too little of the model's context is refused (:class:`ArtifactError`).
     """
     from ..config import TrainConfig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..conditioning import Conditioning
 from ..prompt import SoftPrompt
 from .base import Method, MethodConfig, register_method
 
@@ -31,8 +32,11 @@ class PromptTuning(Method):
         ctx = backbone.init_context(label_words=label_words, seed=seed, task=task if label_words else None)
         self.soft_prompt = SoftPrompt.initialize(config.prompt_length, backbone.dim, config.init, ctx)
 
-    def prompt(self):
-        return self.soft_prompt.weight
+    needs = frozenset({"input_vectors"})
+
+    def conditioning(self) -> Conditioning:
+        """The soft prompt ``[length, dim]`` as input vectors."""
+        return Conditioning(input_vectors=self.soft_prompt.weight)
 
     def save(self, path, metadata):
         return self.soft_prompt.save(path, metadata)

@@ -2,7 +2,7 @@
 
 A *task* here is what a request names: either one saved prompt (its directory name) or an
 *ensemble* of prompts whose majority vote is the answer. Rows of different tasks share forward
-passes: every row carries its own prompt (a per-row prompt list, see
+passes: every row carries its own prompt (a :class:`~softprompt.conditioning.PerRow`, see
 :meth:`softprompt.backbones.base.Backbone.word_scores`), and rows whose verbalizers give the same
 candidate words go through one ``word_scores`` call, so a fixed single-token verbalizer keeps the
 backbone's fast path. Each prompt's tensor is one object for its whole life in the registry, so
@@ -34,6 +34,7 @@ import torch
 
 from ..api import PromptedModel
 from ..artifacts import check_tensors
+from ..conditioning import Conditioning, PerRow
 from ..encoding import EncodedBatch, encode
 from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
 from ..prompt import META_FILE, PROMPT_FILE, SoftPrompt
@@ -88,6 +89,11 @@ class _Entry:
     model: PromptedModel
     weight: torch.Tensor  # [length, dim] on the backbone's device; one object for the KV cache
     path: str | None = None
+
+    @property
+    def conditioning(self) -> Conditioning:
+        """The prompt as input vectors (rows sharing ``weight`` share a forward pass and its cache)."""
+        return Conditioning(input_vectors=self.weight)
 
 
 @dataclass
@@ -364,7 +370,7 @@ class MultiPromptModel:
         for (words, length_normalize), group in groups.items():
             for chunk in length_chunks(group, batch_size):
                 batch = concat([u.batch for u in chunk], shared_words=words is not None)
-                scores = self.backbone.word_scores([u.entry.weight for u in chunk], batch, length_normalize)
+                scores = self.backbone.word_scores(PerRow(tuple(u.entry.conditioning for u in chunk)), batch, length_normalize)
                 for j, u in enumerate(chunk):
                     u.result = self._label_probs(u, scores[j: j + 1])
         per_input = _by_input(units, len(inputs))
@@ -402,7 +408,7 @@ class MultiPromptModel:
         """Greedy continuation of each input under its task's prompt, all tasks batched together."""
         state, units = self._units(inputs, tasks)
         for chunk in length_chunks(units, batch_size):
-            texts = self.backbone.generate([u.entry.weight for u in chunk], concat([u.batch for u in chunk], False),
+            texts = self.backbone.generate(PerRow(tuple(u.entry.conditioning for u in chunk)), concat([u.batch for u in chunk], False),
                                            max_new_tokens)
             for u, text in zip(chunk, texts):
                 verbalizer = u.entry.model.task.verbalizer

@@ -263,3 +263,16 @@ def test_no_code_outside_backbones_branches_on_the_family():
             if re.search(r"\.family\s*[!=]=|[\"']\w*[\"']\s*[!=]=\s*\S*\.family\b", line):
                 hits.append(f"{path.relative_to(src)}:{n}: {line.strip()}")
     assert hits == []
+
+
+def test_cached_keys_and_values_are_not_reused_under_another_autocast_precision():
+    bb = make_backbone("causal-bos")
+    batch = _batch(bb, MULTI)
+    vectors = torch.randn(3, bb.dim) * 0.5
+    with torch.no_grad():
+        plain = bb.word_scores(vectors, batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = bb.word_scores(vectors, batch)
+        again = bb.word_scores(vectors, batch)
+    assert not torch.equal(half, plain) and torch.equal(again, plain)
+    assert bb.cache_info()["misses"] == 3 and bb.cache_info()["hits"] == 0  # one entry per object: each call recomputed

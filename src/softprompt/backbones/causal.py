@@ -25,7 +25,8 @@ used as layer keys/values therefore score exactly as the prompt itself.
 
 The inference cache is keyed on everything that changes its contents: the input vectors' or
 layer keys/values' object and version counters, the layer hooks (function and the versions of the
-tensors they read), and the versions of the model's trainable parameters (full tuning).
+tensors they read), the versions of the model's trainable parameters (full tuning), and the
+model's dtype, device and autocast precision.
 Layer hooks act on the decoder layers' ``self_attn``/``attn`` and ``mlp`` modules.
 """
 
@@ -284,7 +285,7 @@ class CausalBackbone(Backbone):
         emb, mask, _ = self.inputs(seqs, None, virtual, tables, specials=False)
         t = emb.shape[1]
         hooks = cond.layer_hooks if isinstance(cond, Conditioning) else ()
-        stamp = (tuple(h.version for h in hooks), self.weights_version())
+        stamp = (tuple(h.version for h in hooks), self.weights_version(), self.dtype, self.device, _autocast(self.device))
         cache, prefix_mask, offsets = self._prefix_cache(sources, n, stamp)
         if cache is None:
             out, cache = self._run(inputs_embeds=emb, attention_mask=mask, use_cache=keep_cache)
@@ -365,3 +366,10 @@ class CausalBackbone(Backbone):
                 row = row[: row.index(eos)]
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
         return texts
+
+
+def _autocast(device: torch.device):
+    """The autocast precision in force on ``device``'s type, or None (part of the cache key)."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)

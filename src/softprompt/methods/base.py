@@ -3,8 +3,9 @@
 A :class:`Method` tells the trainer what to train (:meth:`Method.trainable_parameters`) and what
 it adds to the frozen model (:meth:`Method.conditioning`, a
 :class:`~softprompt.conditioning.Conditioning`); the backbone does the rest. A method names the
-conditioning kinds it needs (:attr:`Method.needs`), checked against the backbone at construction. Later methods (prefix tuning, full model tuning, PPT, KPT, PTR, KnowPrompt, Hyperformer)
-register here the same way.
+conditioning kinds it needs (:attr:`Method.needs`), checked against the backbone at
+construction. Later methods (prefix tuning, full model tuning, PPT, KPT, PTR, KnowPrompt,
+Hyperformer) register here the same way.
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ class Method(nn.Module):
     # Adafactor without parameter scaling, like Adam, moves each entry by about lr per step.
     lr_per_embedding_rms: ClassVar[float | None] = None
     seeded: ClassVar[bool] = True  # whether the result depends on the seed (an experiment runs one seed if not)
-
     needs: ClassVar[frozenset[str]] = frozenset()  # conditioning kinds the backbone must support
 
     def __init__(self, config: Any, backbone, task, seed: int = 0, train_rows=None):

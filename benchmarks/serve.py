@@ -306,8 +306,7 @@ def main() -> int:
                 del baseline
             results["configs"].append(row)
             print(json.dumps(row), flush=True)
-            del engine
-            backbone.clear_cache()
+            del engine  # its prompts' cached keys/values go with their tensors (the cache drops an entry whose source dies)
         if args.seconds > 0:
             root = Path(tmp) / "prompts-saturation"
             names = make_prompts(backbone, root, args.saturation_tasks, args.prompt_length)

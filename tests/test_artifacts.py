@@ -268,7 +268,7 @@ def test_a_prompt_saved_in_the_format_before_save_artifact_still_loads_restores_
 
     assert torch.equal(SoftPrompt.load(old).weight, weight)
     method = restore(old, backbone)
-    assert isinstance(method, PromptTuning) and torch.equal(method.inference_prompt(), weight)
+    assert isinstance(method, PromptTuning) and torch.equal(method.inference_conditioning().input_vectors, weight)
     pm = PromptedModel.from_saved(old, backbone=backbone)
     assert pm.method.name == "prompt-tuning" and pm.settings.max_length == 64
     want = PromptedModel(backbone, SoftPrompt(weight, meta), SENTIMENT).classify(["great fun"])[0]

@@ -21,8 +21,8 @@ def _peft_logits(peft, model, adapter, ids):
 def _our_logits(bb, prompt, text):
     """Logits softprompt gives for ``text``'s tokens after ``prompt`` (lead specials placed as training does)."""
     with torch.no_grad():
-        hidden = bb._forward(prompt.weight, [bb.tokenize(text)])[0]
-        return bb._head(hidden[0])
+        emb, mask, offset = bb.inputs([bb.tokenize(text)], prompt.weight)
+        return bb.model(inputs_embeds=emb, attention_mask=mask).logits[0, offset:].float()
 
 
 TEXT = "this movie was great fun . sentiment :"

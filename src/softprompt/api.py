@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .conditioning import Conditioning
 from .errors import DataError
 from .modeling import load_model
 from .prompt import SoftPrompt
@@ -71,6 +72,7 @@ class PromptedModel:
         if prompt is not None:
             prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim, backbone.max_length - backbone.n_special)
             prompt.to(backbone.device)
+        self._prompt_conditioning = Conditioning(input_vectors=None if prompt is None else prompt.weight.detach())
 
     @classmethod
     def from_saved(cls, path: str | Path, model: str | None = None, device: str | None = None,
@@ -97,16 +99,17 @@ class PromptedModel:
         return cls(backbone, None, task, method=restore_artifact(artifact, backbone, task), settings=settings)
 
     @property
-    def prompt(self):
-        """What goes before the text: the prompt ``[length, dim]`` (detached), a method's
-        inference prompt (e.g. a prefix), or None."""
+    def conditioning(self) -> Conditioning:
+        """What goes into the model: the method's :meth:`~softprompt.methods.base.Method.inference_conditioning`,
+        the soft prompt ``[length, dim]`` as input vectors (detached, one object so caches hit),
+        or nothing (zero-shot)."""
         if self.method is not None:
-            return self.method.inference_prompt()
-        return None if self.soft_prompt is None else self.soft_prompt.weight.detach()
+            return self.method.inference_conditioning()
+        return self._prompt_conditioning
 
     @property
     def prompt_length(self) -> int:
-        """Positions :attr:`prompt` takes before the text (0 for none)."""
+        """Positions :attr:`conditioning` takes before the text (0 for none)."""
         if self.method is not None:
             return self.method.prompt_length
         return 0 if self.soft_prompt is None else self.soft_prompt.length
@@ -150,7 +153,7 @@ class PromptedModel:
             inputs = [inputs]
         rows = self.as_examples(inputs, field_map)
         how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
-        preds, _ = predict(self.backbone, self.task, rows, self.prompt, batch_size, how.scoring, how.length_normalize,
+        preds, _ = predict(self.backbone, self.task, rows, self.conditioning, batch_size, how.scoring, how.length_normalize,
                            max_length=self.settings.max_length)
         return preds
 
@@ -159,5 +162,5 @@ class PromptedModel:
         """Metrics of the task on labelled ``examples``; ``scoring`` and ``length_normalize``
         default to :attr:`settings` (what the prompt was trained with)."""
         how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
-        return evaluate(self.backbone, self.task, examples, self.prompt, batch_size, how.scoring, how.length_normalize,
+        return evaluate(self.backbone, self.task, examples, self.conditioning, batch_size, how.scoring, how.length_normalize,
                         progress, max_length=self.settings.max_length)

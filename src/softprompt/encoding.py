@@ -153,7 +153,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
     """
     template = task.template
     mask_token = backbone.mask_token
-    if backbone.family == "masked" and not template.has_mask:
+    if backbone.answer_in_slot and not template.has_mask:
         template = template.with_mask()
     slots = template.answer_slots or ("mask",)
     if slot is None and len(slots) > 1:

@@ -84,7 +84,7 @@ def export_peft(prompt: SoftPrompt, out: str | Path, backbone, fold_bos: bool = 
     Raises :class:`ConfigError` for a non-causal prompt, :class:`ModelMismatchError` for another model.
     """
     family = prompt.metadata.get("model_family", backbone.family)
-    if family != "causal" or backbone.family != "causal":
+    if not backbone.peft_exportable or family != backbone.family:
         raise ConfigError(f"only decoder-only prompts export to PEFT; this one is for a {family} model")
     prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
     weight = prompt.weight.detach().float().cpu()

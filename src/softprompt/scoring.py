@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from .batching import estimate_lengths, eval_batches
+from .conditioning import as_conditioning
 from .encoding import EncodedBatch, encode
 from .errors import ConfigError
 
@@ -47,20 +48,25 @@ class EvalResult:
         return {**self.metrics, "n": self.n, "truncated": self.truncated, "invalid": self.invalid}
 
 
-def label_scores(backbone, task, batch: EncodedBatch, prompt: torch.Tensor | None,
+def label_scores(backbone, task, batch: EncodedBatch, prompt=None,
                  length_normalize: bool = False) -> torch.Tensor:
     """Differentiable per-label log-scores ``[batch, n_labels]`` (``-inf`` pads for choice tasks).
 
-    ``prompt``: ``[length, dim]`` or None (zero-shot).
+    ``prompt``: a :class:`~softprompt.conditioning.Conditioning` or anything
+    :func:`~softprompt.conditioning.as_conditioning` takes (a ``[length, dim]`` prompt, None for
+    zero-shot). With answer vectors, their scores are the labels' (one answer vector per label).
     """
+    prompt = as_conditioning(prompt)
     scores = backbone.word_scores(prompt, batch, length_normalize)
+    if getattr(prompt, "answer_vectors", None) is not None:
+        return scores
     if not batch.shared_words:  # one word per candidate: the word is the label
         return scores
     word_label = torch.tensor(batch.word_label[0], device=scores.device)
     return task.verbalizer.aggregate(scores, word_label, len(batch.label_names[0]))
 
 
-def classification_loss(backbone, task, batch: EncodedBatch, prompt: torch.Tensor | None,
+def classification_loss(backbone, task, batch: EncodedBatch, prompt=None,
                         loss: str = "rank", length_normalize: bool = False) -> torch.Tensor:
     """Mean loss over the batch: ``rank`` = cross-entropy over the labels' scores; ``lm`` = the
     gold word's token negative log-likelihood over the whole vocabulary (the paper's objective)."""
@@ -90,12 +96,13 @@ def match_generation(text: str, label_names: Sequence[str], candidates: Sequence
 
 
 @torch.no_grad()
-def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch.Tensor | None = None,
+def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt=None,
             batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
             with_labels: bool = False, max_new_tokens: int | None = None, progress: bool = False,
             max_length: int | None = None):
-    """Predict every example; returns ``(predictions, truncated_count)`` in input order. ``max_length``
-    caps each input in tokens, prompt included, below ``backbone.max_length``."""
+    """Predict every example under ``prompt`` (a conditioning, as :func:`label_scores` takes);
+    returns ``(predictions, truncated_count)`` in input order. ``max_length`` caps each input in
+    tokens, prompt included, below ``backbone.max_length``."""
     preds, truncated, _ = _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
                                    with_labels, max_new_tokens, progress, max_length)
     return preds, truncated
@@ -109,7 +116,8 @@ def _predict(backbone, task, examples, prompt, batch_size, scoring, length_norma
     lengths = estimate_lengths(examples, task.template.fields)
     preds: list[Prediction | None] = [None] * len(examples)
     truncated = cut_tokens = 0
-    plen = 0 if prompt is None else prompt.shape[0]
+    prompt = as_conditioning(prompt)
+    plen = prompt.length
     batches = eval_batches(lengths, batch_size)
     if progress:
         from tqdm.auto import tqdm
@@ -148,7 +156,7 @@ def score_predictions(task, examples: Sequence[Mapping[str, Any]], preds: Sequen
     return EvalResult(metrics=metrics, n=len(examples), truncated=truncated, invalid=invalid, predictions=list(preds))
 
 
-def evaluate(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch.Tensor | None = None,
+def evaluate(backbone, task, examples: Sequence[Mapping[str, Any]], prompt=None,
              batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
              progress: bool = False, max_length: int | None = None) -> EvalResult:
     """Score ``examples`` (which carry gold labels) and compute the task's metrics; ``max_length``

@@ -390,7 +390,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_value:.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
             if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
-                result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_prompt(), cfg)
+                result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_conditioning(), cfg)
                 state.last_dev = result.summary()
                 value = result.metrics[primary]
                 log_line({"step": state.step, "split": "validation", **state.last_dev})
@@ -429,7 +429,7 @@ def _evaluate_only(acc, cfg: TrainConfig, backbone, task, method, data, started:
     """The run of a method that learns nothing: its dev and final metrics, and what it used
     (e.g. the in-context demonstrations) saved as ``best/`` where the method can save."""
     out = Path(cfg.out)
-    dev = evaluate_sharded(acc, backbone, task, data.dev, method.inference_prompt(), cfg).summary()
+    dev = evaluate_sharded(acc, backbone, task, data.dev, method.inference_conditioning(), cfg).summary()
     primary = task.primary_metric()
     best = None
     if acc.is_main_process:
@@ -455,9 +455,9 @@ def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainRe
             if reload_best and result.best_prompt is not None:
                 method.load_state(result.best_prompt)
             progress = cfg.progress and acc.is_main_process
-            result.test = evaluate_sharded(acc, backbone, task, test_rows, method.inference_prompt(), cfg,
+            result.test = evaluate_sharded(acc, backbone, task, test_rows, method.inference_conditioning(), cfg,
                                            progress).summary()
-            if cfg.zero_shot_baseline and method.prompt() is not None:
+            if cfg.zero_shot_baseline and method.inference_conditioning().kinds:
                 result.zero_shot_test = evaluate_sharded(acc, backbone, task, test_rows, None, cfg, progress).summary()
     result.seconds = time.time() - started
     if not acc.is_main_process:

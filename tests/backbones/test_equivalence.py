@@ -112,7 +112,7 @@ def test_inference_cache_is_invalidated_when_the_prompt_changes(causal_backbone)
     prompt = torch.nn.Parameter(torch.randn(4, bb.dim))
     with torch.no_grad():
         first = bb.word_scores(prompt, batch)
-        assert len(bb._kv_cache) == 1
+        assert bb.cache_info()["entries"] == 1
         again = bb.word_scores(prompt, batch)
         prompt.add_(1.0)  # an in-place update, like an optimizer step
         changed = bb.word_scores(prompt, batch)

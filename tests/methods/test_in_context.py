@@ -62,9 +62,9 @@ def test_rendering_uses_template_and_gold_word():
 def test_zero_shots_is_the_zero_shot_baseline():
     bb = make_backbone("causal-bos")
     icl = _icl(bb, shots=0, rows=[])
-    assert icl.prompt() is None and icl.prompt_length == 0
+    assert icl.conditioning().kinds == frozenset() and icl.prompt_length == 0
     with torch.no_grad():
-        a, _ = predict(bb, TASK, TEST, icl.inference_prompt())
+        a, _ = predict(bb, TASK, TEST, icl.inference_conditioning())
         b, _ = predict(bb, TASK, TEST, None)
     assert [p.scores for p in a] == [p.scores for p in b]
 
@@ -74,13 +74,13 @@ def test_zero_shots_is_the_zero_shot_baseline():
 def test_prompt_equals_writing_the_demonstrations_before_the_input(family, balanced):
     bb = make_backbone(family)
     icl = _icl(bb, shots=3, balanced=balanced)
-    assert icl.prompt().shape == (len(bb.tokenize(icl.text)), bb.dim)
+    assert icl.conditioning().input_vectors.shape == (len(bb.tokenize(icl.text)), bb.dim)
     written = Task(name="written", template=Template(icl.text + TASK.template.text), verbalizer=TASK.verbalizer)
     with torch.no_grad():
-        got = label_scores(bb, TASK, encode(bb, TASK, TEST, prompt_length=icl.prompt_length), icl.prompt())
+        got = label_scores(bb, TASK, encode(bb, TASK, TEST, prompt_length=icl.prompt_length), icl.conditioning())
         want = label_scores(bb, written, encode(bb, written, TEST), None)
         assert float((got - want).abs().max()) < 1e-5
-        assert icl.inference_prompt() is icl.prompt()  # one tensor: the backbone caches its keys/values
+        assert icl.inference_conditioning() is icl.inference_conditioning()  # one object: the backbone caches its keys/values
 
 
 def test_save_writes_the_demonstrations_and_load_state_reads_them(tmp_path):
@@ -93,7 +93,7 @@ def test_save_writes_the_demonstrations_and_load_state_reads_them(tmp_path):
     assert [d["text"] for d in meta["demonstrations"]] == icl.texts
     other = _icl(bb, shots=3, seed=6)
     other.load_state(tmp_path / "icl")
-    assert other.demonstrations == icl.demonstrations and torch.equal(other.prompt(), icl.prompt())
+    assert other.demonstrations == icl.demonstrations and torch.equal(other.conditioning().input_vectors, icl.conditioning().input_vectors)
 
 
 def test_errors_say_what_to_do():

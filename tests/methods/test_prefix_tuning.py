@@ -9,7 +9,7 @@ import torch
 
 from conftest import TOY_NEG, TOY_POS, make_backbone, make_tokenizer
 from softprompt.backbones import wrap
-from softprompt.backbones.causal import PrefixKV
+from softprompt.conditioning import LayerKV
 from softprompt.encoding import encode
 from softprompt.errors import ConfigError, ModelMismatchError, PromptFileError
 from softprompt.methods import PrefixTuning, PrefixTuningConfig, PromptTuning, PromptTuningConfig
@@ -41,16 +41,16 @@ def test_untrained_prefix_equals_its_initial_prompt(family, loss):
     batch = encode(bb, TASK, ROWS, prompt_length=prefix.prompt_length)
     assert _close(prefix(bb, TASK, batch, loss), prompt(bb, TASK, batch, loss))
     with torch.no_grad():
-        a = label_scores(bb, TASK, batch, prefix.inference_prompt())
-        b = label_scores(bb, TASK, batch, prompt.inference_prompt())
+        a = label_scores(bb, TASK, batch, prefix.inference_conditioning())
+        b = label_scores(bb, TASK, batch, prompt.inference_conditioning())
         assert _close(a, b)
-        assert bb.generate(prefix.inference_prompt(), batch, 3) == bb.generate(prompt.inference_prompt(), batch, 3)
+        assert bb.generate(prefix.inference_conditioning(), batch, 3) == bb.generate(prompt.inference_conditioning(), batch, 3)
 
 
 def test_flat_table_round_trips_and_shapes():
     bb = make_backbone("causal-bos")
-    prefix = _prefix(bb, length=6).inference_prompt()
-    assert isinstance(prefix, PrefixKV) and prefix.length == 6 and prefix.shape[0] == 6 and len(prefix.layers) == 2
+    prefix = _prefix(bb, length=6).inference_conditioning().layer_kv
+    assert isinstance(prefix, LayerKV) and prefix.length == 6 and prefix.shape[0] == 6 and len(prefix.layers) == 2
     assert all(k.shape == (1, 2, 6, 8) and v.shape == (1, 2, 6, 8) for k, v in prefix.layers)
     back = unflatten_kv(flatten_kv(prefix), [((2, 8), (2, 8))] * 2)
     assert all(torch.equal(a, b) for la, lb in zip(prefix.layers, back.layers) for a, b in zip(la, lb))
@@ -126,7 +126,7 @@ def test_rows_of_a_padded_batch_score_as_if_alone(family, task_name):
     bb = make_backbone(family)
     prefix = _trained(bb)
     batch = encode(bb, task, rows, prompt_length=prefix.prompt_length)
-    for p in (prefix.prompt(), prefix.inference_prompt()):
+    for p in (prefix.conditioning(), prefix.inference_conditioning()):
         scores = label_scores(bb, task, batch, p)
         for r in range(len(rows)):
             alone = label_scores(bb, task, encode(bb, task, [rows[r]], prompt_length=prefix.prompt_length), p)
@@ -135,7 +135,7 @@ def test_rows_of_a_padded_batch_score_as_if_alone(family, task_name):
 
 def test_mixed_per_row_batch_may_hold_a_prefix():
     bb = make_backbone("causal-bos")
-    prefix = _trained(bb).inference_prompt()
+    prefix = _trained(bb).inference_conditioning().layer_kv
     soft = torch.randn(3, bb.dim) * 0.5
     batch = encode(bb, TASK, ROWS[:3], prompt_length=5)
     with torch.no_grad():
@@ -147,17 +147,20 @@ def test_mixed_per_row_batch_may_hold_a_prefix():
 
 def test_inference_cache_keeps_prefixes_and_tensors_apart():
     bb = make_backbone("causal-bos")
-    prefix = _trained(bb).inference_prompt()
+    prefix = _trained(bb).inference_conditioning().layer_kv
     soft = torch.randn(5, bb.dim) * 0.5
     batch = encode(bb, TASK, ROWS[:3], prompt_length=5)
     with torch.no_grad():
         a, b = bb.word_scores(prefix, batch), bb.word_scores(soft, batch)
-        assert len(bb._kv_cache) == 2
+        assert bb.cache_info()["entries"] == 2
         assert torch.equal(bb.word_scores(prefix, batch), a) and torch.equal(bb.word_scores(soft, batch), b)
+        assert bb.cache_info()["hits"] == 2
         prefix.layers[0][0].add_(1.0)  # an in-place change must not be served from the cache
         changed = bb.word_scores(prefix, batch)
-        bb.clear_cache()
-        assert torch.equal(bb.word_scores(prefix, batch), changed) and not torch.equal(changed, a)
+        assert bb.cache_info()["hits"] == 2
+        fresh = make_backbone("causal-bos")
+        fresh.model.load_state_dict(bb.model.state_dict())
+        assert torch.equal(fresh.word_scores(prefix, batch), changed) and not torch.equal(changed, a)
     slow = make_backbone("causal-bos", shared_prefix=False)
     with torch.no_grad():
         assert _close(slow.word_scores(prefix, batch), changed)
@@ -175,7 +178,7 @@ def test_save_and_load_state_round_trip_bit_for_bit(tmp_path):
     for (name, a), (_, b) in zip(prefix.state_dict().items(), other.state_dict().items()):
         assert torch.equal(a, b), name
     saved, _, _ = load_prefix(out)
-    for la, lb, lc in zip(prefix.inference_prompt().layers, other.inference_prompt().layers, saved.layers):
+    for la, lb, lc in zip(prefix.inference_conditioning().layer_kv.layers, other.inference_conditioning().layer_kv.layers, saved.layers):
         for a, b, c in zip(la, lb, lc):
             assert torch.equal(a, b) and torch.equal(a, c)
     direct = _trained(bb, reparameterize=False)
@@ -206,7 +209,7 @@ def test_load_state_refuses_another_shape_or_a_broken_file(tmp_path):
     with pytest.raises(PromptFileError, match="corrupt"):
         _prefix(bb).load_state(tmp_path / "p")
     with pytest.raises(ConfigError, match="3 layers"):
-        deeper.word_scores(_prefix(bb).inference_prompt(), encode(bb, TASK, ROWS[:1], prompt_length=5))
+        deeper.word_scores(_prefix(bb).inference_conditioning(), encode(bb, TASK, ROWS[:1], prompt_length=5))
 
 
 @pytest.mark.parametrize("family, words", [("seq2seq", "encoder-decoder"), ("masked", "masked language")])

@@ -36,7 +36,7 @@ def test_a_saved_prompt_restores_as_prompt_tuning_and_scores_as_the_prompt_itsel
     prompt.save(tmp_path / "p")
     method = restore(tmp_path / "p", bb)  # the task saved with it
     assert isinstance(method, PromptTuning) and method.prompt_length == 4
-    assert torch.equal(method.inference_prompt(), prompt.weight.detach())
+    assert torch.equal(method.inference_conditioning().input_vectors, prompt.weight.detach())
     assert method.metadata["method"] == "prompt-tuning"
     texts = ["great fun", "i hate this film"]
     got = PromptedModel(bb, None, SENTIMENT, method=method).classify(texts)
@@ -51,7 +51,7 @@ def test_in_context_demonstrations_restore_without_training_rows(family, tmp_pat
     icl.save(tmp_path / "icl", _meta(bb, method="in-context", method_options="shots=2"))
     back = restore(tmp_path / "icl", bb, SENTIMENT)
     assert isinstance(back, InContext) and back.demonstrations == icl.demonstrations
-    assert torch.equal(back.inference_prompt(), icl.inference_prompt())
+    assert torch.equal(back.inference_conditioning().input_vectors, icl.inference_conditioning().input_vectors)
 
 
 def test_a_prefix_restores_exactly_with_the_options_it_recorded_and_is_refused_off_decoders(tmp_path):
@@ -62,7 +62,7 @@ def test_a_prefix_restores_exactly_with_the_options_it_recorded_and_is_refused_o
     prefix.save(tmp_path / "p", _meta(bb))  # no training options: hidden=8 comes from its own record
     back = restore(tmp_path / "p", bb, SENTIMENT)
     assert back.config.hidden == 8 and back.prompt_length == 3
-    for (k1, v1), (k2, v2) in zip(prefix.inference_prompt().layers, back.inference_prompt().layers):
+    for (k1, v1), (k2, v2) in zip(prefix.inference_conditioning().layer_kv.layers, back.inference_conditioning().layer_kv.layers):
         assert torch.equal(k1, k2) and torch.equal(v1, v2)
     seq2seq = make_backbone("seq2seq")
     meta = json.loads((tmp_path / "p" / "softprompt.json").read_text())

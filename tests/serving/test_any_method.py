@@ -15,7 +15,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from softprompt.api import PromptedModel  # noqa: E402
-from softprompt.backbones.causal import PrefixKV  # noqa: E402
+from softprompt.conditioning import PerRow  # noqa: E402
 from softprompt.cli import main  # noqa: E402
 from softprompt.serving.app import ServeConfig, build_engine, create_app  # noqa: E402
 from softprompt.training import train  # noqa: E402
@@ -54,8 +54,9 @@ def test_prefix_and_in_context_outputs_are_served_beside_a_prompt_as_predict_sco
     monkeypatch.setattr(engine.backbone, "word_scores", lambda p, b, *a: calls.append(p) or real(p, b, *a))
     names = list(METHODS)
     mixed = engine.classify([t for t in TEXTS for _ in names], [n for _ in TEXTS for n in names])
-    assert len(calls) == 1 and len(calls[0]) == len(TEXTS) * len(names)  # one batch, all three kinds
-    assert {type(p) for p in calls[0]} >= {PrefixKV} and sum(isinstance(p, PrefixKV) for p in calls[0]) == len(TEXTS)
+    assert len(calls) == 1 and isinstance(calls[0], PerRow) and len(calls[0]) == len(TEXTS) * len(names)  # one batch
+    kinds = [c.kinds for c in calls[0].items]  # all three kinds in it: prompt and demonstrations as vectors, the prefix as keys/values
+    assert kinds.count(frozenset({"layer_kv"})) == len(TEXTS) and kinds.count(frozenset({"input_vectors"})) == 2 * len(TEXTS)
     monkeypatch.undo()
 
     with TestClient(create_app(engine, ServeConfig(max_wait_ms=2))) as client:

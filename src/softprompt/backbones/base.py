@@ -1,30 +1,66 @@
-"""The one interface through which a soft prompt enters a model.
+"""The one interface through which a method's conditioning enters a model.
 
 A backbone wraps a frozen Hugging Face model and its tokenizer and answers three questions for a
-prompt ``[length, dim]`` (or ``None`` for no prompt) and an :class:`~softprompt.encoding.EncodedBatch`:
+:class:`~softprompt.conditioning.Conditioning` (or anything
+:func:`~softprompt.conditioning.as_conditioning` takes: a prompt ``[length, dim]``, a
+:class:`~softprompt.conditioning.LayerKV`, None, a :class:`~softprompt.conditioning.PerRow`) and an
+:class:`~softprompt.encoding.EncodedBatch`:
 
 * :meth:`Backbone.word_scores` — a log-score per (row, candidate word), ``[batch, max_words]``
-  (``-inf`` pads rows with fewer candidates), used for rank classification and its loss;
+  (``-inf`` pads rows with fewer candidates), used for rank classification and its loss; with
+  answer vectors, ``[batch, n_answers]``;
 * :meth:`Backbone.gold_nll` — the language-model loss of each row's gold word, ``[batch]``;
 * :meth:`Backbone.generate` — greedy continuations, for generation-based evaluation.
 
-Where the prompt goes is each family's business: after the leading special token if the
-tokenizer adds one (``[BOS] prompt text`` / ``[CLS] prompt text [SEP]``), else first. Padding is
-always on the right, after the text, never between prompt and text.
+Input vectors go after the leading special token if the tokenizer adds one (``[BOS] prompt
+text`` / ``[CLS] prompt text [SEP]``), else first: :meth:`Backbone.inputs` places them for every
+family. Padding is always on the right, after the text, never between prompt and text. A family
+declares the conditioning kinds it supports (:attr:`Backbone.supports`); others are refused with
+:class:`~softprompt.errors.ConfigError` before any work. Layer hooks are installed on the modules
+:meth:`Backbone.blocks` names for the duration of one call (:meth:`Backbone.hooked`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from dataclasses import dataclass
+from typing import ClassVar, Iterable
 
 import torch
+from torch import nn
 
 from ..answer_tokens import answer_ids, context_then_words
+from ..conditioning import KINDS, Conditioning, PerRow, as_conditioning
 from ..encoding import EncodedBatch
 from ..errors import ConfigError
 from ..prompt import InitContext, common_token_ids
+
+
+@dataclass(frozen=True)
+class Block:
+    """One transformer layer's sub-modules a :class:`~softprompt.conditioning.LayerHook` can change:
+    ``attention`` and ``feed_forward`` (their outputs are ``[batch, T, dim]``, or a tuple whose
+    first element is); ``stack`` names the stack it belongs to (``"decoder"``, ``"encoder"``)."""
+
+    attention: nn.Module
+    feed_forward: nn.Module
+    stack: str
+
+
+def find_child(module: nn.Module, names: Iterable[str], what: str) -> nn.Module:
+    """The first of ``names`` (dotted paths) that ``module`` has; :class:`ConfigError` if none."""
+    for name in names:
+        cur = module
+        for part in name.split("."):
+            cur = getattr(cur, part, None)
+            if cur is None:
+                break
+        if cur is not None:
+            return cur
+    raise ConfigError(f"cannot find the {what} of a {type(module).__name__} (looked for {list(names)}): "
+                      "layer hooks do not support this model's layout")
 
 
 class Backbone(ABC):
@@ -142,6 +178,75 @@ class Backbone(ABC):
             label_word_ids=word_ids,
         )
 
+    # ------------------------------------------------------------ conditioning
+    supports: ClassVar[frozenset[str]] = frozenset(KINDS)
+    """The conditioning kinds (:data:`~softprompt.conditioning.KINDS`) this family can take."""
+    description: ClassVar[str] = "a"
+    """The family in words, for messages (``"an encoder-decoder"``)."""
+    mixes_rows: ClassVar[bool] = False
+    """Whether rows with different input vectors / keys / virtual tokens share one forward pass."""
+
+    @property
+    def answer_in_slot(self) -> bool:
+        """True when the answer fills a mask slot inside the text (masked LMs) rather than following it."""
+        return False
+
+    @property
+    def peft_exportable(self) -> bool:
+        """Whether a prompt for this model can be written as a PEFT prompt-tuning adapter."""
+        return False
+
+    def check_supports(self, kinds, who: str) -> None:
+        """Raise :class:`ConfigError` naming ``who`` unless every kind in ``kinds`` is supported."""
+        missing = sorted(set(kinds) - self.supports)
+        if missing:
+            raise ConfigError(
+                f"{who} needs {', '.join(missing)}, which {self.model_id!r} does not take: it is {self.description} "
+                f"model ({self.family}), which takes {', '.join(k for k in KINDS if k in self.supports)}; choose a model "
+                "of a family that takes it (--model), or another method (e.g. --method prompt-tuning)"
+            )
+
+    def conditioned(self, cond, batch: EncodedBatch) -> Conditioning | PerRow:
+        """``cond`` coerced (:func:`~softprompt.conditioning.as_conditioning`) and checked against
+        :attr:`supports` and ``batch`` (a :class:`PerRow` needs one item per row)."""
+        cond = as_conditioning(cond)
+        self.check_supports(cond.kinds, "this conditioning")
+        if isinstance(cond, PerRow) and len(cond) != len(batch):
+            raise ConfigError(f"{len(cond)} per-row conditionings for a batch of {len(batch)} rows: give one per row")
+        return cond
+
+    def blocks(self) -> list[Block]:
+        """Per layer, its attention and feed-forward modules (see each family for the stacks)."""
+        raise ConfigError(f"{self.description} model ({self.family}) gives no access to its layers")
+
+    @contextlib.contextmanager
+    def hooked(self, hooks):
+        """Install ``hooks`` (:class:`~softprompt.conditioning.LayerHook` s) as forward hooks for the
+        ``with`` block; they are removed on leaving it, on error too. Raises :class:`ConfigError`
+        for a layer this model lacks."""
+        handles = []
+        try:
+            if hooks:
+                blocks = self.blocks()
+                for h in hooks:
+                    if h.layer >= len(blocks):
+                        raise ConfigError(f"a layer hook names layer {h.layer}, but {self.model_id!r} has "
+                                          f"{len(blocks)} blocks (0..{len(blocks) - 1})")
+                    handles.append(getattr(blocks[h.layer], h.site).register_forward_hook(_replacing(h.fn)))
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def cache_info(self) -> dict[str, int]:
+        """Counts of the inference cache: ``entries``, ``hits``, ``misses`` (empty without a cache)."""
+        return {}
+
+    def weights_version(self) -> tuple[int, ...]:
+        """Version counters of the model's trainable parameters (empty when frozen): a cache key
+        part that moves when full tuning updates the weights."""
+        return tuple(p._version for p in self.model.parameters() if p.requires_grad)
+
     # ------------------------------------------------------------------- helpers
     def _pad(self, seqs: list[list[int]], pad: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad ``seqs`` -> ``ids [n, T]`` and ``mask [n, T]`` on the model's device."""
@@ -154,49 +259,104 @@ class Backbone(ABC):
             mask[i, : len(s)] = 1
         return ids.to(self.device), mask.to(self.device)
 
+    def inputs(self, seqs: list[list[int]], vectors: torch.Tensor | None = None, virtual=None, tables=None,
+               specials: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Input embeddings of texts ``seqs`` with ``vectors [length, dim]`` after the lead specials.
+
+        The one place input vectors are put, for every family: ``lead + vectors + seq + trail``
+        (``specials=False``: ``vectors + seq``, for a text that follows cached keys/values).
+        ``virtual[i]``: ``(position in seqs[i], name, index)`` of row ``i``'s virtual tokens, whose
+        input embedding becomes ``tables[i][name][index]`` (differentiable). Returns ``(emb [n, T,
+        dim], mask [n, T], offset)``, ``offset`` the index of each text's first token.
+        """
+        lead, trail = (self.lead_ids, self.trail_ids) if specials else ([], [])
+        ids, mask = self._pad([lead + s + trail for s in seqs])
+        emb = self.embed(ids)
+        offset = len(lead)
+        if virtual is not None and any(virtual):
+            emb = self._put_virtual(emb, offset, virtual, tables)
+        if vectors is not None:
+            n = ids.shape[0]
+            vec = vectors.to(device=self.device, dtype=self.dtype)[None].expand(n, -1, -1)
+            emb = torch.cat([emb[:, :offset], vec, emb[:, offset:]], 1)
+            mask = torch.cat([mask[:, :offset], mask.new_ones(n, vectors.shape[0]), mask[:, offset:]], 1)
+            offset += vectors.shape[0]
+        return emb, mask, offset
+
+    def _put_virtual(self, emb: torch.Tensor, offset: int, virtual, tables) -> torch.Tensor:
+        """``emb [n, T, dim]`` with each row's virtual tokens put at ``offset + position``."""
+        rows, cols, values = [], [], []
+        for i, slots in enumerate(virtual):
+            for pos, name, idx in slots:
+                table = tables[i].get(name)
+                if table is None:
+                    raise ConfigError(f"the template has virtual tokens {{soft:{name}}} but the conditioning gives "
+                                      f"none named {name!r} (it has {sorted(tables[i])})")
+                if idx >= table.shape[0]:
+                    raise ConfigError(f"virtual token {name!r} #{idx} asked for, but the conditioning has "
+                                      f"{table.shape[0]} of them")
+                rows.append(i)
+                cols.append(offset + pos)
+                values.append(table[idx])
+        if not rows:
+            return emb
+        idx = (torch.tensor(rows, device=emb.device), torch.tensor(cols, device=emb.device))
+        return emb.index_put(idx, torch.stack(values).to(device=emb.device, dtype=emb.dtype))
+
     def _lead_and_prompt(self, prompt: torch.Tensor | None) -> torch.Tensor | None:
-        """The shared prefix ``[lead specials + prompt, dim]``, or None when empty."""
-        parts = []
+        """The shared prefix ``[lead specials + prompt, dim]``, or None when empty (no trail)."""
+        if not self.lead_ids and prompt is None:
+            return None
+        emb, _, _ = self.inputs([[]], prompt, specials=False)
         if self.lead_ids:
-            parts.append(self.embed(torch.tensor(self.lead_ids)))
-        if prompt is not None:
-            parts.append(prompt.to(device=self.device, dtype=self.dtype))
-        return torch.cat(parts, 0) if parts else None
+            emb = torch.cat([self.embed(torch.tensor(self.lead_ids))[None], emb], 1)
+        return emb[0]
 
     @staticmethod
-    def _rows_prompts(prompt, rows: list[int]):
-        """Per-row prompts re-indexed for flattened (row, word) pairs; a shared prompt stays as is."""
-        if isinstance(prompt, (list, tuple)):
-            return [prompt[r] for r in rows]
-        return prompt
+    def _group_key(c: Conditioning) -> tuple:
+        """Rows whose conditionings have this key in common can share one forward pass."""
+        return (id(c.input_vectors), id(c.layer_kv), tuple(sorted((n, id(t)) for n, t in c.virtual_tokens.items())),
+                id(c.answer_vectors), tuple(id(h) for h in c.layer_hooks))
 
-    @staticmethod
-    def _prompt_groups(prompt, n: int) -> list[list[int]]:
-        """Row indices sharing each distinct prompt of a per-row prompt list, in first-seen order."""
-        groups: dict[int, list[int]] = {}
-        for i, p in enumerate(prompt):
-            groups.setdefault(id(p), []).append(i)
+    def _groups(self, cond: PerRow) -> list[list[int]]:
+        """Row indices sharing each distinct conditioning of a mixed batch, in first-seen order."""
+        groups: dict[tuple, list[int]] = {}
+        for i, c in enumerate(cond.items):
+            groups.setdefault(self._group_key(c), []).append(i)
         return list(groups.values())
 
-    def _by_prompt(self, fn, prompt, batch: EncodedBatch, *args) -> torch.Tensor:
-        """Run ``fn(prompt, sub_batch, *args) -> [rows] or [rows, k]`` once per distinct prompt of
-        a mixed batch (``prompt`` a per-row list) and put the rows back in order (-inf pads)."""
-        if not isinstance(prompt, (list, tuple)):
-            return fn(prompt, batch, *args)
-        results = [(rows, fn(prompt[rows[0]], batch.select(rows), *args))
-                   for rows in self._prompt_groups(prompt, len(batch))]
+    def _grouped(self, fn, cond, batch: EncodedBatch, *args):
+        """Run ``fn(cond, batch, *args) -> [rows] or [rows, k] or list`` with ``cond``'s hooks
+        installed. A :class:`PerRow` goes whole to ``fn`` when this family mixes rows and no row
+        has answer vectors or hooks; else once per distinct conditioning, rows put back in order
+        (``-inf`` pads)."""
+        if isinstance(cond, PerRow) and len(self._groups(cond)) == 1:
+            cond = cond.items[0]
+        if isinstance(cond, Conditioning):
+            with self.hooked(cond.layer_hooks):
+                return fn(cond, batch, *args)
+        if self.mixes_rows and not any(c.answer_vectors is not None or c.layer_hooks for c in cond.items):
+            return fn(cond, batch, *args)
+        results = [(rows, self._grouped(fn, cond.items[rows[0]], batch.select(rows), *args))
+                   for rows in self._groups(cond)]
         first = results[0][1]
+        if isinstance(first, list):
+            out: list = [None] * len(batch)
+            for rows, got in results:
+                for r, x in zip(rows, got):
+                    out[r] = x
+            return out
         if first.dim() == 1:
-            out = first.new_empty(len(batch))
+            merged = first.new_empty(len(batch))
         else:
-            out = first.new_full((len(batch), max(t.shape[1] for _, t in results)), float("-inf"))
+            merged = first.new_full((len(batch), max(t.shape[1] for _, t in results)), float("-inf"))
         for rows, t in results:
             idx = torch.tensor(rows, device=t.device)
             if first.dim() == 1:
-                out[idx] = t
+                merged[idx] = t
             else:
-                out[idx, : t.shape[1]] = t
-        return out
+                merged[idx, : t.shape[1]] = t
+        return merged
 
     @staticmethod
     def _flatten(batch: EncodedBatch) -> tuple[list[int], list[list[int]]]:
@@ -230,22 +390,70 @@ class Backbone(ABC):
         return total
 
     # -------------------------------------------------------------------- the API
-    @abstractmethod
-    def word_scores(self, prompt: torch.Tensor | None, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+    def word_scores(self, cond, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
         """Log-score of each candidate word of each row: ``[batch, max_words]``.
 
-        ``prompt``: ``[length, dim]`` or None. Scores of one row are comparable with each other
-        (rank classification); the single-token fast path may omit the row's log-normaliser,
-        which changes neither the ranking nor a softmax over the row's candidates.
+        ``cond``: anything :func:`~softprompt.conditioning.as_conditioning` takes. Scores of one
+        row are comparable with each other (rank classification); the single-token fast path may
+        omit the row's log-normaliser, which changes neither the ranking nor a softmax over the
+        row's candidates. With answer vectors ``[n, dim]``: ``[batch, n]``, the log-softmax over
+        the answers of the hidden state that predicts the answer (what vocabulary rows would
+        multiply) times each answer vector (WARP, Hambardzumyan et al. 2021). Raises
+        :class:`ConfigError` for a kind this family does not take.
         """
+        return self._grouped(self._scores_one, self.conditioned(cond, batch), batch, length_normalize)
+
+    def gold_nll(self, cond, batch: EncodedBatch) -> torch.Tensor:
+        """Mean token negative log-likelihood of each row's gold word, full vocabulary: ``[batch]``
+        (with answer vectors: minus the gold answer's log-score)."""
+        return self._grouped(self._gold_one, self.conditioned(cond, batch), batch)
+
+    def generate(self, cond, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+        """Greedy continuation of each row's context (the conditioning before it): ``batch`` strings."""
+        with torch.no_grad():
+            return self._grouped(self._generate, self.conditioned(cond, batch), batch, max_new_tokens)
+
+    def _scores_one(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
+        if isinstance(cond, Conditioning) and cond.answer_vectors is not None:
+            h = self._answer_hidden(cond, batch)
+            av = cond.answer_vectors.to(device=h.device, dtype=torch.float32)
+            return torch.log_softmax(h.float() @ av.T, -1)
+        return self._word_scores(cond, batch, length_normalize)
+
+    def _gold_one(self, cond, batch: EncodedBatch) -> torch.Tensor:
+        if isinstance(cond, Conditioning) and cond.answer_vectors is not None:
+            if batch.gold is None:
+                raise ConfigError("these rows carry no labels")
+            scores = self._scores_one(cond, batch, False)
+            return -scores.gather(1, torch.tensor(batch.gold, device=scores.device)[:, None]).squeeze(1)
+        return self._gold_nll(cond, batch)
+
+    def _head_input(self, run) -> torch.Tensor:
+        """What the output embedding (the vocabulary rows) multiplies while ``run()`` runs the head."""
+        seen = []
+        handle = self.model.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+        try:
+            run()
+        finally:
+            handle.remove()
+        return seen[-1]
 
     @abstractmethod
-    def gold_nll(self, prompt: torch.Tensor | None, batch: EncodedBatch) -> torch.Tensor:
-        """Mean token negative log-likelihood of each row's gold word, full vocabulary: ``[batch]``."""
+    def _answer_hidden(self, cond: Conditioning, batch: EncodedBatch) -> torch.Tensor:
+        """Per row, the vector the vocabulary rows would multiply at the answer slot: ``[batch, dim]``."""
 
     @abstractmethod
-    def generate(self, prompt: torch.Tensor | None, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
-        """Greedy continuation of each row's context (the prompt before it): ``batch`` strings."""
+    def _word_scores(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
+        """:meth:`word_scores` without answer vectors, hooks installed."""
+
+    @abstractmethod
+    def _gold_nll(self, cond, batch: EncodedBatch) -> torch.Tensor:
+        """:meth:`gold_nll` without answer vectors, hooks installed."""
+
+    @abstractmethod
+    def _generate(self, cond, batch: EncodedBatch, max_new_tokens: int) -> list[str]:
+        """:meth:`generate`, hooks installed, no grad."""
+
 
     # ------------------------------------------------------------ template slots
     def slot_ids(self, before: str, after: str, words: list[str], prefix: str) -> tuple[list[int], list[list[int]], int]:
@@ -260,18 +468,41 @@ class Backbone(ABC):
             split = answer_ids(self.tokenizer, before, words, prefix, after)
         return split.context + split.after, split.words, len(split.context)
 
-    @abstractmethod
-    def slot_word_scores(self, prompt, batch: EncodedBatch, slot: str, words=None, fills=None,
+    def slot_word_scores(self, cond, batch: EncodedBatch, slot: str, words=None, fills=None,
                          length_normalize: bool = False) -> torch.Tensor:
         """Log-score of each candidate word at answer slot ``slot``: ``[batch, max_words]`` (-inf pads).
 
-        ``prompt`` as for :meth:`word_scores`. ``words[b][w]``: token ids of row ``b``'s candidate
-        ``w`` (default ``batch.words``, which fill ``batch.word_slot``). ``fills[name][b]``: token
-        ids written into another answer slot ``name`` of row ``b``; a slot without a fill is left
-        as encoded (a mask on a masked LM, nothing elsewhere). Each family says what it scores.
-        Raises :class:`ConfigError` for an unknown slot, missing words, or a batch with virtual
-        tokens (their vectors come with the method's conditioning, not with ``prompt``).
+        ``cond`` as for :meth:`word_scores` (answer vectors score through :meth:`word_scores`).
+        ``words[b][w]``: token ids of row ``b``'s candidate ``w`` (default ``batch.words``, which
+        fill ``batch.word_slot``). ``fills[name][b]``: token ids written into another answer slot
+        ``name`` of row ``b``; a slot without a fill is left as encoded (a mask on a masked LM,
+        nothing elsewhere). Each family says what it scores. Raises :class:`ConfigError` for an
+        unknown slot, missing words, or a batch with virtual tokens (positions would move with the
+        fills).
         """
+        cond = self.conditioned(cond, batch)
+        if isinstance(cond, PerRow) and len(self._groups(cond)) > 1:
+            words = self._slot_words(batch, slot, words)
+            parts = []
+            for rows in self._groups(cond):
+                sub_fills = {k: [v[r] for r in rows] for k, v in (fills or {}).items()}
+                parts.append((rows, self.slot_word_scores(cond.items[rows[0]], batch.select(rows), slot,
+                                                          [words[r] for r in rows], sub_fills, length_normalize)))
+            out = parts[0][1].new_full((len(batch), max(t.shape[1] for _, t in parts)), float("-inf"))
+            for rows, t in parts:
+                out[torch.tensor(rows, device=t.device), : t.shape[1]] = t
+            return out
+        if isinstance(cond, PerRow):
+            cond = cond.items[0]
+        if cond.answer_vectors is not None:
+            raise ConfigError("answer vectors are scored at the answer slot by word_scores, not slot_word_scores")
+        with self.hooked(cond.layer_hooks):
+            return self._slot_word_scores(cond, batch, slot, words, fills, length_normalize)
+
+    @abstractmethod
+    def _slot_word_scores(self, cond: Conditioning, batch: EncodedBatch, slot: str, words, fills,
+                          length_normalize: bool) -> torch.Tensor:
+        """:meth:`slot_word_scores` for one conditioning, hooks installed."""
 
     def _slot_pairs(self, batch: EncodedBatch, slot: str, words, fills, filler):
         """Every (row, candidate) pair of ``slot`` laid out: ``(rows, seqs, starts, ends, stops)``.
@@ -282,8 +513,8 @@ class Backbone(ABC):
         words = self._slot_words(batch, slot, words)
         if any(batch.virtual):
             raise ConfigError(
-                "this batch's template has virtual tokens {soft...}; their vectors come with the method's "
-                "conditioning, which a plain prompt does not carry: score it through the method"
+                "this batch's template has virtual tokens {soft...}, whose positions would move with the words "
+                "written into its slots: score a template with virtual tokens through word_scores (one answer slot)"
             )
         fills = dict(fills or {})
         unknown = [name for name in fills if name not in batch.slot_names or name == slot]
@@ -334,22 +565,6 @@ class Backbone(ABC):
             )
         return batch.words
 
-    def _slot_by_prompt(self, fn, prompt, batch: EncodedBatch, slot: str, words, fills, length_normalize):
-        """``fn(prompt, batch, slot, words, fills, length_normalize)`` once per distinct prompt of a
-        per-row prompt list, rows put back in order (-inf pads)."""
-        if not isinstance(prompt, (list, tuple)):
-            return fn(prompt, batch, slot, words, fills, length_normalize)
-        words = self._slot_words(batch, slot, words)
-        parts = []
-        for rows in self._prompt_groups(prompt, len(batch)):
-            sub_fills = {k: [v[r] for r in rows] for k, v in (fills or {}).items()}
-            parts.append((rows, fn(prompt[rows[0]], batch.select(rows), slot, [words[r] for r in rows], sub_fills,
-                                   length_normalize)))
-        out = parts[0][1].new_full((len(batch), max(t.shape[1] for _, t in parts)), float("-inf"))
-        for rows, t in parts:
-            out[torch.tensor(rows, device=t.device), : t.shape[1]] = t
-        return out
-
     @staticmethod
     def _pairs_to_rows(rows: list[int], n: int, flat: torch.Tensor) -> torch.Tensor:
         """Scores of (row, candidate) pairs in row-major order ``[n_pairs]`` -> ``[n, max_words]`` (-inf pads)."""
@@ -360,6 +575,17 @@ class Backbone(ABC):
             out[b, :k] = flat[i: i + k]
             i += k
         return out
+
+
+def _replacing(fn):
+    """A forward hook replacing a module's output ``h`` (or a tuple's first element) by ``fn(h)``."""
+
+    def hook(module, args, output):
+        if isinstance(output, tuple):
+            return (fn(output[0]),) + tuple(output[1:])
+        return fn(output)
+
+    return hook
 
 
 def _single_token_rows(batch: EncodedBatch, device) -> torch.Tensor:

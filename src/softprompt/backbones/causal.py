@@ -17,12 +17,17 @@ for a softmax over labels).
 ``shared_prefix=False`` selects plain concatenation of ``[prefix; text]`` (the reference path,
 used by tests to check the fast path).
 
-Wherever a prompt tensor is accepted, a :class:`PrefixKV` may stand instead: keys and values given
-directly for every layer (prefix tuning). They go into the same cache, after the lead special
-token's own keys/values (computed by the model, at position 0 as always), and the text's
-positions continue after them: ``[BOS] prefix text``, exactly where a prompt of the same length
-would sit. A prompt's keys/values (:meth:`CausalBackbone.prompt_kv`) used as a :class:`PrefixKV`
-therefore score exactly as the prompt itself.
+Layer keys/values (:class:`~softprompt.conditioning.LayerKV`, prefix tuning) go into the same
+cache, after the lead special token's own keys/values (computed by the model, at position 0 as
+always), and the text's positions continue after them: ``[BOS] prefix text``, exactly where a
+prompt of the same length would sit. A prompt's keys/values (:meth:`CausalBackbone.prompt_kv`)
+used as layer keys/values therefore score exactly as the prompt itself.
+
+The inference cache is keyed on everything that changes its contents: the input vectors' or
+layer keys/values' object and version counters, the layer hooks (function and the versions of the
+tensors they read), the versions of the model's trainable parameters (full tuning), and the
+model's dtype, device and autocast precision.
+Layer hooks act on the decoder layers' ``self_attn``/``attn`` and ``mlp`` modules.
 """
 
 from __future__ import annotations
@@ -30,60 +35,21 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForCausalLM, DynamicCache
 
+from ..conditioning import Conditioning, LayerKV, PerRow
+from ..conditioning import PrefixKV  # noqa: F401  (importable from here, as before)
 from ..encoding import EncodedBatch
 from ..errors import ConfigError
-from .base import Backbone, _single_token_rows
-
-
-@dataclass(eq=False)
-class PrefixKV:
-    """A prefix given as keys and values: ``layers[i] = (key, value)``, each
-    ``[1, kv_heads, length, head_dim]``, for every layer of a decoder-only model.
-
-    It goes wherever a ``[length, dim]`` prompt goes (:class:`CausalBackbone` only) and occupies
-    ``length`` positions. Keys are stored as the model caches them (after its rotary embedding,
-    if it has one), so they belong to positions ``len(lead) .. len(lead) + length - 1``.
-    """
-
-    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-
-    @property
-    def length(self) -> int:
-        """Positions the prefix occupies."""
-        return self.layers[0][0].shape[2]
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """``(length, n_layers, 2, kv_heads, head_dim)`` (layer 0's heads): length first, like a
-        prompt's ``[length, dim]``, so code that budgets ``prompt.shape[0]`` positions works."""
-        k = self.layers[0][0]
-        return (k.shape[2], len(self.layers), 2, k.shape[1], k.shape[3])
-
-    @property
-    def layer_shapes(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
-        """Per layer, ``((kv_heads, head_dim) of the key, (kv_heads, head_dim) of the value)``."""
-        return [((k.shape[1], k.shape[3]), (v.shape[1], v.shape[3])) for k, v in self.layers]
-
-    @property
-    def _version(self) -> tuple[int, ...]:
-        """Version counters of all tensors: changes on any in-place update (the inference cache's key)."""
-        return tuple(t._version for kv in self.layers for t in kv)
-
-    def detach(self) -> "PrefixKV":
-        return PrefixKV(tuple((k.detach(), v.detach()) for k, v in self.layers))
-
-    def to(self, *args, **kwargs) -> "PrefixKV":
-        """Every tensor moved/cast as ``Tensor.to(*args, **kwargs)``."""
-        return PrefixKV(tuple((k.to(*args, **kwargs), v.to(*args, **kwargs)) for k, v in self.layers))
+from .base import Backbone, Block, _single_token_rows, find_child
 
 
 class CausalBackbone(Backbone):
     family = "causal"
+    description = "a decoder-only"
+    mixes_rows = True
 
     def __init__(self, model, tokenizer, model_id=None, max_length=None, shared_prefix: bool = True,
                  kv_cache_size: int = 32):
@@ -92,6 +58,7 @@ class CausalBackbone(Backbone):
         self.shared_prefix = shared_prefix
         self.kv_cache_size = kv_cache_size
         self._kv_cache: OrderedDict[int, tuple] = OrderedDict()
+        self._hits = self._misses = 0
         self._kv_shapes = self._kv_devices = None
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self._softcap = getattr(cfg, "final_logit_softcapping", None)
@@ -102,6 +69,10 @@ class CausalBackbone(Backbone):
     @classmethod
     def auto_class(cls):
         return AutoModelForCausalLM
+
+    @property
+    def peft_exportable(self) -> bool:
+        return True
 
     # ------------------------------------------------------------------ internals
     @property
@@ -136,28 +107,39 @@ class CausalBackbone(Backbone):
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits.float()
 
-    def _cached(self, prompt):
-        """The inference cache's keys/values for ``prompt`` (a tensor or :class:`PrefixKV`), or None.
+    def _cached(self, source, stamp):
+        """The inference cache's keys/values for ``source`` (input vectors or a :class:`LayerKV`)
+        under ``stamp`` (hooks' and weights' versions), or None.
 
-        An entry is keyed by the object's id and holds a weak reference to the object itself and
-        its version: a tensor and a :class:`PrefixKV` never share an entry, nor does a new object
-        that reuses a dead one's id, nor an object updated in place since."""
-        hit = self._kv_cache.get(id(prompt))
-        if hit is not None and hit[0]() is prompt and hit[1] == prompt._version:
-            self._kv_cache.move_to_end(id(prompt))
+        An entry is keyed by the object's id and holds a weak reference to the object itself, its
+        version and the stamp: a tensor and a :class:`LayerKV` never share an entry, nor does a new
+        object that reuses a dead one's id, nor an object updated in place since, nor one seen
+        under other hooks or weights."""
+        hit = self._kv_cache.get(id(source))
+        if hit is not None and hit[0]() is source and hit[1] == (source._version, stamp):
+            self._kv_cache.move_to_end(id(source))
+            self._hits += 1
             return hit[2]
+        self._misses += 1
         return None
 
-    def _remember(self, prompt, kv) -> None:
-        self._kv_cache[id(prompt)] = (weakref.ref(prompt), prompt._version, kv)
+    def _remember(self, source, stamp, kv) -> None:
+        key, cache = id(source), self._kv_cache
+        # the entry goes when its source does (a dead prompt's keys/values are not kept until evicted)
+        self._kv_cache[key] = (weakref.ref(source, lambda _: cache.pop(key, None)), (source._version, stamp), kv)
         while len(self._kv_cache) > self.kv_cache_size:
             self._kv_cache.popitem(last=False)
 
-    def _prefix_kv(self, prefix: torch.Tensor, prompt: torch.Tensor | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer ``(key, value)``, each ``[1, kv_heads, prefix_len, head_dim]``, of ``prefix [P, dim]``."""
-        use_cache = prompt is not None and not torch.is_grad_enabled()
+    def cache_info(self) -> dict[str, int]:
+        """The inference cache of prefix keys/values: ``entries`` held, ``hits`` and ``misses`` so far."""
+        return {"entries": len(self._kv_cache), "hits": self._hits, "misses": self._misses}
+
+    def _prefix_kv(self, prefix: torch.Tensor, source=None, stamp=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer ``(key, value)``, each ``[1, kv_heads, prefix_len, head_dim]``, of ``prefix [P, dim]``
+        (cached under ``source`` at inference when given)."""
+        use_cache = source is not None and not torch.is_grad_enabled()
         if use_cache:
-            hit = self._cached(prompt)
+            hit = self._cached(source, stamp)
             if hit is not None:
                 return hit
         pos = torch.arange(prefix.shape[0], device=self.device)[None]
@@ -165,53 +147,53 @@ class CausalBackbone(Backbone):
                              cache=DynamicCache(config=self.model.config))
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         if use_cache:
-            self._remember(prompt, kv)
+            self._remember(source, stamp, kv)
         return kv
 
-    def _given_kv(self, prompt: PrefixKV) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per-layer ``(key, value)`` of the lead specials followed by ``prompt``'s own keys/values,
+    def _given_kv(self, prefix: LayerKV, stamp=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer ``(key, value)`` of the lead specials followed by ``prefix``'s own keys/values,
         each ``[1, kv_heads, len(lead) + length, head_dim]`` in the model's dtype."""
         use_cache = not torch.is_grad_enabled()
         if use_cache:
-            hit = self._cached(prompt)
+            hit = self._cached(prefix, stamp)
             if hit is not None:
                 return hit
-        self.check_prefix(prompt)
+        self.check_prefix(prefix)
         lead = self._lead_and_prompt(None)
-        lead_kv = None if lead is None else self._prefix_kv(lead, None)
+        lead_kv = None if lead is None else self._prefix_kv(lead)
         kv = []
-        for i, (k, v) in enumerate(prompt.layers):
+        for i, (k, v) in enumerate(prefix.layers):
             if lead_kv is None:  # each layer's keys/values where that layer runs (device_map may spread them)
                 kv.append((k.to(self._kv_devices[i], self.dtype), v.to(self._kv_devices[i], self.dtype)))
             else:
                 lk, lv = lead_kv[i]
                 kv.append((torch.cat([lk, k.to(lk)], 2), torch.cat([lv, v.to(lv)], 2)))
         if use_cache:
-            self._remember(prompt, kv)
+            self._remember(prefix, stamp, kv)
         return kv
 
-    def prompt_kv(self, prompt: torch.Tensor) -> PrefixKV:
+    def prompt_kv(self, prompt: torch.Tensor) -> LayerKV:
         """The keys/values the model computes for ``prompt [length, dim]`` placed after the lead
-        specials, as a :class:`PrefixKV` of ``length`` positions (the lead's own are left out):
+        specials, as a :class:`LayerKV` of ``length`` positions (the lead's own are left out):
         scoring with it equals scoring with ``prompt``."""
         lead = len(self.lead_ids)
-        kv = self._prefix_kv(self._lead_and_prompt(prompt), None)
-        return PrefixKV(tuple((k[:, :, lead:], v[:, :, lead:]) for k, v in kv))
+        kv = self._prefix_kv(self._lead_and_prompt(prompt))
+        return LayerKV(tuple((k[:, :, lead:], v[:, :, lead:]) for k, v in kv))
 
     @property
     def kv_shapes(self) -> list[tuple[tuple[int, int], tuple[int, int]]]:
         """Per layer, ``((kv_heads, head_dim) of the key, (kv_heads, head_dim) of the value)``."""
         if self._kv_shapes is None:  # found by running one token; the devices are kept too
             with torch.no_grad():
-                kv = self._prefix_kv(self.embed(torch.tensor([self.pad_id])), None)
-            self._kv_shapes = PrefixKV(tuple(kv)).layer_shapes
+                kv = self._prefix_kv(self.embed(torch.tensor([self.pad_id])))
+            self._kv_shapes = LayerKV(tuple(kv)).layer_shapes
             self._kv_devices = [k.device for k, _ in kv]
         return self._kv_shapes
 
-    def check_prefix(self, prompt: PrefixKV) -> None:
-        """Raise :class:`ConfigError` unless ``prompt``'s per-layer shapes are this model's."""
-        got = prompt.layer_shapes
-        lengths = {t.shape[2] for kv in prompt.layers for t in kv}
+    def check_prefix(self, prefix: LayerKV) -> None:
+        """Raise :class:`ConfigError` unless ``prefix``'s per-layer shapes are this model's."""
+        got = prefix.layer_shapes
+        lengths = {t.shape[2] for kv in prefix.layers for t in kv}
         if got != self.kv_shapes or len(lengths) != 1:
             raise ConfigError(
                 f"these prefix keys/values have {len(got)} layers of ((kv_heads, head_dim) of key, of value) "
@@ -220,36 +202,47 @@ class CausalBackbone(Backbone):
                 f"was made for"
             )
 
-    def clear_cache(self) -> None:
-        """Forget cached prompt keys/values."""
-        self._kv_cache.clear()
+    def blocks(self) -> list[Block]:
+        """The decoder layers: ``self_attn`` (or ``attn``) and ``mlp`` of each."""
+        layers = find_child(self._decoder, ("layers", "h", "decoder.layers", "block"), "decoder layers")
+        return [Block(find_child(layer, ("self_attn", "attn", "attention"), "attention"),
+                      find_child(layer, ("mlp", "feed_forward", "ffn"), "feed-forward"), "decoder")
+                for layer in layers]
 
-    def _prefix_cache(self, prompts: list, n: int):
+    @staticmethod
+    def _source(cond: Conditioning):
+        """What goes before the text: input vectors, a :class:`LayerKV`, or None."""
+        if cond.input_vectors is not None and cond.layer_kv is not None:
+            raise ConfigError("a conditioning with both input vectors and layer keys/values is not supported: "
+                              "give one of them")
+        return cond.layer_kv if cond.layer_kv is not None else cond.input_vectors
+
+    def _prefix_cache(self, sources: list, n: int, stamp=None):
         """A cache holding each row's prefix keys/values, left-padded to the widest prefix.
 
-        ``prompts``: one entry per row (a ``[length, dim]`` tensor, a :class:`PrefixKV` or None);
-        rows sharing a prompt object share its keys/values (computed once, expanded as views when
+        ``sources``: one entry per row (a ``[length, dim]`` tensor, a :class:`LayerKV` or None);
+        rows sharing a source object share its keys/values (computed once, expanded as views when
         all rows share one).
         Returns ``(cache, prefix_mask [n, width], offsets [n])`` where ``offsets`` is each row's
         prefix length (its text starts at that position), or None when no row has a prefix.
         """
         groups: dict[int, list[int]] = {}
-        for i, pr in enumerate(prompts):
-            groups.setdefault(id(pr), []).append(i)
+        for i, src in enumerate(sources):
+            groups.setdefault(id(src), []).append(i)
         kvs, lengths = {}, {}
         for key, rows in groups.items():
-            prompt = prompts[rows[0]]
-            if isinstance(prompt, PrefixKV):
-                kvs[key] = self._given_kv(prompt)
+            src = sources[rows[0]]
+            if isinstance(src, LayerKV):
+                kvs[key] = self._given_kv(src, stamp)
                 lengths[key] = kvs[key][0][0].shape[2]
                 continue
-            prefix = self._lead_and_prompt(prompt)
+            prefix = self._lead_and_prompt(src)
             lengths[key] = 0 if prefix is None else prefix.shape[0]
-            kvs[key] = None if prefix is None else self._prefix_kv(prefix, prompt)
+            kvs[key] = None if prefix is None else self._prefix_kv(prefix, src, stamp)
         width = max(lengths.values())
         if width == 0:
             return None, None, None
-        offsets = torch.tensor([lengths[id(pr)] for pr in prompts], device=self.device)
+        offsets = torch.tensor([lengths[id(src)] for src in sources], device=self.device)
         prefix_mask = (torch.arange(width, device=self.device)[None] >= (width - offsets)[:, None]).long()
         cache = DynamicCache(config=self.model.config)
         if len(groups) == 1:
@@ -259,8 +252,8 @@ class CausalBackbone(Backbone):
         n_layers = len(next(kv for kv in kvs.values() if kv is not None))
         for layer in range(n_layers):
             ks, vs = [], []
-            for i, pr in enumerate(prompts):
-                kv = kvs[id(pr)]
+            for i, src in enumerate(sources):
+                kv = kvs[id(src)]
                 if kv is None:
                     ref = next(x for x in kvs.values() if x is not None)[layer][0]
                     k = v = ref.new_zeros(1, ref.shape[1], 0, ref.shape[3])
@@ -272,29 +265,30 @@ class CausalBackbone(Backbone):
             cache.update(torch.cat(ks), torch.cat(vs), layer)
         return cache, prefix_mask, offsets
 
-    def _forward(self, prompt, seqs: list[list[int]], keep_cache: bool = False):
+    def _forward(self, cond, seqs: list[list[int]], virtual=None, keep_cache: bool = False):
         """Final hidden states of the text positions of ``seqs``.
 
-        ``prompt``: ``[length, dim]``, a :class:`PrefixKV`, None, or a list with one of those per
-        row (rows may mix prompts: a mixed-task batch). Returns ``(hidden [n, T, dim], mask [n, T],
+        ``cond``: a :class:`Conditioning`, or a :class:`PerRow` (rows may mix input vectors, layer
+        keys/values, virtual tokens and nothing: a mixed-task batch). ``virtual[i]``: row ``i``'s
+        virtual tokens ``(position, name, index)``. Returns ``(hidden [n, T, dim], mask [n, T],
         cache, attention mask over the cache [n, width + T] or None, offsets [n] or None)``.
         """
-        ids, mask = self._pad(seqs)
-        emb = self.embed(ids)
-        n, t = ids.shape
-        per_row = isinstance(prompt, (list, tuple))
-        if not per_row and not self.shared_prefix and not isinstance(prompt, PrefixKV):
-            prefix = self._lead_and_prompt(prompt)
-            if prefix is not None:
-                p = prefix.shape[0]
-                x = torch.cat([prefix[None].expand(n, -1, -1), emb], 1)
-                full_mask = torch.cat([mask.new_ones(n, p), mask], 1)
-                out, cache = self._run(inputs_embeds=x, attention_mask=full_mask, use_cache=keep_cache)
-                return out.last_hidden_state[:, p:], mask, cache, full_mask, torch.full((n,), p, device=self.device)
-        prompts = list(prompt) if per_row else [prompt] * n
-        if len(prompts) != n:
-            raise ValueError(f"{len(prompts)} prompts for {n} rows")
-        cache, prefix_mask, offsets = self._prefix_cache(prompts, n)
+        n = len(seqs)
+        items = list(cond.items) if isinstance(cond, PerRow) else [cond] * n
+        if len(items) != n:
+            raise ConfigError(f"{len(items)} per-row conditionings for {n} rows: give one per row")
+        tables = [c.virtual_tokens for c in items]
+        sources = [self._source(c) for c in items]
+        if isinstance(cond, Conditioning) and not self.shared_prefix and not isinstance(sources[0], LayerKV) \
+                and (sources[0] is not None or self.lead_ids):
+            x, full_mask, p = self.inputs(seqs, sources[0], virtual, tables)
+            out, cache = self._run(inputs_embeds=x, attention_mask=full_mask, use_cache=keep_cache)
+            return out.last_hidden_state[:, p:], full_mask[:, p:], cache, full_mask, torch.full((n,), p, device=self.device)
+        emb, mask, _ = self.inputs(seqs, None, virtual, tables, specials=False)
+        t = emb.shape[1]
+        hooks = cond.layer_hooks if isinstance(cond, Conditioning) else ()
+        stamp = (tuple(h.version for h in hooks), self.weights_version(), self.dtype, self.device, _autocast(self.device))
+        cache, prefix_mask, offsets = self._prefix_cache(sources, n, stamp)
         if cache is None:
             out, cache = self._run(inputs_embeds=emb, attention_mask=mask, use_cache=keep_cache)
             return out.last_hidden_state, mask, cache, mask, None
@@ -303,11 +297,11 @@ class CausalBackbone(Backbone):
         out, cache = self._run(inputs_embeds=emb, attention_mask=full_mask, position_ids=pos, cache=cache, use_cache=True)
         return out.last_hidden_state, mask, cache, full_mask, offsets
 
-    def _scored_logprobs(self, prompt, contexts: list[list[int]], words: list[list[int]],
-                         length_normalize: bool) -> torch.Tensor:
+    def _scored_logprobs(self, cond, contexts: list[list[int]], words: list[list[int]],
+                         length_normalize: bool, virtual=None) -> torch.Tensor:
         """Sum of log p(word tokens | context) for aligned ``contexts``/``words`` lists -> ``[n]``."""
         seqs = [c + w for c, w in zip(contexts, words)]
-        hidden = self._forward(prompt, seqs)[0]
+        hidden = self._forward(cond, seqs, virtual)[0]
         rows, cols, targets, owner = [], [], [], []
         for i, (c, w) in enumerate(zip(contexts, words)):
             for j, tok in enumerate(w):
@@ -325,29 +319,36 @@ class CausalBackbone(Backbone):
         return total
 
     # ---------------------------------------------------------------------- API
-    def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
+    def _last_hidden(self, cond, batch: EncodedBatch) -> torch.Tensor:
+        """The final hidden state of each row's last context token: ``[batch, dim]``."""
+        hidden, mask = self._forward(cond, batch.context, batch.virtual or None)[:2]
+        last = (mask.sum(1) - 1).to(hidden.device)
+        return hidden[torch.arange(len(batch), device=hidden.device), last]
+
+    def _answer_hidden(self, cond, batch: EncodedBatch) -> torch.Tensor:
+        return self._last_hidden(cond, batch if batch.answer_at_end else batch.before_answer())
+
+    def _word_scores(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if not batch.answer_at_end:  # the word sits inside the text: score it there, over what follows
-            return self.slot_word_scores(prompt, batch, batch.word_slot, length_normalize=length_normalize)
+            return self.slot_word_scores(cond, batch, batch.word_slot, length_normalize=length_normalize)
         if batch.single_token:
-            hidden, mask = self._forward(prompt, batch.context)[:2]
-            last = (mask.sum(1) - 1).to(hidden.device)
-            h = hidden[torch.arange(len(batch), device=hidden.device), last]
+            h = self._last_hidden(cond, batch)
             return self._head(h, _single_token_rows(batch, self.model.get_output_embeddings().weight.device))
         rows, words = self._flatten(batch)
-        flat = self._scored_logprobs(self._rows_prompts(prompt, rows), [batch.context[r] for r in rows], words,
-                                     length_normalize)
+        row_cond = PerRow(tuple(cond.items[r] for r in rows)) if isinstance(cond, PerRow) else cond
+        virtual = [batch.virtual[r] for r in rows] if batch.virtual else None
+        flat = self._scored_logprobs(row_cond, [batch.context[r] for r in rows], words, length_normalize, virtual)
         return self._unflatten(batch, flat)
 
-    def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
+    def _gold_nll(self, cond, batch: EncodedBatch) -> torch.Tensor:
         if not batch.answer_at_end:
-            return -self.slot_word_scores(prompt, batch, batch.word_slot, [[w] for w in batch.gold_words()], None, True)[:, 0]
+            return -self.slot_word_scores(cond, batch, batch.word_slot, [[w] for w in batch.gold_words()], None, True)[:, 0]
         words = batch.gold_words()
-        return -self._scored_logprobs(prompt, batch.context, words, length_normalize=True)
+        return -self._scored_logprobs(cond, batch.context, words, True, batch.virtual or None)
 
-    @torch.no_grad()
-    def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+    def _generate(self, cond, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         batch = batch if batch.answer_at_end else batch.before_answer()  # continue the text before the slot
-        hidden, mask, cache, attn, offsets = self._forward(prompt, batch.context, keep_cache=True)
+        hidden, mask, cache, attn, offsets = self._forward(cond, batch.context, batch.virtual or None, keep_cache=True)
         n = len(batch)
         lengths = mask.sum(1)
         starts = lengths if offsets is None else lengths + offsets
@@ -374,8 +375,8 @@ class CausalBackbone(Backbone):
         return texts
 
     # ------------------------------------------------------------ template slots
-    def slot_word_scores(self, prompt, batch: EncodedBatch, slot: str, words=None, fills=None,
-                         length_normalize: bool = False) -> torch.Tensor:
+    def _slot_word_scores(self, cond, batch: EncodedBatch, slot: str, words, fills,
+                          length_normalize: bool) -> torch.Tensor:
         """Log-score of each candidate word at answer slot ``slot``: ``[batch, max_words]``.
 
         The text is read in order: the score is ``log p(word + the text after the slot up to the
@@ -384,9 +385,6 @@ class CausalBackbone(Backbone):
         ``fills[name][b]``, token ids per row. ``length_normalize`` divides by the tokens scored.
         Raises :class:`ConfigError` when an earlier slot has no fill (and as the base method says).
         """
-        return self._slot_by_prompt(self._slot_word_scores_one, prompt, batch, slot, words, fills, length_normalize)
-
-    def _slot_word_scores_one(self, prompt, batch, slot, words, fills, length_normalize):
         earlier = batch.slot_names[: batch.slot_names.index(slot)] if slot in batch.slot_names else ()
         missing = [name for name in earlier if name not in (fills or {})]
         if missing:
@@ -397,5 +395,12 @@ class CausalBackbone(Backbone):
         rows, seqs, starts, _, stops = self._slot_pairs(batch, slot, words, fills, list)
         contexts = [s[:a] for s, a in zip(seqs, starts)]
         scored = [s[a:z] for s, a, z in zip(seqs, starts, stops)]
-        flat = self._scored_logprobs(prompt, contexts, scored, length_normalize)
+        flat = self._scored_logprobs(cond, contexts, scored, length_normalize)
         return self._pairs_to_rows(rows, len(batch), flat)
+
+
+def _autocast(device: torch.device):
+    """The autocast precision in force on ``device``'s type, or None (part of the cache key)."""
+    if not torch.is_autocast_enabled(device.type):
+        return None
+    return torch.get_autocast_dtype(device.type)

@@ -5,6 +5,9 @@ consecutive masks (the sum of their log-probabilities, predicted in parallel), s
 words are scored exactly for what the model can say. As for encoder-decoders, the prompt's
 states depend on the text (bidirectional attention): nothing is shared across rows; only the mask
 positions go through the prediction head, and padding is dynamic.
+
+Conditioning: input vectors, virtual tokens, answer vectors (at the mask) and layer hooks (on the
+encoder layers' ``attention`` and ``output`` modules); not layer keys/values.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import torch
 from transformers import AutoModelForMaskedLM
 
 from ..answer_tokens import answer_ids
+from ..conditioning import KINDS
 from ..encoding import EncodedBatch
 from ..errors import ConfigError
-from .base import Backbone, _single_token_rows
+from .base import Backbone, Block, _single_token_rows, find_child
 
 
 class MaskedBackbone(Backbone):
     family = "masked"
+    description = "a masked language"
+    supports = frozenset(KINDS) - {"layer_kv"}  # every layer recomputes the prompt's states from the text
 
     @classmethod
     def auto_class(cls):
@@ -28,6 +34,16 @@ class MaskedBackbone(Backbone):
     @property
     def mask_token(self) -> str | None:
         return self.tokenizer.mask_token
+
+    @property
+    def answer_in_slot(self) -> bool:
+        return True
+
+    def blocks(self) -> list[Block]:
+        """The encoder layers: ``attention`` and the feed-forward's ``output`` (BERT) / ``ffn`` of each."""
+        layers = find_child(self.model.base_model, ("encoder.layer", "transformer.layer", "layers"), "encoder layers")
+        return [Block(find_child(layer, ("attention", "self_attn"), "attention"),
+                      find_child(layer, ("output", "ffn", "mlp"), "feed-forward"), "encoder") for layer in layers]
 
     @property
     def mask_token_id(self) -> int | None:
@@ -46,62 +62,59 @@ class MaskedBackbone(Backbone):
                 return head
         return None
 
-    def _mask_logprobs(self, prompt, seqs: list[list[int]], positions: list[list[int]]) -> list[torch.Tensor]:
-        """log-softmax over the vocabulary at ``positions`` of each row -> list of ``[k_i, V]``."""
-        ids, mask = self._pad([self.lead_ids + s + self.trail_ids for s in seqs])
-        emb = self.embed(ids)
-        shift = len(self.lead_ids)
-        n = ids.shape[0]
-        if prompt is not None:
-            lead = emb[:, :shift]
-            emb = torch.cat([lead, prompt.to(self.device, self.dtype)[None].expand(n, -1, -1), emb[:, shift:]], 1)
-            mask = torch.cat([mask[:, :shift], mask.new_ones(n, prompt.shape[0]), mask[:, shift:]], 1)
-            shift += prompt.shape[0]
+    def _mask_logprobs(self, cond, seqs: list[list[int]], positions: list[list[int]], virtual=None,
+                       answer_input: bool = False):
+        """log-softmax over the vocabulary at ``positions`` of each row -> list of ``[k_i, V]``
+        (``answer_input``: instead, what the vocabulary rows multiply there, ``[sum k_i, dim]``)."""
+        emb, mask, shift = self.inputs(seqs, cond.input_vectors, virtual, [cond.virtual_tokens] * len(seqs))
         rows = torch.tensor([i for i, ps in enumerate(positions) for _ in ps], device=self.device)
         cols = torch.tensor([shift + p for ps in positions for p in ps], device=self.device)
         head = self._head_module()
         if head is not None:
             hidden = self.model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
-            logits = head(hidden[rows, cols])
+            run = lambda: head(hidden[rows, cols])  # noqa: E731
         else:  # unknown head layout: full logits, then gather
-            logits = self.model(inputs_embeds=emb, attention_mask=mask).logits[rows, cols]
-        lp = torch.log_softmax(logits.float(), -1)
+            run = lambda: self.model(inputs_embeds=emb, attention_mask=mask).logits[rows, cols]  # noqa: E731
+        if answer_input:
+            h = self._head_input(run)
+            return h if head is not None else h[rows, cols]
+        lp = torch.log_softmax(run().float(), -1)
         return list(lp.split([len(ps) for ps in positions]))
 
-    def _pair_scores(self, prompt, batch: EncodedBatch, rows: list[int], words: list[list[int]],
+    def _pair_scores(self, cond, batch: EncodedBatch, rows: list[int], words: list[list[int]],
                      length_normalize: bool) -> torch.Tensor:
         mask_id = self.mask_token_id
-        seqs, positions = [], []
+        seqs, positions, virtual = [], [], []
         for r, w in zip(rows, words):
             ctx, m = batch.context[r], batch.mask_pos[r]
             seqs.append(ctx[:m] + [mask_id] * len(w) + ctx[m + 1:])
             positions.append(list(range(m, m + len(w))))
-        lps = self._mask_logprobs(prompt, seqs, positions)
+            if batch.virtual:  # tokens after the slot move by the word's extra masks
+                virtual.append([(p if p < m else p + len(w) - 1, name, i) for p, name, i in batch.virtual[r]])
+        lps = self._mask_logprobs(cond, seqs, positions, virtual or None)
         scores = []
         for lp, w in zip(lps, words):
             s = lp.gather(-1, torch.tensor(w, device=self.device)[:, None]).sum()
             scores.append(s / len(w) if length_normalize else s)
         return torch.stack(scores)
 
-    def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
-        return self._by_prompt(self._word_scores_one, prompt, batch, length_normalize)
+    def _answer_hidden(self, cond, batch: EncodedBatch) -> torch.Tensor:
+        return self._mask_logprobs(cond, batch.context, [[m] for m in batch.mask_pos], batch.virtual or None,
+                                   answer_input=True)
 
-    def _word_scores_one(self, prompt, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
+    def _word_scores(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if batch.single_token:
-            lps = self._mask_logprobs(prompt, batch.context, [[m] for m in batch.mask_pos])
+            lps = self._mask_logprobs(cond, batch.context, [[m] for m in batch.mask_pos], batch.virtual or None)
             vocab_rows = _single_token_rows(batch, self.device)
             lp = torch.cat(lps, 0)
             return lp[:, vocab_rows] if vocab_rows.dim() == 1 else lp.gather(1, vocab_rows)
         rows, words = self._flatten(batch)
-        return self._unflatten(batch, self._pair_scores(prompt, batch, rows, words, length_normalize))
+        return self._unflatten(batch, self._pair_scores(cond, batch, rows, words, length_normalize))
 
-    def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
-        return self._by_prompt(self._gold_nll_one, prompt, batch)
+    def _gold_nll(self, cond, batch: EncodedBatch) -> torch.Tensor:
+        return -self._pair_scores(cond, batch, list(range(len(batch))), batch.gold_words(), True)
 
-    def _gold_nll_one(self, prompt, batch: EncodedBatch) -> torch.Tensor:
-        return -self._pair_scores(prompt, batch, list(range(len(batch))), batch.gold_words(), True)
-
-    def generate(self, prompt, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
+    def _generate(self, cond, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         raise ConfigError("a masked language model cannot generate free text; evaluate with --scoring rank")
 
     # ------------------------------------------------------------ template slots
@@ -109,21 +122,18 @@ class MaskedBackbone(Backbone):
         """As :meth:`answer_ids`: one mask id at the slot, at position ``len(before's ids)``."""
         return self.answer_ids(before, after, words, prefix)
 
-    def slot_word_scores(self, prompt, batch: EncodedBatch, slot: str, words=None, fills=None,
-                         length_normalize: bool = False) -> torch.Tensor:
+    def _slot_word_scores(self, cond, batch: EncodedBatch, slot: str, words, fills,
+                          length_normalize: bool) -> torch.Tensor:
         """Log-score of each candidate word at answer slot ``slot``: ``[batch, max_words]``.
 
         All answer slots are masks at once (PTR's sub-prompts): the candidate's ``k`` tokens get
         ``k`` masks at ``slot``, every other slot keeps its one mask unless ``fills`` writes its
         words there; the score is the sum of the ``k`` log-probabilities, predicted in parallel.
         """
-        return self._slot_by_prompt(self._slot_word_scores_one, prompt, batch, slot, words, fills, length_normalize)
-
-    def _slot_word_scores_one(self, prompt, batch, slot, words, fills, length_normalize):
         mask_id = self.mask_token_id
         words = self._slot_words(batch, slot, words)
         rows, seqs, starts, ends, _ = self._slot_pairs(batch, slot, words, fills, lambda w: [mask_id] * len(w))
-        lps = self._mask_logprobs(prompt, seqs, [list(range(a, z)) for a, z in zip(starts, ends)])
+        lps = self._mask_logprobs(cond, seqs, [list(range(a, z)) for a, z in zip(starts, ends)])
         flat = []
         for lp, w in zip(lps, (w for ws in words for w in ws)):
             total = lp.gather(-1, torch.tensor(w, device=lp.device)[:, None]).sum()

@@ -189,7 +189,7 @@ def _transfer(exp: Experiment, specs: dict[str, RunSpec], a: Analysis, models: _
     if source is not None:  # restored without training rows: an in-context source brings its saved demonstrations
         from ..methods.loading import restore
 
-        prompt = restore(source.out / "best", backbone).inference_prompt()
+        prompt = restore(source.out / "best", backbone).inference_conditioning()
     result = evaluate(backbone, task, rows, prompt, tcfg.eval_batch_size, tcfg.scoring, tcfg.length_normalize)
     in_domain = json.loads((source.out / "results.json").read_text()).get("test") if source else None
     return {"source": a.params["run"], "source_task": source.axes["task"] if source else None,

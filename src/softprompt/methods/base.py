@@ -1,9 +1,11 @@
 """A method is a config plus a module, registered by name.
 
 A :class:`Method` tells the trainer what to train (:meth:`Method.trainable_parameters`) and what
-to put before the text (:meth:`Method.prompt`, ``[length, dim]`` or None); the backbone does the
-rest. Later methods (prefix tuning, full model tuning, PPT, KPT, PTR, KnowPrompt, Hyperformer)
-register here the same way.
+it adds to the frozen model (:meth:`Method.conditioning`, a
+:class:`~softprompt.conditioning.Conditioning`); the backbone does the rest. A method names the
+conditioning kinds it needs (:attr:`Method.needs`), checked against the backbone at
+construction. Later methods (prefix tuning, full model tuning, PPT, KPT, PTR, KnowPrompt,
+Hyperformer) register here the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from ..conditioning import Conditioning
 from ..errors import ConfigError
 
 METHODS: dict[str, tuple[type, type["Method"]]] = {}
@@ -80,33 +83,41 @@ class Method(nn.Module):
     lr_per_embedding_rms: ClassVar[float | None] = None
     seeded: ClassVar[bool] = True  # whether the result depends on the seed (an experiment runs one seed if not)
     changes_backbone: ClassVar[bool] = False  # restoring it changes the model's own weights (no shared server)
+    needs: ClassVar[frozenset[str]] = frozenset()  # conditioning kinds the backbone must support
 
     def __init__(self, config: Any, backbone, task, seed: int = 0, train_rows=None):
         """``train_rows``: the training examples (a list of dicts), for methods that read them
-        at construction (in-context demonstrations); others ignore it."""
+        at construction (in-context demonstrations); others ignore it. Raises
+        :class:`ConfigError` when ``backbone`` does not take a kind in :attr:`needs`."""
         super().__init__()
+        backbone.check_supports(self.needs, f"method {self.name!r}")
         self.config = config
+        self._inference: tuple[tuple, Conditioning] | None = None
 
-    def prompt(self) -> torch.Tensor | None:
-        """The vectors put before the text: ``[length, dim]``, or None."""
-        return None
+    def conditioning(self) -> Conditioning:
+        """What this method adds to the model, differentiable (for training); empty by default."""
+        return Conditioning()
 
-    def inference_prompt(self) -> torch.Tensor | None:
-        """:meth:`prompt` detached from the graph, for evaluation."""
-        p = self.prompt()
-        return None if p is None else p.detach()
+    def inference_conditioning(self) -> Conditioning:
+        """:meth:`conditioning` detached, for evaluation: the same object while no parameter or
+        buffer of the method changes (so the backbone's caches hit)."""
+        stamp = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+        if self._inference is None or self._inference[0] != stamp:
+            with torch.no_grad():
+                self._inference = (stamp, self.conditioning().detach())
+        return self._inference[1]
 
     def forward(self, backbone, task, batch, loss: str = "rank", length_normalize: bool = False) -> torch.Tensor:
         """The training loss of ``batch`` (a scalar). Going through ``forward`` lets a
         ``DistributedDataParallel`` wrapper (``accelerate``) synchronise the gradients."""
         from ..scoring import classification_loss
 
-        return classification_loss(backbone, task, batch, self.prompt(), loss, length_normalize)
+        return classification_loss(backbone, task, batch, self.conditioning(), loss, length_normalize)
 
     @property
     def prompt_length(self) -> int:
-        p = self.prompt()
-        return 0 if p is None else p.shape[0]
+        """Positions the conditioning puts before the text."""
+        return self.inference_conditioning().length
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

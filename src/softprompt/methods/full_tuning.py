@@ -26,7 +26,8 @@ class FullTuningConfig(MethodConfig):
 
 @register_method("full-tuning", FullTuningConfig)
 class FullTuning(Method):
-    """Unfreezes and trains the backbone's model; ``prompt()`` is None."""
+    """Unfreezes and trains the backbone's model; its conditioning is empty. The backbone's
+    inference caches are keyed on the trainable weights' versions, so updates need no clearing."""
 
     default_optimizer = "adam"
     default_lr = 1e-5  # every weight moves: a small step, as model tuning usually takes
@@ -37,8 +38,6 @@ class FullTuning(Method):
         self.model = backbone.model  # a submodule: its weights are what is trained and synchronised
         for p in self.model.parameters():
             p.requires_grad_(True)
-        if hasattr(backbone, "clear_cache"):
-            backbone.clear_cache()
 
     def state_tensors(self):
         """Every weight of the model, by its own name and in its own dtype (a tied weight once), and

@@ -5,7 +5,7 @@ Each demonstration is a training row rendered with the task's template and follo
 label's word (the verbalizer's prefix, then the label's first word; for choice tasks the text of
 the correct choice; for masked LMs the word fills the ``{mask}`` slot). The demonstrations are
 joined with ``separator`` and one more ``separator`` ends them, so the input follows as it would
-follow a demonstration. :meth:`InContext.prompt` returns the embeddings of those tokens,
+follow a demonstration. :meth:`InContext.conditioning` gives the embeddings of those tokens,
 ``[length, dim]``: they travel the path a soft prompt travels (for causal models: after the lead
 special token, keys/values computed once per batch and cached at inference), so for a causal model
 this equals writing the demonstrations' text before the input's, up to the token boundary between
@@ -29,6 +29,7 @@ import torch
 
 from ..answer_tokens import natural_text
 from ..artifacts import META_FILE
+from ..conditioning import Conditioning
 from ..encoding import MIN_TEXT_TOKENS
 from ..errors import ConfigError, PromptFileError
 from .base import Method, MethodConfig, register_method
@@ -90,7 +91,7 @@ def sample_demonstrations(task, rows: Sequence[Mapping[str, Any]] | None, k: int
 def render_demonstration(task, backbone, row: Mapping[str, Any]) -> str:
     """``row`` rendered with ``task``'s template and answered with its gold label's word."""
     word = task.verbalizer.candidates(row)[task.verbalizer.gold_index(row)][0]
-    if backbone.family == "masked":  # the word fills the mask slot, as the model is asked to
+    if backbone.answer_in_slot:  # the word fills the mask slot, as the model is asked to
         return task.template.with_mask().render(row, mask_token=word)
     return natural_text(task.template.render(row), task.verbalizer.prefix, word)
 
@@ -100,6 +101,7 @@ class InContext(Method):
     """``k`` demonstrations from the training rows as a fixed prompt ``[length, dim]`` (nothing trained)."""
 
     trains = False
+    needs = frozenset({"input_vectors"})
 
     def __init__(self, config: InContextConfig, backbone, task, seed: int = 0, train_rows=None):
         super().__init__(config, backbone, task, seed, train_rows)
@@ -129,14 +131,10 @@ class InContext(Method):
         with torch.no_grad():
             self.embeddings = bb.embed(torch.tensor(self.token_ids)) if self.token_ids else None
 
-    def prompt(self) -> torch.Tensor | None:
-        """Embeddings of the demonstrations' tokens, ``[length, dim]`` (the same tensor every
-        call, so the backbone's inference cache holds its keys/values), or None for 0 shots."""
-        return self.embeddings
-
-    def inference_prompt(self) -> torch.Tensor | None:
-        """:meth:`prompt` itself: it needs no detaching, and a copy would miss the backbone's cache."""
-        return self.embeddings
+    def conditioning(self) -> Conditioning:
+        """Embeddings of the demonstrations' tokens as input vectors ``[length, dim]`` (the same
+        tensor every call, so the backbone's inference cache holds its keys/values); empty for 0 shots."""
+        return Conditioning(input_vectors=self.embeddings)
 
     def state_metadata(self):
         """The demonstrations (rows and rendered text), the joined text and its token ids, so the

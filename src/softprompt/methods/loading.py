@@ -74,7 +74,7 @@ def restore(path: str | Path, backbone, task=None, root: str | Path | None = Non
     match ``backbone``'s and a prompt its embedding width (:class:`~softprompt.errors.ModelMismatchError`
     names both); what the method puts before the text must leave the text room in the model's
     context (:class:`ArtifactError`). Returns the method on the backbone's device, its
-    ``metadata`` the saved metadata; what goes before the text is its ``inference_prompt()``.
+    ``metadata`` the saved metadata; what it adds to the model is its ``inference_conditioning()``.
     """
     return restore_artifact(load_artifact(path, root=root), backbone, task)
 

@@ -6,15 +6,16 @@ the value's ``kv_heads * head_dim``. The prefix's keys/values are ``base + MLP(E
 the keys/values the frozen model computes for the initial ``E`` read as a prompt (the "real
 words" activations Li & Liang start from), and the MLP's last layer starts at zero, so training
 starts exactly at that prompt. The MLP is only a reparameterisation that steadies training:
-evaluation and :meth:`PrefixTuning.inference_prompt` use the materialised keys/values alone.
+evaluation and :meth:`~softprompt.methods.base.Method.inference_conditioning` use the materialised
+keys/values alone.
 With ``reparameterize=False`` the keys/values are one plain parameter, starting at ``base``.
 
-The prefix enters the model as a :class:`~softprompt.backbones.causal.PrefixKV`, which the
-causal backbone accepts wherever it accepts a prompt: ``[BOS] prefix text``, the lead special
-token (if the tokenizer adds one) keeping its own keys/values at position 0, the text's positions
-continuing after the prefix. Encoder-decoder and masked LMs are refused (:class:`ConfigError`):
-their prompt positions are recomputed from the text in every layer, so there is no per-layer
-prefix to learn through this interface.
+The prefix enters the model as the conditioning's ``layer_kv`` (a
+:class:`~softprompt.conditioning.LayerKV`): ``[BOS] prefix text``, the lead special token (if the
+tokenizer adds one) keeping its own keys/values at position 0, the text's positions continuing
+after the prefix. A backbone that does not take layer keys/values (encoder-decoder and masked LMs:
+their prompt positions are recomputed from the text in every layer) is refused with
+:class:`ConfigError` at construction (:attr:`PrefixTuning.needs`).
 
 ``save`` writes a directory through :func:`~softprompt.artifacts.save_artifact`:
 ``prefix.safetensors`` with the materialised keys/values (for inference; ``key.{layer}`` and
@@ -33,7 +34,8 @@ import torch
 from torch import nn
 
 from ..artifacts import PREFIX_FILE, load_artifact
-from ..backbones.causal import PrefixKV
+from ..conditioning import Conditioning, LayerKV
+from ..conditioning import PrefixKV  # noqa: F401  (the old name, still importable from here)
 from ..errors import ConfigError, ModelMismatchError, PromptFileError
 from .base import Method, MethodConfig, register_method
 from .prompt_tuning import PromptTuning, PromptTuningConfig
@@ -54,23 +56,23 @@ class PrefixTuningConfig(MethodConfig):
             raise ConfigError(f"prefix-tuning: reparameterize must be true or false, got {self.reparameterize!r}")
 
 
-def flatten_kv(prefix: PrefixKV) -> torch.Tensor:
+def flatten_kv(prefix: LayerKV) -> torch.Tensor:
     """``prefix`` as one ``[length, kv_size]`` table: per layer its key then its value, each
     ``[length, kv_heads * head_dim]``."""
     return torch.cat([t[0].transpose(0, 1).flatten(1) for kv in prefix.layers for t in kv], 1)
 
 
-def unflatten_kv(flat: torch.Tensor, shapes: list) -> PrefixKV:
-    """Inverse of :func:`flatten_kv`: ``flat [length, kv_size]`` -> :class:`PrefixKV` of views;
-    ``shapes`` as :attr:`PrefixKV.layer_shapes`."""
+def unflatten_kv(flat: torch.Tensor, shapes: list) -> LayerKV:
+    """Inverse of :func:`flatten_kv`: ``flat [length, kv_size]`` -> :class:`LayerKV` of views;
+    ``shapes`` as :attr:`LayerKV.layer_shapes`."""
     heads_dims = [hd for layer in shapes for hd in layer]  # key, value, key, value, ...
     chunks = flat.split([h * d for h, d in heads_dims], 1)
     tensors = [c.unflatten(1, hd).transpose(0, 1)[None] for c, hd in zip(chunks, heads_dims)]
-    return PrefixKV(tuple(zip(tensors[::2], tensors[1::2])))
+    return LayerKV(tuple(zip(tensors[::2], tensors[1::2])))
 
 
-def load_prefix(path: str | Path, root: str | Path | None = None) -> tuple[PrefixKV, dict[str, Any], dict[str, torch.Tensor]]:
-    """Read a saved prefix directory: ``(materialised PrefixKV, metadata, all saved tensors)``.
+def load_prefix(path: str | Path, root: str | Path | None = None) -> tuple[LayerKV, dict[str, Any], dict[str, torch.Tensor]]:
+    """Read a saved prefix directory: ``(materialised LayerKV, metadata, all saved tensors)``.
 
     Validated by :func:`~softprompt.artifacts.load_artifact` (every tensor floating point and
     finite; ``root`` as there). Raises :class:`PromptFileError` for a missing, corrupt or foreign file.
@@ -96,26 +98,21 @@ def prefix_of(art) -> PrefixKV:
     if flat:
         raise PromptFileError(f"{file}: {flat[0]} has shape {tuple(tensors[flat[0]].shape)}, expected "
                               "[kv_heads, length, head_dim]; the file is damaged")
-    return PrefixKV(tuple((tensors[f"key.{i}"][None], tensors[f"value.{i}"][None]) for i in range(n_layers)))
+    return LayerKV(tuple((tensors[f"key.{i}"][None], tensors[f"value.{i}"][None]) for i in range(n_layers)))
 
 
 @register_method("prefix-tuning", PrefixTuningConfig)
 class PrefixTuning(Method):
     """Learned keys/values in every layer of a frozen decoder-only model (see the module docstring)."""
 
+    needs = frozenset({"layer_kv"})
     default_optimizer = "adam"
     default_lr = 1e-3  # docs/methods.md: the MLP's output moves keys/values directly
 
     def __init__(self, config: PrefixTuningConfig, backbone, task, seed: int = 0, train_rows=None):
         super().__init__(config, backbone, task, seed, train_rows)
-        if backbone.family != "causal":
-            kind = {"seq2seq": "an encoder-decoder", "masked": "a masked language"}.get(backbone.family, "a non-causal")
-            raise ConfigError(
-                f"prefix-tuning supports decoder-only (causal) models, but {backbone.model_id!r} is {kind} model "
-                f"({backbone.family}): there, every layer recomputes the prompt's states from the text, so there "
-                "are no per-layer prefix keys/values to learn here; use --method prompt-tuning"
-            )
-        init = PromptTuning(PromptTuningConfig(config.prompt_length, config.init), backbone, task, seed).prompt()
+        init = PromptTuning(PromptTuningConfig(config.prompt_length, config.init), backbone, task,
+                            seed).conditioning().input_vectors
         with torch.no_grad():
             base = backbone.prompt_kv(init.detach())
         self.layer_shapes = base.layer_shapes
@@ -145,15 +142,13 @@ class PrefixTuning(Method):
             return self.base + self.mlp(self.embedding)
         return self.kv
 
-    def prompt(self) -> PrefixKV:
-        """The prefix, differentiable: per layer ``(key, value)``, each ``[1, kv_heads, length, head_dim]``."""
-        return unflatten_kv(self.kv_table(), self.layer_shapes)
-
-    def inference_prompt(self) -> PrefixKV:
-        """The materialised prefix (no MLP left), detached and contiguous; make it once per evaluation."""
-        with torch.no_grad():
-            prefix = self.prompt()
-        return PrefixKV(tuple((k.contiguous(), v.contiguous()) for k, v in prefix.layers))
+    def conditioning(self) -> Conditioning:
+        """The prefix as layer keys/values: per layer ``(key, value)``, each ``[1, kv_heads, length,
+        head_dim]``; differentiable, or (under ``torch.no_grad``) materialised and contiguous."""
+        prefix = unflatten_kv(self.kv_table(), self.layer_shapes)
+        if not torch.is_grad_enabled():  # for inference: no MLP left, contiguous tensors
+            prefix = LayerKV(tuple((k.contiguous(), v.contiguous()) for k, v in prefix.layers))
+        return Conditioning(layer_kv=prefix)
 
     # ----------------------------------------------------------------------------- files
     def state_tensors(self):
@@ -161,7 +156,7 @@ class PrefixTuning(Method):
         ``[kv_heads, length, head_dim]``) and what resuming needs (``base``, and ``embedding`` and
         ``mlp.*`` or ``kv``), float32, with the verbalizer's tensors."""
         tensors = {"base": self.base}
-        for i, (k, v) in enumerate(self.inference_prompt().layers):
+        for i, (k, v) in enumerate(self.inference_conditioning().layer_kv.layers):
             tensors[f"key.{i}"], tensors[f"value.{i}"] = k[0], v[0]
         if self.config.reparameterize:
             tensors["embedding"] = self.embedding

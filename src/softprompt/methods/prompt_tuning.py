@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..conditioning import Conditioning
 from ..errors import ModelMismatchError, PromptFileError
 from ..prompt import SoftPrompt
 from .base import Method, MethodConfig, register_method
@@ -34,8 +35,11 @@ class PromptTuning(Method):
         ctx = backbone.init_context(label_words=label_words, seed=seed, task=task if label_words else None)
         self.soft_prompt = SoftPrompt.initialize(config.prompt_length, backbone.dim, config.init, ctx)
 
-    def prompt(self):
-        return self.soft_prompt.weight
+    needs = frozenset({"input_vectors"})
+
+    def conditioning(self) -> Conditioning:
+        """The soft prompt ``[length, dim]`` as input vectors."""
+        return Conditioning(input_vectors=self.soft_prompt.weight)
 
     def state_tensors(self):
         """``prompt: [length, dim]`` (float32) and the verbalizer's tensors."""

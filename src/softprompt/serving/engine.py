@@ -4,12 +4,12 @@ A *task* here is what a request names: either one saved output (its directory na
 *ensemble* of them whose majority vote is the answer. A saved output is anything
 :func:`~softprompt.methods.loading.restore` restores (a prompt, a prefix, in-context
 demonstrations, and later methods' outputs) except one that changes the shared model's own
-weights (full tuning). Rows of different tasks share forward passes: every row carries what its
-method puts before the text (a per-row list, see
+weights (full tuning). Rows of different tasks share forward passes: every row carries its
+method's conditioning (a :class:`~softprompt.conditioning.PerRow`, see
 :meth:`softprompt.backbones.base.Backbone.word_scores`; a decoder-only backbone mixes prompts and
 prefixes in one batch), and rows whose verbalizers give the same candidate words go through one
-``word_scores`` call, so a fixed single-token verbalizer keeps the backbone's fast path. What an
-output puts before the text is one object for its whole life in the registry, so a decoder-only
+``word_scores`` call, so a fixed single-token verbalizer keeps the backbone's fast path. An
+output's conditioning is one object for its whole life in the registry, so a decoder-only
 backbone computes its keys/values once and reuses them.
 
 Names match ``[A-Za-z0-9_.-]+``; a prompt given by path must resolve (symlinks included) inside
@@ -38,6 +38,7 @@ import torch
 
 from ..api import PromptedModel
 from ..artifacts import SAVED_OUTPUT_FILES, check_tensors, load_artifact
+from ..conditioning import Conditioning, PerRow
 from ..encoding import EncodedBatch, encode
 from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
 from ..methods.loading import method_class, restore_artifact, saved_task
@@ -91,8 +92,8 @@ class Generation:
 class _Entry:
     name: str
     model: PromptedModel
-    prompt: Any  # what goes before the text ([length, dim], a prefix, or None); one object for the KV cache
-    length: int  # the positions it takes
+    conditioning: Conditioning  # what the method adds to the model; one object for the KV cache
+    length: int  # the positions it takes before the text
     path: str | None = None
 
 
@@ -230,7 +231,7 @@ class MultiPromptModel:
         except Exception as exc:  # noqa: BLE001 - a damaged file is refused, never a crash
             raise PromptFileError(f"prompt {name!r} is damaged or malformed ({type(exc).__name__}: {exc}); "
                                   f"re-save it with softprompt train") from exc
-        entry = _Entry(name, model, model.prompt, model.prompt_length, None if path is None else str(path))
+        entry = _Entry(name, model, model.conditioning, model.prompt_length, None if path is None else str(path))
         with self._lock:
             state = self._state
             if name in state.ensembles or (name in state.prompts and not replace):
@@ -395,7 +396,7 @@ class MultiPromptModel:
         for (words, length_normalize), group in groups.items():
             for chunk in length_chunks(group, batch_size):
                 batch = concat([u.batch for u in chunk], shared_words=words is not None)
-                scores = self.backbone.word_scores([u.entry.prompt for u in chunk], batch, length_normalize)
+                scores = self.backbone.word_scores(PerRow(tuple(u.entry.conditioning for u in chunk)), batch, length_normalize)
                 for j, u in enumerate(chunk):
                     u.result = self._label_probs(u, scores[j: j + 1])
         per_input = _by_input(units, len(inputs))
@@ -433,7 +434,7 @@ class MultiPromptModel:
         """Greedy continuation of each input under its task's prompt, all tasks batched together."""
         state, units = self._units(inputs, tasks)
         for chunk in length_chunks(units, batch_size):
-            texts = self.backbone.generate([u.entry.prompt for u in chunk], concat([u.batch for u in chunk], False),
+            texts = self.backbone.generate(PerRow(tuple(u.entry.conditioning for u in chunk)), concat([u.batch for u in chunk], False),
                                            max_new_tokens)
             for u, text in zip(chunk, texts):
                 verbalizer = u.entry.model.task.verbalizer

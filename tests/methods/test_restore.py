@@ -68,7 +68,7 @@ def test_a_prefix_restores_exactly_with_the_options_it_recorded_and_is_refused_o
     meta = json.loads((tmp_path / "p" / "softprompt.json").read_text())
     meta.update(model_id=seq2seq.model_id, model_fingerprint=seq2seq.fingerprint)
     save_artifact(tmp_path / "q", "prefix-tuning", load_artifact(tmp_path / "p").tensors, meta)
-    with pytest.raises(ConfigError, match="use --method prompt-tuning"):
+    with pytest.raises(ConfigError, match="--method prompt-tuning"):
         restore(tmp_path / "q", seq2seq, SENTIMENT)
 
 

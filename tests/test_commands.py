@@ -1,14 +1,11 @@
 """Every command's options are one dataclass of softprompt.config, and one mechanism
 (softprompt.arguments) makes every command's CLI from it: nothing is written by hand beside it."""
 
-import ast
 import dataclasses
 import re
-from pathlib import Path
 
 import pytest
 
-import softprompt
 from cli_help import option_flags, usage
 from softprompt import config
 from softprompt.arguments import config_from_args
@@ -110,59 +107,3 @@ def test_ppt_option_bounds_match_the_formats():
     from softprompt.ppt.formats import FORMATS, LETTERS, PPT_FORMATS
 
     assert set(PPT_FORMATS) == set(FORMATS) == set(config.PRETRAIN_FORMATS) and config.MAX_OPTIONS == len(LETTERS)
-
-
-# --------------------------------------------------------------------------- import cycles
-def _imports(root: Path) -> dict[str, set[str]]:
-    """For each module of the package, the package's modules it imports anywhere (function bodies
-    included), with the packages whose ``__init__`` such an import runs."""
-    graph = {}
-    for path in root.rglob("*.py"):
-        parts = list(path.relative_to(root.parent).with_suffix("").parts)
-        is_pkg = parts[-1] == "__init__"
-        name = ".".join(parts[:-1] if is_pkg else parts)
-        package = name if is_pkg else name.rpartition(".")[0]
-        found = set()
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                found |= {a.name for a in node.names}
-            elif isinstance(node, ast.ImportFrom):
-                base = package
-                for _ in range(node.level - 1):
-                    base = base.rpartition(".")[0]
-                mod = ".".join(p for p in (base if node.level else "", node.module or "") if p)
-                found |= {mod} | {f"{mod}.{a.name}" for a in node.names}
-        graph[name] = found
-    modules = set(graph)
-    for name, found in graph.items():
-        targets = set()
-        for mod in found & modules:
-            parts = mod.split(".")
-            targets |= {".".join(parts[:i]) for i in range(2, len(parts) + 1)}  # each package on the way runs
-        graph[name] = {t for t in targets & modules if not name.startswith(t + ".") and t != name}
-    return graph
-
-
-def _reaches(graph, start, goal) -> bool:
-    seen, todo = set(), list(graph[start])
-    while todo:
-        m = todo.pop()
-        if m == goal:
-            return True
-        if m not in seen:
-            seen.add(m)
-            todo.extend(graph.get(m, ()))
-    return False
-
-
-@pytest.mark.parametrize("module", ["softprompt.cli", "softprompt.serving.app", "softprompt.config",
-                                    "softprompt.arguments", "softprompt.modeling"])
-def test_the_command_modules_are_in_no_import_cycle(module):
-    graph = _imports(Path(softprompt.__file__).parent)
-    assert not _reaches(graph, module, module)
-    assert "softprompt.cli" not in graph["softprompt.serving.app"]
-
-
-def test_no_module_of_the_package_is_in_an_import_cycle():
-    graph = _imports(Path(softprompt.__file__).parent)
-    assert [m for m in sorted(graph) if _reaches(graph, m, m)] == []

@@ -8,8 +8,7 @@ Quick start::
     pm.classify(["a gorgeous, witty, seductive movie"])
 """
 
-__version__ = "0.1.0"
-
+from .version import __version__  # noqa: E402,F401
 from .errors import (ConfigError, DataError, ModelLoadError, ModelMismatchError, PromptFileError,  # noqa: E402
                      SoftPromptError, TemplateError, UnknownLabelError)
 from .modeling import DEFAULT_MODEL, load_model  # noqa: E402

@@ -32,7 +32,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from .version import __version__
 from .atomic import atomic_dir, atomic_write_text, clean_stale
 from .batching import estimate_lengths, training_batches
 from .config import TrainConfig

@@ -428,7 +428,7 @@ def create_app(engine: MultiPromptModel, config: ServeConfig | None = None, admi
 
 
 def _version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 

@@ -324,6 +324,87 @@ class CausalBackbone(Backbone):
             total = total / torch.tensor([len(w) for w in words], device=dev, dtype=total.dtype)
         return total
 
+    # Cached text positions a continuation chunk may hold (rows x candidates x positions): a chunk
+    # of one row expands that row's keys/values as views; rows with few candidates go together.
+    continuation_positions: int = 16384
+
+    def _continuation_scores(self, prompt, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
+        """Log-score of every candidate word of every row, ``[batch, max_words]`` (-inf pads).
+
+        The text is run once and its keys/values kept; each word's first token is read where the
+        row's text ends, and the rest of the words go as batched continuations against those
+        keys/values (a row's expanded to its candidates as views; nothing of the text is
+        recomputed), at the positions that follow the row's text. Equal to scoring each
+        (row, word) pair as one sequence; differentiable in the prompt.
+        """
+        hidden, mask, cache, attn, offsets = self._forward(prompt, batch.context, keep_cache=True)
+        n = len(batch)
+        lengths = mask.sum(1)
+        starts = lengths if offsets is None else lengths + offsets  # position of each row's first word token
+        last = hidden[torch.arange(n, device=hidden.device), (lengths - 1).to(hidden.device)]
+        first_lp = torch.log_softmax(self._head(last), -1)  # [n, vocab]
+        dev = first_lp.device
+        width = max(len(ws) for ws in batch.words)
+        out = first_lp.new_full((n, width), float("-inf"))
+        pairs = [(b, w) for b, ws in enumerate(batch.words) for w in range(len(ws))]
+        rows = torch.tensor([b for b, _ in pairs], device=dev)
+        cols = torch.tensor([w for _, w in pairs], device=dev)
+        firsts = torch.tensor([batch.words[b][w][0] for b, w in pairs], device=dev)
+        totals = first_lp[rows, firsts]
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        longer = [i for i, (b, w) in enumerate(pairs) if len(batch.words[b][w]) > 1]
+        for chunk in self._continuation_chunks([pairs[i][0] for i in longer], attn.shape[1]):
+            idx = [longer[i] for i in chunk]
+            words = [batch.words[pairs[i][0]][pairs[i][1]] for i in idx]
+            lp = self._continue(layers, attn, starts, [pairs[i][0] for i in idx], words)
+            totals = totals.index_add(0, torch.tensor(idx, device=dev), lp.to(dev))
+        if length_normalize:
+            totals = totals / torch.tensor([len(batch.words[b][w]) for b, w in pairs], device=dev, dtype=totals.dtype)
+        return out.index_put((rows, cols), totals)
+
+    def _continuation_chunks(self, pair_rows: list[int], cached: int) -> list[list[int]]:
+        """Indices into ``pair_rows`` (each pair's row, row-major) grouped into chunks of whole rows
+        holding at most :attr:`continuation_positions` cached positions (a row alone may exceed it)."""
+        chunks, current, rows_in = [], [], set()
+        for i, b in enumerate(pair_rows):
+            if current and b not in rows_in and (len(current) + 1) * cached > self.continuation_positions:
+                chunks.append(current)
+                current, rows_in = [], set()
+            current.append(i)
+            rows_in.add(b)
+        return chunks + [current] if current else chunks
+
+    def _continue(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],
+                  words: list[list[int]]) -> torch.Tensor:
+        """Sum of log p(word[1:] | text, word[0]) of each ``words[i]`` after the text of row
+        ``rows[i]``: ``layers`` the text's per-layer ``(key, value) [n, kv_heads, cached, head_dim]``,
+        ``attn [n, cached]`` its attention mask, ``starts [n]`` the position after each row's text.
+        Returns ``[len(words)]``."""
+        k = len(words)
+        same = all(b == rows[0] for b in rows)
+        index = torch.tensor(rows, device=attn.device)
+        cache = DynamicCache(config=self.model.config)
+        for i, (key, value) in enumerate(layers):
+            if same:  # one row's keys/values for all its candidates: views, no copy
+                key, value = key[rows[0]:rows[0] + 1].expand(k, -1, -1, -1), value[rows[0]:rows[0] + 1].expand(k, -1, -1, -1)
+            else:
+                key, value = key[index.to(key.device)], value[index.to(value.device)]
+            cache.update(key, value, i)
+        ids, cont_mask = self._pad([w[:-1] for w in words])
+        full_mask = torch.cat([attn[index], cont_mask], 1)
+        pos = starts[index][:, None] + torch.arange(ids.shape[1], device=self.device)[None]
+        out, _ = self._run(inputs_embeds=self.embed(ids), attention_mask=full_mask, position_ids=pos, cache=cache,
+                           use_cache=True)
+        hidden = out.last_hidden_state
+        sel_rows = [i for i, w in enumerate(words) for _ in w[1:]]
+        sel_cols = [j for w in words for j in range(len(w) - 1)]
+        h = hidden[torch.tensor(sel_rows, device=hidden.device), torch.tensor(sel_cols, device=hidden.device)]
+        lp = torch.log_softmax(self._head(h), -1)
+        targets = torch.tensor([t for w in words for t in w[1:]], device=lp.device)
+        tok_lp = lp.gather(-1, targets[:, None]).squeeze(-1)
+        return torch.zeros(k, device=lp.device, dtype=tok_lp.dtype).index_add(
+            0, torch.tensor(sel_rows, device=lp.device), tok_lp)
+
     # ---------------------------------------------------------------------- API
     def word_scores(self, prompt, batch: EncodedBatch, length_normalize: bool = False) -> torch.Tensor:
         if batch.single_token:
@@ -331,10 +412,7 @@ class CausalBackbone(Backbone):
             last = (mask.sum(1) - 1).to(hidden.device)
             h = hidden[torch.arange(len(batch), device=hidden.device), last]
             return self._head(h, _single_token_rows(batch, self.model.get_output_embeddings().weight.device))
-        rows, words = self._flatten(batch)
-        flat = self._scored_logprobs(self._rows_prompts(prompt, rows), [batch.context[r] for r in rows], words,
-                                     length_normalize)
-        return self._unflatten(batch, flat)
+        return self._continuation_scores(prompt, batch, length_normalize)
 
     def gold_nll(self, prompt, batch: EncodedBatch) -> torch.Tensor:
         words = batch.gold_words()

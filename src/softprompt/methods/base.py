@@ -85,6 +85,10 @@ class Method(nn.Module):
         at construction (in-context demonstrations); others ignore it."""
         super().__init__()
         self.config = config
+        # The task's verbalizer as a submodule: its parameters (word weights, answer vectors) train
+        # with the method's (trainable_parameters) and move with it; the task keeps the same object.
+        self.verbalizer = task.verbalizer
+        self.verbalizer.build(backbone)
 
     def prompt(self) -> torch.Tensor | None:
         """The vectors put before the text: ``[length, dim]``, or None."""
@@ -109,6 +113,24 @@ class Method(nn.Module):
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def verbalizer_tensors(self) -> dict[str, torch.Tensor]:
+        """The verbalizer's parameters to save with the method: ``{"verbalizer.<name>": tensor}``
+        (float32, CPU); empty for a verbalizer with fixed words and weights."""
+        return {f"verbalizer.{name}": p.detach().float().cpu().contiguous()
+                for name, p in self.verbalizer.named_parameters()}
+
+    def load_verbalizer_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`verbalizer_tensors` gave (other names in ``tensors`` are ignored).
+        Raises :class:`ConfigError` for a missing or wrongly shaped tensor."""
+        for name, p in self.verbalizer.named_parameters():
+            saved = tensors.get(f"verbalizer.{name}")
+            if saved is None or tuple(saved.shape) != tuple(p.shape):
+                got = "none" if saved is None else f"shape {tuple(saved.shape)}"
+                raise ConfigError(f"the saved output has {got} for verbalizer.{name}, the task's verbalizer "
+                                  f"needs shape {tuple(p.shape)}: use the task it was trained with")
+            with torch.no_grad():
+                p.copy_(saved.to(p))
 
     @classmethod
     def empty(cls, config: Any, backbone, task) -> "Method":

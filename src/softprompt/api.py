@@ -23,13 +23,15 @@ class ScoringSettings:
     ``eval``, ``predict``, :class:`PromptedModel` and ``serve`` unless told otherwise.
 
     ``scoring``: ``"rank"`` or ``"generate"``; ``length_normalize``: divide a multi-token label's
-    log-likelihood by its token count; ``max_length``: longest input in tokens, prompt included.
+    log-likelihood by its token count; ``word_scoring``: ``"exact"`` (all of a word's tokens) or
+    ``"first-token"``; ``max_length``: longest input in tokens, prompt included.
     (Label order and template travel with the saved task.)
     """
 
     scoring: str = "rank"
     length_normalize: bool = False
     max_length: int = 512
+    word_scoring: str = "exact"
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None) -> "ScoringSettings":
@@ -75,12 +77,12 @@ class PromptedModel:
     @classmethod
     def from_saved(cls, path: str | Path, model: str | None = None, device: str | None = None,
                    max_length: int | None = None, backbone=None, scoring: str | None = None,
-                   length_normalize: bool | None = None) -> "PromptedModel":
+                   length_normalize: bool | None = None, word_scoring: str | None = None) -> "PromptedModel":
         """Load a saved prompt with its task and the model it was trained for (or ``model``).
 
         ``path`` may also hold another method's output (``softprompt.json`` names the method):
         it is rebuilt on the model and restored (:func:`~softprompt.methods.loading.load_saved_method`).
-        ``max_length``, ``scoring``, ``length_normalize``: None (the default) keeps what the prompt
+        ``max_length``, ``scoring``, ``length_normalize``, ``word_scoring``: None (the default) keeps what the prompt
         was trained with (:attr:`settings`). Raises :class:`PromptFileError`, :class:`DataError`
         (no task saved), :class:`ModelMismatchError`.
         """
@@ -99,7 +101,7 @@ class PromptedModel:
         if backbone is None:
             backbone = load_model(model or meta.get("model_id"), device=device)
         settings = ScoringSettings.from_metadata(meta).override(
-            scoring=scoring, length_normalize=length_normalize, max_length=max_length)
+            scoring=scoring, length_normalize=length_normalize, max_length=max_length, word_scoring=word_scoring)
         backbone.max_length = min(backbone.max_length, settings.max_length)
         method = load_saved_method(path, backbone, task) if other_method else None
         return cls(backbone, prompt, task, method=method, settings=settings)
@@ -143,21 +145,24 @@ class PromptedModel:
         return rows
 
     def classify(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
-                 length_normalize: bool | None = None, field_map: Mapping[str, str] | None = None) -> list[Prediction]:
+                 length_normalize: bool | None = None, field_map: Mapping[str, str] | None = None,
+                 word_scoring: str | None = None) -> list[Prediction]:
         """Predict a label (and per-label probabilities) for each input; ``scoring`` and
         ``length_normalize`` default to :attr:`settings` (what the prompt was trained with);
         ``field_map`` as in :meth:`as_examples`."""
         if isinstance(inputs, (str, Mapping)):
             inputs = [inputs]
         rows = self.as_examples(inputs, field_map)
-        how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
-        preds, _ = predict(self.backbone, self.task, rows, self.prompt, batch_size, how.scoring, how.length_normalize)
+        how = self.settings.override(scoring=scoring, length_normalize=length_normalize, word_scoring=word_scoring)
+        preds, _ = predict(self.backbone, self.task, rows, self.prompt, batch_size, how.scoring, how.length_normalize,
+                           word_scoring=how.word_scoring)
         return preds
 
     def evaluate(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
-                 length_normalize: bool | None = None, progress: bool = False) -> EvalResult:
+                 length_normalize: bool | None = None, progress: bool = False,
+                 word_scoring: str | None = None) -> EvalResult:
         """Metrics of the task on labelled ``examples``; ``scoring`` and ``length_normalize``
         default to :attr:`settings` (what the prompt was trained with)."""
-        how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
+        how = self.settings.override(scoring=scoring, length_normalize=length_normalize, word_scoring=word_scoring)
         return evaluate(self.backbone, self.task, examples, self.prompt, batch_size, how.scoring, how.length_normalize,
-                        progress)
+                        progress, word_scoring=how.word_scoring)

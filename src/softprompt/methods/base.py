@@ -99,12 +99,13 @@ class Method(nn.Module):
         p = self.prompt()
         return None if p is None else p.detach()
 
-    def forward(self, backbone, task, batch, loss: str = "rank", length_normalize: bool = False) -> torch.Tensor:
+    def forward(self, backbone, task, batch, loss: str = "rank", length_normalize: bool = False,
+                word_scoring: str = "exact") -> torch.Tensor:
         """The training loss of ``batch`` (a scalar). Going through ``forward`` lets a
         ``DistributedDataParallel`` wrapper (``accelerate``) synchronise the gradients."""
         from ..scoring import classification_loss
 
-        return classification_loss(backbone, task, batch, self.prompt(), loss, length_normalize)
+        return classification_loss(backbone, task, batch, self.prompt(), loss, length_normalize, word_scoring)
 
     @property
     def prompt_length(self) -> int:

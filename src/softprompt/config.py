@@ -40,7 +40,7 @@ class DataConfig:
     validation_file: str | None = opt(None, "your own dev file (.jsonl, .csv or .tsv)")
     test_file: str | None = opt(None, "your own test file (.jsonl, .csv or .tsv)")
     template: str | None = opt(None, "template with {field} slots (and {mask} for masked LMs); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
-    label_words: str | None = opt(None, "verbalizer, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD)")
+    label_words: str | None = opt(None, "verbalizer, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, and 'answer-vectors:LABEL,LABEL' trains one vector per label")
     field_map: str | None = opt(None, "map our field names to your columns, e.g. 'text=sentence,label=sentiment'")
     max_length: int = opt(512, "longest input in tokens (prompt included); longer texts are truncated (longest field, from its end)")
 

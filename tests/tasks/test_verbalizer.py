@@ -165,7 +165,7 @@ def test_every_verbalizer_is_a_module_and_rebuilds_from_its_dict(v):
 
 
 def test_a_word_in_two_labels_is_refused_unless_shared_words():
-    with pytest.raises(ConfigError, match="shared_words=True"):
+    with pytest.raises(ConfigError, match="shared:LABEL=WORD"):
         Verbalizer({"pos": ["great", "good"], "neg": ["bad", "good"]})
     with pytest.raises(ConfigError, match="twice"):
         Verbalizer({"pos": ["good", "good"]}, shared_words=True)

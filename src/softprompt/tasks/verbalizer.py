@@ -89,8 +89,8 @@ class Verbalizer(nn.Module):
                 if word in seen and (seen[word] == label or not shared_words):
                     where = f"twice for {label!r}" if seen[word] == label else f"for both {seen[word]!r} and {label!r}"
                     advice = ("give it once" if seen[word] == label else
-                              "each word stands for one label unless the verbalizer is built with "
-                              "shared_words=True (\"shared_words\": true in a saved task)")
+                              "each word stands for one label unless words may be shared: "
+                              "--label-words 'shared:LABEL=WORD,...' (shared_words=True in Python)")
                     raise ConfigError(f"word {word!r} is given {where}; {advice}")
                 seen[word] = label
             self.labels.append(label)

@@ -9,12 +9,14 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from .artifacts import load_artifact
 from .errors import DataError
 from .modeling import load_model
 from .prompt import META_FILE, PROMPT_FILE, SoftPrompt
 from .scoring import EvalResult, Prediction, evaluate, predict
 from .tasks.data import apply_field_map
 from .tasks.task import Task
+from .tasks.verbalizer import load_verbalizer_tensors
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,12 @@ class ScoringSettings:
     def override(self, **given: Any) -> "ScoringSettings":
         """These settings with the ``given`` values that are not None (options the user passed)."""
         return ScoringSettings(**{**self.__dict__, **{k: v for k, v in given.items() if v is not None}})
+
+
+def _restore_verbalizer(task: Task, backbone) -> bool:
+    """Build ``task``'s verbalizer on ``backbone``; whether it has parameters to restore."""
+    task.verbalizer.build(backbone)
+    return any(True for _ in task.verbalizer.parameters())
 
 
 class PromptedModel:
@@ -104,6 +112,8 @@ class PromptedModel:
             scoring=scoring, length_normalize=length_normalize, max_length=max_length, word_scoring=word_scoring)
         backbone.max_length = min(backbone.max_length, settings.max_length)
         method = load_saved_method(path, backbone, task) if other_method else None
+        if method is None and _restore_verbalizer(task, backbone):  # trained word weights or answer vectors
+            load_verbalizer_tensors(task.verbalizer, load_artifact(path).tensors)
         return cls(backbone, prompt, task, method=method, settings=settings)
 
     @property

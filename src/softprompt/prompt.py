@@ -221,8 +221,10 @@ class SoftPrompt(nn.Module):
         return cls(weight, {"init": init})
 
     # ----------------------------------------------------------------------------- files
-    def save(self, path: str | Path, metadata: dict[str, Any] | None = None) -> Path:
-        """Save to directory ``path`` atomically; ``metadata`` is merged into :attr:`metadata`."""
+    def save(self, path: str | Path, metadata: dict[str, Any] | None = None,
+             tensors: dict[str, torch.Tensor] | None = None) -> Path:
+        """Save to directory ``path`` atomically; ``metadata`` is merged into :attr:`metadata`;
+        ``tensors`` (e.g. ``verbalizer.*``) are saved beside ``prompt``."""
         path = Path(path)
         meta = {**self.metadata, **(metadata or {})}
         meta.update(format_version=FORMAT_VERSION, length=self.length, dim=self.dim)
@@ -230,7 +232,7 @@ class SoftPrompt(nn.Module):
         text = json.dumps(meta, indent=2, default=str)
         with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
             (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
-            save_file({"prompt": self.weight.detach().float().contiguous().cpu()}, str(tmp / PROMPT_FILE),
+            save_file({**(tensors or {}), "prompt": self.weight.detach().float().contiguous().cpu()}, str(tmp / PROMPT_FILE),
                       metadata={"softprompt": text})
         return path
 

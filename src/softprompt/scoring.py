@@ -114,6 +114,7 @@ def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt: torch
     return preds, truncated
 
 
+@torch.no_grad()  # scores only: no graph through the prompt or the verbalizer's parameters
 def _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize, with_labels,
              max_new_tokens, progress, word_scoring="exact"):
     """:func:`predict`, also returning the tokens truncation cut: ``(predictions, rows, tokens)``."""

@@ -53,3 +53,22 @@ def test_answer_vectors_are_built_by_the_method_and_trained_with_it():
     assert vectors.shape == (2, bb.dim)
     assert any(p is vectors for p in method.trainable_parameters())
     assert method.verbalizer_tensors()["verbalizer.answer_vectors"].shape == (2, bb.dim)
+
+
+@pytest.mark.parametrize("method, extra", [("prompt-tuning", {}), ("prefix-tuning", {"optimizer": "adam"})])
+def test_trained_word_weights_are_saved_and_restored_with_the_run(method, extra, tiny_model_dirs, tmp_path):
+    from conftest import write_toy_data
+    from softprompt.api import PromptedModel
+    from softprompt.artifacts import load_artifact
+    from softprompt.training import train
+
+    data = write_toy_data(tmp_path / "data", "rotten_tomatoes")
+    out = tmp_path / "run"
+    train(task="rotten_tomatoes", data_dir=str(data), model=str(tiny_model_dirs["causal"]), prompt_length=2,
+          method=method, init="vocab", batch_size=4, max_steps=2, eval_every=2, out=str(out), progress=False,
+          lr=0.5, label_words="learned:positive=great,good,fun;negative=bad,dull", zero_shot_baseline=False, **extra)
+    saved = load_artifact(out / "best").tensors["verbalizer.word_logits"]
+    assert saved.shape == (5,) and not torch.allclose(saved, saved[0])  # trained away from uniform
+    pm = PromptedModel.from_saved(out / "best")
+    assert isinstance(pm.task.verbalizer, LearnedWeightsVerbalizer)
+    assert torch.equal(pm.task.verbalizer.word_logits.detach(), saved)

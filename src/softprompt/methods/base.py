@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..tasks.verbalizer import load_verbalizer_tensors, verbalizer_tensors
 
 METHODS: dict[str, tuple[type, type["Method"]]] = {}
 
@@ -118,20 +119,11 @@ class Method(nn.Module):
     def verbalizer_tensors(self) -> dict[str, torch.Tensor]:
         """The verbalizer's parameters to save with the method: ``{"verbalizer.<name>": tensor}``
         (float32, CPU); empty for a verbalizer with fixed words and weights."""
-        return {f"verbalizer.{name}": p.detach().float().cpu().contiguous()
-                for name, p in self.verbalizer.named_parameters()}
+        return verbalizer_tensors(self.verbalizer)
 
     def load_verbalizer_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Restore what :meth:`verbalizer_tensors` gave (other names in ``tensors`` are ignored).
-        Raises :class:`ConfigError` for a missing or wrongly shaped tensor."""
-        for name, p in self.verbalizer.named_parameters():
-            saved = tensors.get(f"verbalizer.{name}")
-            if saved is None or tuple(saved.shape) != tuple(p.shape):
-                got = "none" if saved is None else f"shape {tuple(saved.shape)}"
-                raise ConfigError(f"the saved output has {got} for verbalizer.{name}, the task's verbalizer "
-                                  f"needs shape {tuple(p.shape)}: use the task it was trained with")
-            with torch.no_grad():
-                p.copy_(saved.to(p))
+        """Restore what :meth:`verbalizer_tensors` gave (:func:`~softprompt.tasks.verbalizer.load_verbalizer_tensors`)."""
+        load_verbalizer_tensors(self.verbalizer, tensors)
 
     @classmethod
     def empty(cls, config: Any, backbone, task) -> "Method":

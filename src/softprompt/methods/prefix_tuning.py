@@ -172,6 +172,7 @@ class PrefixTuning(Method):
             tensors.update({f"mlp.{name}": t for name, t in self.mlp.state_dict().items()})
         else:
             tensors["kv"] = self.kv
+        tensors.update(self.verbalizer_tensors())
         tensors = {name: t.detach().float().contiguous().cpu() for name, t in tensors.items()}
         with atomic_dir(path, owned=ARTIFACT_FILES) as tmp:
             (tmp / META_FILE).write_text(text + "\n", encoding="utf-8")
@@ -193,6 +194,7 @@ class PrefixTuning(Method):
                                   f"were asked for: pass --prompt-length {prefix.length}")
         needed = ["base"] + (["embedding"] + [f"mlp.{n}" for n in self.mlp.state_dict()]
                              if self.config.reparameterize else ["kv"])
+        self.load_verbalizer_tensors(tensors)
         missing = [n for n in needed if n not in tensors]
         if missing:
             raise PromptFileError(

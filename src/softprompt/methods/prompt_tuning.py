@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..artifacts import load_artifact
 from ..prompt import SoftPrompt
 from .base import Method, MethodConfig, register_method
 
@@ -35,9 +36,10 @@ class PromptTuning(Method):
         return self.soft_prompt.weight
 
     def save(self, path, metadata):
-        return self.soft_prompt.save(path, metadata)
+        return self.soft_prompt.save(path, metadata, self.verbalizer_tensors())
 
     def load_state(self, path):
+        self.load_verbalizer_tensors(load_artifact(path).tensors)
         loaded = SoftPrompt.load(path)
         self.soft_prompt.weight.data.copy_(loaded.weight)
         self.soft_prompt.metadata = loaded.metadata

@@ -374,6 +374,26 @@ def verbalizer_from_dict(data: Mapping[str, Any]) -> Verbalizer:
     return VERBALIZER_TYPES[kind].from_dict(data)
 
 
+def verbalizer_tensors(verbalizer: Verbalizer) -> dict[str, torch.Tensor]:
+    """``verbalizer``'s parameters as saved beside a method's: ``{"verbalizer.<name>": tensor}``
+    (float32, CPU, contiguous); empty for fixed words and weights."""
+    return {f"verbalizer.{name}": p.detach().float().cpu().contiguous() for name, p in verbalizer.named_parameters()}
+
+
+def load_verbalizer_tensors(verbalizer: Verbalizer, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``tensors["verbalizer.<name>"]`` into each parameter of ``verbalizer`` (built: see
+    :meth:`Verbalizer.build`); other names are ignored. Raises :class:`ConfigError` for a missing
+    or wrongly shaped tensor."""
+    for name, p in verbalizer.named_parameters():
+        saved = tensors.get(f"verbalizer.{name}")
+        if saved is None or tuple(saved.shape) != tuple(p.shape):
+            got = "no tensor" if saved is None else f"shape {tuple(saved.shape)}"
+            raise ConfigError(f"the saved output has {got} for verbalizer.{name}, the task's verbalizer needs "
+                              f"shape {tuple(p.shape)}: use it with the task it was trained with")
+        with torch.no_grad():
+            p.copy_(saved.to(p))
+
+
 def parse_label_words(spec: str) -> dict[str, list[str]]:
     """Parse ``"positive=great,good;negative=terrible"`` into ``{label: [words]}``."""
     error = f"cannot read label words {spec!r}: write label=word,word;label=word, e.g. {_LABEL_WORDS_SYNTAX}"

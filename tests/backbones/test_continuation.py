@@ -56,12 +56,12 @@ def test_continuations_equal_one_sequence_per_pair(family, length_normalize):
             assert torch.allclose(got, ref, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("budget", [1, 10**9], ids=["a-row-a-chunk", "one-chunk"])
-def test_mixed_batch_and_chunking_equal_the_reference(budget):
+@pytest.mark.parametrize("budget, pairs", [(1, 1), (10**9, 10**9), (10**9, 1)], ids=["a-length-a-chunk", "one-chunk", "a-length-a-chunk-rows-together"])
+def test_mixed_batch_and_chunking_equal_the_reference(budget, pairs):
     """Rows with a prompt, no prompt and prefix keys/values in one batch; continuations grouped
     one row at a time (expanded views) or all rows together (gathered) give the same scores."""
     bb = make_backbone("causal-bos")
-    bb.continuation_positions = budget
+    bb.continuation_positions, bb.continuation_pairs = budget, pairs
     batch = _batch(bb)
     torch.manual_seed(1)
     p1, p3 = torch.randn(3, bb.dim) * 0.5, torch.randn(6, bb.dim) * 0.5

@@ -324,9 +324,12 @@ class CausalBackbone(Backbone):
             total = total / torch.tensor([len(w) for w in words], device=dev, dtype=total.dtype)
         return total
 
-    # Cached text positions a continuation chunk may hold (rows x candidates x positions): a chunk
-    # of one row expands that row's keys/values as views; rows with few candidates go together.
+    # A continuation chunk holds whole (row, word length) groups: a new chunk starts where the cached
+    # positions (candidates x text) would pass ``continuation_positions``, or where the word length
+    # changes once it has ``continuation_pairs`` candidates (less padding). A chunk of one row
+    # expands that row's keys/values as views; small rows (a choice task's) go together.
     continuation_positions: int = 16384
+    continuation_pairs: int = 64
 
     def _continuation_scores(self, prompt, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         """Log-score of every candidate word of every row, ``[batch, max_words]`` (-inf pads).
@@ -353,7 +356,8 @@ class CausalBackbone(Backbone):
         totals = first_lp[rows, firsts]
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         longer = [i for i, (b, w) in enumerate(pairs) if len(batch.words[b][w]) > 1]
-        for chunk in self._continuation_chunks([pairs[i][0] for i in longer], attn.shape[1]):
+        keys = [(pairs[i][0], len(batch.words[pairs[i][0]][pairs[i][1]])) for i in longer]
+        for chunk in self._continuation_chunks(keys, attn.shape[1]):
             idx = [longer[i] for i in chunk]
             words = [batch.words[pairs[i][0]][pairs[i][1]] for i in idx]
             lp = self._continue(layers, attn, starts, [pairs[i][0] for i in idx], words)
@@ -362,16 +366,17 @@ class CausalBackbone(Backbone):
             totals = totals / torch.tensor([len(batch.words[b][w]) for b, w in pairs], device=dev, dtype=totals.dtype)
         return out.index_put((rows, cols), totals)
 
-    def _continuation_chunks(self, pair_rows: list[int], cached: int) -> list[list[int]]:
-        """Indices into ``pair_rows`` (each pair's row, row-major) grouped into chunks of whole rows
-        holding at most :attr:`continuation_positions` cached positions (a row alone may exceed it)."""
-        chunks, current, rows_in = [], [], set()
-        for i, b in enumerate(pair_rows):
-            if current and b not in rows_in and (len(current) + 1) * cached > self.continuation_positions:
-                chunks.append(current)
-                current, rows_in = [], set()
+    def _continuation_chunks(self, keys: list[tuple[int, int]], cached: int) -> list[list[int]]:
+        """Indices into ``keys`` (each candidate's ``(row, tokens)``) grouped into chunks: sorted by
+        row, then length; cut between groups as the class attributes above say."""
+        chunks, current = [], []
+        for i in sorted(range(len(keys)), key=keys.__getitem__):
+            if current and keys[i] != keys[current[-1]]:
+                full = (len(current) + 1) * cached > self.continuation_positions
+                if full or (keys[i][1] != keys[current[-1]][1] and len(current) >= self.continuation_pairs):
+                    chunks.append(current)
+                    current = []
             current.append(i)
-            rows_in.add(b)
         return chunks + [current] if current else chunks
 
     def _continue(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],

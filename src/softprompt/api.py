@@ -53,12 +53,6 @@ class ScoringSettings:
         return ScoringSettings(**{**self.__dict__, **{k: v for k, v in given.items() if v is not None}})
 
 
-def _restore_verbalizer(task: Task, backbone) -> bool:
-    """Build ``task``'s verbalizer on ``backbone``; whether it has parameters to restore."""
-    task.verbalizer.build(backbone)
-    return any(True for _ in task.verbalizer.parameters())
-
-
 class PromptedModel:
     """A frozen backbone, a prompt (or None) and the task it answers.
 
@@ -112,8 +106,10 @@ class PromptedModel:
             scoring=scoring, length_normalize=length_normalize, max_length=max_length, word_scoring=word_scoring)
         backbone.max_length = min(backbone.max_length, settings.max_length)
         method = load_saved_method(path, backbone, task) if other_method else None
-        if method is None and _restore_verbalizer(task, backbone):  # trained word weights or answer vectors
-            load_verbalizer_tensors(task.verbalizer, load_artifact(path).tensors)
+        if method is None:  # a prompt; trained word weights or answer vectors lie beside it
+            task.verbalizer.build(backbone)
+            if any(True for _ in task.verbalizer.parameters()):
+                load_verbalizer_tensors(task.verbalizer, load_artifact(path).tensors)
         return cls(backbone, prompt, task, method=method, settings=settings)
 
     @property

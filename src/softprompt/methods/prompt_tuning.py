@@ -39,8 +39,9 @@ class PromptTuning(Method):
         return self.soft_prompt.save(path, metadata, self.verbalizer_tensors())
 
     def load_state(self, path):
-        self.load_verbalizer_tensors(load_artifact(path).tensors)
         loaded = SoftPrompt.load(path)
+        if self.verbalizer_tensors():  # trained word weights or answer vectors, saved beside the prompt
+            self.load_verbalizer_tensors(load_artifact(path).tensors)
         self.soft_prompt.weight.data.copy_(loaded.weight)
         self.soft_prompt.metadata = loaded.metadata
 

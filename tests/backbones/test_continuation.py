@@ -61,7 +61,7 @@ def test_mixed_batch_and_chunking_equal_the_reference(budget, pairs):
     """Rows with a prompt, no prompt and prefix keys/values in one batch; continuations grouped
     one row at a time (expanded views) or all rows together (gathered) give the same scores."""
     bb = make_backbone("causal-bos")
-    bb.continuation_positions, bb.continuation_pairs = budget, pairs
+    bb.continuation_positions, bb.continuation_pairs, bb.continuation_mask_entries = budget, pairs, budget
     batch = _batch(bb)
     torch.manual_seed(1)
     p1, p3 = torch.randn(3, bb.dim) * 0.5, torch.randn(6, bb.dim) * 0.5
@@ -82,3 +82,15 @@ def test_prompt_gradient_flows_through_the_continuations():
     ref = _reference(bb, [ref_prompt] * 3, batch)
     ref.masked_fill(ref.isinf(), 0).sum().backward()
     assert torch.allclose(prompt.grad, ref_prompt.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_packed_continuations_under_eager_attention():
+    """Eager attention adds the mask to the scores: the block-diagonal mask is additive there."""
+    bb = make_backbone("causal-bos")
+    bb.model.set_attn_implementation("eager")
+    batch = _batch(bb)
+    torch.manual_seed(3)
+    p = torch.randn(3, bb.dim) * 0.5
+    with torch.no_grad():
+        got = bb.word_scores([p, None, bb.prompt_kv(p)], batch)
+    assert torch.allclose(got, _reference(bb, [p, None, p], batch), atol=1e-5, rtol=1e-5)

@@ -357,10 +357,13 @@ class CausalBackbone(Backbone):
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         longer = [i for i, (b, w) in enumerate(pairs) if len(batch.words[b][w]) > 1]
         keys = [(pairs[i][0], len(batch.words[pairs[i][0]][pairs[i][1]])) for i in longer]
-        for chunk in self._continuation_chunks(keys, attn.shape[1]):
+        packed = not any(getattr(layer, "is_sliding", False) for layer in cache.layers)
+        chunks = self._packed_chunks(keys, attn.shape[1]) if packed else self._continuation_chunks(keys, attn.shape[1])
+        for chunk in chunks:
             idx = [longer[i] for i in chunk]
             words = [batch.words[pairs[i][0]][pairs[i][1]] for i in idx]
-            lp = self._continue(layers, attn, starts, [pairs[i][0] for i in idx], words)
+            go = self._continue_packed if packed else self._continue
+            lp = go(layers, attn, starts, [pairs[i][0] for i in idx], words)
             totals = totals.index_add(0, torch.tensor(idx, device=dev), lp.to(dev))
         if length_normalize:
             totals = totals / torch.tensor([len(batch.words[b][w]) for b, w in pairs], device=dev, dtype=totals.dtype)
@@ -378,6 +381,71 @@ class CausalBackbone(Backbone):
                     current = []
             current.append(i)
         return chunks + [current] if current else chunks
+
+    # Packed continuations: a chunk of rows holds at most this many mask entries (rows x queries x keys).
+    continuation_mask_entries: int = 1 << 25
+
+    def _packed_chunks(self, keys: list[tuple[int, int]], cached: int) -> list[list[int]]:
+        """Indices into ``keys`` (each candidate's ``(row, tokens)``, row-major) grouped into chunks of
+        whole rows whose packed continuations fit :attr:`continuation_mask_entries`."""
+        per_row: dict[int, list[int]] = {}
+        for i, (b, tokens) in enumerate(keys):
+            per_row.setdefault(b, []).append(i)
+        chunks, current, widest = [], [], 0
+        for members in per_row.values():
+            width = sum(keys[i][1] - 1 for i in members)
+            wider = max(widest, width)
+            if current and (len(current) + 1) * wider * (cached + wider) > self.continuation_mask_entries:
+                chunks.append([i for row in current for i in row])
+                current, wider = [], width
+            current.append(members)
+            widest = wider
+        return chunks + [[i for row in current for i in row]] if current else chunks
+
+    def _continue_packed(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],
+                         words: list[list[int]]) -> torch.Tensor:
+        """As :meth:`_continue`, with each row's candidates side by side in one sequence after its
+        text: a token attends to the text and to its own word's earlier tokens (a block-diagonal
+        mask; positions restart after the text for every word), so the text's keys/values are not
+        copied per candidate. Not for sliding-window layers (their cache keeps a window only)."""
+        order = list(dict.fromkeys(rows))
+        slot = {b: s for s, b in enumerate(order)}
+        seqs, rel, owner = [[] for _ in order], [[] for _ in order], [[] for _ in order]
+        where = []
+        for i, (b, w) in enumerate(zip(rows, words)):
+            s = slot[b]
+            where.append((s, len(seqs[s])))
+            seqs[s].extend(w[:-1])
+            rel[s].extend(range(len(w) - 1))
+            owner[s].extend([i] * (len(w) - 1))
+        ids, _ = self._pad(seqs)
+        r, lq = ids.shape
+        own = torch.full((r, lq), -1, dtype=torch.long)
+        pos = torch.zeros((r, lq), dtype=torch.long)
+        for s in range(r):
+            own[s, : len(owner[s])] = torch.tensor(owner[s])
+            pos[s, : len(rel[s])] = torch.tensor(rel[s])
+        own, pos = own.to(self.device), pos.to(self.device)
+        index = torch.tensor(order, device=attn.device)
+        same = (own[:, :, None] == own[:, None, :]) & (own[:, None, :] >= 0) & (pos[:, None, :] <= pos[:, :, None])
+        allowed = torch.cat([attn[index].bool()[:, None, :].expand(r, lq, -1), same], 2)[:, None]  # [r, 1, lq, S + lq]
+        if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
+            allowed = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill(
+                ~allowed, torch.finfo(self.dtype).min)
+        cache = DynamicCache(config=self.model.config)
+        for i, (key, value) in enumerate(layers):
+            cache.update(key[index.to(key.device)], value[index.to(value.device)], i)
+        out, _ = self._run(inputs_embeds=self.embed(ids), attention_mask=allowed, position_ids=starts[index][:, None] + pos,
+                           cache=cache, use_cache=True)
+        hidden = out.last_hidden_state
+        sel_s = [where[i][0] for i, w in enumerate(words) for _ in w[1:]]
+        sel_c = [where[i][1] + j for i, w in enumerate(words) for j in range(len(w) - 1)]
+        h = hidden[torch.tensor(sel_s, device=hidden.device), torch.tensor(sel_c, device=hidden.device)]
+        lp = torch.log_softmax(self._head(h), -1)
+        targets = torch.tensor([t for w in words for t in w[1:]], device=lp.device)
+        tok_lp = lp.gather(-1, targets[:, None]).squeeze(-1)
+        word_of = torch.tensor([i for i, w in enumerate(words) for _ in w[1:]], device=lp.device)
+        return torch.zeros(len(words), device=lp.device, dtype=tok_lp.dtype).index_add(0, word_of, tok_lp)
 
     def _continue(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],
                   words: list[list[int]]) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Multi-token words on a causal model: the text runs once and the candidates continue from its
 keys/values; scores equal one full sequence per (row, word) pair, with a prompt, prefix
-keys/values, no prompt, a mixed batch, per-row candidates and chunked continuations."""
+keys/values, no prompt, a mixed batch, per-row candidates, packed and expanded continuations in
+chunks, and eager attention."""
 
 from __future__ import annotations
 
@@ -57,10 +58,12 @@ def test_continuations_equal_one_sequence_per_pair(family, length_normalize):
 
 
 @pytest.mark.parametrize("budget, pairs", [(1, 1), (10**9, 10**9), (10**9, 1)], ids=["a-length-a-chunk", "one-chunk", "a-length-a-chunk-rows-together"])
-def test_mixed_batch_and_chunking_equal_the_reference(budget, pairs):
-    """Rows with a prompt, no prompt and prefix keys/values in one batch; continuations grouped
-    one row at a time (expanded views) or all rows together (gathered) give the same scores."""
-    bb = make_backbone("causal-bos")
+@pytest.mark.parametrize("family", ["causal-bos", "gemma"], ids=["packed", "expanded-sliding-window"])
+def test_mixed_batch_and_chunking_equal_the_reference(family, budget, pairs):
+    """Rows with a prompt, no prompt and prefix keys/values in one batch; continuations packed per
+    row (Llama) or expanded per candidate (Gemma's sliding window), a chunk per row or per word
+    length, or all rows together, give the same scores."""
+    bb = make_backbone(family)
     bb.continuation_positions, bb.continuation_pairs, bb.continuation_mask_entries = budget, pairs, budget
     batch = _batch(bb)
     torch.manual_seed(1)

@@ -324,10 +324,11 @@ class CausalBackbone(Backbone):
             total = total / torch.tensor([len(w) for w in words], device=dev, dtype=total.dtype)
         return total
 
-    # A continuation chunk holds whole (row, word length) groups: a new chunk starts where the cached
-    # positions (candidates x text) would pass ``continuation_positions``, or where the word length
-    # changes once it has ``continuation_pairs`` candidates (less padding). A chunk of one row
-    # expands that row's keys/values as views; small rows (a choice task's) go together.
+    # Expanded continuations (sliding-window models): a chunk holds whole (row, word length) groups;
+    # a new chunk starts where the cached positions (candidates x text) would pass
+    # ``continuation_positions``, or where the word length changes once it has ``continuation_pairs``
+    # candidates (less padding). A chunk of one row expands that row's keys/values as views; small
+    # rows (a choice task's) go together.
     continuation_positions: int = 16384
     continuation_pairs: int = 64
 
@@ -335,10 +336,12 @@ class CausalBackbone(Backbone):
         """Log-score of every candidate word of every row, ``[batch, max_words]`` (-inf pads).
 
         The text is run once and its keys/values kept; each word's first token is read where the
-        row's text ends, and the rest of the words go as batched continuations against those
-        keys/values (a row's expanded to its candidates as views; nothing of the text is
-        recomputed), at the positions that follow the row's text. Equal to scoring each
-        (row, word) pair as one sequence; differentiable in the prompt.
+        row's text ends, and the rest of the words go as one batched continuation against those
+        keys/values at the positions that follow the row's text: nothing of the text is recomputed.
+        A row's candidates sit side by side in one sequence under a block-diagonal mask
+        (:meth:`_continue_packed`); with sliding-window layers the row's keys/values are expanded to
+        its candidates as views instead (:meth:`_continue`). Equal to scoring each (row, word) pair
+        as one sequence; differentiable in the prompt.
         """
         hidden, mask, cache, attn, offsets = self._forward(prompt, batch.context, keep_cache=True)
         n = len(batch)

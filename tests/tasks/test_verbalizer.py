@@ -169,6 +169,8 @@ def test_a_word_in_two_labels_is_refused_unless_shared_words():
         Verbalizer({"pos": ["great", "good"], "neg": ["bad", "good"]})
     with pytest.raises(ConfigError, match="twice"):
         Verbalizer({"pos": ["good", "good"]}, shared_words=True)
+    with pytest.raises(ConfigError, match="twice for 'neg'"):
+        Verbalizer({"pos": "good", "neg": ["good", "fine", "good"]}, shared_words=True)
     v = Verbalizer({"pos": ["great", "good"], "neg": ["bad", "good"]}, shared_words=True)
     assert v.flat_words() == (["great", "good", "bad", "good"], [0, 0, 1, 1], [0.5, 0.5, 0.5, 0.5])
     assert v.to_dict()["shared_words"] is True

@@ -22,13 +22,15 @@ class ScoringSettings:
     ``eval``, ``predict``, :class:`PromptedModel` and ``serve`` unless told otherwise.
 
     ``scoring``: ``"rank"`` or ``"generate"``; ``length_normalize``: divide a multi-token label's
-    log-likelihood by its token count; ``max_length``: longest input in tokens, prompt included.
+    log-likelihood by its token count; ``word_scoring``: ``"exact"`` (all of a word's tokens) or
+    ``"first-token"``; ``max_length``: longest input in tokens, prompt included.
     (Label order and template travel with the saved task.)
     """
 
     scoring: str = "rank"
     length_normalize: bool = False
     max_length: int = 512
+    word_scoring: str = "exact"
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None) -> "ScoringSettings":
@@ -77,12 +79,12 @@ class PromptedModel:
     @classmethod
     def from_saved(cls, path: str | Path, model: str | None = None, device: str | None = None,
                    max_length: int | None = None, backbone=None, scoring: str | None = None,
-                   length_normalize: bool | None = None) -> "PromptedModel":
+                   length_normalize: bool | None = None, word_scoring: str | None = None) -> "PromptedModel":
         """Load what any method saved in ``path``, with its task and the model it was trained for
         (or ``model``), restored by :func:`~softprompt.methods.loading.restore` (a saved prompt
-        as a prompt-tuning method: :attr:`method`).
+        as a prompt-tuning method: :attr:`method`; a trained verbalizer's parameters with it).
 
-        ``max_length``, ``scoring``, ``length_normalize``: None (the default) keeps what the output
+        ``max_length``, ``scoring``, ``length_normalize``, ``word_scoring``: None (the default) keeps what the output
         was trained with (:attr:`settings`). Raises :class:`PromptFileError`, :class:`DataError`
         (no task saved), :class:`ModelMismatchError`.
         """
@@ -93,7 +95,7 @@ class PromptedModel:
         meta = artifact.metadata
         task = saved_task(artifact)
         settings = ScoringSettings.from_metadata(meta).override(
-            scoring=scoring, length_normalize=length_normalize, max_length=max_length)
+            scoring=scoring, length_normalize=length_normalize, max_length=max_length, word_scoring=word_scoring)
         if backbone is None:
             backbone = load_model(model or meta.get("model_id"), device=device, max_length=settings.max_length)
         return cls(backbone, None, task, method=restore_artifact(artifact, backbone, task), settings=settings)
@@ -145,22 +147,24 @@ class PromptedModel:
         return rows
 
     def classify(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
-                 length_normalize: bool | None = None, field_map: Mapping[str, str] | None = None) -> list[Prediction]:
+                 length_normalize: bool | None = None, field_map: Mapping[str, str] | None = None,
+                 word_scoring: str | None = None) -> list[Prediction]:
         """Predict a label (and per-label probabilities) for each input; ``scoring`` and
         ``length_normalize`` default to :attr:`settings` (what the prompt was trained with);
         ``field_map`` as in :meth:`as_examples`."""
         if isinstance(inputs, (str, Mapping)):
             inputs = [inputs]
         rows = self.as_examples(inputs, field_map)
-        how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
+        how = self.settings.override(scoring=scoring, length_normalize=length_normalize, word_scoring=word_scoring)
         preds, _ = predict(self.backbone, self.task, rows, self.conditioning, batch_size, how.scoring, how.length_normalize,
-                           max_length=self.settings.max_length)
+                           max_length=self.settings.max_length, word_scoring=how.word_scoring)
         return preds
 
     def evaluate(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
-                 length_normalize: bool | None = None, progress: bool = False) -> EvalResult:
+                 length_normalize: bool | None = None, progress: bool = False,
+                 word_scoring: str | None = None) -> EvalResult:
         """Metrics of the task on labelled ``examples``; ``scoring`` and ``length_normalize``
         default to :attr:`settings` (what the prompt was trained with)."""
-        how = self.settings.override(scoring=scoring, length_normalize=length_normalize)
+        how = self.settings.override(scoring=scoring, length_normalize=length_normalize, word_scoring=word_scoring)
         return evaluate(self.backbone, self.task, examples, self.conditioning, batch_size, how.scoring, how.length_normalize,
-                        progress, max_length=self.settings.max_length)
+                        progress, max_length=self.settings.max_length, word_scoring=how.word_scoring)

@@ -196,11 +196,12 @@ def validate_metadata(meta: Any, where: str | Path) -> dict[str, Any]:
 def _scoring_checks() -> dict[str, tuple[Any, str]]:
     """``{field: (test, what it must be)}`` for each ``training`` field that
     :class:`~softprompt.api.ScoringSettings` reads from a saved output."""
-    from .scoring import SCORINGS
+    from .scoring import SCORINGS, WORD_SCORINGS
 
     return {
         "scoring": (lambda v: isinstance(v, str) and v in SCORINGS, f"one of {list(SCORINGS)}"),
         "length_normalize": (lambda v: isinstance(v, bool), "true or false"),
+        "word_scoring": (lambda v: isinstance(v, str) and v in WORD_SCORINGS, f"one of {list(WORD_SCORINGS)}"),
         "max_length": (lambda v: fits(v, int) and v >= 1, "a whole number >= 1 (tokens)"),
     }
 

@@ -44,7 +44,8 @@ def _prompted_model(cfg: EvalConfig | PredictConfig):
     from .modeling import DEFAULT_MODEL, load_model
     from .tasks.from_config import task_from_config
 
-    given = {"scoring": cfg.scoring, "length_normalize": cfg.length_normalize, "max_length": cfg.max_length}
+    given = {"scoring": cfg.scoring, "length_normalize": cfg.length_normalize, "max_length": cfg.max_length,
+             "word_scoring": cfg.word_scoring}
     if cfg.prompt:
         pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, **given)
         if cfg.task or cfg.template or cfg.label_words:  # another task's format (domain transfer), or your own

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
 from .errors import ConfigError
@@ -165,6 +164,25 @@ class Conditioning:
             None if self.answer_vectors is None else self.answer_vectors._version,
             tuple(h.version for h in self.layer_hooks),
         )
+
+    def joined(self, other: "Conditioning") -> "Conditioning":
+        """This conditioning and ``other`` together (e.g. a method's prompt and its verbalizer's
+        answer vectors): ``self`` itself when ``other`` is empty. Virtual tokens and hooks are
+        pooled; a kind both set otherwise (or a virtual-token name both use) raises
+        :class:`ConfigError`."""
+        if not other.kinds:
+            return self
+        if not self.kinds:
+            return other
+        clash = [k for k in ("input_vectors", "layer_kv", "answer_vectors")
+                 if getattr(self, k) is not None and getattr(other, k) is not None]
+        clash += [f"virtual token {n!r}" for n in self.virtual_tokens if n in other.virtual_tokens]
+        if clash:
+            raise ConfigError(f"two parts of one method both set {', '.join(clash)}: give each kind from one part")
+        pick = lambda k: getattr(self, k) if getattr(self, k) is not None else getattr(other, k)  # noqa: E731
+        return Conditioning(input_vectors=pick("input_vectors"), layer_kv=pick("layer_kv"),
+                            virtual_tokens={**self.virtual_tokens, **other.virtual_tokens},
+                            answer_vectors=pick("answer_vectors"), layer_hooks=self.layer_hooks + other.layer_hooks)
 
     def detach(self) -> "Conditioning":
         """The same conditioning with every tensor detached from the graph (hooks kept as they are)."""

@@ -60,7 +60,7 @@ class TaskFormat:
     """The task's format replaced: how a row becomes text and a label becomes words."""
 
     template: str | None = opt(None, "template with {field} slots instead of the task's (and {mask} for masked LMs); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
-    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD)")
+    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, and 'answer-vectors:LABEL,LABEL' trains one vector per label")
     field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'")
 
 
@@ -95,6 +95,7 @@ class RunOptions(ModelOptions):
     eval_every: int = opt(100, "evaluate on the dev split and checkpoint every N steps")
     patience: int = opt(5, "stop after this many evaluations without improvement (0: never)")
     length_normalize: bool = opt(False, "divide a multi-token label's log-likelihood by its token count")
+    word_scoring: str = opt("exact", "score a multi-token label word by all its tokens (exact) or by its first token alone (first-token: one position per row)", ("exact", "first-token"))
     seed: int = opt(0, "random seed (initialisation and data order)")
     out: str = opt("runs/default", "output directory: best/, last/, checkpoint/, metrics.jsonl, results.json")
     resume: bool = opt(False, "continue an interrupted run in --out from its last checkpoint")
@@ -121,6 +122,7 @@ class ScoringOptions(TaskFormat, ModelOptions):
     batch_size: int = opt(32, "batch size")
     scoring: str | None = opt(None, "rank classification or greedy generation " + _SAVED.format("rank"), ("rank", "generate"))
     length_normalize: bool | None = opt(None, "divide a multi-token label's log-likelihood by its token count " + _SAVED.format("no"))
+    word_scoring: str | None = opt(None, "score a multi-token label word by all its tokens or its first token alone " + _SAVED.format("exact"), ("exact", "first-token"))
     max_length: int | None = opt(None, "longest input in tokens (prompt included) " + _SAVED.format(512))
 
     def __post_init__(self):

@@ -288,7 +288,7 @@ def _check_distinct(backbone, verbalizer, names, words, owners, word_ids) -> Non
     seen: dict[tuple[int, ...], int] = {}
     for i, ids in enumerate(word_ids):
         j = seen.setdefault(tuple(ids), i)
-        if owners[j] == owners[i]:
+        if owners[j] == owners[i] or words[j] == words[i]:  # the same word in two labels: a shared word
             continue
         tokens = backbone.tokenizer.convert_ids_to_tokens(list(ids))
         raise ConfigError(

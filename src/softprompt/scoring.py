@@ -9,6 +9,7 @@ outputs that match no label are counted as invalid (and as wrong).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -21,6 +22,9 @@ from .encoding import EncodedBatch, encode
 from .errors import ConfigError
 
 SCORINGS = ("rank", "generate")
+WORD_SCORINGS = ("exact", "first-token")
+"""How a multi-token word is scored: all its tokens (exact), or its first token alone (one position
+per row, as for single-token words; words of two labels that start alike then score alike)."""
 
 
 @dataclass
@@ -48,15 +52,25 @@ class EvalResult:
         return {**self.metrics, "n": self.n, "truncated": self.truncated, "invalid": self.invalid}
 
 
+def first_tokens(batch: EncodedBatch) -> EncodedBatch:
+    """``batch`` with each candidate word cut to its first token (``word_scoring="first-token"``)."""
+    return dataclasses.replace(batch, words=[[w[:1] for w in ws] for ws in batch.words])
+
+
 def label_scores(backbone, task, batch: EncodedBatch, prompt=None,
-                 length_normalize: bool = False) -> torch.Tensor:
+                 length_normalize: bool = False, word_scoring: str = "exact") -> torch.Tensor:
     """Differentiable per-label log-scores ``[batch, n_labels]`` (``-inf`` pads for choice tasks).
 
     ``prompt``: a :class:`~softprompt.conditioning.Conditioning` or anything
     :func:`~softprompt.conditioning.as_conditioning` takes (a ``[length, dim]`` prompt, None for
     zero-shot). With answer vectors, their scores are the labels' (one answer vector per label).
+    ``word_scoring``: one of :data:`WORD_SCORINGS` (else :class:`ConfigError`).
     """
     prompt = as_conditioning(prompt)
+    if word_scoring not in WORD_SCORINGS:
+        raise ConfigError(f"unknown word scoring {word_scoring!r}; choose one of {WORD_SCORINGS} (--word-scoring)")
+    if word_scoring == "first-token":
+        batch = first_tokens(batch)
     scores = backbone.word_scores(prompt, batch, length_normalize)
     if getattr(prompt, "answer_vectors", None) is not None:
         return scores
@@ -67,14 +81,14 @@ def label_scores(backbone, task, batch: EncodedBatch, prompt=None,
 
 
 def classification_loss(backbone, task, batch: EncodedBatch, prompt=None,
-                        loss: str = "rank", length_normalize: bool = False) -> torch.Tensor:
+                        loss: str = "rank", length_normalize: bool = False, word_scoring: str = "exact") -> torch.Tensor:
     """Mean loss over the batch: ``rank`` = cross-entropy over the labels' scores; ``lm`` = the
     gold word's token negative log-likelihood over the whole vocabulary (the paper's objective)."""
     if loss == "lm":
         return backbone.gold_nll(prompt, batch).mean()
     if loss != "rank":
         raise ConfigError(f"unknown loss {loss!r}; choose 'rank' or 'lm'")
-    scores = label_scores(backbone, task, batch, prompt, length_normalize)
+    scores = label_scores(backbone, task, batch, prompt, length_normalize, word_scoring)
     gold = torch.tensor(batch.gold, device=scores.device)
     return torch.nn.functional.cross_entropy(scores, gold)
 
@@ -99,17 +113,18 @@ def match_generation(text: str, label_names: Sequence[str], candidates: Sequence
 def predict(backbone, task, examples: Sequence[Mapping[str, Any]], prompt=None,
             batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
             with_labels: bool = False, max_new_tokens: int | None = None, progress: bool = False,
-            max_length: int | None = None):
+            max_length: int | None = None, word_scoring: str = "exact"):
     """Predict every example under ``prompt`` (a conditioning, as :func:`label_scores` takes);
     returns ``(predictions, truncated_count)`` in input order. ``max_length`` caps each input in
-    tokens, prompt included, below ``backbone.max_length``."""
+    tokens, prompt included, below ``backbone.max_length``; ``word_scoring`` as in :func:`label_scores`."""
     preds, truncated, _ = _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
-                                   with_labels, max_new_tokens, progress, max_length)
+                                   with_labels, max_new_tokens, progress, max_length, word_scoring)
     return preds, truncated
 
 
+@torch.no_grad()  # scores only: no graph through the prompt or the verbalizer's parameters
 def _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize, with_labels,
-             max_new_tokens, progress, max_length=None):
+             max_new_tokens, progress, max_length=None, word_scoring="exact"):
     """:func:`predict`, also returning the tokens truncation cut: ``(predictions, rows, tokens)``."""
     if scoring not in SCORINGS:
         raise ConfigError(f"unknown scoring {scoring!r}; choose one of {SCORINGS}")
@@ -129,7 +144,7 @@ def _predict(backbone, task, examples, prompt, batch_size, scoring, length_norma
         truncated += batch.truncated
         cut_tokens += batch.truncated_tokens
         if scoring == "rank":
-            probs = torch.softmax(label_scores(backbone, task, batch, prompt, length_normalize), -1).cpu()
+            probs = torch.softmax(label_scores(backbone, task, batch, prompt, length_normalize, word_scoring), -1).cpu()
             for j, i in enumerate(idx):
                 names = batch.label_names[j]
                 p = probs[j, : len(names)]
@@ -158,11 +173,11 @@ def score_predictions(task, examples: Sequence[Mapping[str, Any]], preds: Sequen
 
 def evaluate(backbone, task, examples: Sequence[Mapping[str, Any]], prompt=None,
              batch_size: int = 32, scoring: str = "rank", length_normalize: bool = False,
-             progress: bool = False, max_length: int | None = None) -> EvalResult:
+             progress: bool = False, max_length: int | None = None, word_scoring: str = "exact") -> EvalResult:
     """Score ``examples`` (which carry gold labels) and compute the task's metrics; ``max_length``
-    as in :func:`predict`."""
+    and ``word_scoring`` as in :func:`predict`."""
     preds, truncated, cut_tokens = _predict(backbone, task, examples, prompt, batch_size, scoring, length_normalize,
-                                            True, None, progress, max_length)
+                                            True, None, progress, max_length, word_scoring)
     result = score_predictions(task, examples, preds, truncated)
     result.truncated_tokens = cut_tokens
     return result

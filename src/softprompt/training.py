@@ -233,12 +233,13 @@ def evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress: bool = Fa
 
 def _evaluate_sharded(acc, backbone, task, rows, prompt, cfg, progress: bool) -> EvalResult:
     if acc.num_processes == 1:
-        return evaluate(backbone, task, rows, prompt, cfg.eval_batch_size, cfg.scoring, cfg.length_normalize, progress)
+        return evaluate(backbone, task, rows, prompt, cfg.eval_batch_size, cfg.scoring, cfg.length_normalize, progress,
+                        word_scoring=cfg.word_scoring)
     from accelerate.utils import gather_object
 
     mine = list(range(acc.process_index, len(rows), acc.num_processes))
     preds, truncated = predict(backbone, task, [rows[i] for i in mine], prompt, cfg.eval_batch_size, cfg.scoring,
-                               cfg.length_normalize, with_labels=True)
+                               cfg.length_normalize, with_labels=True, word_scoring=cfg.word_scoring)
     gathered = gather_object([(i, p) for i, p in zip(mine, preds)] + [(-1, truncated)])
     ordered = [None] * len(rows)
     total_truncated = 0
@@ -378,7 +379,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
             batch = encode(backbone, task, [train_rows[i] for i in mine], prompt_length=method.prompt_length)
             # scaled so that the mean of the processes' gradients is the global batch's mean gradient
             with mixed_precision(cfg, backbone.device):
-                loss = trainer(backbone, task, batch, cfg.loss, cfg.length_normalize) * (len(mine) * world / len(batches[bi]))
+                loss = trainer(backbone, task, batch, cfg.loss, cfg.length_normalize, cfg.word_scoring) * (len(mine) * world / len(batches[bi]))
             loss.backward()
             optimizer.step()
             scheduler.step()

@@ -29,3 +29,22 @@ def test_a_typed_backslash_n_in_a_template_is_a_line_break_and_commands_write_it
     assert task_from_config(typed).template.text == "Review: {text}\nSentiment:"
     cmd = command_line(TrainConfig(task="mine", template="Review: {text}\nSentiment:", label_words="pos=good;neg=bad"))
     assert "\n" not in cmd and "--template 'Review: {text}\\nSentiment:'" in cmd
+
+
+def test_label_words_choose_the_verbalizer_kind():
+    from softprompt.tasks.from_config import verbalizer_from_spec
+    from softprompt.tasks.verbalizer import AnswerVectorVerbalizer, LearnedWeightsVerbalizer, Verbalizer
+
+    plain = verbalizer_from_spec("pos=great,good;neg=bad")
+    assert type(plain) is Verbalizer and not plain.shared_words
+    shared = verbalizer_from_spec("shared:pos=good,great;neg=bad,good")
+    assert type(shared) is Verbalizer and shared.shared_words and shared.words == [["good", "great"], ["bad", "good"]]
+    learned = verbalizer_from_spec("learned:pos=great,good;neg=bad")
+    assert type(learned) is LearnedWeightsVerbalizer and not learned.shared_words
+    assert verbalizer_from_spec("learned+shared:pos=good;neg=good,bad").shared_words
+    vectors = verbalizer_from_spec("answer-vectors:positive, negative")
+    assert type(vectors) is AnswerVectorVerbalizer and vectors.labels == ["positive", "negative"]
+    with pytest.raises(ConfigError, match="--label-words 'shared:"):
+        verbalizer_from_spec("pos=good,great;neg=bad,good")
+    with pytest.raises(ConfigError, match="answer-vectors:LABEL,LABEL"):
+        verbalizer_from_spec("answer-vectors:positive,")

@@ -112,7 +112,7 @@ def test_dict_round_trip_rebuilds_the_right_class():
     assert type(again) is Verbalizer and again == v and again.weights == v.weights
     choice = verbalizer_from_dict(ChoiceVerbalizer("options").to_dict())
     assert isinstance(choice, ChoiceVerbalizer) and choice.choices_field == "options"
-    with pytest.raises(ConfigError, match="fixed, choice"):
+    with pytest.raises(ConfigError, match="fixed, learned_weights, answer_vectors, choice"):
         verbalizer_from_dict({"type": "kpt"})
 
 
@@ -133,3 +133,103 @@ def test_choice_verbalizer():
         v.label_names()
     scores = torch.randn(1, 2)
     assert torch.equal(v.aggregate(scores, torch.tensor([0, 1]), 2), scores)
+
+
+# ----------------------------------------------------------------- verbalizers as modules
+
+from conftest import make_backbone  # noqa: E402
+from softprompt.tasks.verbalizer import (  # noqa: E402
+    VERBALIZER_TYPES,
+    AnswerVectorVerbalizer,
+    LearnedWeightsVerbalizer,
+)
+
+
+def _all_kinds():
+    return [
+        Verbalizer({"pos": ["great", "good"], "neg": "bad"}, weights={"pos": [3, 1]}),
+        Verbalizer({"pos": ["great", "good"], "neg": ["bad", "good"]}, shared_words=True),
+        LearnedWeightsVerbalizer({"pos": ["great", "good"], "neg": "bad"}),
+        AnswerVectorVerbalizer(["pos", "neg"], prefix=""),
+        ChoiceVerbalizer("options"),
+    ]
+
+
+@pytest.mark.parametrize("v", _all_kinds(), ids=lambda v: v.type_name)
+def test_every_verbalizer_is_a_module_and_rebuilds_from_its_dict(v):
+    assert isinstance(v, torch.nn.Module) and isinstance(v, Verbalizer)
+    again = verbalizer_from_dict(v.to_dict())
+    assert type(again) is type(v) and again.to_dict() == v.to_dict()
+    assert VERBALIZER_TYPES[v.type_name] is type(v)
+    assert {v} and v in [v]  # hashable by identity, as modules are
+
+
+def test_a_word_in_two_labels_is_refused_unless_shared_words():
+    with pytest.raises(ConfigError, match="shared:LABEL=WORD"):
+        Verbalizer({"pos": ["great", "good"], "neg": ["bad", "good"]})
+    with pytest.raises(ConfigError, match="twice"):
+        Verbalizer({"pos": ["good", "good"]}, shared_words=True)
+    with pytest.raises(ConfigError, match="twice for 'neg'"):
+        Verbalizer({"pos": "good", "neg": ["good", "fine", "good"]}, shared_words=True)
+    v = Verbalizer({"pos": ["great", "good"], "neg": ["bad", "good"]}, shared_words=True)
+    assert v.flat_words() == (["great", "good", "bad", "good"], [0, 0, 1, 1], [0.5, 0.5, 0.5, 0.5])
+    assert v.to_dict()["shared_words"] is True
+    assert "shared_words" not in Verbalizer({"a": "x"}).to_dict()  # older saved tasks stay as they were
+    # "good" counts for both labels: p(pos) = (.2 + .4) / 2, p(neg) = (.1 + .4) / 2
+    scores = torch.log(torch.tensor([[0.2, 0.4, 0.1, 0.4]], dtype=torch.float64))
+    out = v.aggregate(scores, torch.tensor([0, 0, 1, 1]), 2)
+    assert torch.allclose(out.exp(), torch.tensor([[0.3, 0.25]], dtype=torch.float64))
+
+
+def test_shared_words_encode_and_score_on_a_model():
+    from softprompt.encoding import encode
+    from softprompt.scoring import label_scores
+    from softprompt.tasks import Task, Template
+
+    bb = make_backbone("causal")
+    task = Task("t", Template("review : {text} sentiment :"),
+                Verbalizer({"pos": ["great", "good"], "neg": ["bad", "good"]}, shared_words=True))
+    batch = encode(bb, task, [{"text": "fun", "label": "pos"}, {"text": "dull", "label": "neg"}])
+    with torch.no_grad():
+        words = bb.word_scores(None, batch)
+        labels = label_scores(bb, task, batch, None)
+    assert torch.equal(words[:, 1], words[:, 3])  # one word, one score, counted for both labels
+    expected = torch.stack([words[:, :2].logsumexp(1), words[:, 2:].logsumexp(1)], 1) - math.log(2)
+    assert torch.allclose(labels, expected, atol=1e-6)
+
+
+def test_learned_weights_start_as_the_given_weights_and_train():
+    fixed = Verbalizer({"pos": ["great", "good", "fun"], "neg": "bad"}, weights={"pos": [2, 1, 1]})
+    learned = LearnedWeightsVerbalizer({"pos": ["great", "good", "fun"], "neg": "bad"}, weights={"pos": [2, 1, 1]})
+    assert [name for name, _ in learned.named_parameters()] == ["word_logits"]
+    assert sum(learned.weights, []) == pytest.approx(sum(fixed.weights, []))
+    assert LearnedWeightsVerbalizer({"pos": ["a", "b"], "neg": "c"}).weights == [[0.5, 0.5], [1.0]]  # uniform
+    scores = torch.randn(3, 4)
+    label = torch.tensor([0, 0, 0, 1])
+    assert torch.allclose(learned.aggregate(scores, label, 2), fixed.aggregate(scores, label, 2), atol=1e-6)
+    learned.aggregate(scores, label, 2)[:, 0].sum().backward()
+    assert learned.word_logits.grad[:3].abs().sum() > 0 and learned.word_logits.grad[3] == 0
+    with torch.no_grad():
+        learned.word_logits.copy_(torch.tensor([0.0, math.log(3), 0.0, 5.0]))
+    assert sum(learned.weights, []) == pytest.approx([0.2, 0.6, 0.2, 1.0])  # softmax within each label
+    again = verbalizer_from_dict(learned.to_dict())
+    assert sum(again.weights, []) == pytest.approx(sum(learned.weights, []))
+
+
+def test_answer_vectors_start_at_the_label_names_mean_embedding():
+    bb = make_backbone("causal")
+    v = AnswerVectorVerbalizer(["very good", "bad"])
+    assert list(v.parameters()) == []
+    with pytest.raises(ConfigError, match="build"):
+        v.conditioning()
+    v.build(bb)
+    assert v.answer_vectors.shape == (2, bb.dim) and v.answer_vectors.requires_grad
+    ids = bb.tokenize(" very good")
+    assert len(ids) == 2
+    expected = bb.embed(torch.tensor(ids)).float().mean(0)
+    assert torch.allclose(v.answer_vectors[0], expected)
+    assert v.candidates() == [["very good"], ["bad"]] and v.labels == ["very good", "bad"]
+    conditioning = pytest.importorskip("softprompt.conditioning")
+    cond = v.conditioning()
+    assert isinstance(cond, conditioning.Conditioning) and cond.answer_vectors is v.answer_vectors
+    assert Verbalizer({"a": "x"}).conditioning().kinds == frozenset()

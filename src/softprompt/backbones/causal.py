@@ -318,6 +318,163 @@ class CausalBackbone(Backbone):
             total = total / torch.tensor([len(w) for w in words], device=dev, dtype=total.dtype)
         return total
 
+    # Expanded continuations (sliding-window models): a chunk holds whole (row, word length) groups;
+    # a new chunk starts where the cached positions (candidates x text) would pass
+    # ``continuation_positions``, or where the word length changes once it has ``continuation_pairs``
+    # candidates (less padding). A chunk of one row expands that row's keys/values as views; small
+    # rows (a choice task's) go together.
+    continuation_positions: int = 16384
+    continuation_pairs: int = 64
+
+    def _continuation_scores(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
+        """Log-score of every candidate word of every row, ``[batch, max_words]`` (-inf pads).
+
+        The text is run once and its keys/values kept; each word's first token is read where the
+        row's text ends, and the rest of the words go as one batched continuation against those
+        keys/values at the positions that follow the row's text: nothing of the text is recomputed.
+        A row's candidates sit side by side in one sequence under a block-diagonal mask
+        (:meth:`_continue_packed`); with sliding-window layers the row's keys/values are expanded to
+        its candidates as views instead (:meth:`_continue`). Equal to scoring each (row, word) pair
+        as one sequence; differentiable in the prompt.
+        """
+        hidden, mask, cache, attn, offsets = self._forward(cond, batch.context, batch.virtual or None, keep_cache=True)
+        n = len(batch)
+        lengths = mask.sum(1)
+        starts = lengths if offsets is None else lengths + offsets  # position of each row's first word token
+        last = hidden[torch.arange(n, device=hidden.device), (lengths - 1).to(hidden.device)]
+        first_lp = torch.log_softmax(self._head(last), -1)  # [n, vocab]
+        dev = first_lp.device
+        width = max(len(ws) for ws in batch.words)
+        out = first_lp.new_full((n, width), float("-inf"))
+        pairs = [(b, w) for b, ws in enumerate(batch.words) for w in range(len(ws))]
+        rows = torch.tensor([b for b, _ in pairs], device=dev)
+        cols = torch.tensor([w for _, w in pairs], device=dev)
+        firsts = torch.tensor([batch.words[b][w][0] for b, w in pairs], device=dev)
+        totals = first_lp[rows, firsts]
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        longer = [i for i, (b, w) in enumerate(pairs) if len(batch.words[b][w]) > 1]
+        keys = [(pairs[i][0], len(batch.words[pairs[i][0]][pairs[i][1]])) for i in longer]
+        packed = not any(getattr(layer, "is_sliding", False) for layer in cache.layers)
+        chunks = self._packed_chunks(keys, attn.shape[1]) if packed else self._continuation_chunks(keys, attn.shape[1])
+        for chunk in chunks:
+            idx = [longer[i] for i in chunk]
+            words = [batch.words[pairs[i][0]][pairs[i][1]] for i in idx]
+            go = self._continue_packed if packed else self._continue
+            lp = go(layers, attn, starts, [pairs[i][0] for i in idx], words)
+            totals = totals.index_add(0, torch.tensor(idx, device=dev), lp.to(dev))
+        if length_normalize:
+            totals = totals / torch.tensor([len(batch.words[b][w]) for b, w in pairs], device=dev, dtype=totals.dtype)
+        return out.index_put((rows, cols), totals)
+
+    def _continuation_chunks(self, keys: list[tuple[int, int]], cached: int) -> list[list[int]]:
+        """Indices into ``keys`` (each candidate's ``(row, tokens)``) grouped into chunks: sorted by
+        row, then length; cut between groups as the class attributes above say."""
+        chunks, current = [], []
+        for i in sorted(range(len(keys)), key=keys.__getitem__):
+            if current and keys[i] != keys[current[-1]]:
+                full = (len(current) + 1) * cached > self.continuation_positions
+                if full or (keys[i][1] != keys[current[-1]][1] and len(current) >= self.continuation_pairs):
+                    chunks.append(current)
+                    current = []
+            current.append(i)
+        return chunks + [current] if current else chunks
+
+    # Packed continuations: a chunk of rows holds at most this many mask entries (rows x queries x keys).
+    continuation_mask_entries: int = 1 << 25
+
+    def _packed_chunks(self, keys: list[tuple[int, int]], cached: int) -> list[list[int]]:
+        """Indices into ``keys`` (each candidate's ``(row, tokens)``, row-major) grouped into chunks of
+        whole rows whose packed continuations fit :attr:`continuation_mask_entries`."""
+        per_row: dict[int, list[int]] = {}
+        for i, (b, tokens) in enumerate(keys):
+            per_row.setdefault(b, []).append(i)
+        chunks, current, widest = [], [], 0
+        for members in per_row.values():
+            width = sum(keys[i][1] - 1 for i in members)
+            wider = max(widest, width)
+            if current and (len(current) + 1) * wider * (cached + wider) > self.continuation_mask_entries:
+                chunks.append([i for row in current for i in row])
+                current, wider = [], width
+            current.append(members)
+            widest = wider
+        return chunks + [[i for row in current for i in row]] if current else chunks
+
+    def _continue_packed(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],
+                         words: list[list[int]]) -> torch.Tensor:
+        """As :meth:`_continue`, with each row's candidates side by side in one sequence after its
+        text: a token attends to the text and to its own word's earlier tokens (a block-diagonal
+        mask; positions restart after the text for every word), so the text's keys/values are not
+        copied per candidate. Not for sliding-window layers (their cache keeps a window only)."""
+        order = list(dict.fromkeys(rows))
+        slot = {b: s for s, b in enumerate(order)}
+        seqs, rel, owner = [[] for _ in order], [[] for _ in order], [[] for _ in order]
+        where = []
+        for i, (b, w) in enumerate(zip(rows, words)):
+            s = slot[b]
+            where.append((s, len(seqs[s])))
+            seqs[s].extend(w[:-1])
+            rel[s].extend(range(len(w) - 1))
+            owner[s].extend([i] * (len(w) - 1))
+        ids, _ = self._pad(seqs)
+        r, lq = ids.shape
+        own = torch.full((r, lq), -1, dtype=torch.long)
+        pos = torch.zeros((r, lq), dtype=torch.long)
+        for s in range(r):
+            own[s, : len(owner[s])] = torch.tensor(owner[s])
+            pos[s, : len(rel[s])] = torch.tensor(rel[s])
+        own, pos = own.to(self.device), pos.to(self.device)
+        index = torch.tensor(order, device=attn.device)
+        same = (own[:, :, None] == own[:, None, :]) & (own[:, None, :] >= 0) & (pos[:, None, :] <= pos[:, :, None])
+        allowed = torch.cat([attn[index].bool()[:, None, :].expand(r, lq, -1), same], 2)[:, None]  # [r, 1, lq, S + lq]
+        if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
+            allowed = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill(
+                ~allowed, torch.finfo(self.dtype).min)
+        cache = DynamicCache(config=self.model.config)
+        for i, (key, value) in enumerate(layers):
+            cache.update(key[index.to(key.device)], value[index.to(value.device)], i)
+        out, _ = self._run(inputs_embeds=self.embed(ids), attention_mask=allowed, position_ids=starts[index][:, None] + pos,
+                           cache=cache, use_cache=True)
+        hidden = out.last_hidden_state
+        sel_s = [where[i][0] for i, w in enumerate(words) for _ in w[1:]]
+        sel_c = [where[i][1] + j for i, w in enumerate(words) for j in range(len(w) - 1)]
+        h = hidden[torch.tensor(sel_s, device=hidden.device), torch.tensor(sel_c, device=hidden.device)]
+        lp = torch.log_softmax(self._head(h), -1)
+        targets = torch.tensor([t for w in words for t in w[1:]], device=lp.device)
+        tok_lp = lp.gather(-1, targets[:, None]).squeeze(-1)
+        word_of = torch.tensor([i for i, w in enumerate(words) for _ in w[1:]], device=lp.device)
+        return torch.zeros(len(words), device=lp.device, dtype=tok_lp.dtype).index_add(0, word_of, tok_lp)
+
+    def _continue(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],
+                  words: list[list[int]]) -> torch.Tensor:
+        """Sum of log p(word[1:] | text, word[0]) of each ``words[i]`` after the text of row
+        ``rows[i]``: ``layers`` the text's per-layer ``(key, value) [n, kv_heads, cached, head_dim]``,
+        ``attn [n, cached]`` its attention mask, ``starts [n]`` the position after each row's text.
+        Returns ``[len(words)]``."""
+        k = len(words)
+        same = all(b == rows[0] for b in rows)
+        index = torch.tensor(rows, device=attn.device)
+        cache = DynamicCache(config=self.model.config)
+        for i, (key, value) in enumerate(layers):
+            if same:  # one row's keys/values for all its candidates: views, no copy
+                key, value = key[rows[0]:rows[0] + 1].expand(k, -1, -1, -1), value[rows[0]:rows[0] + 1].expand(k, -1, -1, -1)
+            else:
+                key, value = key[index.to(key.device)], value[index.to(value.device)]
+            cache.update(key, value, i)
+        ids, cont_mask = self._pad([w[:-1] for w in words])
+        full_mask = torch.cat([attn[index], cont_mask], 1)
+        pos = starts[index][:, None] + torch.arange(ids.shape[1], device=self.device)[None]
+        out, _ = self._run(inputs_embeds=self.embed(ids), attention_mask=full_mask, position_ids=pos, cache=cache,
+                           use_cache=True)
+        hidden = out.last_hidden_state
+        sel_rows = [i for i, w in enumerate(words) for _ in w[1:]]
+        sel_cols = [j for w in words for j in range(len(w) - 1)]
+        h = hidden[torch.tensor(sel_rows, device=hidden.device), torch.tensor(sel_cols, device=hidden.device)]
+        lp = torch.log_softmax(self._head(h), -1)
+        targets = torch.tensor([t for w in words for t in w[1:]], device=lp.device)
+        tok_lp = lp.gather(-1, targets[:, None]).squeeze(-1)
+        return torch.zeros(k, device=lp.device, dtype=tok_lp.dtype).index_add(
+            0, torch.tensor(sel_rows, device=lp.device), tok_lp)
+
     # ---------------------------------------------------------------------- API
     def _last_hidden(self, cond, batch: EncodedBatch) -> torch.Tensor:
         """The final hidden state of each row's last context token: ``[batch, dim]``."""
@@ -334,11 +491,7 @@ class CausalBackbone(Backbone):
         if batch.single_token:
             h = self._last_hidden(cond, batch)
             return self._head(h, _single_token_rows(batch, self.model.get_output_embeddings().weight.device))
-        rows, words = self._flatten(batch)
-        row_cond = PerRow(tuple(cond.items[r] for r in rows)) if isinstance(cond, PerRow) else cond
-        virtual = [batch.virtual[r] for r in rows] if batch.virtual else None
-        flat = self._scored_logprobs(row_cond, [batch.context[r] for r in rows], words, length_normalize, virtual)
-        return self._unflatten(batch, flat)
+        return self._continuation_scores(cond, batch, length_normalize)
 
     def _gold_nll(self, cond, batch: EncodedBatch) -> torch.Tensor:
         if not batch.answer_at_end:

@@ -190,7 +190,8 @@ def _transfer(exp: Experiment, specs: dict[str, RunSpec], a: Analysis, models: _
         from ..methods.loading import restore
 
         prompt = restore(source.out / "best", backbone).inference_conditioning()
-    result = evaluate(backbone, task, rows, prompt, tcfg.eval_batch_size, tcfg.scoring, tcfg.length_normalize)
+    result = evaluate(backbone, task, rows, prompt, tcfg.eval_batch_size, tcfg.scoring, tcfg.length_normalize,
+                      word_scoring=tcfg.word_scoring)
     in_domain = json.loads((source.out / "results.json").read_text()).get("test") if source else None
     return {"source": a.params["run"], "source_task": source.axes["task"] if source else None,
             "method": source.axes["method"] if source else "manual", "target": target, "split": split,

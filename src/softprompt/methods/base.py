@@ -19,6 +19,7 @@ from torch import nn
 
 from ..conditioning import Conditioning
 from ..errors import ConfigError
+from ..tasks.verbalizer import load_verbalizer_tensors, verbalizer_tensors
 
 METHODS: dict[str, tuple[type, type["Method"]]] = {}
 
@@ -93,26 +94,40 @@ class Method(nn.Module):
         backbone.check_supports(self.needs, f"method {self.name!r}")
         self.config = config
         self._inference: tuple[tuple, Conditioning] | None = None
+        # The task's verbalizer as a submodule: its parameters (word weights, answer vectors) train
+        # with the method's (trainable_parameters) and move with it; the task keeps the same object.
+        self.verbalizer = task.verbalizer
+        self.verbalizer.build(backbone)
 
     def conditioning(self) -> Conditioning:
-        """What this method adds to the model, differentiable (for training); empty by default."""
+        """What this method itself adds to the model, differentiable; empty by default. A method
+        overrides this; callers use :meth:`training_conditioning` / :meth:`inference_conditioning`,
+        which add the verbalizer's part."""
         return Conditioning()
 
+    def training_conditioning(self) -> Conditioning:
+        """:meth:`conditioning` joined with the verbalizer's (e.g. its answer vectors), differentiable:
+        what a training step scores with. Raises :class:`ConfigError` when both set the same kind."""
+        return self.conditioning().joined(self.verbalizer.conditioning())
+
     def inference_conditioning(self) -> Conditioning:
-        """:meth:`conditioning` detached, for evaluation: the same object while no parameter or
-        buffer of the method changes (so the backbone's caches hit)."""
+        """:meth:`training_conditioning` detached, for evaluation: the same object while no
+        parameter or buffer of the method (its verbalizer's included) changes, so the backbone's
+        caches hit."""
         stamp = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
         if self._inference is None or self._inference[0] != stamp:
             with torch.no_grad():
-                self._inference = (stamp, self.conditioning().detach())
+                self._inference = (stamp, self.training_conditioning().detach())
         return self._inference[1]
 
-    def forward(self, backbone, task, batch, loss: str = "rank", length_normalize: bool = False) -> torch.Tensor:
+    def forward(self, backbone, task, batch, loss: str = "rank", length_normalize: bool = False,
+                word_scoring: str = "exact") -> torch.Tensor:
         """The training loss of ``batch`` (a scalar). Going through ``forward`` lets a
         ``DistributedDataParallel`` wrapper (``accelerate``) synchronise the gradients."""
         from ..scoring import classification_loss
 
-        return classification_loss(backbone, task, batch, self.conditioning(), loss, length_normalize)
+        return classification_loss(backbone, task, batch, self.training_conditioning(), loss, length_normalize,
+                                   word_scoring)
 
     @property
     def prompt_length(self) -> int:
@@ -122,6 +137,15 @@ class Method(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def verbalizer_tensors(self) -> dict[str, torch.Tensor]:
+        """The verbalizer's parameters to save with the method: ``{"verbalizer.<name>": tensor}``
+        (float32, CPU); empty for a verbalizer with fixed words and weights."""
+        return verbalizer_tensors(self.verbalizer)
+
+    def load_verbalizer_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`verbalizer_tensors` gave (:func:`~softprompt.tasks.verbalizer.load_verbalizer_tensors`)."""
+        load_verbalizer_tensors(self.verbalizer, tensors)
+
     @classmethod
     def empty(cls, config: Any, backbone, task) -> "Method":
         """A method to :meth:`load_state` into: built from ``config`` without training rows."""
@@ -130,8 +154,8 @@ class Method(nn.Module):
     # ------------------------------------------------------------- saved outputs
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The tensors :meth:`save` writes, by name. Here: the verbalizer's, ``verbalizer.<param>``
-        (a verbalizer registered as the submodule ``verbalizer`` has them); a method adds its own."""
-        return {n: t for n, t in self.state_dict().items() if n.startswith("verbalizer.")}
+        (:meth:`verbalizer_tensors`); a method adds its own."""
+        return self.verbalizer_tensors()
 
     def state_metadata(self) -> dict[str, Any]:
         """The method's own metadata fields :meth:`save` writes beside the caller's (its shape,
@@ -167,19 +191,4 @@ class Method(nn.Module):
         if artifact.kind != self.name:
             raise PromptFileError(f"{artifact.path} holds a {artifact.kind} output, not a {self.name} one; pass "
                                   f"--method {artifact.kind} or another saved folder")
-        self.restore_verbalizer(artifact.tensors, artifact.path)
-
-    def restore_verbalizer(self, tensors: dict[str, torch.Tensor], where) -> None:
-        """Copy the saved ``verbalizer.<param>`` tensors into the verbalizer's; one it lacks, or
-        of another shape, is refused (:class:`~softprompt.errors.PromptFileError`)."""
-        from ..errors import PromptFileError
-
-        own = {n: t for n, t in self.state_dict().items() if n.startswith("verbalizer.")}
-        missing = sorted(set(own) - set(tensors))
-        bad = sorted(n for n in own if n in tensors and tensors[n].shape != own[n].shape)
-        if missing or bad:
-            raise PromptFileError(f"{where}: the saved verbalizer lacks {missing} or has other shapes for {bad}; "
-                                  "restore it with the task and verbalizer it was trained with")
-        with torch.no_grad():
-            for n, t in own.items():
-                t.copy_(tensors[n])
+        self.load_verbalizer_tensors(artifact.tensors)

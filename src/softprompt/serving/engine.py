@@ -43,7 +43,7 @@ from ..encoding import EncodedBatch, encode
 from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
 from ..methods.loading import method_class, restore_artifact, saved_task
 from ..prompt import SoftPrompt
-from ..scoring import match_generation
+from ..scoring import first_tokens, match_generation
 from ..tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -392,10 +392,12 @@ class MultiPromptModel:
         groups: dict[Any, list[_Unit]] = {}
         for u in units:
             words = tuple(map(tuple, u.batch.words[0])) if u.batch.shared_words else None
-            groups.setdefault((words, u.entry.model.settings.length_normalize), []).append(u)  # as trained
-        for (words, length_normalize), group in groups.items():
+            how = u.entry.model.settings
+            groups.setdefault((words, how.length_normalize, how.word_scoring), []).append(u)  # as trained
+        for (words, length_normalize, word_scoring), group in groups.items():
             for chunk in length_chunks(group, batch_size):
                 batch = concat([u.batch for u in chunk], shared_words=words is not None)
+                batch = first_tokens(batch) if word_scoring == "first-token" else batch
                 scores = self.backbone.word_scores(PerRow(tuple(u.entry.conditioning for u in chunk)), batch, length_normalize)
                 for j, u in enumerate(chunk):
                     u.result = self._label_probs(u, scores[j: j + 1])

@@ -6,7 +6,10 @@ from softprompt.tasks.registry import BUILTIN_TASKS, HUB_SOURCES, get_task, list
 from softprompt.tasks.task import Task
 from softprompt.tasks.template import Part, Template
 from softprompt.tasks.verbalizer import (
+    VERBALIZER_TYPES,
+    AnswerVectorVerbalizer,
     ChoiceVerbalizer,
+    LearnedWeightsVerbalizer,
     Verbalizer,
     parse_label_words,
     verbalizer_from_dict,
@@ -16,10 +19,13 @@ __all__ = [
     "BUILTIN_TASKS",
     "HUB_SOURCES",
     "METRICS",
+    "AnswerVectorVerbalizer",
     "ChoiceVerbalizer",
+    "LearnedWeightsVerbalizer",
     "Part",
     "Task",
     "Template",
+    "VERBALIZER_TYPES",
     "Verbalizer",
     "compute_metrics",
     "get_task",

@@ -11,7 +11,8 @@ from .data import read_examples
 from .registry import BUILTIN_TASKS, get_task, load_split
 from .task import Task
 from .template import Template
-from .verbalizer import ChoiceVerbalizer, Verbalizer, parse_label_words
+from .verbalizer import (AnswerVectorVerbalizer, ChoiceVerbalizer, LearnedWeightsVerbalizer, Verbalizer,
+                         parse_label_words)
 
 _FILE_OPTIONS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
 
@@ -30,15 +31,36 @@ def parse_field_map(spec: str | None) -> dict[str, str] | None:
 
 
 def verbalizer_from_spec(spec: str) -> Verbalizer:
-    """``--label-words`` text -> a verbalizer: ``'positive=great,good;negative=bad'`` (fixed labels)
-    or ``'choices:FIELD'`` (multiple choice: each row's candidates are the strings in its FIELD list
-    and its label is the correct one's text)."""
-    if spec.strip().startswith("choices:"):
-        field = spec.strip()[len("choices:"):].strip()
+    """``--label-words`` text -> a verbalizer.
+
+    - ``'positive=great,good;negative=bad'``: fixed words (:class:`Verbalizer`);
+    - ``'shared:positive=good,great;negative=bad,not good,good'``: the same, a word may stand for
+      several labels;
+    - ``'learned:positive=great,good;negative=bad'``: word weights trained with the method
+      (:class:`LearnedWeightsVerbalizer`); ``'learned+shared:...'`` lets words be shared too;
+    - ``'answer-vectors:positive,negative'``: one trained vector per label
+      (:class:`AnswerVectorVerbalizer`);
+    - ``'choices:FIELD'``: multiple choice, each row's candidates are the strings in its FIELD list
+      and its label is the correct one's text.
+
+    Raises :class:`ConfigError` naming the bad part.
+    """
+    kind, sep, rest = spec.strip().partition(":")
+    kinds = set(kind.strip().split("+")) if sep else set()
+    if kind.strip() == "choices":
+        field = rest.strip()
         if not field:
             raise ConfigError("--label-words 'choices:FIELD' needs the field holding each row's choices, e.g. choices:options")
         return ChoiceVerbalizer(field)
-    return Verbalizer(parse_label_words(spec))
+    if kind.strip() == "answer-vectors":
+        labels = [label.strip() for label in rest.split(",")]
+        if not all(labels):
+            raise ConfigError(f"--label-words {spec!r}: write 'answer-vectors:LABEL,LABEL', e.g. answer-vectors:positive,negative")
+        return AnswerVectorVerbalizer(labels)
+    if not sep or "=" in kind or not kinds <= {"shared", "learned"}:
+        return Verbalizer(parse_label_words(spec))  # no known kind before a colon: plain label words
+    cls = LearnedWeightsVerbalizer if "learned" in kinds else Verbalizer
+    return cls(parse_label_words(rest), shared_words="shared" in kinds)
 
 
 def task_from_config(cfg: Any, base: Task | None = None) -> Task:

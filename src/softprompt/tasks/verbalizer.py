@@ -6,13 +6,26 @@ ends in whitespace the prefix's space merges into it, and the word's token ids a
 in that natural text: :mod:`softprompt.answer_tokens`). A label's score is the weighted
 log-mean-exp of its words' log-scores.
 
-- :class:`Verbalizer`: one fixed label set for the task, one or more words per label.
-- :class:`ChoiceVerbalizer`: each example brings its own candidates (COPA-style).
+Every verbalizer is an :class:`torch.nn.Module` with one interface (``labels``,
+``candidates``, ``label_names``, ``gold_index``, ``flat_words``, ``aggregate``, ``to_dict`` /
+``from_dict``, ``prefix``, ``is_fixed``, :meth:`Verbalizer.build`,
+:meth:`Verbalizer.conditioning`). A method holds its task's verbalizer as a submodule, so the
+verbalizer's parameters are trained with the method's and saved with it (tensors
+``verbalizer.<name>``):
 
-A knowledgeable verbalizer (KPT: many weighted words per label, refined and calibrated on
-data) fits as a subclass of :class:`Verbalizer`: it fills ``words`` and ``weights`` from its
-knowledge base and overrides :meth:`Verbalizer.aggregate` to add calibration; register it in
-``VERBALIZER_TYPES`` so a saved prompt rebuilds it.
+- :class:`Verbalizer` (``"fixed"``): one fixed label set, one or more words per label with fixed
+  weights; with ``shared_words=True`` a word may stand for several labels. No parameters.
+- :class:`LearnedWeightsVerbalizer` (``"learned_weights"``): as ``"fixed"``, but each label's word
+  weights are a softmax over trained per-word logits, started from the given weights (uniform by
+  default): the aggregation of KPT (Hu et al., 2022, "Knowledgeable Prompt-tuning", section 3.3).
+- :class:`AnswerVectorVerbalizer` (``"answer_vectors"``): one trained vector per label, scored at
+  the answer slot in place of a vocabulary row (WARP, Hambardzumyan et al., 2021), started from the
+  mean input embedding of the label name's tokens; handed to the backbone by
+  :meth:`Verbalizer.conditioning`.
+- :class:`ChoiceVerbalizer` (``"choice"``): each example brings its own candidates (COPA-style).
+
+A new kind subclasses :class:`Verbalizer` and registers in ``VERBALIZER_TYPES`` so a saved output
+rebuilds it.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import math
 from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
+from torch import nn
 
 from softprompt.errors import ConfigError, DataError, UnknownLabelError
 from softprompt.tasks.data import example_ref, label_to_str
@@ -29,13 +43,15 @@ from softprompt.tasks.data import example_ref, label_to_str
 _LABEL_WORDS_SYNTAX = '"positive=great,good;negative=terrible,bad"'
 
 
-class Verbalizer:
+class Verbalizer(nn.Module):
     """A fixed label set, each label with its words and their weights.
 
     ``label_words`` maps a label to a word or a list of words: ``{"positive": "great",
     "negative": ["terrible", "bad"]}``. ``weights`` (optional) gives each label's words
     positive weights; they are relative within a label and normalised to sum to 1 (the
-    default is uniform), so no label gains from having more words.
+    default is uniform), so no label gains from having more words. ``shared_words``: let one
+    word stand for several labels (refused by default: with one word per label, a word given
+    twice is a mistake). Raises :class:`ConfigError` for a malformed label set.
     """
 
     type_name: ClassVar[str] = "fixed"
@@ -46,12 +62,17 @@ class Verbalizer:
         label_words: Mapping[str, str | Sequence[str]],
         weights: Mapping[str, Sequence[float]] | None = None,
         prefix: str = " ",
+        shared_words: bool = False,
     ) -> None:
+        super().__init__()
         if not isinstance(label_words, Mapping) or not label_words:
             raise ConfigError(f"a verbalizer needs at least one label with its words, e.g. {_LABEL_WORDS_SYNTAX}")
         if not isinstance(prefix, str):
             raise ConfigError(f"the verbalizer prefix must be a string, got {prefix!r}")
+        if not isinstance(shared_words, bool):
+            raise ConfigError(f"shared_words must be true or false, got {shared_words!r}")
         self.prefix = prefix
+        self.shared_words = shared_words
         self.labels: list[str] = []
         self.words: list[list[str]] = []
         seen: dict[str, str] = {}
@@ -65,15 +86,22 @@ class Verbalizer:
                 raise ConfigError(f"label {label!r} has no words; give at least one")
             for word in words:
                 _check_word(word, label, prefix)
-                if word in seen:
-                    raise ConfigError(
-                        f"word {word!r} is given for both {seen[word]!r} and {label!r}; "
-                        "each word may stand for one label only, once"
-                    )
+                if word in seen and (seen[word] == label or not shared_words):
+                    where = f"twice for {label!r}" if seen[word] == label else f"for both {seen[word]!r} and {label!r}"
+                    advice = ("give it once" if seen[word] == label else
+                              "each word stands for one label unless words may be shared: "
+                              "--label-words 'shared:LABEL=WORD,...' (shared_words=True in Python)")
+                    raise ConfigError(f"word {word!r} is given {where}; {advice}")
                 seen[word] = label
             self.labels.append(label)
             self.words.append(words)
-        self.weights: list[list[float]] = _check_weights(weights, self.labels, self.words)
+        self.given_weights: list[list[float]] = _check_weights(weights, self.labels, self.words)
+
+    # ------------------------------------------------------------------ the label set
+    @property
+    def weights(self) -> list[list[float]]:
+        """Each label's word weights (summing to 1 per label), as floats."""
+        return [list(w) for w in self.given_weights]
 
     def label_names(self, example: Mapping[str, Any] | None = None) -> list[str]:
         return list(self.labels)
@@ -99,7 +127,8 @@ class Verbalizer:
     def flat_words(
         self, example: Mapping[str, Any] | None = None
     ) -> tuple[list[str], list[int], list[float]]:
-        """All words flattened (label 0's, then label 1's, ...), their label index, their weight."""
+        """All words flattened (label 0's, then label 1's, ...), their label index, their weight.
+        A word shared by two labels appears once for each."""
         words, owners, weights = [], [], []
         for i, (label_words, label_weights) in enumerate(zip(self.words, self.weights)):
             words.extend(label_words)
@@ -107,41 +136,160 @@ class Verbalizer:
             weights.extend(label_weights)
         return words, owners, weights
 
+    # --------------------------------------------------------------------- scores
+    def build(self, backbone) -> None:
+        """Make what depends on the model (answer vectors); the method holding the verbalizer
+        calls it once with its backbone. Nothing to do here."""
+
+    def conditioning(self):
+        """What the verbalizer hands the backbone: a :class:`~softprompt.conditioning.Conditioning`
+        (empty here: the words are scored with the model's own vocabulary rows)."""
+        from softprompt.conditioning import Conditioning
+
+        return Conditioning()
+
+    def log_weights(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """``[n_words]`` log-weight of each word of :meth:`flat_words` (normalised within its label)."""
+        return torch.tensor(self.flat_words()[2], dtype=dtype, device=device).log()
+
     def aggregate(self, word_scores: torch.Tensor, word_label: torch.Tensor, n_labels: int) -> torch.Tensor:
         """Label log-scores from word log-scores: ``log(sum_w weight_w * exp(score_w))`` per label.
 
         ``word_scores: [batch, n_words]`` in :meth:`flat_words` order; ``word_label: [n_words]``
-        the label index of each word. Returns ``[batch, n_labels]``; differentiable. With one
-        word per label it returns ``word_scores`` unchanged.
+        the label index of each word. Returns ``[batch, n_labels]``; differentiable (also in the
+        weights of :class:`LearnedWeightsVerbalizer`). With one word per label it returns
+        ``word_scores`` unchanged. Raises ``ValueError`` for mismatched shapes.
         """
         n_words = _check_shapes(word_scores, word_label, n_labels)
-        weights = self.flat_words()[2]
-        if len(weights) != n_words:
-            raise ValueError(f"word_scores has {n_words} words, the verbalizer has {len(weights)}")
-        log_weights = torch.tensor(weights, dtype=word_scores.dtype, device=word_scores.device).log()
-        return _grouped_logsumexp(word_scores + log_weights, word_label, n_labels)
+        log_weights = self.log_weights(word_scores.device, word_scores.dtype)
+        if log_weights.numel() != n_words:
+            raise ValueError(f"word_scores has {n_words} words, the verbalizer has {log_weights.numel()}")
+        return _grouped_logsumexp(word_scores + log_weights.to(word_scores.dtype), word_label, n_labels)
 
+    def forward(self, word_scores: torch.Tensor, word_label: torch.Tensor, n_labels: int) -> torch.Tensor:
+        """:meth:`aggregate`."""
+        return self.aggregate(word_scores, word_label, n_labels)
+
+    # ---------------------------------------------------------------------- saving
     def to_dict(self) -> dict[str, Any]:
-        return {
+        """What rebuilds this verbalizer (JSON); trained parameters are saved as tensors apart."""
+        data = {
             "type": self.type_name,
             "label_words": {label: list(words) for label, words in zip(self.labels, self.words)},
             "weights": {label: list(weights) for label, weights in zip(self.labels, self.weights)},
             "prefix": self.prefix,
         }
+        if self.shared_words:
+            data["shared_words"] = True
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verbalizer:
         _check_type(data, cls.type_name)
         if "label_words" not in data:
             raise ConfigError(f"a saved verbalizer needs 'label_words', got keys {sorted(data)}")
-        return cls(data["label_words"], weights=data.get("weights"), prefix=data.get("prefix", " "))
+        return cls(data["label_words"], weights=data.get("weights"), prefix=data.get("prefix", " "),
+                   shared_words=data.get("shared_words", False))
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.to_dict() == self.to_dict()
+        if type(other) is not type(self) or other.to_dict() != self.to_dict():
+            return False
+        mine, theirs = dict(self.named_parameters()), dict(other.named_parameters())
+        return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+    __hash__ = nn.Module.__hash__  # a module is hashed by identity (defining __eq__ would unset it)
+
+    def extra_repr(self) -> str:
+        pairs = ", ".join(f"{label}={'|'.join(words)}" for label, words in zip(self.labels, self.words))
+        return f"{pairs}; prefix={self.prefix!r}"
 
     def __repr__(self) -> str:
-        pairs = ", ".join(f"{label}={'|'.join(words)}" for label, words in zip(self.labels, self.words))
-        return f"{type(self).__name__}({pairs}; prefix={self.prefix!r})"
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+
+class LearnedWeightsVerbalizer(Verbalizer):
+    """A fixed label set whose word weights are trained: ``weight = softmax(word_logits)`` over
+    each label's words (KPT's aggregation, Hu et al., 2022, section 3.3), started from the given
+    ``weights`` (uniform by default). ``word_logits: [n_words]`` in :meth:`flat_words` order is the
+    one parameter. Arguments as :class:`Verbalizer`."""
+
+    type_name: ClassVar[str] = "learned_weights"
+
+    def __init__(self, label_words, weights=None, prefix: str = " ", shared_words: bool = False) -> None:
+        super().__init__(label_words, weights=weights, prefix=prefix, shared_words=shared_words)
+        given = [w for label_weights in self.given_weights for w in label_weights]
+        self.word_logits = nn.Parameter(torch.tensor(given, dtype=torch.float32).log())
+        self.register_buffer("word_label", torch.tensor(
+            [i for i, words in enumerate(self.words) for _ in words]), persistent=False)
+
+    def log_weights(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """``[n_words]``: ``log_softmax`` of :attr:`word_logits` within each label; differentiable."""
+        logits = self.word_logits
+        norm = _grouped_logsumexp(logits[None], self.word_label, len(self.labels))[0]
+        return (logits - norm[self.word_label]).to(device=device or logits.device, dtype=dtype)
+
+    @property
+    def weights(self) -> list[list[float]]:
+        """Each label's current word weights (the softmax of its words' logits), as floats."""
+        flat = self.log_weights().detach().exp().tolist()
+        out, i = [], 0
+        for words in self.words:
+            out.append(flat[i: i + len(words)])
+            i += len(words)
+        return out
+
+
+class AnswerVectorVerbalizer(Verbalizer):
+    """One trained vector per label, scored at the answer slot in place of a vocabulary row
+    (WARP, Hambardzumyan et al., 2021).
+
+    ``labels``: the label names; each label's candidate word is its name (used to budget the
+    context and to read generations). :meth:`build` makes ``answer_vectors: [n_labels, dim]``
+    (float32), each the mean input embedding of ``prefix + name``'s tokens; :meth:`conditioning`
+    hands it to the backbone as ``Conditioning.answer_vectors``. Raises :class:`ConfigError` for
+    an empty or repeated label, or for :meth:`conditioning` before :meth:`build`.
+    """
+
+    type_name: ClassVar[str] = "answer_vectors"
+
+    def __init__(self, labels: Sequence[str], prefix: str = " ") -> None:
+        if isinstance(labels, str) or not isinstance(labels, Sequence):
+            raise ConfigError(f"answer vectors need a list of label names, got {labels!r}")
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"label names must be distinct, got {list(labels)}")
+        super().__init__({label: label for label in labels}, prefix=prefix)
+        self.register_parameter("answer_vectors", None)  # [n_labels, dim], made by build()
+
+    def build(self, backbone) -> None:
+        """Start each label's vector from the mean input embedding of its name's tokens
+        (``backbone.embed`` of ``backbone.tokenize(prefix + name)``); kept if already built."""
+        if self.answer_vectors is not None:
+            return
+        rows = []
+        with torch.no_grad():
+            for label in self.labels:
+                ids = backbone.tokenize(self.prefix + label)
+                rows.append(backbone.embed(torch.tensor(ids)).float().mean(0).cpu())
+        self.answer_vectors = nn.Parameter(torch.stack(rows))
+
+    def conditioning(self):
+        """``Conditioning(answer_vectors=[n_labels, dim])``: the backbone scores these vectors."""
+        if self.answer_vectors is None:
+            raise ConfigError("the answer vectors are not made yet: call build(backbone) first "
+                              "(a method holding the verbalizer does)")
+        from softprompt.conditioning import Conditioning
+
+        return Conditioning(answer_vectors=self.answer_vectors)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type_name, "labels": list(self.labels), "prefix": self.prefix}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AnswerVectorVerbalizer:
+        _check_type(data, cls.type_name)
+        if "labels" not in data:
+            raise ConfigError(f"a saved answer-vector verbalizer needs 'labels', got keys {sorted(data)}")
+        return cls(data["labels"], prefix=data.get("prefix", " "))
 
 
 class ChoiceVerbalizer(Verbalizer):
@@ -156,13 +304,15 @@ class ChoiceVerbalizer(Verbalizer):
     is_fixed: ClassVar[bool] = False
 
     def __init__(self, choices_field: str = "choices", prefix: str = " ") -> None:
+        nn.Module.__init__(self)
         if not isinstance(choices_field, str) or not choices_field:
             raise ConfigError(f"choices_field must name a field, got {choices_field!r}")
         if not isinstance(prefix, str):
             raise ConfigError(f"the verbalizer prefix must be a string, got {prefix!r}")
         self.choices_field = choices_field
         self.prefix = prefix
-        self.labels, self.words, self.weights = [], [], []
+        self.shared_words = False
+        self.labels, self.words, self.given_weights = [], [], []
 
     def label_names(self, example: Mapping[str, Any] | None = None) -> list[str]:
         if example is None:
@@ -205,13 +355,12 @@ class ChoiceVerbalizer(Verbalizer):
         _check_type(data, cls.type_name)
         return cls(data.get("choices_field", "choices"), prefix=data.get("prefix", " "))
 
-    def __repr__(self) -> str:
-        return f"ChoiceVerbalizer(choices_field={self.choices_field!r}, prefix={self.prefix!r})"
+    def extra_repr(self) -> str:
+        return f"choices_field={self.choices_field!r}, prefix={self.prefix!r}"
 
 
 VERBALIZER_TYPES: dict[str, type[Verbalizer]] = {
-    Verbalizer.type_name: Verbalizer,
-    ChoiceVerbalizer.type_name: ChoiceVerbalizer,
+    cls.type_name: cls for cls in (Verbalizer, LearnedWeightsVerbalizer, AnswerVectorVerbalizer, ChoiceVerbalizer)
 }
 
 
@@ -223,6 +372,26 @@ def verbalizer_from_dict(data: Mapping[str, Any]) -> Verbalizer:
             f"unknown verbalizer type {kind!r} in {data!r}; known: {', '.join(VERBALIZER_TYPES)}"
         )
     return VERBALIZER_TYPES[kind].from_dict(data)
+
+
+def verbalizer_tensors(verbalizer: Verbalizer) -> dict[str, torch.Tensor]:
+    """``verbalizer``'s parameters as saved beside a method's: ``{"verbalizer.<name>": tensor}``
+    (float32, CPU, contiguous); empty for fixed words and weights."""
+    return {f"verbalizer.{name}": p.detach().float().cpu().contiguous() for name, p in verbalizer.named_parameters()}
+
+
+def load_verbalizer_tensors(verbalizer: Verbalizer, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``tensors["verbalizer.<name>"]`` into each parameter of ``verbalizer`` (built: see
+    :meth:`Verbalizer.build`); other names are ignored. Raises :class:`ConfigError` for a missing
+    or wrongly shaped tensor."""
+    for name, p in verbalizer.named_parameters():
+        saved = tensors.get(f"verbalizer.{name}")
+        if saved is None or tuple(saved.shape) != tuple(p.shape):
+            got = "no tensor" if saved is None else f"shape {tuple(saved.shape)}"
+            raise ConfigError(f"the saved output has {got} for verbalizer.{name}, the task's verbalizer needs "
+                              f"shape {tuple(p.shape)}: use it with the task it was trained with")
+        with torch.no_grad():
+            p.copy_(saved.to(p))
 
 
 def parse_label_words(spec: str) -> dict[str, list[str]]:

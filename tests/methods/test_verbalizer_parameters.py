@@ -27,7 +27,7 @@ def test_learned_word_weights_train_with_the_prompt(family):
     bb, task, method = _method(LearnedWeightsVerbalizer({"pos": ["great", "good fun"], "neg": ["bad", "dull"]}), family)
     assert method.verbalizer is task.verbalizer
     params = method.trainable_parameters()
-    assert any(p is task.verbalizer.word_logits for p in params) and any(p is method.prompt() for p in params)
+    assert any(p is task.verbalizer.word_logits for p in params) and any(p is method.conditioning().input_vectors for p in params)
     loss = method(bb, task, encode(bb, task, ROWS))
     loss.backward()
     assert task.verbalizer.word_logits.grad.abs().sum() > 0

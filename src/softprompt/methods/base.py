@@ -20,6 +20,7 @@ from torch import nn
 from ..conditioning import Conditioning
 from ..errors import ConfigError
 from ..tasks.verbalizer import load_verbalizer_tensors, verbalizer_tensors
+from ..virtual_tokens import VirtualTokens
 
 METHODS: dict[str, tuple[type, type["Method"]]] = {}
 
@@ -98,6 +99,14 @@ class Method(nn.Module):
         # with the method's (trainable_parameters) and move with it; the task keeps the same object.
         self.verbalizer = task.verbalizer
         self.verbalizer.build(backbone)
+        # The template's own learnable vectors ({soft...} slots) train with the method's too.
+        self.virtual_tokens = VirtualTokens(task.template.virtual_tokens, backbone, seed)
+        if task.template.virtual_tokens and not self.trains:
+            raise ConfigError(
+                f"template {task.template.text!r} has learnable virtual tokens {{soft...}}, but method {self.name!r} "
+                "learns nothing, so they would stay random: train them (e.g. --method prompt-tuning) or remove them "
+                "from --template"
+            )
 
     def conditioning(self) -> Conditioning:
         """What this method itself adds to the model, differentiable; empty by default. A method
@@ -106,9 +115,10 @@ class Method(nn.Module):
         return Conditioning()
 
     def training_conditioning(self) -> Conditioning:
-        """:meth:`conditioning` joined with the verbalizer's (e.g. its answer vectors), differentiable:
-        what a training step scores with. Raises :class:`ConfigError` when both set the same kind."""
-        return self.conditioning().joined(self.verbalizer.conditioning())
+        """:meth:`conditioning` joined with the verbalizer's (e.g. its answer vectors) and the
+        template's virtual tokens, differentiable: what a training step scores with. Raises
+        :class:`ConfigError` when two parts set the same kind."""
+        return self.conditioning().joined(self.verbalizer.conditioning()).joined(self.virtual_tokens.conditioning())
 
     def inference_conditioning(self) -> Conditioning:
         """:meth:`training_conditioning` detached, for evaluation: the same object while no
@@ -154,8 +164,9 @@ class Method(nn.Module):
     # ------------------------------------------------------------- saved outputs
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The tensors :meth:`save` writes, by name. Here: the verbalizer's, ``verbalizer.<param>``
-        (:meth:`verbalizer_tensors`); a method adds its own."""
-        return self.verbalizer_tensors()
+        (:meth:`verbalizer_tensors`), and the template's virtual tokens, ``virtual.<name>``; a
+        method adds its own."""
+        return {**self.verbalizer_tensors(), **self.virtual_tokens.state_tensors()}
 
     def state_metadata(self) -> dict[str, Any]:
         """The method's own metadata fields :meth:`save` writes beside the caller's (its shape,
@@ -192,3 +203,4 @@ class Method(nn.Module):
             raise PromptFileError(f"{artifact.path} holds a {artifact.kind} output, not a {self.name} one; pass "
                                   f"--method {artifact.kind} or another saved folder")
         self.load_verbalizer_tensors(artifact.tensors)
+        self.virtual_tokens.restore(artifact.tensors, artifact.path)

@@ -92,7 +92,7 @@ class PeftBaseline:
         self.task = get_task("rotten_tomatoes")
         adapters = prompts_root.parent / (prompts_root.name + "-peft")
         for name in names:
-            export_peft(SoftPrompt.load(prompts_root / name), adapters / name, backbone.model.config)
+            export_peft(SoftPrompt.load(prompts_root / name), adapters / name, backbone)
         self.model = PeftModel.from_pretrained(backbone.model, adapters / names[0], adapter_name=names[0])
         for name in names[1:]:
             self.model.load_adapter(adapters / name, adapter_name=name)

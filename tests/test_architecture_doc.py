@@ -20,7 +20,7 @@ BLOCKS = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), re.
 
 
 def test_the_template_block_prints_what_its_comments_say():
-    block = next(b for b in BLOCKS if "Template(" in b and "load_model" not in b and "SoftSlots" not in b)
+    block = next(b for b in BLOCKS if "Template(" in b and "load_model" not in b and "FeedForwardScale" not in b)
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         exec(compile(block, str(DOC), "exec"), {})
@@ -41,8 +41,8 @@ def test_every_block_runs_in_order(tmp_path, monkeypatch):
             for block in BLOCKS:
                 exec(compile(block, str(DOC), "exec"), namespace)
     finally:
-        METHODS.pop("soft-slots", None)  # the example method must not leak into other tests
+        METHODS.pop("ff-scale", None)  # the example method must not leak into other tests
     lines = out.getvalue().splitlines()
     assert lines[0] == f"(4, 2) torch.Size([8, {namespace['backbone'].dim}])"
-    assert lines[-1] == "SoftSlots"
-    assert namespace["method"].slots["cue"].grad.abs().sum() > 0
+    assert lines[-1] == "FeedForwardScale"
+    assert namespace["method"].scale.grad.abs().sum() > 0

@@ -111,7 +111,7 @@ def test_virtual_tokens_sit_at_their_slots_and_learn(family, words):
     with torch.no_grad():
         other = bb.word_scores(Conditioning(input_vectors=prompt, virtual_tokens={"v": torch.randn_like(table)}), slotted)
     assert not _close(other, got)
-    with pytest.raises(ConfigError, match=r"virtual tokens \{soft:v\} but the conditioning gives none"):
+    with pytest.raises(ConfigError, match=r"virtual tokens \{soft:v\} but no vectors were given.*--prompt DIR"):
         bb.word_scores(prompt, slotted)
 
 

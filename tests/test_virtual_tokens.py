@@ -3,6 +3,7 @@ restored, served, and refused by a method that learns nothing."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -62,8 +63,11 @@ def test_virtual_tokens_are_saved_restored_and_served(tmp_path, tiny_model_dirs)
     data = write_toy_data(tmp_path / "data") / "toy"
     out = tmp_path / "run"
     train(model=str(tiny_model_dirs["causal"]), task="toy", template=TEMPLATE, label_words="positive=great;negative=terrible",
-          train_file=str(data / "train.jsonl"), validation_file=str(data / "validation.jsonl"), prompt_length=2,
-          max_steps=4, eval_every=2, out=str(out), progress=False, zero_shot_baseline=False, test_split="")
+          train_file=str(data / "train.jsonl"), validation_file=str(data / "validation.jsonl"),
+          test_file=str(data / "test.jsonl"), prompt_length=2, max_steps=4, eval_every=2, out=str(out), progress=False)
+    results = json.loads((out / "results.json").read_text())
+    # the baseline is skipped (without its vectors the template cannot be read), the run still ends
+    assert results["test"]["n"] > 0 and results["zero_shot_test"] is None
     pm = PromptedModel.from_saved(out / "best")
     assert set(pm.conditioning.virtual_tokens) == {"intro", "soft1"}
     alone = pm.classify(["a witty film", "a dull mess"])

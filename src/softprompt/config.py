@@ -59,7 +59,7 @@ class ModelOptions:
 class TaskFormat:
     """The task's format replaced: how a row becomes text and a label becomes words."""
 
-    template: str | None = opt(None, "template with {field} slots instead of the task's (and {mask} for masked LMs); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
+    template: str | None = opt(None, "template with {field} slots instead of the task's, {mask} or {mask:name} answer slots and {soft*N} learnt virtual tokens (docs/templates.md); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
     label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, and 'answer-vectors:LABEL,LABEL' trains one vector per label")
     field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'")
 
@@ -146,7 +146,7 @@ class TrainConfig(RunOptions, DataConfig):
     loss: str = opt("rank", "rank: cross-entropy over the labels' scores; lm: the label's token likelihood", ("rank", "lm"))
     scoring: str = opt("rank", "how dev/test are scored: rank classification or greedy generation", ("rank", "generate"))
     test_split: str = opt("test", "split evaluated at the end with the best prompt ('' to skip)")
-    zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split")
+    zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split (skipped where the template's virtual tokens or the verbalizer's answer vectors are learnt)")
     device_map: str | None = opt(None, "shard a frozen model too big for one device: 'auto' or a JSON mapping of module names to devices ('disk' offloads)")
     offload_folder: str | None = opt(None, "folder for weights that --device-map puts on 'disk'")
 

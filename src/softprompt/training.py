@@ -445,6 +445,16 @@ def _evaluate_only(acc, cfg: TrainConfig, backbone, task, method, data, started:
     return _finish(acc, cfg, backbone, task, method, data, result, started, reload_best=False)
 
 
+def zero_shot_applies(task, method) -> bool:
+    """Whether the zero-shot baseline (the same template and verbalizer, nothing learnt) means
+    anything for ``method`` on ``task``: the method adds something to the model, and neither the
+    template's virtual tokens nor the verbalizer's answer vectors are learnt parts the baseline
+    would have to leave out (without them the template cannot be read, or the labels' names would
+    be scored in place of their vectors)."""
+    return bool(method.conditioning().kinds) and not task.template.virtual_tokens \
+        and not task.verbalizer.conditioning().kinds
+
+
 def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainResult, started: float,
             reload_best: bool = True) -> TrainResult:
     """Evaluate the best state on the final split (and the zero-shot baseline), write results.json."""
@@ -458,7 +468,7 @@ def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainRe
             progress = cfg.progress and acc.is_main_process
             result.test = evaluate_sharded(acc, backbone, task, test_rows, method.inference_conditioning(), cfg,
                                            progress).summary()
-            if cfg.zero_shot_baseline and method.inference_conditioning().kinds:
+            if cfg.zero_shot_baseline and zero_shot_applies(task, method):
                 result.zero_shot_test = evaluate_sharded(acc, backbone, task, test_rows, None, cfg, progress).summary()
     result.seconds = time.time() - started
     if not acc.is_main_process:

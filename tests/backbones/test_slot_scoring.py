@@ -173,11 +173,30 @@ def test_wrong_slot_words_or_fills_are_refused():
         bb.slot_word_scores(None, batch, "tail", fills={"tail": [[5]]})
 
 
-def test_virtual_tokens_need_the_methods_conditioning():
-    bb = make_backbone("causal")
-    batch = encode(bb, task("{text} {soft*2} it was {mask} ."), [ROW])
-    with pytest.raises(ConfigError, match="virtual tokens"):
-        bb.slot_word_scores(None, batch, "mask")
+@pytest.mark.parametrize("family", ["causal", "causal-bos", "seq2seq", "masked"])
+def test_virtual_tokens_before_and_after_a_slot_inside_the_text_sit_where_they_were(family):
+    """Virtual tokens whose vectors are real tokens' embeddings score as those tokens written into
+    the context, on both sides of a slot the word is scored inside the text at."""
+    import dataclasses
+
+    from softprompt.conditioning import Conditioning
+
+    bb = make_backbone(family)
+    # On a decoder the text after the slot is scored, and a virtual token there is read but never
+    # predicted, so it would not equal a written token: there the virtual tokens come before the slot.
+    after = "" if family.startswith("causal") else "{soft:b} "
+    batch = encode(bb, task("{text} {soft:a*2} it was {mask} , " + after + "so ."), [ROW])
+    chosen = {"a": [7, 9], "b": [11]}
+    context = list(batch.context[0])
+    for pos, name, i in batch.virtual[0]:
+        context[pos] = chosen[name][i]
+    written = dataclasses.replace(batch, context=[context], virtual=[[]])
+    cond = Conditioning(virtual_tokens={n: bb.embed(torch.tensor(t)).detach() for n, t in chosen.items()
+                                        if any(v[1] == n for v in batch.virtual[0])})
+    with torch.no_grad():
+        got = bb.word_scores(cond, batch)
+        ref = bb.word_scores(None, written)
+    assert got[0].tolist() == pytest.approx(ref[0].tolist(), abs=1e-4)
 
 
 def test_causal_last_slot_after_an_empty_one_is_not_scored_as_joined_text():
@@ -201,3 +220,22 @@ def test_causal_generation_continues_the_text_before_the_slot():
     two = encode(bb, task("{text} . {mask:head} was {mask:tail} ."), [ROW], slot="tail")
     with pytest.raises(ConfigError, match="--scoring rank"):
         bb.generate(None, two, 4)
+
+
+def test_a_virtual_token_in_the_text_a_decoder_scores_is_read_not_predicted():
+    from softprompt.conditioning import Conditioning
+
+    bb = make_backbone("causal")
+    batch = encode(bb, task("{text} it was {mask} , {soft:b} so ."), [ROW])
+    assert [v[1] for v in batch.virtual[0]] == ["b"]
+    vec = bb.embed(torch.tensor([11])).detach()
+    with torch.no_grad():
+        scores = bb.slot_word_scores(Conditioning(virtual_tokens={"b": vec}), batch, "mask", length_normalize=True)
+        other = bb.slot_word_scores(Conditioning(virtual_tokens={"b": vec + 1}), batch, "mask", length_normalize=True)
+    assert torch.isfinite(scores).all() and not torch.allclose(scores, other)  # read: it moves what follows
+    after = len(batch.context[0]) - batch.answer_pos[0][0]  # tokens after the slot, the virtual one included
+    with torch.no_grad():
+        plain = bb.slot_word_scores(Conditioning(virtual_tokens={"b": vec}), batch, "mask")
+    # length normalisation divides by the tokens predicted: the word's and the text's, not the virtual one
+    assert float(scores[0, 2]) == pytest.approx(float(plain[0, 2]) / (1 + after - 1), abs=1e-5)
+

@@ -290,8 +290,10 @@ class Backbone(ABC):
             for pos, name, idx in slots:
                 table = tables[i].get(name)
                 if table is None:
-                    raise ConfigError(f"the template has virtual tokens {{soft:{name}}} but the conditioning gives "
-                                      f"none named {name!r} (it has {sorted(tables[i])})")
+                    raise ConfigError(
+                        f"the template has learnable virtual tokens {{soft:{name}}} but no vectors were given for "
+                        f"them (given: {sorted(tables[i]) or 'none'}): they are learnt in training and come with the "
+                        "trained output (eval/predict --prompt DIR); without one, remove {soft...} from --template")
                 if idx >= table.shape[0]:
                     raise ConfigError(f"virtual token {name!r} #{idx} asked for, but the conditioning has "
                                       f"{table.shape[0]} of them")
@@ -477,8 +479,7 @@ class Backbone(ABC):
         fill ``batch.word_slot``). ``fills[name][b]``: token ids written into another answer slot
         ``name`` of row ``b``; a slot without a fill is left as encoded (a mask on a masked LM,
         nothing elsewhere). Each family says what it scores. Raises :class:`ConfigError` for an
-        unknown slot, missing words, or a batch with virtual tokens (positions would move with the
-        fills).
+        unknown slot or missing words.
         """
         cond = self.conditioned(cond, batch)
         if isinstance(cond, PerRow) and len(self._groups(cond)) > 1:
@@ -505,17 +506,13 @@ class Backbone(ABC):
         """:meth:`slot_word_scores` for one conditioning, hooks installed."""
 
     def _slot_pairs(self, batch: EncodedBatch, slot: str, words, fills, filler):
-        """Every (row, candidate) pair of ``slot`` laid out: ``(rows, seqs, starts, ends, stops)``.
+        """Every (row, candidate) pair of ``slot`` laid out: ``(rows, seqs, starts, ends, stops, virtual)``.
 
         ``seqs[i]``: the row's context with the other slots filled from ``fills`` and ``slot``
-        holding ``filler(word)``; the candidate's tokens are ``seqs[i][starts[i]:ends[i]]`` and
-        ``stops[i]`` is where the next answer slot starts (``len(seqs[i])`` after the last)."""
+        holding ``filler(word)``; the candidate's tokens are ``seqs[i][starts[i]:ends[i]]``,
+        ``stops[i]`` is where the next answer slot starts (``len(seqs[i])`` after the last) and
+        ``virtual[i]`` the row's virtual tokens ``(position, name, index)`` moved to ``seqs[i]``."""
         words = self._slot_words(batch, slot, words)
-        if any(batch.virtual):
-            raise ConfigError(
-                "this batch's template has virtual tokens {soft...}, whose positions would move with the words "
-                "written into its slots: score a template with virtual tokens through word_scores (one answer slot)"
-            )
         fills = dict(fills or {})
         unknown = [name for name in fills if name not in batch.slot_names or name == slot]
         if unknown:
@@ -525,16 +522,23 @@ class Backbone(ABC):
             )
         width = 0 if self.mask_token_id is None else 1  # what an unfilled slot holds in the context
         cols = {name: batch.slot_positions(name) for name in batch.slot_names}
-        rows, seqs, starts, ends, stops = [], [], [], [], []
+        rows, seqs, starts, ends, stops, moved = [], [], [], [], [], []
         for b, ws in enumerate(words):
             ctx = batch.context[b]
+            row_virtual = batch.virtual[b] if batch.virtual else []
             for w in ws:
                 out: list[int] = []
+                virt: list[tuple[int, str, int]] = []
                 cursor = 0
                 start = end = stop = None
+
+                def copy(lo: int, hi: int) -> None:  # ctx[lo:hi] onto the end of out, its virtual tokens moved along
+                    virt.extend((len(out) + p - lo, name, i) for p, name, i in row_virtual if lo <= p < hi)
+                    out.extend(ctx[lo:hi])
+
                 for name in batch.slot_names:  # reading order
                     pos = cols[name][b]
-                    out += ctx[cursor:pos]
+                    copy(cursor, pos)
                     if end is not None and stop is None:
                         stop = len(out)
                     if name == slot:
@@ -544,13 +548,14 @@ class Backbone(ABC):
                     else:
                         out += fills[name][b] if name in fills else ctx[pos: pos + width]
                     cursor = pos + width
-                out += ctx[cursor:]
+                copy(cursor, len(ctx))
                 rows.append(b)
                 seqs.append(out)
                 starts.append(start)
                 ends.append(end)
                 stops.append(len(out) if stop is None else stop)
-        return rows, seqs, starts, ends, stops
+                moved.append(virt)
+        return rows, seqs, starts, ends, stops, moved
 
     @staticmethod
     def _slot_words(batch: EncodedBatch, slot: str, words):

@@ -304,7 +304,10 @@ class CausalBackbone(Backbone):
         hidden = self._forward(cond, seqs, virtual)[0]
         rows, cols, targets, owner = [], [], [], []
         for i, (c, w) in enumerate(zip(contexts, words)):
+            skip = {p for p, _, _ in virtual[i]} if virtual else ()  # a virtual token is read, never predicted
             for j, tok in enumerate(w):
+                if len(c) + j in skip:
+                    continue
                 rows.append(i)
                 cols.append(len(c) - 1 + j)
                 targets.append(tok)
@@ -315,7 +318,7 @@ class CausalBackbone(Backbone):
         tok_lp = lp.gather(-1, torch.tensor(targets, device=dev)[:, None]).squeeze(-1)
         total = torch.zeros(len(seqs), device=dev).index_add(0, torch.tensor(owner, device=dev), tok_lp)
         if length_normalize:
-            total = total / torch.tensor([len(w) for w in words], device=dev, dtype=total.dtype)
+            total = total / torch.bincount(torch.tensor(owner, device=dev), minlength=len(seqs)).clamp(min=1).to(total.dtype)
         return total
 
     # Expanded continuations (sliding-window models): a chunk holds whole (row, word length) groups;
@@ -545,10 +548,11 @@ class CausalBackbone(Backbone):
                 f"answer slot {slot!r} follows slot(s) {', '.join(map(repr, missing))}, which a decoder-only model "
                 "reads first: give their words as fills (slot_word_scores(..., fills={name: token ids per row}))"
             )
-        rows, seqs, starts, _, stops = self._slot_pairs(batch, slot, words, fills, list)
+        rows, seqs, starts, _, stops, virtual = self._slot_pairs(batch, slot, words, fills, list)
         contexts = [s[:a] for s, a in zip(seqs, starts)]
         scored = [s[a:z] for s, a, z in zip(seqs, starts, stops)]
-        flat = self._scored_logprobs(cond, contexts, scored, length_normalize)
+        virtual = [[v for v in vs if v[0] < z] for vs, z in zip(virtual, stops)]  # those in the text read
+        flat = self._scored_logprobs(cond, contexts, scored, length_normalize, virtual if any(virtual) else None)
         return self._pairs_to_rows(rows, len(batch), flat)
 
 

@@ -132,8 +132,9 @@ class MaskedBackbone(Backbone):
         """
         mask_id = self.mask_token_id
         words = self._slot_words(batch, slot, words)
-        rows, seqs, starts, ends, _ = self._slot_pairs(batch, slot, words, fills, lambda w: [mask_id] * len(w))
-        lps = self._mask_logprobs(cond, seqs, [list(range(a, z)) for a, z in zip(starts, ends)])
+        rows, seqs, starts, ends, _, virtual = self._slot_pairs(batch, slot, words, fills, lambda w: [mask_id] * len(w))
+        lps = self._mask_logprobs(cond, seqs, [list(range(a, z)) for a, z in zip(starts, ends)],
+                                  virtual if any(virtual) else None)
         flat = []
         for lp, w in zip(lps, (w for ws in words for w in ws)):
             total = lp.gather(-1, torch.tensor(w, device=lp.device)[:, None]).sum()

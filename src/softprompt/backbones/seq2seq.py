@@ -115,8 +115,8 @@ class Seq2SeqBackbone(Backbone):
         words = self._slot_words(batch, slot, words)
         first = [ws[0] for ws in words]  # the encoder's text does not depend on the candidate
         one = [[w] for w in first]
-        _, seqs, _, _, _ = self._slot_pairs(batch, slot, one, fills, lambda w: [])
-        enc, enc_mask = self._encode(cond, seqs)
+        _, seqs, _, _, _, virtual = self._slot_pairs(batch, slot, one, fills, lambda w: [])
+        enc, enc_mask = self._encode(cond, seqs, virtual if any(virtual) else None)
         rows = [b for b, ws in enumerate(words) for _ in ws]
         flat = self._word_logprobs(enc, enc_mask, rows, [w for ws in words for w in ws], length_normalize)
         return self._pairs_to_rows(rows, len(batch), flat)

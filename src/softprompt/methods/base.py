@@ -168,6 +168,14 @@ class Method(nn.Module):
         method adds its own."""
         return {**self.verbalizer_tensors(), **self.virtual_tokens.state_tensors()}
 
+    @classmethod
+    def config_from_saved(cls, config: Any, metadata: dict[str, Any]) -> Any:
+        """The config a restore rebuilds this method with: ``config`` (built from the saved
+        ``training`` options) with what the method recorded of its own in :meth:`state_metadata`
+        laid over it. Here ``config`` as is; a method whose saved state replaces its
+        initialisation, or that records options of its own, overrides this."""
+        return config
+
     def state_metadata(self) -> dict[str, Any]:
         """The method's own metadata fields :meth:`save` writes beside the caller's (its shape,
         options a restore needs); none here."""

@@ -136,6 +136,12 @@ class InContext(Method):
         tensor every call, so the backbone's inference cache holds its keys/values); empty for 0 shots."""
         return Conditioning(input_vectors=self.embeddings)
 
+    @classmethod
+    def config_from_saved(cls, config, metadata):
+        """The saved ``shots``, ``balanced`` and ``separator``."""
+        saved = {k: metadata.get(k) for k in ("shots", "balanced", "separator")}
+        return dataclasses.replace(config, **{k: v for k, v in saved.items() if v is not None})
+
     def state_metadata(self):
         """The demonstrations (rows and rendered text), the joined text and its token ids, so the
         run can be reproduced (:meth:`restore_from` reads them back); no tensors are saved."""

@@ -55,15 +55,13 @@ def method_class(artifact: Artifact) -> type[Method]:
 
 def saved_config(artifact: Artifact):
     """The config of the method that saved ``artifact``: built from the ``training`` options its
-    metadata records (:func:`~softprompt.methods.configs.method_config`), then the fields the
-    method recorded of its own config (``hidden``, ``shots``, ...; ``length`` as ``prompt_length``)
-    win; ``init`` is ``random-uniform`` (the saved state replaces it). Raises
+    metadata records (:func:`~softprompt.methods.configs.method_config`), then what the method
+    recorded of its own laid over it by the method itself (:meth:`Method.config_from_saved`: a
+    prompt's ``length``, a prefix's ``hidden``, in-context ``shots``, ...). Raises
     :class:`~softprompt.errors.ConfigError` (or the config's own error) for options it refuses."""
     meta = artifact.metadata
-    config, _ = method_config(artifact.kind, meta.get("training") or {})
-    names = {f.name for f in dataclasses.fields(config)}
-    recorded = {**meta, "prompt_length": artifact.length, "init": "random-uniform"}
-    return dataclasses.replace(config, **{k: v for k, v in recorded.items() if k in names and v is not None})
+    config, cls = method_config(artifact.kind, meta.get("training") or {})
+    return cls.config_from_saved(config, meta)
 
 
 def restore(path: str | Path, backbone, task=None, root: str | Path | None = None) -> Method:
@@ -92,7 +90,13 @@ def restore_artifact(artifact: Artifact, backbone, task=None) -> Method:
     except (ConfigError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{Path(artifact.path) / META_FILE}: metadata field 'training' holds options that do not "
                             f"build a {artifact.kind} method ({exc}); re-save it or train again") from exc
-    method = cls.empty(config, backbone, task)
+    try:
+        method = cls.empty(config, backbone, task)
+    except ConfigError:  # a model without a kind the method needs: the backbone's own message
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{Path(artifact.path) / META_FILE}: the saved options do not build a {artifact.kind} "
+                            f"method ({type(exc).__name__}: {exc}); re-save it or train again") from exc
     method.restore_from(artifact)
     method.metadata = dict(meta)
     return method.to(backbone.device)

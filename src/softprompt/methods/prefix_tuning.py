@@ -26,6 +26,7 @@ their prompt positions are recomputed from the text in every layer) is refused w
 from __future__ import annotations
 
 import math
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,14 @@ class PrefixTuning(Method):
     def state_metadata(self):
         return {"length": self.prompt_length, "layers": len(self.layer_shapes), "layer_shapes": self.layer_shapes,
                 "reparameterize": self.config.reparameterize, "hidden": self.config.hidden}
+
+    @classmethod
+    def config_from_saved(cls, config, metadata):
+        """The saved length, ``hidden`` and ``reparameterize``; ``random-uniform`` init (the saved
+        keys/values replace it)."""
+        saved = {"prompt_length": metadata.get("length"), "hidden": metadata.get("hidden"),
+                 "reparameterize": metadata.get("reparameterize")}
+        return dataclasses.replace(config, init="random-uniform", **{k: v for k, v in saved.items() if v is not None})
 
     def restore_from(self, artifact):
         """Restore what :meth:`save` wrote, exactly; refuses a prefix of another shape or model."""

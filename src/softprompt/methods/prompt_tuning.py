@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,14 @@ class PromptTuning(Method):
 
     def state_metadata(self):
         return {"length": self.soft_prompt.length, "dim": self.soft_prompt.dim}
+
+    @classmethod
+    def config_from_saved(cls, config, metadata):
+        """The saved length; ``random-uniform`` init (the saved prompt replaces it, and a ``file:``
+        or ``pretrained:`` source need not exist any more)."""
+        length = metadata.get("length")
+        return dataclasses.replace(config, prompt_length=config.prompt_length if length is None else length,
+                                   init="random-uniform")
 
     def restore_from(self, artifact):
         """Take the saved prompt (an older prompt file too); one of another length is refused."""

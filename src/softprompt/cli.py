@@ -76,7 +76,7 @@ def cmd_eval(cfg: EvalConfig) -> int:
         result = pm.evaluate(rows, cfg.batch_size, progress=cfg.progress)
     print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "prompt": cfg.prompt,
                       "scoring": pm.settings.scoring, "length_normalize": pm.settings.length_normalize,
-                      **result.summary()}))
+                      "word_scoring": pm.settings.word_scoring, **result.summary()}))
     return 0
 
 
@@ -195,13 +195,13 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "train": Command(cmd_train, "train a soft prompt on a task"),
-    "eval": Command(cmd_eval, "evaluate a saved prompt (or the zero-shot baseline) on a split or file"),
-    "predict": Command(cmd_predict, "classify texts with a saved prompt"),
+    "eval": Command(cmd_eval, "evaluate a saved output of any method (or the zero-shot baseline) on a split or file"),
+    "predict": Command(cmd_predict, "classify texts with a saved output of any method"),
     "tasks": Command(cmd_tasks, "list the built-in tasks", yaml=False),
     "pretrain-prompt": Command(cmd_pretrain_prompt, "pre-train a prompt on PPT's self-supervised formats built from unlabeled text"),
     "export-peft": Command(cmd_export_peft, "write a saved prompt as a PEFT prompt-tuning adapter", yaml=False),
     "import-peft": Command(cmd_import_peft, "read a PEFT prompt-tuning adapter as a softprompt prompt", yaml=False),
-    "serve": Command(cmd_serve, "serve many saved prompts over HTTP", description=ServeConfig.__doc__),
+    "serve": Command(cmd_serve, "serve many saved outputs over HTTP", description=ServeConfig.__doc__),
     "inspect": Command(cmd_inspect, "nearest vocabulary tokens of each vector of a saved prompt", yaml=False),
     "experiment": Command(cmd_experiment, "run a grid of runs and analyses from a YAML file, then write its report",
                           yaml=False, description="Run every missing run and analysis of an experiment file (finished ones are "

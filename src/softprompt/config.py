@@ -201,7 +201,8 @@ class InspectConfig(ModelOptions):
 
 @dataclass
 class ServeConfig(ModelOptions):
-    """Options of ``softprompt serve``."""
+    """Serve many saved outputs (prompts, prefixes, in-context demonstrations, any method's but full
+    tuning) of one frozen model over HTTP, rows of different outputs mixed in one batch."""
 
     model: str | None = opt(None, "model to serve (default: the model the first prompt names, else the embedded default)")
     device: str | None = opt(None, "device for the model, e.g. cuda (default: CPU)")

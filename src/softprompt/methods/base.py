@@ -36,10 +36,25 @@ def register_method(name: str, config_cls: type) -> Callable[[type["Method"]], t
     return deco
 
 
+ENTRY_POINT_GROUP = "softprompt.methods"
+"""Entry points of this group name modules that register methods from other packages: a package
+declaring ``[project.entry-points."softprompt.methods"] my-method = "my_pkg.my_method"`` makes
+``--method my-method`` work in every command and the server, with no change to softprompt."""
+
+
 def get_method(name: str) -> tuple[type, type["Method"]]:
-    """``(config class, method class)`` registered as ``name``."""
+    """``(config class, method class)`` registered as ``name``; a name not registered yet is looked
+    up among the :data:`ENTRY_POINT_GROUP` entry points (their module is imported, which registers
+    it). Raises :class:`ConfigError` for an unknown name."""
     if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name == name:
+                ep.load()
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r}; choose one of {sorted(METHODS)} (a method of another package "
+                          f"is found through its {ENTRY_POINT_GROUP!r} entry point)")
     return METHODS[name]
 
 

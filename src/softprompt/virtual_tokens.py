@@ -16,6 +16,7 @@ from torch import nn
 from .conditioning import Conditioning
 from .errors import PromptFileError
 from .prompt import init_vocab
+from .saved_parts import load_part_tensors, part_tensors
 
 
 class VirtualTokens(nn.Module):
@@ -41,16 +42,10 @@ class VirtualTokens(nn.Module):
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """``{"virtual.<name>": [count, dim]}``, float32 on the CPU, to save with the method."""
-        return {f"virtual.{name}": t.detach().float().cpu().contiguous() for name, t in self.tables.items()}
+        return part_tensors(self.tables, "virtual")
 
-    def restore(self, tensors: dict[str, torch.Tensor], where) -> None:
+    def restore(self, tensors: dict[str, torch.Tensor]) -> None:
         """Copy the saved ``virtual.<name>`` tensors in; a missing one or one of another shape is
         refused (:class:`PromptFileError`: the template differs from the one trained with)."""
-        for name, t in self.tables.items():
-            saved = tensors.get(f"virtual.{name}")
-            if saved is None or tuple(saved.shape) != tuple(t.shape):
-                got = "no tensor" if saved is None else f"shape {tuple(saved.shape)}"
-                raise PromptFileError(f"{where} has {got} for the template's virtual tokens {{soft:{name}}} "
-                                      f"(needs {tuple(t.shape)}): use the template the output was trained with")
-            with torch.no_grad():
-                t.copy_(saved.to(t))
+        load_part_tensors(self.tables, tensors, "virtual", PromptFileError,
+                          "use the template the output was trained with ({soft:name*N} slots)")

@@ -226,4 +226,4 @@ class Method(nn.Module):
             raise PromptFileError(f"{artifact.path} holds a {artifact.kind} output, not a {self.name} one; pass "
                                   f"--method {artifact.kind} or another saved folder")
         self.load_verbalizer_tensors(artifact.tensors)
-        self.virtual_tokens.restore(artifact.tensors, artifact.path)
+        self.virtual_tokens.restore(artifact.tensors)

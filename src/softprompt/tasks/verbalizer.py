@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from softprompt.errors import ConfigError, DataError, UnknownLabelError
+from softprompt.saved_parts import load_part_tensors, part_tensors
 from softprompt.tasks.data import example_ref, label_to_str
 
 _LABEL_WORDS_SYNTAX = '"positive=great,good;negative=terrible,bad"'
@@ -377,21 +378,14 @@ def verbalizer_from_dict(data: Mapping[str, Any]) -> Verbalizer:
 def verbalizer_tensors(verbalizer: Verbalizer) -> dict[str, torch.Tensor]:
     """``verbalizer``'s parameters as saved beside a method's: ``{"verbalizer.<name>": tensor}``
     (float32, CPU, contiguous); empty for fixed words and weights."""
-    return {f"verbalizer.{name}": p.detach().float().cpu().contiguous() for name, p in verbalizer.named_parameters()}
+    return part_tensors(verbalizer, "verbalizer")
 
 
 def load_verbalizer_tensors(verbalizer: Verbalizer, tensors: Mapping[str, torch.Tensor]) -> None:
     """Copy ``tensors["verbalizer.<name>"]`` into each parameter of ``verbalizer`` (built: see
     :meth:`Verbalizer.build`); other names are ignored. Raises :class:`ConfigError` for a missing
     or wrongly shaped tensor."""
-    for name, p in verbalizer.named_parameters():
-        saved = tensors.get(f"verbalizer.{name}")
-        if saved is None or tuple(saved.shape) != tuple(p.shape):
-            got = "no tensor" if saved is None else f"shape {tuple(saved.shape)}"
-            raise ConfigError(f"the saved output has {got} for verbalizer.{name}, the task's verbalizer needs "
-                              f"shape {tuple(p.shape)}: use it with the task it was trained with")
-        with torch.no_grad():
-            p.copy_(saved.to(p))
+    load_part_tensors(verbalizer, tensors, "verbalizer", ConfigError, "use it with the task it was trained with")
 
 
 def parse_label_words(spec: str) -> dict[str, list[str]]:

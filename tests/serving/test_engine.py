@@ -200,3 +200,35 @@ def test_length_chunks_bound_padding_and_batch_size():
         assert len(c) <= 6
         assert len(c) < 2 or len(c) * max(ns) <= 1.25 * sum(ns) or len(c) == 2
     assert len(length_chunks(units, batch_size=64, max_padding=100.0)) == 1  # no bound: one pass
+
+
+def test_tasks_whose_templates_answer_at_other_slots_are_batched_apart(backbone):
+    """Two tasks with the same words, one answered at the end of its text and one at a slot inside
+    it, served in one call: each row gets what it gets alone."""
+    from softprompt.tasks.task import Task
+    from softprompt.tasks.template import Template
+
+    inside = Task("inside", Template("{text} , it was {mask} , so ."), SENTIMENT.verbalizer)
+    both = MultiPromptModel(backbone)
+    both.add("sentiment", soft_prompt(backbone, SENTIMENT, seed=1))
+    both.add("inside", soft_prompt(backbone, inside, seed=2))
+    mixed = both.classify(TEXTS * 2, ["sentiment"] * len(TEXTS) + ["inside"] * len(TEXTS))
+    for name in ("sentiment", "inside"):
+        alone = both.classify(TEXTS, [name] * len(TEXTS))
+        got = [c for c in mixed if c.task == name]
+        assert [c.label for c in got] == [c.label for c in alone]
+        for c, a in zip(got, alone):
+            assert c.scores == pytest.approx(a.scores, abs=1e-5)
+
+
+def test_concat_refuses_batches_of_other_answer_slots(backbone):
+    from softprompt.serving.engine import concat
+    from softprompt.tasks.task import Task
+    from softprompt.tasks.template import Template
+
+    two = Task("two", Template("{text} {mask:a} and {mask:b}"), SENTIMENT.verbalizer)
+    one = encode(backbone, SENTIMENT, [{"text": "fine"}], with_labels=False)
+    other = encode(backbone, two, [{"text": "fine"}], with_labels=False, slot="b")
+    assert len(concat([one, one], shared_words=True)) == 2
+    with pytest.raises(ValueError, match="different answer slots"):
+        concat([one, other], shared_words=True)

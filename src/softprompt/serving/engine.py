@@ -393,8 +393,9 @@ class MultiPromptModel:
         for u in units:
             words = tuple(map(tuple, u.batch.words[0])) if u.batch.shared_words else None
             how = u.entry.model.settings
-            groups.setdefault((words, how.length_normalize, how.word_scoring), []).append(u)  # as trained
-        for (words, length_normalize, word_scoring), group in groups.items():
+            key = (words, how.length_normalize, how.word_scoring, _slots(u.batch))  # as trained, same answer slots
+            groups.setdefault(key, []).append(u)
+        for (words, length_normalize, word_scoring, _), group in groups.items():
             for chunk in length_chunks(group, batch_size):
                 batch = concat([u.batch for u in chunk], shared_words=words is not None)
                 batch = first_tokens(batch) if word_scoring == "first-token" else batch
@@ -435,7 +436,10 @@ class MultiPromptModel:
                  batch_size: int = 64) -> list[Generation]:
         """Greedy continuation of each input under its task's prompt, all tasks batched together."""
         state, units = self._units(inputs, tasks)
-        for chunk in length_chunks(units, batch_size):
+        by_slots: dict[Any, list[_Unit]] = {}
+        for u in units:
+            by_slots.setdefault(_slots(u.batch), []).append(u)
+        for chunk in (c for group in by_slots.values() for c in length_chunks(group, batch_size)):
             texts = self.backbone.generate(PerRow(tuple(u.entry.conditioning for u in chunk)), concat([u.batch for u in chunk], False),
                                            max_new_tokens)
             for u, text in zip(chunk, texts):
@@ -558,11 +562,20 @@ def _by_input(units: list[_Unit], n: int) -> list[list[_Unit]]:
     return out
 
 
+def _slots(batch: EncodedBatch) -> tuple:
+    """What rows must share to be scored in one batch besides their words: the answer slots of
+    their template and the one the words fill."""
+    return batch.slot_names, batch.word_slot
+
+
 def concat(batches: Sequence[EncodedBatch], shared_words: bool) -> EncodedBatch:
     """Rows of several encoded batches (of any tasks) as one batch, in order.
 
-    ``shared_words=True`` is only right when every row has the same candidate words.
+    ``shared_words=True`` is only right when every row has the same candidate words. Raises
+    ``ValueError`` for batches whose templates have other answer slots (group them first).
     """
+    if len({_slots(b) for b in batches}) > 1:
+        raise ValueError(f"batches with different answer slots {sorted({_slots(b) for b in batches})} cannot be one batch")
     def rows(attr):
         return [x for b in batches for x in getattr(b, attr)]
 

@@ -297,6 +297,16 @@ class CausalBackbone(Backbone):
         out, cache = self._run(inputs_embeds=emb, attention_mask=full_mask, position_ids=pos, cache=cache, use_cache=True)
         return out.last_hidden_state, mask, cache, full_mask, offsets
 
+    def _summed_logprobs(self, hidden: torch.Tensor, rows: list[int], cols: list[int], targets: list[int],
+                         owner: list[int], n: int) -> torch.Tensor:
+        """Per owner, the sum of log p(``targets[i]``) over the whole vocabulary, read at
+        ``hidden [*, T, dim]`` position ``(rows[i], cols[i])``: ``[n]`` (0 for an owner with none)."""
+        h = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
+        lp = torch.log_softmax(self._head(h), -1)
+        tok_lp = lp.gather(-1, torch.tensor(targets, device=lp.device)[:, None]).squeeze(-1)
+        return torch.zeros(n, device=lp.device, dtype=tok_lp.dtype).index_add(0, torch.tensor(owner, device=lp.device),
+                                                                              tok_lp)
+
     def _scored_logprobs(self, cond, contexts: list[list[int]], words: list[list[int]],
                          length_normalize: bool, virtual=None) -> torch.Tensor:
         """Sum of log p(word tokens | context) for aligned ``contexts``/``words`` lists -> ``[n]``."""
@@ -312,11 +322,8 @@ class CausalBackbone(Backbone):
                 cols.append(len(c) - 1 + j)
                 targets.append(tok)
                 owner.append(i)
-        h = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(cols, device=hidden.device)]
-        lp = torch.log_softmax(self._head(h), -1)
-        dev = lp.device
-        tok_lp = lp.gather(-1, torch.tensor(targets, device=dev)[:, None]).squeeze(-1)
-        total = torch.zeros(len(seqs), device=dev).index_add(0, torch.tensor(owner, device=dev), tok_lp)
+        total = self._summed_logprobs(hidden, rows, cols, targets, owner, len(seqs))
+        dev = total.device
         if length_normalize:
             total = total / torch.bincount(torch.tensor(owner, device=dev), minlength=len(seqs)).clamp(min=1).to(total.dtype)
         return total
@@ -440,12 +447,8 @@ class CausalBackbone(Backbone):
         hidden = out.last_hidden_state
         sel_s = [where[i][0] for i, w in enumerate(words) for _ in w[1:]]
         sel_c = [where[i][1] + j for i, w in enumerate(words) for j in range(len(w) - 1)]
-        h = hidden[torch.tensor(sel_s, device=hidden.device), torch.tensor(sel_c, device=hidden.device)]
-        lp = torch.log_softmax(self._head(h), -1)
-        targets = torch.tensor([t for w in words for t in w[1:]], device=lp.device)
-        tok_lp = lp.gather(-1, targets[:, None]).squeeze(-1)
-        word_of = torch.tensor([i for i, w in enumerate(words) for _ in w[1:]], device=lp.device)
-        return torch.zeros(len(words), device=lp.device, dtype=tok_lp.dtype).index_add(0, word_of, tok_lp)
+        word_of = [i for i, w in enumerate(words) for _ in w[1:]]
+        return self._summed_logprobs(hidden, sel_s, sel_c, [t for w in words for t in w[1:]], word_of, len(words))
 
     def _continue(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],
                   words: list[list[int]]) -> torch.Tensor:
@@ -471,12 +474,7 @@ class CausalBackbone(Backbone):
         hidden = out.last_hidden_state
         sel_rows = [i for i, w in enumerate(words) for _ in w[1:]]
         sel_cols = [j for w in words for j in range(len(w) - 1)]
-        h = hidden[torch.tensor(sel_rows, device=hidden.device), torch.tensor(sel_cols, device=hidden.device)]
-        lp = torch.log_softmax(self._head(h), -1)
-        targets = torch.tensor([t for w in words for t in w[1:]], device=lp.device)
-        tok_lp = lp.gather(-1, targets[:, None]).squeeze(-1)
-        return torch.zeros(k, device=lp.device, dtype=tok_lp.dtype).index_add(
-            0, torch.tensor(sel_rows, device=lp.device), tok_lp)
+        return self._summed_logprobs(hidden, sel_rows, sel_cols, [t for w in words for t in w[1:]], sel_rows, k)
 
     # ---------------------------------------------------------------------- API
     def _last_hidden(self, cond, batch: EncodedBatch) -> torch.Tensor:

@@ -156,8 +156,12 @@ class Method(nn.Module):
 
     @property
     def prompt_length(self) -> int:
-        """Positions the conditioning puts before the text."""
-        return self.inference_conditioning().length
+        """Positions the method's conditioning puts before the text (the verbalizer's and the
+        template's parts put none). Read before every training batch: it takes the length from
+        :meth:`conditioning` alone, without building the detached inference copy; a method whose
+        conditioning costs a computation (prefix tuning's MLP) overrides it."""
+        with torch.no_grad():
+            return self.conditioning().length
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

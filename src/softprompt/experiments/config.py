@@ -9,12 +9,19 @@ An experiment YAML holds::
     methods: {full-tuning: {optimizer: adam, lr: 1e-5}, ...} # per-method options
     grids:                           # each a cross product; runs shared by grids run once
       - {name: main, tasks: [...], methods: [...], prompt_length: [20], init: [class-labels], seeds: [0, 1, 2]}
+      - name: kpt                    # ``vary``: more axes, each a list of one option's values or named bundles
+        tasks: [ag_news]
+        methods: [manual]
+        vary:
+          shots: [1, 5]                                   # option shots = 1, then 5
+          verbalizer: {manual: {label_words: "..."}, kpt: {label_words_file: ..., calibrate: true}}
+          template: {per_task: {ag_news: {t0: "{title} {text}\\nIt is about", t1: ...}}}  # per task
     ensembles: [{grid: main, task: rotten_tomatoes, method: prompt-tuning}]
     transfer:  [{grid: main, train: qqp_sample, eval: [mrpc], methods: [prompt-tuning, full-tuning]}]
     inspect:   {grid: main, k: 5}
 
 Options are applied in that order (defaults, task, method, grid ``options``, then the grid's
-axes). Axes a method does not read (``prompt_length`` for full tuning) collapse, and a method
+axes, ``vary`` last). Axes a method does not read (``prompt_length`` for full tuning) collapse, and a method
 that draws nothing at random (the manual prompt) runs with one seed, so no run is repeated.
 """
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +37,7 @@ from typing import Any
 
 from ..config import TrainConfig, build, field_default, load_yaml
 from ..errors import ConfigError
-from ..methods import get_method, with_method_defaults
+from ..methods import METHODS, get_method, with_method_defaults
 
 # Options that say where/how a run is shown, not what it computes.
 _VOLATILE = {"out", "resume", "overwrite", "progress"}
@@ -48,6 +56,13 @@ class Grid:
     init: list[str] | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     options: dict[str, Any] = field(default_factory=dict)
+    # axis -> task (or None: every task) -> [(value name, options it sets)], in file order
+    vary: dict[str, dict[str | None, list[tuple[str, dict[str, Any]]]]] = field(default_factory=dict)
+
+    def axis_values(self, axis: str, task: str) -> list[tuple[str, dict[str, Any]]]:
+        """The named values of a ``vary`` axis for one task."""
+        per = self.vary[axis]
+        return per[task] if task in per else per[None]
 
 
 @dataclass
@@ -138,7 +153,8 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
                           prompt_length=[int(x) for x in _as_list(g.get("prompt_length"), "prompt_length", where)] or None,
                           init=[str(x) for x in _as_list(g.get("init"), "init", where)] or None,
                           seeds=[int(x) for x in _as_list(g.get("seeds", [0]), "seeds", where)] or [0],
-                          options=_norm(g.get("options") or {})))
+                          options=_norm(g.get("options") or {}),
+                          vary=_vary(g.get("vary"), f"{where} ({name})", [str(t) for t in tasks])))
     if len({g.name for g in grids}) != len(grids):
         raise ConfigError(f"{path}: grid names must be unique, got {[g.name for g in grids]}")
     default_out = Path("experiments") / "results" / str(raw.get("name") or path.stem)
@@ -155,6 +171,77 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
     )
     expand(exp)  # every run's config is checked now, before hours of training
     return exp
+
+
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_FIXED_AXES = {"task", "method", "prompt_length", "init", "seed"}
+
+
+def _vary(raw: Any, where: str, tasks: list[str]) -> dict[str, dict[str | None, list[tuple[str, dict[str, Any]]]]]:
+    """Parse a grid's ``vary:``. Each axis is one of
+
+    * a list of values of the option of the axis's name (``shots: [1, 5, 10]``, value names ``1``, ...);
+    * a mapping value name -> a bundle of options (``verbalizer: {manual: {label_words: ...}, ...}``)
+      or -> one value of the option of the axis's name (``template: {t0: "...", t1: "..."}``);
+    * ``{per_task: {TASK: <a list or mapping as above>, ...}}``: each task of the grid its own values.
+
+    Every option is checked against ``softprompt train``'s now, naming grid, axis and value."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: vary must map an axis name to its values, got {raw!r}")
+    out: dict[str, dict[str | None, list[tuple[str, dict[str, Any]]]]] = {}
+    for axis, spec in raw.items():
+        axis = str(axis).replace("-", "_")
+        at = f"{where}: vary.{axis}"
+        if axis in _FIXED_AXES:
+            raise ConfigError(f"{at}: {axis} is a grid axis already; give it as the grid's {axis}: [...]")
+        if isinstance(spec, dict) and set(spec) == {"per_task"}:
+            per = spec["per_task"]
+            if not isinstance(per, dict):
+                raise ConfigError(f"{at}.per_task must map each task to its values, got {per!r}")
+            missing, extra = sorted(set(tasks) - set(map(str, per))), sorted(set(map(str, per)) - set(tasks))
+            if missing or extra:
+                raise ConfigError(f"{at}.per_task: give values for exactly the grid's tasks {tasks}"
+                                  + (f"; missing {missing}" if missing else "") + (f"; not in the grid {extra}" if extra else ""))
+            out[axis] = {str(t): _axis_values(axis, v, f"{at}.per_task.{t}") for t, v in per.items()}
+        else:
+            out[axis] = {None: _axis_values(axis, spec, at)}
+    return out
+
+
+def _axis_values(axis: str, spec: Any, at: str) -> list[tuple[str, dict[str, Any]]]:
+    if isinstance(spec, list):
+        items = [(_value_name(v), v) for v in spec]
+    elif isinstance(spec, dict):
+        items = [(str(k), v) for k, v in spec.items()]
+    else:
+        raise ConfigError(f"{at}: expected a list of {axis} values or a mapping NAME: {{OPTION: VALUE, ...}}, got {spec!r}")
+    if not items:
+        raise ConfigError(f"{at}: no values")
+    values = []
+    for name, v in items:
+        if isinstance(v, dict):
+            bundle = _norm(v)
+        elif axis in _FIELDS:
+            bundle = {axis: v}
+        else:
+            raise ConfigError(f"{at}.{name}: {axis} is not an option of softprompt train, so each value must be "
+                              f"a mapping of options, e.g. {name}: {{label_words: ...}}")
+        unknown = sorted(set(bundle) - _FIELDS)
+        if unknown:
+            raise ConfigError(f"{at}.{name}: unknown option(s) {unknown}; see `softprompt train --help`")
+        if _slug(name) != name or not name:
+            raise ConfigError(f"{at}: value name {name!r} is used in run folders; use letters, digits, '-', '_' or '.'")
+        values.append((name, bundle))
+    names = [n for n, _ in values]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{at}: value names must be unique, got {names}")
+    return values
+
+
+def _value_name(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _report_options(rep: Any, where: str, grid_names: set[str]) -> dict[str, Any]:
@@ -205,23 +292,48 @@ def expand(exp: Experiment) -> list[RunSpec]:
                 lengths = grid.prompt_length if grid.prompt_length and "prompt_length" in fields else [None]
                 inits = grid.init if grid.init and "init" in fields else [None]
                 seeds = grid.seeds if method_is_seeded(method) else grid.seeds[:1]
+                axes = [a for a in grid.vary if not _collapses(grid, a, fields)]
+                combos = list(itertools.product(*(grid.axis_values(a, task) for a in axes)))
                 for length in lengths:
                     for init in inits:
-                        for seed in seeds:
-                            spec = _spec(exp, grid, task, method, length, init, seed, fields)
-                            old = runs.get(spec.key)
-                            if old is None:
-                                runs[spec.key] = spec
-                            elif old.fingerprint != spec.fingerprint:
-                                raise ConfigError(
-                                    f"run {spec.key} is asked for by grids {old.grids} and {grid.name!r} with different "
-                                    f"options; give one of them other axes or the same options")
-                            elif grid.name not in old.grids:
-                                old.grids.append(grid.name)
+                        for combo in combos:
+                            for seed in seeds:
+                                spec = _spec(exp, grid, task, method, length, init, seed, fields, dict(zip(axes, combo)))
+                                old = runs.get(spec.key)
+                                if old is None:
+                                    runs[spec.key] = spec
+                                elif old.fingerprint != spec.fingerprint:
+                                    raise ConfigError(
+                                        f"run {spec.key} is asked for by grids {old.grids} and {grid.name!r} with different "
+                                        f"options; give one of them other axes or the same options")
+                                elif grid.name not in old.grids:
+                                    old.grids.append(grid.name)
     return list(runs.values())
 
 
-def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, seed: int, fields: set[str]) -> RunSpec:
+def _collapses(grid: Grid, axis: str, fields: set[str]) -> bool:
+    """A ``vary`` axis collapses for a method that reads none of its options: every option it sets
+    belongs to some method's own config (e.g. ``prompt_length``) but not to this one's. A general
+    option that shares a name with a method's own setting (``shots``) never collapses."""
+    method_read = {"prompt_length", "init"} | (set().union(*(_method_fields(m) for m in METHODS)) - _FIELDS)
+    options = {k for values in grid.vary[axis].values() for _, bundle in values for k in bundle}
+    return options <= method_read and not options & fields
+
+
+def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, seed: int, fields: set[str],
+          vary: dict[str, tuple[str, dict[str, Any]]] | None = None) -> RunSpec:
+    vary = vary or {}
+    try:
+        return _spec_checked(exp, grid, task, method, length, init, seed, fields, vary)
+    except ConfigError as e:
+        if not vary:
+            raise
+        named = ", ".join(f"{a}={name}" for a, (name, _) in vary.items())
+        raise ConfigError(f"grid {grid.name!r}, task {task}, method {method}, vary {named}: {e}") from e
+
+
+def _spec_checked(exp: Experiment, grid: Grid, task: str, method: str, length, init, seed: int, fields: set[str],
+                  vary: dict[str, tuple[str, dict[str, Any]]]) -> RunSpec:
     values: dict[str, Any] = {}
     values.update(exp.defaults)
     values.update(exp.task_options(task))
@@ -232,6 +344,8 @@ def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, see
         values["prompt_length"] = length
     if init is not None:
         values["init"] = init
+    for _, bundle in vary.values():
+        values.update(bundle)
     if "prompt_length" not in fields:  # collapsed axes take the defaults, so equal runs are equal
         values.pop("prompt_length", None)
         values.pop("init", None)
@@ -241,6 +355,9 @@ def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, see
     if "prompt_length" in fields:
         axes.update(prompt_length=cfg0.prompt_length, init=cfg0.init)
         parts.append(f"len{cfg0.prompt_length}-{_slug(cfg0.init)}")
+    for axis, (name, _) in vary.items():  # grids without vary keep their keys
+        axes[axis] = name
+        parts.append(f"{axis}-{name}")
     axes["seed"] = seed
     parts.append(f"seed{seed}")
     key = "/".join(parts)

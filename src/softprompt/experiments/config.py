@@ -80,7 +80,7 @@ class Experiment:
     transfer: list[dict[str, Any]] = field(default_factory=list)
     inspect: dict[str, Any] | None = None
     description: str = ""
-    report: dict[str, Any] = field(default_factory=dict)  # {labels: {value: shown}, compare: [{grid, column}]}
+    report: dict[str, Any] = field(default_factory=dict)  # labels, compare, tables, curves, budget: see _report_options
 
     def task_options(self, task: str) -> dict[str, Any]:
         return dict(self.tasks.get(task) or {})
@@ -167,7 +167,7 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         grids=grids, ensembles=list(raw.get("ensembles") or []), transfer=list(raw.get("transfer") or []),
         inspect=({} if inspect is True else dict(inspect)) if inspect else None,
         description=str(raw.get("description") or ""),
-        report=_report_options(raw.get("report"), f"{path}: report", {g.name for g in grids}),
+        report=_report_options(raw.get("report"), f"{path}: report", grids),
     )
     expand(exp)  # every run's config is checked now, before hours of training
     return exp
@@ -244,14 +244,30 @@ def _value_name(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _report_options(rep: Any, where: str, grid_names: set[str]) -> dict[str, Any]:
-    """``report:`` of an experiment file: ``labels`` renames axis values in tables and plots (a long
-    ``pretrained:PATH`` init becomes ``PPT``); each ``compare`` entry adds a table of paired
-    differences between one column of a grid and each of its other columns."""
+def _report_options(rep: Any, where: str, grids: list[Grid]) -> dict[str, Any]:
+    """``report:`` of an experiment file.
+
+    * ``labels`` renames axis values in tables and plots (a long ``pretrained:PATH`` init becomes ``PPT``);
+    * each ``compare`` entry adds a table of paired differences between one column of a grid and
+      each of its other columns;
+    * each ``tables`` entry ``{grid: G, rows: AXIS, over: [AXIS, ...], spread: AXIS}`` adds a table of
+      grid G: one row per value of ``rows``, one column per task, each cell mean ± std over the
+      runs of that row and task (the axes named in ``over``, e.g. templates and seeds); with
+      ``spread``, a column per task giving the standard deviation of the per-``spread``-value
+      means, and a breakdown table by that axis;
+    * each ``curves`` entry ``{grid: G, x: AXIS, series: AXIS}`` adds, per task, a table and a PNG
+      of the metric against ``x`` (numeric values), one line per value of ``series``, mean ± std
+      over the other axes (seeds);
+    * ``budget: true`` states each grid's compute in the header: training steps, batch size, and
+      the run time of all runs (sum and per run).
+    """
+    names = {g.name: g for g in grids}
     if not rep:
         return {"labels": {}, "compare": []}
-    if not isinstance(rep, dict) or set(rep) - {"labels", "compare"}:
-        raise ConfigError(f"{where}: expected {{labels: {{VALUE: NAME}}, compare: [{{grid: GRID, column: NAME}}]}}, got {rep!r}")
+    keys = {"labels", "compare", "tables", "curves", "budget"}
+    if not isinstance(rep, dict) or set(rep) - keys:
+        raise ConfigError(f"{where}: expected {{labels: {{VALUE: NAME}}, compare: [{{grid: GRID, column: NAME}}], "
+                          f"tables: [{{grid, rows, over, spread}}], curves: [{{grid, x, series}}], budget: BOOL}}, got {rep!r}")
     labels = rep.get("labels") or {}
     if not isinstance(labels, dict):
         raise ConfigError(f"{where}: labels must map an axis value to the name shown, got {labels!r}")
@@ -259,10 +275,34 @@ def _report_options(rep: Any, where: str, grid_names: set[str]) -> dict[str, Any
     for c in _as_list(rep.get("compare"), "compare", where):
         if not isinstance(c, dict) or set(c) != {"grid", "column"}:
             raise ConfigError(f"{where}: each compare entry is {{grid: GRID, column: NAME}}, got {c!r}")
-        if str(c["grid"]) not in grid_names:
-            raise ConfigError(f"{where}: compare names grid {c['grid']!r}; grids: {sorted(grid_names)}")
+        if str(c["grid"]) not in names:
+            raise ConfigError(f"{where}: compare names grid {c['grid']!r}; grids: {sorted(names)}")
         compare.append({"grid": str(c["grid"]), "column": str(c["column"])})
-    return {"labels": {str(k): str(v) for k, v in labels.items()}, "compare": compare}
+    out: dict[str, Any] = {"labels": {str(k): str(v) for k, v in labels.items()}, "compare": compare}
+    for kind, required, optional in (("tables", {"grid", "rows"}, {"over", "spread"}), ("curves", {"grid", "x", "series"}, set())):
+        entries = []
+        for i, t in enumerate(_as_list(rep.get(kind), kind, where)):
+            at = f"{where}: {kind}[{i}]"
+            if not isinstance(t, dict) or not required <= set(t) or set(t) - required - optional:
+                raise ConfigError(f"{at}: expected keys {sorted(required)} (optional {sorted(optional)}), got {t!r}")
+            grid = names.get(str(t["grid"]))
+            if grid is None:
+                raise ConfigError(f"{at}: no grid named {t['grid']!r}; grids: {sorted(names)}")
+            axes = ["method", "prompt_length", "init", "seed", *grid.vary]
+            entry = {"grid": grid.name}
+            for key in sorted(set(t) - {"grid"}):
+                value = [str(v) for v in _as_list(t[key], key, at)] if key == "over" else str(t[key])
+                for axis in (value if isinstance(value, list) else [value]):
+                    if axis not in axes:
+                        raise ConfigError(f"{at}: {key} names axis {axis!r}, which grid {grid.name!r} does not have; "
+                                          f"its axes: {axes} (tasks are the columns)")
+                entry[key] = value
+            entries.append(entry)
+        if entries:
+            out[kind] = entries
+    if rep.get("budget"):
+        out["budget"] = True
+    return out
 
 
 def _norm(d: dict[str, Any]) -> dict[str, Any]:

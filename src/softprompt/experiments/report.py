@@ -111,11 +111,19 @@ def write_report(exp: Experiment) -> Path:
     lines += [f"Made by `{cmd}` ({len(done)} of {len(specs)} runs finished, {seconds / 60:.1f} min of run time). "
               "Every cell is mean ± standard deviation over seeds (number of seeds). The metric is each task's "
               "primary metric on its final evaluation split (see each run's `results.json`).", ""]
+    if exp.report.get("budget"):
+        lines += _budget(exp, specs, results)
     for grid in exp.grids:
         runs = _grid_runs(specs, results, grid.name)
         if not runs:
             continue
         lines += _grid_section(exp, grid, runs, out)
+        for t in exp.report.get("tables", []):
+            if t["grid"] == grid.name:
+                lines += _axis_table(exp, grid, runs, t)
+        for c in exp.report.get("curves", []):
+            if c["grid"] == grid.name:
+                lines += _curve(exp, grid, runs, c, out)
     lines += _ensemble_section(exp, out)
     lines += _transfer_section(exp, specs, out)
     lines += _inspect_section(exp, out)
@@ -134,7 +142,7 @@ def write_report(exp: Experiment) -> Path:
 
 def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
     """A table (and a plot) of one grid: rows and columns chosen by which axes vary."""
-    varied = [a for a in ("task", "method", "prompt_length", "init")
+    varied = [a for a in ("task", "method", "prompt_length", "init", *grid.vary)
               if len({s.axes.get(a) for s, _ in runs if a in s.axes}) > 1]
     metric = {_primary(r)[0] for _, r in runs}
     metric_name = metric.pop() if len(metric) == 1 else "primary metric"
@@ -214,6 +222,122 @@ def _paired_section(against: str, rows_: list[str], cols: list[str], by_seed: di
         wins_row.append(f"{sum(v > 0 for v in pairs)} of {len(pairs)} (tied {sum(v == 0 for v in pairs)})")
     table.append(wins_row)
     return lines + [_table([row_axis] + others, table), ""]
+
+
+def _budget(exp: Experiment, specs: list[RunSpec], results: dict[str, dict[str, Any] | None]) -> list[str]:
+    """Each grid's compute, from the stored results: training steps and batch size of the runs
+    that trained, and the run time of all its finished runs (sum, and per run mean, min and max)."""
+    lines = ["Compute budget (from the stored results):", ""]
+    for grid in exp.grids:
+        mine = [s for s in specs if grid.name in s.grids]
+        done = [(s, results[s.key]) for s in mine if results[s.key] is not None]
+        if not done:
+            lines.append(f"- grid `{grid.name}`: 0 of {len(mine)} runs finished.")
+            continue
+        trained = [(s, r) for s, r in done if r.get("steps")]
+        steps = sorted({int(r["steps"]) for _, r in trained})
+        batch = sorted({s.config.batch_size for s, _ in trained})
+        secs = [float(r.get("seconds", 0)) for _, r in done]
+        what = (f"{', '.join(map(str, steps))} training steps of batch {', '.join(map(str, batch))}" if trained
+                else "no training (scoring only)")
+        lines.append(f"- grid `{grid.name}`: {len(done)} of {len(mine)} runs finished, {what}; run time "
+                     f"{sum(secs) / 60:.1f} min in all, {statistics.fmean(secs):.0f} s per run "
+                     f"({min(secs):.0f}–{max(secs):.0f} s).")
+    return lines + [""]
+
+
+def _ordered(values) -> list:
+    """Distinct values in first-seen order (the order of the experiment file)."""
+    return list(dict.fromkeys(values))
+
+
+def _tasks(grid, runs) -> list[str]:
+    have = {s.axes["task"] for s, _ in runs}
+    return [t for t in grid.tasks if t in have]
+
+
+def _axis_table(exp: Experiment, grid, runs, t: dict[str, Any]) -> list[str]:
+    """One row per value of ``t['rows']``, one column per task: mean ± std over every run of that
+    row and task (the axes of ``t['over']``), and the spread over ``t['spread']`` (the standard
+    deviation of that axis's per-value means), then the breakdown by that axis."""
+    labels = exp.report.get("labels", {})
+    shown = lambda v: labels.get(str(v), str(v))  # noqa: E731
+    rows_axis, spread = t["rows"], t.get("spread")
+    over = t.get("over") or [a for a in (spread, "seed") if a]
+    tasks = _tasks(grid, runs)
+    metric = _metric_name(runs)
+    values: dict[tuple, list[float]] = defaultdict(list)  # (row, task, spread value) -> metric values
+    for s, r in runs:
+        values[(s.axes.get(rows_axis), s.axes["task"], s.axes.get(spread) if spread else None)].append(_primary(r)[1])
+    row_values = _ordered(s.axes.get(rows_axis) for s, _ in runs)
+    spread_values = _ordered(s.axes.get(spread) for s, _ in runs) if spread else [None]
+    header, table = [rows_axis], []
+    for task in tasks:
+        header += [task] + ([f"{task}: spread over {spread}"] if spread else [])
+    for rv in row_values:
+        row = [shown(rv)]
+        for task in tasks:
+            pooled = [v for sv in spread_values for v in values.get((rv, task, sv), [])]
+            row.append(fmt(pooled))
+            if spread:
+                means = [statistics.fmean(values[(rv, task, sv)]) for sv in spread_values if values.get((rv, task, sv))]
+                row.append(f"{statistics.stdev(means):.3f} ({len(means)})" if len(means) > 1 else "–")
+        table.append(row)
+    lines = [f"{metric} of grid `{grid.name}` by {rows_axis} (rows) and task (columns), mean ± std over "
+             f"{', '.join(over)} (number of runs)"
+             + (f"; the spread is the standard deviation of the per-{spread} means (number of {spread} values)" if spread else "")
+             + ":", "", _table(header, table), ""]
+    if spread:
+        header = [rows_axis] + [f"{task} {shown(sv)}" for task in tasks for sv in spread_values]
+        table = [[shown(rv)] + [fmt(values.get((rv, task, sv), [])) for task in tasks for sv in spread_values]
+                 for rv in row_values]
+        lines += [f"By {spread} (mean ± std over the other axes):", "", _table(header, table), ""]
+    return lines
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _curve(exp: Experiment, grid, runs, c: dict[str, Any], out: Path) -> list[str]:
+    """Per task: the metric against axis ``c['x']``, one series per value of ``c['series']``, mean ±
+    std over the other axes; a table and a PNG (``<grid>-<x>-<task>.png``)."""
+    labels = exp.report.get("labels", {})
+    shown = lambda v: labels.get(str(v), str(v))  # noqa: E731
+    x_axis, s_axis = c["x"], c["series"]
+    metric = _metric_name(runs)
+    xs = _ordered(s.axes.get(x_axis) for s, _ in runs)
+    numeric = all(_number(x) is not None for x in xs)
+    if numeric:
+        xs = sorted(xs, key=_number)
+    series_values = _ordered(s.axes.get(s_axis) for s, _ in runs)
+    lines = []
+    for task in _tasks(grid, runs):
+        values: dict[tuple, list[float]] = defaultdict(list)
+        for s, r in runs:
+            if s.axes["task"] == task:
+                values[(s.axes.get(s_axis), s.axes.get(x_axis))].append(_primary(r)[1])
+        table = [[shown(sv)] + [fmt(values.get((sv, x), [])) for x in xs] for sv in series_values]
+        lines += [f"{metric} of grid `{grid.name}` on {task} against {x_axis} (columns), one row per {s_axis}, "
+                  "mean ± std over the other axes (number of runs):", "",
+                  _table([f"{s_axis} \\ {x_axis}"] + [shown(x) for x in xs], table), ""]
+        png = out / f"{grid.name}-{x_axis}-{task}.png"
+        if numeric:
+            series = {shown(sv): {_number(x): values[(sv, x)] for x in xs if values.get((sv, x))} for sv in series_values}
+            _plot(png, "line", series, x_axis, metric, f"{grid.name}, {task}: {metric} vs {x_axis}")
+        else:
+            series = {shown(sv): {shown(x): values[(sv, x)] for x in xs if values.get((sv, x))} for sv in series_values}
+            _plot(png, "bar", series, x_axis, metric, f"{grid.name}, {task}: {metric}")
+        lines += [f"![{grid.name} {task}]({png.name})", ""]
+    return lines
+
+
+def _metric_name(runs) -> str:
+    metric = {_primary(r)[0] for _, r in runs}
+    return metric.pop() if len(metric) == 1 else "primary metric"
 
 
 def _natural(text: str):

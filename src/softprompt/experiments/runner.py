@@ -57,6 +57,16 @@ def run_one(spec: RunSpec) -> None:
     train(dataclasses.replace(spec.config, resume=resume, overwrite=not resume))
 
 
+def _record_axes(spec: RunSpec) -> None:
+    """Write the run's grid axes (task, method, ..., each ``vary`` axis's value name) into its
+    ``results.json``, so a results file says which cell of the grid it is."""
+    path = spec.out / "results.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        stored["axes"] = spec.axes
+        atomic_write_text(path, json.dumps(stored, indent=2))  # as train() writes it
+
+
 # --------------------------------------------------------------------------- analyses
 @dataclasses.dataclass
 class Analysis:
@@ -276,6 +286,8 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
             bar.set_postfix_str(s.key)
         run_one(s)
         state.wait_for_everyone()  # results.json is written by the main process after train()'s last barrier
+        if state.is_main_process:
+            _record_axes(s)
         if bar is not None:
             bar.update(1)
     by_key = {s.key: s for s in expand(exp)}

@@ -102,3 +102,22 @@ def test_committed_quick_report_rebuilds_byte_for_byte(tmp_path, monkeypatch):
     exp = load_experiment(Path("experiments/quick.yaml"))
     report = write_report(exp)
     assert report.read_bytes() == (REPO / "docs" / "results" / "quick" / "report.md").read_bytes()
+
+
+def test_kpt_experiment_expands_to_its_stated_runs():
+    """experiments/kpt.yaml (issue 16): 56 zero-shot and 72 few-shot runs; it names the knowledgeable
+    verbalizer's options, so it loads only where they exist."""
+    import dataclasses
+
+    from softprompt.config import TrainConfig
+
+    if "label_words_file" not in {f.name for f in dataclasses.fields(TrainConfig)}:
+        pytest.skip("the knowledgeable verbalizer's options are not in this tree")
+    exp = load_experiment(REPO / "experiments" / "kpt.yaml")
+    runs = {s.key: s for s in expand(exp)}
+    assert sum("zero-shot" in s.grids for s in runs.values()) == 56
+    assert sum("few-shot" in s.grids for s in runs.values()) == 72
+    kpt = runs["ag_news/manual/template-t2/verbalizer-kpt-no-frequency/seed0"].config
+    assert (kpt.template, kpt.refine, kpt.calibrate) == ("{title} {text}\n[ Topic :", "relevance", True)
+    few = runs["rotten_tomatoes/prompt-tuning/len20-class-labels/template-t0/verbalizer-kpt-learned/k-5/seed2"].config
+    assert (few.shots, few.learn_word_weights, few.calibrate, few.word_scoring) == (10, True, False, "first-token")

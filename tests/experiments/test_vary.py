@@ -121,3 +121,27 @@ def test_kpt_experiment_expands_to_its_stated_runs():
     assert (kpt.template, kpt.refine, kpt.calibrate) == ("{title} {text}\n[ Topic :", "relevance", True)
     few = runs["rotten_tomatoes/prompt-tuning/len20-class-labels/template-t0/verbalizer-kpt-learned/k-5/seed2"].config
     assert (few.shots, few.learn_word_weights, few.calibrate, few.word_scoring) == (10, True, False, "first-token")
+
+
+def test_a_vary_grid_runs_records_its_axes_and_rebuilds_its_report(tmp_path, tiny_model_dirs, toy_data):
+    import json
+
+    from softprompt.experiments import run_experiment
+
+    vary = {"template": {"t0": "{text}\nIt was", "t1": "{text}\nSo"},
+            "verbalizer": {"one": {}, "two": {"label_words": "negative=bad,awful;positive=good,great"}}}
+    path = _write(tmp_path, tiny_model_dirs, toy_data, vary, methods=("manual",))
+    data = yaml.safe_load(path.read_text())
+    data["defaults"].update(zero_shot_baseline=False, test_limit=8)
+    data["report"] = {"tables": [{"grid": "g", "rows": "verbalizer", "over": ["template"], "spread": "template"}]}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert run_experiment(path, progress=False)["ran"] == 4
+    out = tmp_path / "results"
+    stored = json.loads((out / "runs/rotten_tomatoes/manual/template-t1/verbalizer-two/seed0/results.json").read_text())
+    assert stored["axes"] == {"task": "rotten_tomatoes", "method": "manual", "template": "t1", "verbalizer": "two",
+                              "seed": 0}
+    assert stored["config"]["label_words"] == "negative=bad,awful;positive=good,great"
+    report = (out / "report.md").read_bytes()
+    assert b"| verbalizer | rotten_tomatoes | rotten_tomatoes: spread over template |" in report
+    assert run_experiment(path, progress=False)["ran"] == 0  # the axes written into results.json keep it done
+    assert (out / "report.md").read_bytes() == report

@@ -215,7 +215,7 @@ def build_knowledgeable(backbone, task: Task, words: Mapping[str, Sequence[str]]
     stages = []
     current, removed = resolve_duplicates(given, options.duplicates)
     stages.append({"stage": "duplicates", "counts": _counts(current), "removed": removed})
-    record: dict[str, Any] = {"source": source, "options": dataclasses.asdict(options), "given": _counts(given),
+    record: dict[str, Any] = {"source": source, "options": {**dataclasses.asdict(options), "refine": list(options.refine)}, "given": _counts(given),
                               "repeated": dict(repeated or {}), "stages": stages, "support": None}
     log_prior = None
     if options.needs_support:

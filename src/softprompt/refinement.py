@@ -17,7 +17,8 @@ words (a file's, inline, or :func:`expand_label_words`'s) through these stages, 
 4. relevance refinement: ``q_v`` = v's log-probabilities over the support rows, centred;
    ``tf = cos(q_v, q_name(y))``, ``idf = 1 / powermean_p(|cos(q_v, q_name(y'))|, y' != y)``,
    ``p = 1 + 10 / (C - 1.99)``; ``r = tf * idf`` (``-inf`` when ``tf < 0``); words with
-   ``r >= relevance_threshold`` stay, the class name always.
+   ``r >= relevance_threshold`` stay, the class name always, and a label keeps at least its
+   most relevant word (where frequency refinement dropped its name).
 
 Calibration (``calibrate``) then scores a word by ``log p(v|x) - log P(v)``
 (:class:`~softprompt.tasks.knowledgeable.KnowledgeableVerbalizer`).
@@ -238,6 +239,10 @@ def build_knowledgeable(backbone, task: Task, words: Mapping[str, Sequence[str]]
             else:  # against the class names' predictions even where frequency dropped a name
                 rel = relevance_scores(all_owners, names, lp)
                 keep = [bool(rel[c] >= options.relevance_threshold) or c in names for c in columns]
+                for y in set(owners):  # at least one word per label: its most relevant
+                    mine = [i for i, o in enumerate(owners) if o == y]
+                    if not any(keep[i] for i in mine):
+                        keep[max(mine, key=lambda i: float(rel[columns[i]]))] = True
             current, removed = _select(current, keep)
             columns = [c for c, k in zip(columns, keep) if k]
             stages.append({"stage": stage, "counts": _counts(current), "removed": removed})

@@ -80,3 +80,20 @@ def test_kpts_released_lists_read_in_the_built_in_tasks_label_order(shared_data)
     yahoo_file = root / "yahoo_answers_topics" / "knowledgeable_verbalizer.json"
     labels = list(json.loads(yahoo_file.read_text()))
     assert list(read_label_words(yahoo_file, labels).words) == labels
+
+
+def test_a_file_without_knowledgeable_makes_a_plain_multi_word_verbalizer_sharing_words(tmp_path):
+    from types import SimpleNamespace
+
+    from softprompt.tasks import Verbalizer
+    from softprompt.tasks.from_config import task_from_config
+
+    f = tmp_path / "w.txt"
+    f.write_text("bad,awful,fine\ngood,great,fine\n")
+    cfg = SimpleNamespace(task="rotten_tomatoes", template=None, label_words=None, label_words_file=str(f),
+                          verbalizer="auto")
+    verb = task_from_config(cfg).verbalizer
+    assert type(verb) is Verbalizer and verb.shared_words
+    assert verb.candidates() == [["bad", "awful", "fine"], ["good", "great", "fine"]]
+    cfg.verbalizer = "knowledgeable"  # left to the refinement, once the model is loaded
+    assert task_from_config(cfg).verbalizer.candidates() == [["negative"], ["positive"]]

@@ -115,3 +115,13 @@ def test_a_label_score_is_the_weighted_mean_of_its_words_log_probabilities():
     out = verb.aggregate(scores, torch.tensor([0, 0, 1]), 2)
     norm = torch.logsumexp(scores, -1)
     assert torch.allclose(out, torch.tensor([[-2.0, -2.0]]) - norm)
+
+
+def test_relevance_never_empties_a_label_whose_class_name_frequency_dropped(causal_backbone, monkeypatch):
+    task = get_task("rotten_tomatoes")
+    words = {"negative": ["bad", "awful"], "positive": ["good", "great"]}
+    controlled(causal_backbone, monkeypatch, [[-20, 0, 0, -1]] * 4)  # "bad" the rarest word
+    opts = RefineOptions(frequency_cutoff=0.25, relevance_threshold=1e9, support_size=4)
+    verb = build_knowledgeable(causal_backbone, task, words, ROWS, opts)
+    assert verb.record["stages"][1]["removed"] == {"negative": ["bad"]}
+    assert verb.candidates() == [["awful"], ["good"]]  # the name kept; awful the most relevant left

@@ -125,3 +125,16 @@ def test_relevance_never_empties_a_label_whose_class_name_frequency_dropped(caus
     verb = build_knowledgeable(causal_backbone, task, words, ROWS, opts)
     assert verb.record["stages"][1]["removed"] == {"negative": ["bad"]}
     assert verb.candidates() == [["awful"], ["good"]]  # the name kept; awful the most relevant left
+
+
+def test_every_model_family_refines_and_scores_with_its_own_word_scores(any_backbone):
+    from softprompt.encoding import encode
+    from softprompt.scoring import label_scores
+
+    task = get_task("rotten_tomatoes")
+    words = {"negative": ["bad", "awful", "dull"], "positive": ["good", "great", "fun"]}
+    rows = [{"text": t, "label": "negative", "idx": i} for i, t in enumerate(["a dull plot", "great fun", "so bad"])]
+    task.verbalizer = build_knowledgeable(any_backbone, task, words, rows, RefineOptions(support_size=3))
+    assert torch.isfinite(task.verbalizer.log_prior).all()
+    scores = label_scores(any_backbone, task, encode(any_backbone, task, rows))
+    assert scores.shape == (3, 2) and torch.isfinite(scores).all()

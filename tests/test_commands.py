@@ -30,7 +30,7 @@ def test_every_option_of_every_command_is_a_field_of_its_config(command):
 def test_the_commands_and_their_configs_are_one_table():
     assert set(COMMANDS) == set(COMMAND_CONFIGS)
     assert {name for name in COMMAND_CONFIGS} == {"train", "eval", "predict", "inspect", "serve", "pretrain-prompt",
-                                                  "experiment", "export-peft", "import-peft", "tasks"}
+                                                  "experiment", "export-peft", "import-peft", "tasks", "label-words"}
 
 
 def _parse(argv):

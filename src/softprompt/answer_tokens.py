@@ -168,6 +168,11 @@ def _remember(cache: dict, key, value):
 
 def _tokenize(tokenizer, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]] | None]]:
     """``(ids, character offsets or None)`` of each text, no special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+    if backend is not None and backend.truncation is None and backend.padding is None:
+        # the Rust tokenizer directly: the same ids and offsets, ~7x faster than the Python wrapper's
+        # conversion, which dominated encoding a row against KPT's 1,380 label words
+        return [(list(e.ids), [tuple(o) for o in e.offsets]) for e in backend.encode_batch(texts, add_special_tokens=False)]
     if getattr(tokenizer, "is_fast", False):
         enc = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
         return [(list(i), [tuple(o) for o in off]) for i, off in zip(enc["input_ids"], enc["offset_mapping"])]

@@ -7,6 +7,7 @@ A command's handler takes its config and returns the exit status."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from typing import Any, Callable, NamedTuple
 
 from .arguments import add_options, config_from_args
 from .config import (COMMAND_CONFIGS, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig, InspectConfig,
+                     LabelWordsConfig,
                      PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig)
 from .errors import SoftPromptError
 
@@ -48,16 +50,28 @@ def _prompted_model(cfg: EvalConfig | PredictConfig):
              "word_scoring": cfg.word_scoring}
     if cfg.prompt:
         pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, **given)
-        if cfg.task or cfg.template or cfg.label_words:  # another task's format (domain transfer), or your own
+        if cfg.task or cfg.template or cfg.label_words or cfg.label_words_file:  # another task's format, or your own
             pm.task = task_from_config(cfg, base=pm.task)
-        return pm
+        return _with_knowledgeable(cfg, pm)
     if not (cfg.task or (cfg.template and cfg.label_words)):
         raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
                               "--task NAME, or --template and --label-words (and --model)")
     task = task_from_config(cfg)
     settings = ScoringSettings().override(**given)
     backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device, max_length=settings.max_length)
-    return PromptedModel(backbone, None, task, settings=settings)
+    return _with_knowledgeable(cfg, PromptedModel(backbone, None, task, settings=settings))
+
+
+def _with_knowledgeable(cfg: EvalConfig | PredictConfig, pm):
+    """``pm`` with KPT's verbalizer built and refined on the task's training split when ``cfg``
+    asks for ``--verbalizer knowledgeable`` (a saved knowledgeable run needs no such option: its
+    refined words and prior are reused as saved)."""
+    if cfg.verbalizer == "knowledgeable":
+        from .refinement import knowledgeable_from_config
+
+        cfg = dataclasses.replace(cfg, word_scoring=pm.settings.word_scoring)
+        pm.task.verbalizer = knowledgeable_from_config(cfg, pm.backbone, pm.task).to(pm.backbone.device)
+    return pm
 
 
 def cmd_eval(cfg: EvalConfig) -> int:
@@ -182,6 +196,22 @@ def cmd_import_peft(cfg: ImportPeftConfig) -> int:
     return import_command(cfg)
 
 
+def cmd_label_words(cfg: LabelWordsConfig) -> int:
+    from .modeling import load_model
+    from .refinement import expand_label_words
+    from .tasks.from_config import task_from_config
+    from .tasks.label_words import write_label_words
+
+    task = task_from_config(cfg)
+    backbone = load_model(cfg.model, device=cfg.device)
+    names = {label: ws[0] for label, ws in zip(task.verbalizer.labels, task.verbalizer.candidates())}
+    words = expand_label_words(backbone, names, cfg.per_label, task.verbalizer.prefix)
+    path = write_label_words(cfg.out, words)
+    print(f"wrote {sum(map(len, words.values()))} label words for {len(words)} labels to {path} "
+          f"(line i = label {', '.join(words)}); edit it, then pass --verbalizer knowledgeable --label-words-file {path}")
+    return 0
+
+
 class Command(NamedTuple):
     """A ``softprompt`` command: what runs it (given the command's config, its dataclass in
     :data:`softprompt.config.COMMAND_CONFIGS`), its one-line help, whether it reads
@@ -202,6 +232,7 @@ COMMANDS: dict[str, Command] = {
     "export-peft": Command(cmd_export_peft, "write a saved prompt as a PEFT prompt-tuning adapter", yaml=False),
     "import-peft": Command(cmd_import_peft, "read a PEFT prompt-tuning adapter as a softprompt prompt", yaml=False),
     "serve": Command(cmd_serve, "serve many saved outputs over HTTP", description=ServeConfig.__doc__),
+    "label-words": Command(cmd_label_words, "expand each label's class name into label words from the model's embedding neighbours (KPT), written to a file"),
     "inspect": Command(cmd_inspect, "nearest vocabulary tokens of each vector of a saved prompt", yaml=False),
     "experiment": Command(cmd_experiment, "run a grid of runs and analyses from a YAML file, then write its report",
                           yaml=False, description="Run every missing run and analysis of an experiment file (finished ones are "

@@ -62,6 +62,17 @@ class TaskFormat:
     template: str | None = opt(None, "template with {field} slots instead of the task's, {mask} or {mask:name} answer slots and {soft*N} learnt virtual tokens (docs/templates.md); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
     label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, and 'answer-vectors:LABEL,LABEL' trains one vector per label")
     field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'")
+    # KPT's knowledgeable verbalizer (Hu et al., 2022; docs/kpt.md): read only with --verbalizer knowledgeable
+    label_words_file: str | None = opt(None, "label words from a file instead of --label-words: .txt (KPT's format: line i = the i-th label's words, comma-separated, class name first), .csv (label,word,word,...) or .json ({label: [words]})")
+    verbalizer: str = opt("auto", "auto: the kind --label-words' prefix names (a --label-words-file makes plain multi-word labels); knowledgeable: KPT's verbalizer, its words (the file's, --label-words', or the model's embedding neighbours of each class name) refined and calibrated on unlabelled training inputs", ("auto", "knowledgeable"))
+    refine: str = opt("frequency,relevance", "knowledgeable: KPT's refinements to apply, a comma list of frequency, relevance (or none)")
+    calibrate: bool = opt(True, "knowledgeable: divide each word's probability by its contextual prior (KPT's contextualized calibration)")
+    frequency_cutoff: float = opt(0.5, "knowledgeable: fraction of all words dropped by frequency refinement, lowest contextual prior first (KPT: 0.5; 0 for IMDB)")
+    relevance_threshold: float = opt(1.0, "knowledgeable: relevance refinement keeps words whose tf-idf-like relevance to their class name is at least this")
+    support_size: int = opt(200, "knowledgeable: unlabelled training inputs (sampled per seed from the whole training split) that estimate the contextual prior")
+    duplicates: str = opt("remove", "knowledgeable: a word under several labels is removed from all (kept under the label whose class name it is) or shared by each", ("remove", "share"))
+    learn_word_weights: bool = opt(False, "knowledgeable: train a softmax weight per word (started uniform) with the method")
+    expand: int = opt(50, "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as label words (written to --out/label_words.txt)")
 
 
 @dataclass
@@ -317,6 +328,22 @@ class ImportPeftConfig:
 
 
 @dataclass
+class LabelWordsConfig(ModelOptions):
+    """Options of ``softprompt label-words``: expand each label's class name into label words from
+    the model's input-embedding neighbours and write them in KPT's .txt format, to read and edit
+    before a run with --verbalizer knowledgeable --label-words-file FILE (docs/kpt.md)."""
+
+    model: str = opt(DEFAULT_MODEL, "model whose input embeddings give the neighbours")
+    task: str = opt("rotten_tomatoes", "built-in task whose labels (and class names: each label's first word) to expand")
+    label_words: str | None = opt(None, "class names instead of the task's words, e.g. 'world=politics;sports=sports' (the first word of each label is expanded)")
+    out: str = opt("", "file to write (.txt: one comma-separated line per label, class name first)", required=True)
+    per_label: int = opt(50, "neighbours per label, after the class name")
+
+    def __post_init__(self):
+        at_least_one(self, "per_label")
+
+
+@dataclass
 class TasksConfig:
     """``softprompt tasks`` takes no options."""
 
@@ -325,6 +352,7 @@ COMMAND_CONFIGS: dict[str, type] = {
     "train": TrainConfig, "eval": EvalConfig, "predict": PredictConfig, "inspect": InspectConfig,
     "serve": ServeConfig, "pretrain-prompt": PretrainConfig, "experiment": ExperimentConfig,
     "export-peft": ExportPeftConfig, "import-peft": ImportPeftConfig, "tasks": TasksConfig,
+    "label-words": LabelWordsConfig,
 }
 """Every command's options, by command name."""
 

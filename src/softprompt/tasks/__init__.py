@@ -1,6 +1,7 @@
 """Tasks: examples, templates, verbalizers, metrics, and the built-in task registry."""
 
 from softprompt.tasks.data import read_examples, write_examples
+from softprompt.tasks.knowledgeable import KnowledgeableVerbalizer  # registers its verbalizer type
 from softprompt.tasks.metrics import METRICS, compute_metrics, majority_baseline
 from softprompt.tasks.registry import BUILTIN_TASKS, HUB_SOURCES, get_task, list_tasks, load_split
 from softprompt.tasks.task import Task
@@ -21,6 +22,7 @@ __all__ = [
     "METRICS",
     "AnswerVectorVerbalizer",
     "ChoiceVerbalizer",
+    "KnowledgeableVerbalizer",
     "LearnedWeightsVerbalizer",
     "Part",
     "Task",

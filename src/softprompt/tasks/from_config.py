@@ -97,6 +97,12 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
         if task.positive_label not in task.verbalizer.labels:
             task = dataclasses.replace(task, metrics=tuple(m for m in task.metrics if m != "f1") or ("accuracy",),
                                        positive_label=None)
+    words_file = getattr(cfg, "label_words_file", None)
+    if words_file and getattr(cfg, "verbalizer", "auto") == "auto":  # knowledgeable: refined once the model is loaded
+        from .label_words import read_label_words
+
+        words = read_label_words(words_file, task.verbalizer.labels).words
+        task.verbalizer = Verbalizer(words, prefix=task.verbalizer.prefix, shared_words=True)
     task.splits = files
     return task
 

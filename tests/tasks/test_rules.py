@@ -154,3 +154,24 @@ def test_prompt_tuning_and_full_tuning_train_with_the_rules():
         loss.backward()
         assert torch.isfinite(loss) and any(p.grad is not None for p in method.trainable_parameters())
         bb.model.zero_grad(set_to_none=True)
+
+
+def test_a_row_whose_relation_has_no_rule_is_refused_by_name():
+    task = rule_task()
+    with pytest.raises(DataError, match="relation 'Cause-Effect\\(e1,e2\\)' \\(row idx=7\\) has no rule.*add a line"):
+        task.validate([{"text": "i love it", "e1": "i", "e2": "it", "label": "Cause-Effect(e1,e2)", "idx": 7}])
+
+
+def test_training_refuses_rules_for_relations_the_data_never_has(tiny_model_dirs, tmp_path):
+    import json
+
+    from softprompt.training import train
+
+    (tmp_path / "rules.tsv").write_text(TSV)
+    rows = [r for r in ROWS if r["label"] != "Other"]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError, match="rules for 'Love\\(e2,e1\\)', 'Other', which the training rows never has"):
+        train(model=str(tiny_model_dirs["causal"]), task="rel", train_file=str(tmp_path / "train.jsonl"),
+              validation_file=str(tmp_path / "train.jsonl"), template=TEMPLATE,
+              label_words=f"rules:{tmp_path / 'rules.tsv'}", max_steps=1, out=str(tmp_path / "o"),
+              progress=False, zero_shot_baseline=False, test_split="")

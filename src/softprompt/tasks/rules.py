@@ -30,7 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from softprompt.errors import ConfigError, DataError
+from softprompt.errors import ConfigError, DataError, UnknownLabelError
 from softprompt.tasks.verbalizer import VERBALIZER_TYPES, Verbalizer
 
 RULES_PREFIX = "rules:"
@@ -135,6 +135,21 @@ class RuleVerbalizer(Verbalizer):
     def rule_words(self, label: str) -> dict[str, str]:
         """``{slot: word}`` of ``label``'s rule."""
         return dict(zip(self.slots, self.rules[label]))
+
+    def gold_index(self, example: Mapping[str, Any]) -> int:
+        """Position of ``example["label"]`` among the labels; a relation with no rule raises
+        :class:`DataError` naming it and the rule file to extend."""
+        label = example.get("label") if isinstance(example, Mapping) else None
+        if label is not None and str(label) not in self.labels:
+            idx = example.get("idx")
+            raise UnknownLabelError(f"relation {label!r}{'' if idx is None else f' (row idx={idx})'} has no rule in "
+                            f"{self.source or 'the rule file'}: add a line for it (--label-words rules:PATH), "
+                            f"or fix the row's label; the rules know {', '.join(map(repr, self.labels))}")
+        return super().gold_index(example)
+
+    def check_rows(self, rows: Sequence[Mapping[str, Any]], where: str = "the data") -> None:
+        """:func:`check_rules_cover` on the labels of ``rows`` (the training rows)."""
+        check_rules_cover(self, [str(r["label"]) for r in rows if "label" in r], where)
 
     # ------------------------------------------------------------------ scoring
     def _ids(self, backbone, word: str) -> list[int]:

@@ -181,6 +181,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
     answer_pos, virtual = [], []
     truncated = cut_tokens = 0
     for ex in examples:
+        ex = task.prepare(ex)  # relation tasks: entities marked in the text, as the task says
         cands = verbalizer.candidates(ex)
         row_words, row_labels, row_weights = [], [], []
         label_weights = getattr(verbalizer, "weights", None) if verbalizer.is_fixed else None

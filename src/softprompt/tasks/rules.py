@@ -187,7 +187,16 @@ class RuleVerbalizer(Verbalizer):
                 index = torch.tensor([cands.index(self.rules[c][k]) for c in labels], device=scores.device)
                 columns.append(scores[:, index])
                 continue
-            # inference on an in-order model: each class's own earlier words; classes sharing them share a call
+            # inference on an in-order model: each class's own earlier words
+            if k == 1 and self._continuable(batch):  # every class at once as a continuation of the sentence
+                totals = [self._continuation_scores(backbone, batch, cond, j, length_normalize)
+                          for j in range(1, len(self.slots))]
+                prev = columns[0]
+                for total in totals:
+                    columns.append(total - prev)
+                    prev = total
+                break
+            # classes sharing their earlier words share a call
             col = None
             groups: dict[tuple[str, ...], list[int]] = {}
             for c, label in enumerate(labels):
@@ -206,8 +215,42 @@ class RuleVerbalizer(Verbalizer):
         return parts.sum(-1), parts, slot_scores
 
     def label_scores_of(self, backbone, batch, cond=None, length_normalize: bool = False) -> torch.Tensor:
-        """``[batch, n_labels]``: each label's summed slot log-scores (inference: own earlier words)."""
+        """``[batch, n_labels]``: each label's summed slot log-scores (inference: own earlier words).
+        On a model reading slots in order, one call scores every label's words and the text between
+        them as continuations of the text before the first slot (the sentence is read once per row)."""
+        if backbone.mask_token_id is None and len(self.slots) > 1 and self._continuable(batch) and not length_normalize:
+            return self._continuation_scores(backbone, batch, cond, len(self.slots) - 1, False)
         return self.rule_scores(backbone, batch, cond, False, length_normalize)[0]
+
+    def _continuable(self, batch) -> bool:
+        """No virtual token lies after the first slot (it would sit inside a continuation)."""
+        firsts = [pos[0] for pos in batch.answer_pos]
+        return not any(v[0] >= f for vs, f in zip(batch.virtual or [[]] * len(batch), firsts) for v in vs)
+
+    def _continuation_scores(self, backbone, batch, cond, last: int, length_normalize: bool) -> torch.Tensor:
+        """``[batch, n_labels]``: log p(label's words in slots 0..``last`` and the text after each, up to
+        the next slot | the text before slot 0), through ``backbone.word_scores`` on a batch whose
+        context is the text before the first slot and whose candidates are the labels' continuations."""
+        from dataclasses import replace
+
+        n_slots = len(self.slots)
+        contexts, words = [], []
+        for b, ctx in enumerate(batch.context):
+            pos = list(batch.answer_pos[b]) + [len(ctx)]
+            contexts.append(ctx[: pos[0]])
+            row = []
+            for label in self.labels:
+                ids: list[int] = []
+                for k in range(last + 1):
+                    ids += self._ids(backbone, self.rules[label][k]) + ctx[pos[k]: pos[k + 1] if k + 1 < n_slots else len(ctx)]
+                row.append(ids)
+            words.append(row)
+        n = len(self.labels)
+        sub = replace(batch, context=contexts, words=words, word_label=[list(range(n))] * len(batch),
+                      word_weight=[[1.0] * n] * len(batch), shared_words=False, mask_pos=[], slot_names=("mask",),
+                      answer_pos=[[len(c)] for c in contexts], word_slot="mask",
+                      virtual=[list(v) for v in batch.virtual] if batch.virtual else [])
+        return backbone.word_scores(cond, sub, length_normalize)[:, :n]
 
     def training_loss(self, backbone, batch, cond=None, length_normalize: bool = False) -> torch.Tensor:
         """PTR's loss, a scalar: cross-entropy over the labels' summed slot scores plus the mean over

@@ -182,13 +182,16 @@ class RuleVerbalizer(Verbalizer):
                         raise ConfigError("training scores need the gold labels: encode the rows with their labels")
                     fills = {s: [self._ids(backbone, self.rules[labels[g]][j]) for g in batch.gold]
                              for j, s in enumerate(self.slots[:k])}
-                scores = backbone.slot_word_scores(cond, batch, slot, [cand_ids] * n, fills, length_normalize)
+                if in_order and self._continuable(batch):  # the row's text before the slot read once for all candidates
+                    scores = self._slot_continuations(backbone, batch, cond, k, cand_ids, fills or {}, length_normalize)
+                else:
+                    scores = backbone.slot_word_scores(cond, batch, slot, [cand_ids] * n, fills, length_normalize)
                 slot_scores[slot] = scores
                 index = torch.tensor([cands.index(self.rules[c][k]) for c in labels], device=scores.device)
                 columns.append(scores[:, index])
                 continue
             # inference on an in-order model: each class's own earlier words
-            if k == 1 and self._continuable(batch):  # every class at once as a continuation of the sentence
+            if k == 1 and self._continuable(batch) and not length_normalize:  # every class at once as a continuation of the sentence
                 totals = [self._continuation_scores(backbone, batch, cond, j, length_normalize)
                           for j in range(1, len(self.slots))]
                 prev = columns[0]
@@ -227,12 +230,37 @@ class RuleVerbalizer(Verbalizer):
         firsts = [pos[0] for pos in batch.answer_pos]
         return not any(v[0] >= f for vs, f in zip(batch.virtual or [[]] * len(batch), firsts) for v in vs)
 
+    def _slot_continuations(self, backbone, batch, cond, k: int, cand_ids, fills, length_normalize: bool):
+        """``[batch, n_candidates]``: log p(candidate + the text after slot ``k`` up to the next slot |
+        the text before it, earlier slots holding ``fills[slot][b]``), as ``slot_word_scores`` on a
+        model reading slots in order, through one ``word_scores`` call (the prefix read once per row)."""
+        contexts, words = [], []
+        for b, ctx in enumerate(batch.context):
+            pos = list(batch.answer_pos[b]) + [len(ctx)]
+            prefix = ctx[: pos[0]]
+            for j in range(k):
+                prefix = prefix + fills[self.slots[j]][b] + ctx[pos[j]: pos[j + 1]]
+            after = ctx[pos[k]: pos[k + 1]]
+            contexts.append(prefix)
+            words.append([ids + after for ids in cand_ids])
+        return self._as_continuations(backbone, batch, cond, contexts, words, length_normalize)
+
+    def _as_continuations(self, backbone, batch, cond, contexts, words, length_normalize: bool) -> torch.Tensor:
+        """``backbone.word_scores`` of ``words[b]`` continuing ``contexts[b]`` (virtual tokens of
+        ``batch`` kept where they are: before the first slot, :meth:`_continuable`)."""
+        from dataclasses import replace
+
+        n = max(len(w) for w in words)
+        sub = replace(batch, context=contexts, words=words, word_label=[list(range(len(w))) for w in words],
+                      word_weight=[[1.0] * len(w) for w in words], shared_words=False, mask_pos=[], slot_names=("mask",),
+                      answer_pos=[[len(c)] for c in contexts], word_slot="mask",
+                      virtual=[list(v) for v in batch.virtual] if batch.virtual else [])
+        return backbone.word_scores(cond, sub, length_normalize)[:, :n]
+
     def _continuation_scores(self, backbone, batch, cond, last: int, length_normalize: bool) -> torch.Tensor:
         """``[batch, n_labels]``: log p(label's words in slots 0..``last`` and the text after each, up to
         the next slot | the text before slot 0), through ``backbone.word_scores`` on a batch whose
         context is the text before the first slot and whose candidates are the labels' continuations."""
-        from dataclasses import replace
-
         n_slots = len(self.slots)
         contexts, words = [], []
         for b, ctx in enumerate(batch.context):
@@ -245,12 +273,7 @@ class RuleVerbalizer(Verbalizer):
                     ids += self._ids(backbone, self.rules[label][k]) + ctx[pos[k]: pos[k + 1] if k + 1 < n_slots else len(ctx)]
                 row.append(ids)
             words.append(row)
-        n = len(self.labels)
-        sub = replace(batch, context=contexts, words=words, word_label=[list(range(n))] * len(batch),
-                      word_weight=[[1.0] * n] * len(batch), shared_words=False, mask_pos=[], slot_names=("mask",),
-                      answer_pos=[[len(c)] for c in contexts], word_slot="mask",
-                      virtual=[list(v) for v in batch.virtual] if batch.virtual else [])
-        return backbone.word_scores(cond, sub, length_normalize)[:, :n]
+        return self._as_continuations(backbone, batch, cond, contexts, words, length_normalize)
 
     def training_loss(self, backbone, batch, cond=None, length_normalize: bool = False) -> torch.Tensor:
         """PTR's loss, a scalar: cross-entropy over the labels' summed slot scores plus the mean over

@@ -141,6 +141,7 @@ class TrainConfig(RunOptions, DataConfig):
     warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant")
     train_limit: int | None = opt(None, "use only the first N training rows")
     shots: int | None = opt(None, "few-shot: train on K rows sampled (per --seed) from the train split; unless --dev-from-train is set, another K rows are the dev set for early stopping")
+    shots_per_class: bool = opt(False, "--shots K counts rows per class: K rows of each label train (and, unless --dev-from-train, K more of each are the dev set), sampled per --seed")
     dev_from_train: int | None = opt(None, "hold out N training rows (sampled per --seed) as the dev set; the validation split then serves as the final evaluation when the task has no --test-split")
     eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training")
     test_limit: int | None = opt(None, "evaluate on the first N test rows at the end")

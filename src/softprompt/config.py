@@ -62,6 +62,7 @@ class TaskFormat:
     template: str | None = opt(None, "template with {field} slots instead of the task's, {mask} or {mask:name} answer slots and {soft*N} learnt virtual tokens (docs/templates.md); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
     label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, and 'answer-vectors:LABEL,LABEL' trains one vector per label")
     field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'")
+    metrics: str | None = opt(None, "metrics instead of the task's, comma-separated, the first picks the best checkpoint, e.g. 'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)")
     entity_markers: str | None = opt(None, "relation tasks: mark the entities e1, e2 in {text}: none, tags (<e1>...</e1>) or typed (<e1:TYPE>...; rows need e1_type, e2_type) (default: the task's)", choices=("none", "tags", "typed"))
 
 

@@ -103,6 +103,9 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
         if task.positive_label not in task.verbalizer.labels:
             task = dataclasses.replace(task, metrics=tuple(m for m in task.metrics if m != "f1") or ("accuracy",),
                                        positive_label=None)
+    metrics = getattr(cfg, "metrics", None)
+    if metrics:
+        task = dataclasses.replace(task, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()))
     markers = getattr(cfg, "entity_markers", None)
     if markers:
         task = dataclasses.replace(task, entity_markers=markers)

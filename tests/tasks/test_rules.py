@@ -176,3 +176,15 @@ def test_training_refuses_rules_for_relations_the_data_never_has(tiny_model_dirs
               validation_file=str(tmp_path / "train.jsonl"), template=TEMPLATE,
               label_words=f"rules:{tmp_path / 'rules.tsv'}", max_steps=1, out=str(tmp_path / "o"),
               progress=False, zero_shot_baseline=False, test_split="")
+
+
+def test_encoder_decoder_trains_and_scores_through_the_same_calls():
+    bb = make_backbone("seq2seq")
+    task = rule_task()
+    batch = encode(bb, task, ROWS)
+    loss = classification_loss(bb, task, batch)
+    with torch.no_grad():
+        scores = label_scores(bb, task, batch)
+        class_scores, parts, _ = task.verbalizer.rule_scores(bb, batch)
+    assert torch.isfinite(loss) and scores.shape == (3, 4) and torch.isfinite(scores).all()
+    assert torch.allclose(class_scores, parts.sum(-1)) and torch.allclose(scores, class_scores, atol=1e-5)

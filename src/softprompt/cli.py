@@ -105,11 +105,15 @@ def cmd_predict(cfg: PredictConfig) -> int:
         raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
     pm = _prompted_model(cfg)
     for text, pred in zip(texts, pm.classify(texts, cfg.batch_size, field_map=parse_field_map(cfg.field_map))):
+        # PTR's rules: the words the predicted relation's rule put in each answer slot (why it won)
+        slots = pm.task.verbalizer.rule_words(pred.label) if hasattr(pm.task.verbalizer, "rule_words") and pred.label else None
         if cfg.json:
-            print(json.dumps({"input": text, "label": pred.label, "scores": pred.scores, "generated": pred.generated}))
+            print(json.dumps({"input": text, "label": pred.label, "scores": pred.scores, "generated": pred.generated,
+                              **({"slots": slots} if slots else {})}))
         else:
             detail = ", ".join(f"{k}={v:.3f}" for k, v in pred.scores.items()) or repr(pred.generated)
-            print(f"{pred.label}\t{detail}\t{text}")
+            rule = "\t" + " ".join(f"{k}={v!r}" for k, v in slots.items()) if slots else ""
+            print(f"{pred.label}{rule}\t{detail}\t{text}")
     return 0
 
 

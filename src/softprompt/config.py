@@ -73,6 +73,8 @@ class TaskFormat:
     duplicates: str = opt("remove", "knowledgeable: a word under several labels is removed from all (kept under the label whose class name it is) or shared by each", ("remove", "share"))
     learn_word_weights: bool = opt(False, "knowledgeable: train a softmax weight per word (started uniform) with the method")
     expand: int = opt(50, "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as label words (written to --out/label_words.txt)")
+    metrics: str | None = opt(None, "metrics instead of the task's, comma-separated, the first picks the best checkpoint, e.g. 'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)")
+    entity_markers: str | None = opt(None, "relation tasks: mark the entities e1, e2 in {text}: none, tags (<e1>...</e1>) or typed (<e1:TYPE>...; rows need e1_type, e2_type) (default: the task's)", choices=("none", "tags", "typed"))
 
 
 @dataclass
@@ -151,6 +153,7 @@ class TrainConfig(RunOptions, DataConfig):
     warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant")
     train_limit: int | None = opt(None, "use only the first N training rows")
     shots: int | None = opt(None, "few-shot: train on K rows sampled (per --seed) from the train split; unless --dev-from-train is set, another K rows are the dev set for early stopping")
+    shots_per_class: bool = opt(False, "--shots K counts rows per class: K rows of each label train (and, unless --dev-from-train, K more of each are the dev set), sampled per --seed")
     dev_from_train: int | None = opt(None, "hold out N training rows (sampled per --seed) as the dev set; the validation split then serves as the final evaluation when the task has no --test-split")
     eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training")
     test_limit: int | None = opt(None, "evaluate on the first N test rows at the end")

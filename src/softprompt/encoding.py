@@ -160,6 +160,8 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
     if backbone.answer_in_slot and not template.has_mask:
         template = template.with_mask()
     slots = template.answer_slots or ("mask",)
+    if slot is None:  # a verbalizer scoring several slots (PTR's rules) names the one its words lay out
+        slot = getattr(task.verbalizer, "slot", None)
     if slot is None and len(slots) > 1:
         raise ConfigError(
             f"template {template.text!r} has answer slots {', '.join(slots)}: say which one the label words "
@@ -196,6 +198,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
     answer_pos, virtual = [], []
     truncated = cut_tokens = 0
     for ex in examples:
+        ex = task.prepare(ex)  # relation tasks: entities marked in the text, as the task says
         cands = verbalizer.candidates(ex)
         row_words, row_labels, row_weights = [], [], []
         for li, ws in enumerate(cands):

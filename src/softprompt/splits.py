@@ -13,7 +13,9 @@ Three protocols, chosen by :class:`~softprompt.config.TrainConfig` options:
   set; the final evaluation is on the full test split, or the full validation split where the
   task has no test split.
 
-Sampling is uniform without replacement (not stratified, as in PPT); the same seed gives the
+``--shots-per-class`` makes K count rows of each label (stratified: K of each label train, K more
+of each are the dev set), the usual few-shot protocol of relation classification.
+Otherwise sampling is uniform without replacement (not stratified, as in PPT); the same seed gives the
 same rows on every machine and in every process.
 """
 
@@ -51,9 +53,33 @@ def run_data(task, cfg) -> RunData:
                           f"need {need}; lower them (or raise --train-limit)")
     order = list(range(len(train)))
     random.Random(f"split:{cfg.seed}").shuffle(order)
+    if shots and getattr(cfg, "shots_per_class", False):
+        return _per_class(task, cfg, train, order, shots, held)
     dev_idx = sorted(order[:n_dev])
     rest = order[n_dev:]
     train_idx = sorted(rest[:shots]) if shots else sorted(rest)
+    dev = [train[i] for i in dev_idx]
+    if cfg.eval_limit:
+        dev = dev[: cfg.eval_limit]
+    return RunData([train[i] for i in train_idx], dev, "train")
+
+
+def _per_class(task, cfg, train, order, shots, held) -> RunData:
+    """``--shots K --shots-per-class``: K training rows of each label (and K dev rows of each, or
+    ``held`` dev rows sampled from all labels), in the seed's shuffled ``order``. A label with fewer
+    rows trains on what it has, up to K, and gives the dev set what is left (logged): SemEval's
+    ``Entity-Destination(e2,e1)`` has one training row."""
+    dev_idx = order[:held] if held else []
+    by_label: dict[str, list[int]] = {}
+    for i in order[len(dev_idx):]:
+        by_label.setdefault(str(train[i].get("label")), []).append(i)
+    per_dev = 0 if held else shots
+    short = {label: len(idx) for label, idx in by_label.items() if len(idx) < shots + per_dev}
+    if short:
+        log.warning("%s: --shots %d per class: %s fewer rows; they train on what they have", task.name, shots,
+                    ", ".join(f"{k!r} has {v}" for k, v in sorted(short.items())))
+    train_idx = sorted(i for idx in by_label.values() for i in idx[:shots])
+    dev_idx = sorted(dev_idx or [i for idx in by_label.values() for i in idx[shots: shots + per_dev]])
     dev = [train[i] for i in dev_idx]
     if cfg.eval_limit:
         dev = dev[: cfg.eval_limit]

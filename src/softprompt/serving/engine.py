@@ -391,6 +391,13 @@ class MultiPromptModel:
         state, units = self._units(inputs, tasks)
         groups: dict[Any, list[_Unit]] = {}
         for u in units:
+            rules = u.entry.model.task.verbalizer
+            if hasattr(rules, "label_scores_of"):  # PTR's rules score several answer slots themselves (one row each)
+                scores = rules.label_scores_of(self.backbone, u.batch, u.entry.conditioning,
+                                               u.entry.model.settings.length_normalize)
+                probs = torch.softmax(scores[0].float(), -1).cpu()
+                u.result = {n: float(p) for n, p in zip(u.batch.label_names[0], probs)}
+                continue
             words = tuple(map(tuple, u.batch.words[0])) if u.batch.shared_words else None
             how = u.entry.model.settings
             key = (words, how.length_normalize, how.word_scoring, _slots(u.batch))  # as trained, same answer slots

@@ -3,6 +3,7 @@
 from softprompt.tasks.data import read_examples, write_examples
 from softprompt.tasks.knowledgeable import KnowledgeableVerbalizer  # registers its verbalizer type
 from softprompt.tasks.metrics import METRICS, compute_metrics, majority_baseline
+from softprompt.tasks.rules import RuleVerbalizer  # registers verbalizer type 'rules' (PTR)
 from softprompt.tasks.registry import BUILTIN_TASKS, HUB_SOURCES, get_task, list_tasks, load_split
 from softprompt.tasks.task import Task
 from softprompt.tasks.template import Part, Template

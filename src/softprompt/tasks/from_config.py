@@ -40,6 +40,8 @@ def verbalizer_from_spec(spec: str) -> Verbalizer:
       (:class:`LearnedWeightsVerbalizer`); ``'learned+shared:...'`` lets words be shared too;
     - ``'answer-vectors:positive,negative'``: one trained vector per label
       (:class:`AnswerVectorVerbalizer`);
+    - ``'rules:PATH'`` or ``'rules:semeval'``: PTR's rule file, one word per answer slot per label
+      (:class:`~softprompt.tasks.rules.RuleVerbalizer`);
     - ``'choices:FIELD'``: multiple choice, each row's candidates are the strings in its FIELD list
       and its label is the correct one's text.
 
@@ -52,6 +54,10 @@ def verbalizer_from_spec(spec: str) -> Verbalizer:
         if not field:
             raise ConfigError("--label-words 'choices:FIELD' needs the field holding each row's choices, e.g. choices:options")
         return ChoiceVerbalizer(field)
+    if kind.strip() == "rules":  # PTR: a rule file's words per answer slot (tasks/rules.py)
+        from softprompt.tasks.rules import RuleVerbalizer
+
+        return RuleVerbalizer.from_spec(rest.strip())
     if kind.strip() == "answer-vectors":
         labels = [label.strip() for label in rest.split(",")]
         if not all(labels):
@@ -103,6 +109,12 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
 
         words = read_label_words(words_file, task.verbalizer.labels).words
         task.verbalizer = Verbalizer(words, prefix=task.verbalizer.prefix, shared_words=True)
+    metrics = getattr(cfg, "metrics", None)
+    if metrics:
+        task = dataclasses.replace(task, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()))
+    markers = getattr(cfg, "entity_markers", None)
+    if markers:
+        task = dataclasses.replace(task, entity_markers=markers)
     task.splits = files
     return task
 

@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Callable, Sequence
 
 from softprompt.errors import ConfigError, DataError
+from softprompt.tasks.semeval import semeval_micro_f1, semeval_official_f1
 
 MetricFn = Callable[[Sequence[str], Sequence[str], Sequence[str], "str | None"], float]
 
@@ -35,6 +36,8 @@ def macro_f1(preds: Sequence[str], golds: Sequence[str], labels: Sequence[str], 
 
 
 METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1}
+# Relation classification (issue 17): SemEval-2010 Task 8's official score and micro-F1 without Other.
+METRICS.update(semeval_f1=semeval_official_f1, micro_f1_no_other=semeval_micro_f1)
 
 
 def compute_metrics(

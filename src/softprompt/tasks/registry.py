@@ -42,6 +42,20 @@ def _task(name: str, template: str, label_words: dict[str, str] | None, **kwargs
     return Task(name=name, template=Template(template), verbalizer=verbalizer, **kwargs)
 
 
+def _semeval_task() -> Task:
+    """SemEval-2010 Task 8 with PTR's rules (tasks/rules.py, docs/relations.md): three answer slots."""
+    from softprompt.tasks.rules import RuleVerbalizer
+
+    return Task(
+        name="semeval2010_task8", template=Template(SEMEVAL_TEMPLATE), verbalizer=RuleVerbalizer.from_spec("semeval"),
+        metrics=("semeval_f1", "micro_f1_no_other", "accuracy"),
+        description="SemEval-2010 Task 8: the relation between two marked nominals (9 relations x 2 directions + Other).",
+    )
+
+
+SEMEVAL_TEMPLATE = "{text} The {mask:head} {e1} {mask:link} the {mask:tail} {e2}."
+"""PTR's template for SemEval: the head entity's type, the relation phrase, the tail entity's type."""
+
 BUILTIN_TASKS: dict[str, Task] = {
     task.name: task
     for task in [
@@ -121,6 +135,7 @@ BUILTIN_TASKS: dict[str, Task] = {
             metrics=("accuracy", "macro_f1"),
             description="AG News: the topic of a news article (4 classes), KPT's benchmark.",
         ),
+        _semeval_task(),
     ]
 }
 

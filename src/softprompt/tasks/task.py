@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from softprompt.errors import ConfigError, DataError, TemplateError
 from softprompt.tasks.metrics import check_metric_names
+from softprompt.tasks.relations import check_markers, mark_entities
 from softprompt.tasks.template import Template
 from softprompt.tasks.verbalizer import Verbalizer, verbalizer_from_dict
 
@@ -26,6 +27,7 @@ class Task:
     positive_label: str | None = None
     description: str = ""
     splits: dict[str, str] = field(default_factory=dict)
+    entity_markers: str = "none"  # relation tasks: how e1/e2 are marked in {text} (tasks/relations.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -54,6 +56,12 @@ class Task:
                 f"labels {self.verbalizer.labels}"
             )
         self.splits = {str(k): str(v) for k, v in (self.splits or {}).items()}
+        check_markers(self.entity_markers)
+
+    def prepare(self, example: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The row the template reads: ``example`` with its entities marked in ``text`` when
+        :attr:`entity_markers` says so (:func:`~softprompt.tasks.relations.mark_entities`), else as is."""
+        return example if self.entity_markers == "none" else mark_entities(example, self.entity_markers)
 
     def primary_metric(self) -> str:
         """The metric that picks the best checkpoint: the first of ``metrics``."""
@@ -71,6 +79,7 @@ class Task:
                 if not isinstance(example, Mapping):
                     raise DataError(f"an example must be a dict, got {type(example).__name__}")
                 idx = example.get("idx")
+                example = self.prepare(example)
                 self.template.check_fields(example, where="an example" if idx is None else f"example idx={idx}")
                 self.template.render(example, mask_token=mask)
                 if labelled:
@@ -89,6 +98,7 @@ class Task:
             "metrics": list(self.metrics),
             "positive_label": self.positive_label,
             "description": self.description,
+            **({"entity_markers": self.entity_markers} if self.entity_markers != "none" else {}),
         }
 
     @classmethod
@@ -104,4 +114,5 @@ class Task:
             positive_label=data.get("positive_label"),
             description=data.get("description", ""),
             splits=dict(data.get("splits", {})),
+            entity_markers=data.get("entity_markers", "none"),
         )

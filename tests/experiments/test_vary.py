@@ -119,8 +119,10 @@ def test_kpt_experiment_expands_to_its_stated_runs():
     assert sum("few-shot" in s.grids for s in runs.values()) == 72
     kpt = runs["ag_news/manual/template-t2/verbalizer-kpt-no-frequency/seed0"].config
     assert (kpt.template, kpt.refine, kpt.calibrate) == ("{title} {text}\n[ Topic :", "relevance", True)
-    few = runs["rotten_tomatoes/prompt-tuning/len20-class-labels/template-t0/verbalizer-kpt-learned/k-5/seed2"].config
-    assert (few.shots, few.learn_word_weights, few.calibrate, few.word_scoring) == (10, True, False, "first-token")
+    few = runs["rotten_tomatoes/prompt-tuning/len20-class-labels/template-t0/verbalizer-kpt-learned/shots-5/seed2"].config
+    assert (few.shots, few.shots_per_class, few.learn_word_weights, few.calibrate, few.word_scoring) == (
+        5, True, True, False, "first-token")
+    assert runs["ag_news/manual/template-t0/verbalizer-kpt/seed0"].config.eval_limit == 100
 
 
 def test_a_vary_grid_runs_records_its_axes_and_rebuilds_its_report(tmp_path, tiny_model_dirs, toy_data):

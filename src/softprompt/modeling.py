@@ -153,8 +153,9 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     target = cache_dir() / "models" / name
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
         return target
+    _package_dir(spec)  # a missing package is refused before any work
     if not spec.assembled:
-        _gguf_file(spec, target.parent)  # a missing package is refused before any work
+        _gguf_file(spec, target.parent)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to a safetensors cache at %s (once); licence: %s", spec.gguf, target, spec.licence)

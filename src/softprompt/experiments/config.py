@@ -9,6 +9,7 @@ An experiment YAML holds::
     methods: {full-tuning: {optimizer: adam, lr: 1e-5}, ...} # per-method options
     grids:                           # each a cross product; runs shared by grids run once
       - {name: main, tasks: [...], methods: [...], prompt_length: [20], init: [class-labels], seeds: [0, 1, 2]}
+      - {name: scale, models: [smollm2-135m, gemma-3-270m], ...}   # a model axis: keys start with the model
     ensembles: [{grid: main, task: rotten_tomatoes, method: prompt-tuning}]
     transfer:  [{grid: main, train: qqp_sample, eval: [mrpc], methods: [prompt-tuning, full-tuning]}]
     inspect:   {grid: main, k: 5}
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,8 @@ class Grid:
     init: list[str] | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     options: dict[str, Any] = field(default_factory=dict)
+    models: list[str] | None = None
+    """Models as an axis (``--model`` values); a run's key then starts with its model's name."""
 
 
 @dataclass
@@ -138,7 +142,8 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
                           prompt_length=[int(x) for x in _as_list(g.get("prompt_length"), "prompt_length", where)] or None,
                           init=[str(x) for x in _as_list(g.get("init"), "init", where)] or None,
                           seeds=[int(x) for x in _as_list(g.get("seeds", [0]), "seeds", where)] or [0],
-                          options=_norm(g.get("options") or {})))
+                          options=_norm(g.get("options") or {}),
+                          models=[str(x) for x in _as_list(g.get("models"), "models", where)] or None))
     if len({g.name for g in grids}) != len(grids):
         raise ConfigError(f"{path}: grid names must be unique, got {[g.name for g in grids]}")
     default_out = Path("experiments") / "results" / str(raw.get("name") or path.stem)
@@ -205,29 +210,30 @@ def expand(exp: Experiment) -> list[RunSpec]:
                 lengths = grid.prompt_length if grid.prompt_length and "prompt_length" in fields else [None]
                 inits = grid.init if grid.init and "init" in fields else [None]
                 seeds = grid.seeds if method_is_seeded(method) else grid.seeds[:1]
-                for length in lengths:
-                    for init in inits:
-                        for seed in seeds:
-                            spec = _spec(exp, grid, task, method, length, init, seed, fields)
-                            old = runs.get(spec.key)
-                            if old is None:
-                                runs[spec.key] = spec
-                            elif old.fingerprint != spec.fingerprint:
-                                raise ConfigError(
-                                    f"run {spec.key} is asked for by grids {old.grids} and {grid.name!r} with different "
-                                    f"options; give one of them other axes or the same options")
-                            elif grid.name not in old.grids:
-                                old.grids.append(grid.name)
+                for model, length, init, seed in itertools.product(grid.models or [None], lengths, inits, seeds):
+                    spec = _spec(exp, grid, task, method, length, init, seed, fields, model)
+                    old = runs.get(spec.key)
+                    if old is None:
+                        runs[spec.key] = spec
+                    elif old.fingerprint != spec.fingerprint:
+                        raise ConfigError(
+                            f"run {spec.key} is asked for by grids {old.grids} and {grid.name!r} with different "
+                            f"options; give one of them other axes or the same options")
+                    elif grid.name not in old.grids:
+                        old.grids.append(grid.name)
     return list(runs.values())
 
 
-def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, seed: int, fields: set[str]) -> RunSpec:
+def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, seed: int, fields: set[str],
+          model: str | None = None) -> RunSpec:
     values: dict[str, Any] = {}
     values.update(exp.defaults)
     values.update(exp.task_options(task))
     values.update(exp.methods.get(method) or {})
     values.update(grid.options)
     values.update(task=task, method=method, seed=seed)
+    if model is not None:
+        values["model"] = model
     if length is not None:
         values["prompt_length"] = length
     if init is not None:
@@ -237,6 +243,9 @@ def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, see
         values.pop("init", None)
     axes: dict[str, Any] = {"task": task, "method": method}
     parts = [task, method]
+    if model is not None:
+        axes["model"] = model
+        parts.insert(0, _slug(model))
     cfg0 = build(TrainConfig, {k: v for k, v in values.items() if k not in _VOLATILE})
     if "prompt_length" in fields:
         axes.update(prompt_length=cfg0.prompt_length, init=cfg0.init)

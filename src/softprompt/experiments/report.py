@@ -134,7 +134,7 @@ def write_report(exp: Experiment) -> Path:
 
 def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
     """A table (and a plot) of one grid: rows and columns chosen by which axes vary."""
-    varied = [a for a in ("task", "method", "prompt_length", "init")
+    varied = [a for a in ("model", "task", "method", "prompt_length", "init")
               if len({s.axes.get(a) for s, _ in runs if a in s.axes}) > 1]
     metric = {_primary(r)[0] for _, r in runs}
     metric_name = metric.pop() if len(metric) == 1 else "primary metric"

@@ -7,7 +7,10 @@ Each model runs in its own process (so its peak memory is its own): the model is
 converted cache: run any command on it once before, the first conversion is timed apart), then per
 task a 20-vector prompt-tuning method takes ``--steps`` training steps of batch 8 (forward, backward,
 Adafactor step) and two evaluation batches of 32 dev rows are scored, at ``max_length`` 256.
-Medians are printed. Not run by the tests or CI; used to size experiments/scale.yaml.
+Medians are printed. ``--paired`` instead loads every model in one process and takes one step of
+each method (prompt tuning 100, full tuning, prefix tuning 20) per model in turn on Rotten
+Tomatoes, so that all see the same load on a shared machine. Not run by the tests or CI; used to
+size experiments/scale.yaml.
 """
 
 from __future__ import annotations
@@ -63,6 +66,37 @@ def one_model(name: str, tasks: list[str], steps: int, data_dir: str) -> dict:
     return out
 
 
+def paired(names: list[str], steps: int, data_dir: str) -> dict:
+    """Seconds of each (model, method) training step, taken in turn: ``{"model method": [s, ...]}``."""
+    from softprompt.encoding import encode
+    from softprompt.methods import get_method
+    from softprompt.modeling import load_model
+    from softprompt.tasks import get_task, load_split
+    from softprompt.training import make_optimizer
+
+    task = get_task("rotten_tomatoes")
+    rows = load_split(task, "train", data_dir=data_dir, limit=8 * steps)
+    setups = {}
+    for name in names:
+        bb = load_model(name, max_length=256)
+        for method, options, optimizer, lr in [("prompt-tuning", {"prompt_length": 100}, "adafactor", 0.01),
+                                               ("full-tuning", {}, "adam", 2e-5),
+                                               ("prefix-tuning", {"prompt_length": 20}, "adam", 1e-3)]:
+            config_cls, method_cls = get_method(method)
+            m = method_cls(config_cls(**options), bb, task)
+            setups[f"{name} {method}"] = (bb, m, make_optimizer(optimizer, m.trainable_parameters(), lr, 0.0))
+    out: dict[str, list[float]] = {}
+    for i in range(steps):
+        for key, (bb, m, opt) in setups.items():
+            batch = encode(bb, task, rows[8 * i: 8 * i + 8], prompt_length=m.prompt_length)
+            t = time.perf_counter()
+            m(bb, task, batch).backward()
+            opt.step()
+            opt.zero_grad()
+            out.setdefault(key, []).append(round(time.perf_counter() - t, 2))
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="smollm2-135m,gemma-3-270m")
@@ -70,9 +104,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--paired", action="store_true", help="one step per model and method in turn, one process")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)  # the child process's model
     a = p.parse_args()
     tasks = a.tasks.split(",")
+    if a.paired:
+        print(json.dumps(paired(a.models.split(","), a.steps, a.data_dir)))
+        return
     if a.one:
         print(json.dumps(one_model(a.one, tasks, a.steps, a.data_dir)))
         return

@@ -41,6 +41,7 @@ FORMAT_VERSION = 1
 
 FIELD_TYPES: dict[str, Any] = {
     "task": dict, "model_id": str, "model_fingerprint": str | None, "model_family": str, "init": str,
+    "model_weights": str,
     "method": str, "format_version": int, "length": int, "dim": int, "training": dict, "step": int,
     "metrics": dict, "task_name": str, "processes": int, "versions": dict, "ppt": dict,
     # prefix tuning

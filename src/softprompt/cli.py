@@ -89,6 +89,7 @@ def cmd_eval(cfg: EvalConfig) -> int:
     with mixed_precision(cfg, pm.backbone.device):
         result = pm.evaluate(rows, cfg.batch_size, progress=cfg.progress)
     print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "prompt": cfg.prompt,
+                      **({"model_weights": pm.backbone.weights} if pm.backbone.weights else {}),
                       "scoring": pm.settings.scoring, "length_normalize": pm.settings.length_normalize,
                       "word_scoring": pm.settings.word_scoring, **result.summary()}))
     return 0

@@ -102,6 +102,7 @@ def _prompt_metadata(cfg: TrainConfig, backbone, task, extra: dict[str, Any]) ->
         "model_id": backbone.model_id,
         "model_fingerprint": backbone.fingerprint,
         "model_family": backbone.family,
+        **({"model_weights": backbone.weights} if backbone.weights else {}),
         "init": cfg.init,
         "task": task.to_dict(),
         "training": dataclasses.asdict(cfg),
@@ -481,7 +482,8 @@ def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainRe
         return result
     state = result.state
     atomic_write_text(out / "results.json", json.dumps({
-        "task": task.name, "model": cfg.model, "method": cfg.method, "dev": result.dev, "test": result.test,
+        "task": task.name, "model": cfg.model, "model_weights": backbone.weights, "method": cfg.method,
+        "dev": result.dev, "test": result.test,
         "test_split": result.test_split, "train_rows": len(data.train), "dev_rows": len(data.dev),
         "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
         "seconds": round(result.seconds, 1), "processes": acc.num_processes, "config": dataclasses.asdict(cfg)},

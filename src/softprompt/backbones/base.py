@@ -67,6 +67,9 @@ class Backbone(ABC):
     """A frozen model plus the rules for putting a prompt into it."""
 
     family: ClassVar[str]
+    weights: str | None = None
+    """What the weights are when not the model's own float ones (``load_model`` sets it for a
+    named model: e.g. "GGUF Q4_K_M (4-bit) de-quantised to float32 on load"); results record it."""
 
     def __init__(self, model, tokenizer, model_id: str | None = None, max_length: int | None = None):
         self.model = model

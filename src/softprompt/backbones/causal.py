@@ -62,6 +62,11 @@ class CausalBackbone(Backbone):
         self._kv_shapes = self._kv_devices = None
         cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
         self._softcap = getattr(cfg, "final_logit_softcapping", None)
+        # Sliding-window attention (Gemma, Mistral): the window in tokens, or None when every layer
+        # attends to all earlier positions.
+        types = getattr(cfg, "layer_types", None) or ()
+        window = getattr(cfg, "sliding_window", None)
+        self._window = window if window and (not types or any("sliding" in t for t in types)) else None
         # transformers 5 renamed ``past_key_values`` to ``cache``; accept either.
         params = inspect.signature(self._decoder.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
@@ -144,7 +149,7 @@ class CausalBackbone(Backbone):
                 return hit
         pos = torch.arange(prefix.shape[0], device=self.device)[None]
         _, cache = self._run(inputs_embeds=prefix[None], position_ids=pos, use_cache=True,
-                             cache=DynamicCache(config=self.model.config))
+                             cache=_full_cache())
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         if use_cache:
             self._remember(source, stamp, kv)
@@ -244,7 +249,7 @@ class CausalBackbone(Backbone):
             return None, None, None
         offsets = torch.tensor([lengths[id(src)] for src in sources], device=self.device)
         prefix_mask = (torch.arange(width, device=self.device)[None] >= (width - offsets)[:, None]).long()
-        cache = DynamicCache(config=self.model.config)
+        cache = _full_cache()
         if len(groups) == 1:
             for i, (k, v) in enumerate(kvs[next(iter(groups))]):
                 cache.update(k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1), i)
@@ -282,7 +287,8 @@ class CausalBackbone(Backbone):
         if isinstance(cond, Conditioning) and not self.shared_prefix and not isinstance(sources[0], LayerKV) \
                 and (sources[0] is not None or self.lead_ids):
             x, full_mask, p = self.inputs(seqs, sources[0], virtual, tables)
-            out, cache = self._run(inputs_embeds=x, attention_mask=full_mask, use_cache=keep_cache)
+            out, cache = self._run(_full_cache() if keep_cache else None, inputs_embeds=x, attention_mask=full_mask,
+                                   use_cache=keep_cache)
             return out.last_hidden_state[:, p:], full_mask[:, p:], cache, full_mask, torch.full((n,), p, device=self.device)
         emb, mask, _ = self.inputs(seqs, None, virtual, tables, specials=False)
         t = emb.shape[1]
@@ -290,7 +296,8 @@ class CausalBackbone(Backbone):
         stamp = (tuple(h.version for h in hooks), self.weights_version(), self.dtype, self.device, _autocast(self.device))
         cache, prefix_mask, offsets = self._prefix_cache(sources, n, stamp)
         if cache is None:
-            out, cache = self._run(inputs_embeds=emb, attention_mask=mask, use_cache=keep_cache)
+            out, cache = self._run(_full_cache() if keep_cache else None, inputs_embeds=emb, attention_mask=mask,
+                                   use_cache=keep_cache)
             return out.last_hidden_state, mask, cache, mask, None
         full_mask = torch.cat([prefix_mask, mask], 1)
         pos = offsets[:, None] + torch.arange(t, device=self.device)[None]
@@ -364,8 +371,12 @@ class CausalBackbone(Backbone):
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         longer = [i for i, (b, w) in enumerate(pairs) if len(batch.words[b][w]) > 1]
         keys = [(pairs[i][0], len(batch.words[pairs[i][0]][pairs[i][1]])) for i in longer]
-        packed = not any(getattr(layer, "is_sliding", False) for layer in cache.layers)
-        chunks = self._packed_chunks(keys, attn.shape[1]) if packed else self._continuation_chunks(keys, attn.shape[1])
+        packed = self._window is None
+        if packed:
+            chunks = self._packed_chunks(keys, attn.shape[1])
+        else:  # rows mix in a chunk only while the window holds every cached position (padding included)
+            longest = max((k for _, k in keys), default=0)
+            chunks = self._continuation_chunks(keys, attn.shape[1], attn.shape[1] + longest <= self._window)
         for chunk in chunks:
             idx = [longer[i] for i in chunk]
             words = [batch.words[pairs[i][0]][pairs[i][1]] for i in idx]
@@ -376,13 +387,15 @@ class CausalBackbone(Backbone):
             totals = totals / torch.tensor([len(batch.words[b][w]) for b, w in pairs], device=dev, dtype=totals.dtype)
         return out.index_put((rows, cols), totals)
 
-    def _continuation_chunks(self, keys: list[tuple[int, int]], cached: int) -> list[list[int]]:
+    def _continuation_chunks(self, keys: list[tuple[int, int]], cached: int, mix_rows: bool = True) -> list[list[int]]:
         """Indices into ``keys`` (each candidate's ``(row, tokens)``) grouped into chunks: sorted by
-        row, then length; cut between groups as the class attributes above say."""
+        row, then length; cut between groups as the class attributes above say, and between rows
+        unless ``mix_rows``."""
         chunks, current = [], []
         for i in sorted(range(len(keys)), key=keys.__getitem__):
             if current and keys[i] != keys[current[-1]]:
                 full = (len(current) + 1) * cached > self.continuation_positions
+                full = full or (not mix_rows and keys[i][0] != keys[current[-1]][0])
                 if full or (keys[i][1] != keys[current[-1]][1] and len(current) >= self.continuation_pairs):
                     chunks.append(current)
                     current = []
@@ -439,7 +452,7 @@ class CausalBackbone(Backbone):
         if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
             allowed = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill(
                 ~allowed, torch.finfo(self.dtype).min)
-        cache = DynamicCache(config=self.model.config)
+        cache = _full_cache()
         for i, (key, value) in enumerate(layers):
             cache.update(key[index.to(key.device)], value[index.to(value.device)], i)
         out, _ = self._run(inputs_embeds=self.embed(ids), attention_mask=allowed, position_ids=starts[index][:, None] + pos,
@@ -459,7 +472,11 @@ class CausalBackbone(Backbone):
         k = len(words)
         same = all(b == rows[0] for b in rows)
         index = torch.tensor(rows, device=attn.device)
-        cache = DynamicCache(config=self.model.config)
+        if same:  # the row's keys end where its text does: its padding is dropped, so a sliding
+            # window counts from the row's own last token
+            stop = int(attn[rows[0]].nonzero().max()) + 1
+            attn, layers = attn[:, :stop], [(key[:, :, :stop], value[:, :, :stop]) for key, value in layers]
+        cache = _full_cache()
         for i, (key, value) in enumerate(layers):
             if same:  # one row's keys/values for all its candidates: views, no copy
                 key, value = key[rows[0]:rows[0] + 1].expand(k, -1, -1, -1), value[rows[0]:rows[0] + 1].expand(k, -1, -1, -1)
@@ -504,6 +521,10 @@ class CausalBackbone(Backbone):
         batch = batch if batch.answer_at_end else batch.before_answer()  # continue the text before the slot
         hidden, mask, cache, attn, offsets = self._forward(cond, batch.context, batch.virtual or None, keep_cache=True)
         n = len(batch)
+        if self._window is not None and n > 1 and attn.shape[1] + max_new_tokens > self._window:
+            # new tokens follow each row's padding, which a sliding window would count: one row at a time
+            items = cond.items if isinstance(cond, PerRow) else [cond] * n
+            return [self._generate(items[i], batch.select([i]), max_new_tokens)[0] for i in range(n)]
         lengths = mask.sum(1)
         starts = lengths if offsets is None else lengths + offsets
         logits = self._head(hidden[torch.arange(n, device=hidden.device), (lengths - 1).to(hidden.device)])
@@ -552,6 +573,14 @@ class CausalBackbone(Backbone):
         virtual = [[v for v in vs if v[0] < z] for vs, z in zip(virtual, stops)]  # those in the text read
         flat = self._scored_logprobs(cond, contexts, scored, length_normalize, virtual if any(virtual) else None)
         return self._pairs_to_rows(rows, len(batch), flat)
+
+
+def _full_cache() -> DynamicCache:
+    """A cache that keeps every position in every layer. The model masks its sliding-window layers
+    itself (by cache index), so keys/values kept beyond the window are never attended to, but a
+    prefix longer than the window keeps all its keys/values and a continuation can start from any
+    row's own end (a cache built from the model's config would keep only each window's tail)."""
+    return DynamicCache()
 
 
 def _autocast(device: torch.device):

@@ -59,10 +59,16 @@ def get_method(name: str) -> tuple[type, type["Method"]]:
 
 
 def embedding_rms(backbone) -> float:
-    """Root mean square of the entries of ``backbone``'s input-embedding matrix (``[vocab, dim]``):
-    the scale of a real token's vector, about 0.136 for SmolLM2-135M."""
-    w = backbone.model.get_input_embeddings().weight.detach()
-    return float(w.float().pow(2).mean().sqrt())
+    """Root mean square of the entries of every token's input vector (``[vocab, dim]``) as the
+    model's layers see it, through the embedding module (Gemma scales by sqrt(dim)): the scale
+    of a real token's vector, about 0.136 for SmolLM2-135M."""
+    weight = backbone.model.get_input_embeddings().weight
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, weight.shape[0], 8192):
+            ids = torch.arange(start, min(weight.shape[0], start + 8192))
+            total += float(backbone.embed(ids).double().pow(2).sum())
+    return (total / weight.numel()) ** 0.5
 
 
 def with_method_defaults(cfg, backbone=None):

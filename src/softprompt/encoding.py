@@ -290,8 +290,7 @@ def label_word_ids(backbone, task) -> list[list[list[int]]]:
     verbalizer = task.verbalizer
     if not verbalizer.is_fixed:
         raise ConfigError("label word ids need a fixed label set; this task's candidates come with each row")
-    placeholder = {f: "x" for f in task.template.fields}
-    batch = encode(backbone, task, [placeholder], with_labels=False)
+    batch = encode(backbone, task, [task.placeholder()], with_labels=False)
     out: list[list[list[int]]] = [[] for _ in verbalizer.labels]
     for ids, li in zip(batch.words[0], batch.word_label[0]):
         out[li].append(ids)

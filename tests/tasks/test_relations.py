@@ -56,3 +56,19 @@ def test_encode_reads_the_marked_text():
     plain = Task(name="r", template="{text} {mask:head} {e1} {mask:link} {mask:tail} {e2}", verbalizer=rules)
     tagged = Task(name="r", template=plain.template, verbalizer=rules, entity_markers="tags")
     assert encode(bb, tagged, [row]).context_text != encode(bb, plain, [row]).context_text
+
+
+@pytest.mark.parametrize("markers", ["tags", "typed"])
+def test_setup_and_serving_checks_encode_a_placeholder_with_markers(markers):
+    """Prompt tuning reads the label words' ids, and the server checks a saved run fits, by encoding
+    a one-word placeholder row: with entity markers on, its entities must be found in its text
+    (a trial found every prompt-tuning run with --entity-markers refused: "e2 = 'x' is not in the text")."""
+    from softprompt.encoding import label_word_ids
+    from softprompt.tasks import Verbalizer
+
+    bb = make_backbone("causal")
+    task = Task(name="r", template="{text}\n{e1} and {e2}:", verbalizer=Verbalizer({"A": "yes", "B": "no"}),
+                entity_markers=markers)
+    row = task.placeholder()
+    assert task.prepare(row)["text"] != row["text"]  # the markers were placed
+    assert [len(w) for w in label_word_ids(bb, task)] == [1, 1]

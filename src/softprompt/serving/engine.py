@@ -265,8 +265,7 @@ class MultiPromptModel:
         """``model``, refused (:class:`PromptFileError`) if a one-word input cannot be encoded beside
         what it puts before the text, within its saved max length."""
         task = model.task
-        choices = getattr(task.verbalizer, "choices_field", None)
-        placeholder = {f: "x" for f in task.template.fields} | ({choices: ["x", "y"]} if choices else {})
+        placeholder = task.placeholder()
         try:  # at load, not per request: a context too short for the prompt, label words the model cannot tell apart
             encode(self.backbone, task, [placeholder], prompt_length=model.prompt_length, with_labels=False,
                    max_length=model.settings.max_length)

@@ -63,6 +63,18 @@ class Task:
         :attr:`entity_markers` says so (:func:`~softprompt.tasks.relations.mark_entities`), else as is."""
         return example if self.entity_markers == "none" else mark_entities(example, self.entity_markers)
 
+    def placeholder(self) -> dict[str, Any]:
+        """A one-word row that renders under this task (each template field "x"; the entities
+        "x" and "y" of a text "x and y" when markers are placed; two choices for a choice
+        verbalizer): what setup encodes to read label-word ids or check a saved run fits."""
+        row: dict[str, Any] = {f: "x" for f in self.template.fields}
+        if self.entity_markers != "none":
+            row.update(text="x and y", e1="x", e2="y", e1_type="x", e2_type="y")
+        choices = getattr(self.verbalizer, "choices_field", None)
+        if choices:
+            row[choices] = ["x", "y"]
+        return row
+
     def primary_metric(self) -> str:
         """The metric that picks the best checkpoint: the first of ``metrics``."""
         return self.metrics[0]

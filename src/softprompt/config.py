@@ -60,7 +60,7 @@ class TaskFormat:
     """The task's format replaced: how a row becomes text and a label becomes words."""
 
     template: str | None = opt(None, "template with {field} slots instead of the task's, {mask} or {mask:name} answer slots and {soft*N} learnt virtual tokens (docs/templates.md); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
-    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, and 'answer-vectors:LABEL,LABEL' trains one vector per label")
+    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, 'answer-vectors:LABEL,LABEL' trains one vector per label, and 'rules:FILE' (or rules:semeval) scores PTR's rules, one word per answer slot (docs/relations.md)")
     field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'")
     # KPT's knowledgeable verbalizer (Hu et al., 2022; docs/kpt.md): read only with --verbalizer knowledgeable
     label_words_file: str | None = opt(None, "label words from a file instead of --label-words: .txt (KPT's format: line i = the i-th label's words, comma-separated, class name first), .csv (label,word,word,...) or .json ({label: [words]})")
@@ -71,8 +71,9 @@ class TaskFormat:
     relevance_threshold: float = opt(1.0, "knowledgeable: relevance refinement keeps words whose tf-idf-like relevance to their class name is at least this")
     support_size: int = opt(200, "knowledgeable: unlabelled training inputs (sampled per seed from the whole training split) that estimate the contextual prior")
     duplicates: str = opt("remove", "knowledgeable: a word under several labels is removed from all (kept under the label whose class name it is) or shared by each", ("remove", "share"))
-    learn_word_weights: bool = opt(False, "knowledgeable: train a softmax weight per word (started uniform) with the method")
-    expand: int = opt(50, "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as label words (written to --out/label_words.txt)")
+    support_file: str | None = opt(None, "knowledgeable: unlabelled inputs (.jsonl, .csv or .tsv with the template's fields; labels not needed) that estimate the contextual prior (default: the training split, labels ignored)")
+    learn_word_weights: bool = opt(False, "knowledgeable, train only: train a softmax weight per word (started uniform) with the method")
+    expand: int = opt(50, "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as label words (train writes them to --out/label_words.txt; `softprompt label-words` writes them where you say)")
     metrics: str | None = opt(None, "metrics instead of the task's, comma-separated, the first picks the best checkpoint, e.g. 'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)")
     entity_markers: str | None = opt(None, "relation tasks: mark the entities e1, e2 in {text}: none, tags (<e1>...</e1>) or typed (<e1:TYPE>...; rows need e1_type, e2_type) (default: the task's)", choices=("none", "tags", "typed"))
 

@@ -170,7 +170,8 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
     slot = slots[0] if slot is None else slot
     if slot not in slots:
         raise ConfigError(
-            f"answer slot {slot!r} is not in template {template.text!r}, whose answer slots are {', '.join(slots)}"
+            f"answer slot {slot!r} is not in template {template.text!r}, whose answer slots are {', '.join(slots)}: "
+            f"write {{mask:{slot}}} in --template where that answer goes (PTR: one slot per rule column, in order)"
         )
     verbalizer = task.verbalizer
     length_cache: dict[str, int] = {}

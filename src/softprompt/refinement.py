@@ -221,8 +221,8 @@ def build_knowledgeable(backbone, task: Task, words: Mapping[str, Sequence[str]]
     log_prior = None
     if options.needs_support:
         if not rows:
-            raise ConfigError("calibration and refinement need unlabelled training inputs (the task has no training "
-                              "split here): give --train-file, or pass --refine none --no-calibrate")
+            raise ConfigError("calibration and refinement need unlabelled inputs (none were given): give "
+                              "--support-file FILE, or pass --refine none --no-calibrate")
         support, picked = support_rows(rows, options.support_size, options.seed)
         lp = candidate_log_probs(backbone, task, current, support, options.word_scoring, options.batch_size)
         log_prior = contextual_log_prior(lp)
@@ -252,6 +252,21 @@ def build_knowledgeable(backbone, task: Task, words: Mapping[str, Sequence[str]]
                                    calibrate=options.calibrate, learn_weights=options.learn_word_weights, record=record)
 
 
+def describe(verbalizer: KnowledgeableVerbalizer) -> str:
+    """One line per label of what refinement kept: ``world: 376 given -> 350 duplicates -> 175
+    frequency -> 41 relevance``, then the support rows and calibration (for logs and stderr)."""
+    record = verbalizer.record or {}
+    lines = []
+    for label in verbalizer.labels:
+        steps = [f"{record.get('given', {}).get(label, '?')} given"]
+        steps += [f"{st['counts'].get(label, 0)} {st['stage']}" for st in record.get("stages", [])]
+        lines.append(f"  {label}: " + " -> ".join(steps))
+    support = record.get("support")
+    tail = f"prior from {support['count']} unlabelled inputs (seed {support['seed']}, {support['word_scoring']})" if support else "no prior"
+    return (f"knowledgeable verbalizer ({record.get('source', '?')}): words per label\n" + "\n".join(lines)
+            + f"\n  {tail}; calibration {'on' if verbalizer.calibrate else 'off'}")
+
+
 def _counts(words: Mapping[str, Sequence[str]]) -> dict[str, int]:
     return {label: len(ws) for label, ws in words.items()}
 
@@ -260,40 +275,64 @@ def _counts(words: Mapping[str, Sequence[str]]) -> dict[str, int]:
 def expand_label_words(backbone, names: Mapping[str, str], per_label: int = 50, prefix: str = " ") -> dict[str, list[str]]:
     """Each label's class name followed by up to ``per_label`` neighbours from the frozen model's
     input embeddings (cosine to the mean embedding of the name's tokens), keeping tokens that are
-    whole words on their own (``prefix + token`` tokenises back to that one token), alphabetic, at
-    least 3 letters, and not another label's name (case-insensitive). No lexical resource is
-    used: none installs with its data offline (docs/kpt.md)."""
+    whole words on their own (``prefix + token`` tokenises back to that one token), lower-case
+    alphabetic, at least 3 letters, not another label's name, and nearer to this label's name than
+    to any other's (so "positively" does not join "negative", though embedding neighbours are often
+    antonyms). No lexical resource is used: none installs with its data offline (docs/kpt.md)."""
     weight = backbone.model.get_input_embeddings().weight.detach().float()
     unit = weight / weight.norm(dim=1, keepdim=True).clamp_min(1e-12)
     taken = {n.lower() for n in names.values()}
+    centres = []
+    for name in names.values():
+        centre = weight[torch.tensor(backbone.tokenize(prefix + name), device=weight.device)].mean(0)
+        centres.append(centre / centre.norm().clamp_min(1e-12))
+    sims = unit @ torch.stack(centres).T  # [vocab, n_labels]
     out = {}
-    for label, name in names.items():
-        ids = backbone.tokenize(prefix + name)
-        centre = weight[torch.tensor(ids, device=weight.device)].mean(0)
-        sims = unit @ (centre / centre.norm().clamp_min(1e-12))
+    for j, (label, name) in enumerate(names.items()):
         words, seen = [name], set(taken)
-        for i in torch.argsort(sims, descending=True).tolist():
+        nearest_here = sims.argmax(1) == j
+        for i in torch.argsort(sims[:, j], descending=True).tolist():
             if len(words) > per_label:
                 break
             word = backbone.tokenizer.decode([i]).strip()
-            if len(word) < 3 or not word.isalpha() or word.lower() in seen:
+            if len(word) < 3 or not (word.isalpha() and word.islower()) or word in seen or not nearest_here[i]:
                 continue
             if backbone.tokenize(prefix + word) != [i]:
                 continue
-            seen.add(word.lower())
+            seen.add(word)
             words.append(word)
         out[label] = words
     return out
 
 
 # --------------------------------------------------------------------------- from a command's options
+def read_support_rows(task: Task, cfg: Any) -> list[dict[str, Any]]:
+    """The unlabelled inputs that estimate the contextual prior: ``--support-file`` (labels not
+    needed), else the task's training split (``--train-file`` or the built-in one), labels ignored.
+    Raises :class:`ConfigError` naming the options that give them when neither can be read."""
+    from .tasks.data import read_examples
+    from .tasks.from_config import load_rows, parse_field_map
+
+    path = getattr(cfg, "support_file", None)
+    try:
+        if path:
+            rows = read_examples(path, field_map=parse_field_map(getattr(cfg, "field_map", None)))
+            task.validate(rows, where=path, labelled=False)
+            return rows
+        return load_rows(task, cfg, "train", labelled=False)
+    except (ConfigError, DataError) as err:
+        where = f"--support-file {path}" if path else "the training split"
+        raise ConfigError(f"--verbalizer knowledgeable refines and calibrates its words on unlabelled inputs, but "
+                          f"{where} cannot be read ({err}); give --support-file FILE (texts with the template's "
+                          "fields, no labels needed), or pass --refine none --no-calibrate to skip") from None
+
+
 def knowledgeable_from_config(cfg: Any, backbone, task: Task, out: str | Path | None = None) -> KnowledgeableVerbalizer:
     """The knowledgeable verbalizer a command's ``cfg`` asks for (``--verbalizer knowledgeable``):
     words from ``--label-words-file``, else the task's (``--label-words``) words, else
     :func:`expand_label_words` of its class names (written to ``out/label_words.txt`` when ``out``
     is given); refined on the task's whole training split (:func:`build_knowledgeable`). Raises
     :class:`ConfigError` naming the fix when no training split can be read but is needed."""
-    from .tasks.from_config import load_rows
     from .tasks.label_words import read_label_words, write_label_words
 
     labels = list(task.verbalizer.labels)
@@ -312,10 +351,5 @@ def knowledgeable_from_config(cfg: Any, backbone, task: Task, out: str | Path | 
     options = RefineOptions.from_config(cfg)
     rows: list = []
     if options.needs_support:
-        try:
-            rows = load_rows(task, cfg, "train")
-        except (ConfigError, DataError) as err:
-            raise ConfigError(f"--verbalizer knowledgeable refines and calibrates its words on unlabelled training "
-                              f"inputs, but the training split cannot be read ({err}); give --train-file, or pass "
-                              "--refine none --no-calibrate to skip") from None
+        rows = read_support_rows(task, cfg)
     return build_knowledgeable(backbone, task, words, rows, options, source=source, repeated=repeated)

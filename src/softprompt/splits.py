@@ -76,7 +76,8 @@ def _per_class(task, cfg, train, order, shots, held) -> RunData:
     per_dev = 0 if held else shots
     short = {label: len(idx) for label, idx in by_label.items() if len(idx) < shots + per_dev}
     if short:
-        log.warning("%s: --shots %d per class: %s fewer rows; they train on what they have", task.name, shots,
+        log.warning("%s: --shots %d per class needs %d rows of each label, but %s; those labels train (and are "
+                    "checked on dev) with what they have", task.name, shots, shots + per_dev,
                     ", ".join(f"{k!r} has {v}" for k, v in sorted(short.items())))
     train_idx = sorted(i for idx in by_label.values() for i in idx[:shots])
     dev_idx = sorted(dev_idx or [i for idx in by_label.values() for i in idx[shots: shots + per_dev]])

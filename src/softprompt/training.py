@@ -332,9 +332,11 @@ def _train(cfg: TrainConfig) -> TrainResult:
     cfg = with_method_defaults(cfg, backbone)  # an lr that follows the model (prompt tuning) needs it loaded
 
     if cfg.verbalizer == "knowledgeable":  # KPT: the words refined and calibrated once, with the frozen model
-        from .refinement import knowledgeable_from_config
+        from .refinement import describe, knowledgeable_from_config
 
         task.verbalizer = knowledgeable_from_config(cfg, backbone, task, out=out if is_main else None)
+        if is_main:
+            log.info("%s", describe(task.verbalizer))
     method_config, method_cls = method_config_from(cfg)
     method = method_cls(method_config, backbone, task, seed=cfg.seed, train_rows=train_rows).to(backbone.device)
     if not method_cls.trains:  # a baseline with nothing to learn (manual prompt, in-context): evaluate it

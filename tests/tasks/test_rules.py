@@ -45,7 +45,7 @@ def test_rule_errors_name_the_problem():
     v = rule_task().verbalizer
     with pytest.raises(DataError, match="'Cause-Effect\\(e1,e2\\)' with no rule.*add a line"):
         check_rules_cover(v, ["Love(e1,e2)", "Cause-Effect(e1,e2)"])
-    with pytest.raises(DataError, match="rules for 'Love\\(e2,e1\\)', 'Hate\\(e1,e2\\)', 'Other'.*never has"):
+    with pytest.raises(DataError, match="rules for 'Love\\(e2,e1\\)', 'Hate\\(e1,e2\\)', 'Other'.*never holds"):
         check_rules_cover(v, ["Love(e1,e2)"])
     with pytest.raises(ConfigError, match="no rule file 'nope.tsv'"):
         read_rules("nope.tsv")
@@ -171,7 +171,7 @@ def test_training_refuses_rules_for_relations_the_data_never_has(tiny_model_dirs
     (tmp_path / "rules.tsv").write_text(TSV)
     rows = [r for r in ROWS if r["label"] != "Other"]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(DataError, match="rules for 'Love\\(e2,e1\\)', 'Other', which the training rows never has"):
+    with pytest.raises(DataError, match="rules for 'Love\\(e2,e1\\)', 'Other', which the training rows never holds"):
         train(model=str(tiny_model_dirs["causal"]), task="rel", train_file=str(tmp_path / "train.jsonl"),
               validation_file=str(tmp_path / "train.jsonl"), template=TEMPLATE,
               label_words=f"rules:{tmp_path / 'rules.tsv'}", max_steps=1, out=str(tmp_path / "o"),

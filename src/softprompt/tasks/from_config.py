@@ -126,17 +126,18 @@ def _data_options(cfg: Any) -> str:
     return "--file FILE" if hasattr(cfg, "file") else "your texts"
 
 
-def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None) -> list[dict]:
-    """Rows of ``split``: from the task's own file (with ``--field-map``) or the built-in sources."""
+def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None, labelled: bool = True) -> list[dict]:
+    """Rows of ``split``: from the task's own file (with ``--field-map``) or the built-in sources;
+    ``labelled=False`` checks only that they render (their labels are not used)."""
     if split in task.splits:
         path = task.splits[split]
         rows = read_examples(path, field_map=parse_field_map(getattr(cfg, "field_map", None)), limit=limit)
-        task.validate(rows, where=path)
+        task.validate(rows, where=path, labelled=labelled)
         return rows
     if task.splits and split in _FILE_OPTIONS and task.name not in BUILTIN_TASKS:
         raise ConfigError(f"no {split} data: pass --{_FILE_OPTIONS[split].replace('_', '-')} FILE")
     probe = dataclasses.replace(task, splits={})
-    return load_split(probe, split, data_dir=getattr(cfg, "data_dir", None), limit=limit)
+    return load_split(probe, split, data_dir=getattr(cfg, "data_dir", None), limit=limit, labelled=labelled)
 
 
 def check_files(task: Task, cfg: Any, read: tuple[str, ...] = ()) -> None:

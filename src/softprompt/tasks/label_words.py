@@ -94,18 +94,36 @@ def read_label_words(path: str | Path, labels: Sequence[str]) -> LabelWords:
 
 
 def write_label_words(path: str | Path, words: Mapping[str, Sequence[str]]) -> Path:
-    """Write ``words`` (label -> words, in label order, class name first) in KPT's ``.txt``
-    format: one comma-separated line per label. Words holding a comma are refused
-    (:class:`ConfigError`): the format cannot hold them. Returns the path."""
+    """Write ``words`` (label -> words, in label order, class name first) in the format the path's
+    extension names, as :func:`read_label_words` reads it back: ``.json`` ``{label: [words]}``,
+    ``.csv`` one row ``label,word,...`` per label, else KPT's ``.txt`` (one comma-separated line
+    per label, in label order). Raises :class:`ConfigError` for a word holding a comma or line
+    break in ``.txt`` (the format cannot hold them). Written atomically. Returns the path."""
+    import csv
+    import io
+    import json
+
+    from ..atomic import atomic_write_text
+
     p = Path(path)
-    lines = []
-    for label, ws in words.items():
-        bad = [w for w in ws if "," in w or "\n" in w]
-        if bad:
-            raise ConfigError(f"label {label!r}: words {bad} hold a comma or line break, which the .txt format cannot hold")
-        lines.append(",".join(ws))
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        text = json.dumps({label: list(ws) for label, ws in words.items()}, indent=1, ensure_ascii=False) + "\n"
+    elif suffix == ".csv":
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([label, *ws] for label, ws in words.items())
+        text = buf.getvalue()
+    else:
+        lines = []
+        for label, ws in words.items():
+            bad = [w for w in ws if "," in w or "\n" in w]
+            if bad:
+                raise ConfigError(f"label {label!r}: words {bad} hold a comma or line break, which the .txt format "
+                                  "cannot hold; write a .json file instead")
+            lines.append(",".join(ws))
+        text = "\n".join(lines) + "\n"
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(p, text)
     return p
 
 

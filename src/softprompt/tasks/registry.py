@@ -206,12 +206,14 @@ def get_task(name: str) -> Task:
 
 
 def load_split(
-    task: Task | str, split: str, data_dir: str | os.PathLike | None = None, limit: int | None = None
+    task: Task | str, split: str, data_dir: str | os.PathLike | None = None, limit: int | None = None,
+    labelled: bool = True,
 ) -> list[dict[str, Any]]:
-    """Read, check and return the examples of ``split`` (e.g. ``"validation"``) of ``task``."""
+    """Read, check and return the examples of ``split`` (e.g. ``"validation"``) of ``task``
+    (``labelled=False``: their labels are not checked, e.g. KPT's unlabelled support inputs)."""
     task = get_task(task) if isinstance(task, str) else task
     if split in task.splits:
-        return _checked(task, read_examples(task.splits[split], limit=limit), task.splits[split])
+        return _checked(task, read_examples(task.splits[split], limit=limit), task.splits[split], labelled)
     if task.splits:
         raise DataError(
             f"task {task.name!r} has no {split!r} split; its files are for: {', '.join(task.splits)}"
@@ -226,7 +228,7 @@ def load_split(
         folder = Path(root) / task.name
         path = folder / f"{split}.jsonl"
         if path.is_file():
-            return _checked(task, read_examples(path, limit=limit), str(path))
+            return _checked(task, read_examples(path, limit=limit), str(path), labelled)
         if folder.is_dir():
             found = sorted(p.stem for p in folder.glob("*.jsonl"))
             raise DataError(
@@ -240,7 +242,7 @@ def load_split(
     bundled = _bundled_file(task.name, split)
     if bundled is not None:
         with importlib.resources.as_file(bundled) as path:
-            return _checked(task, read_examples(path, limit=limit), f"bundled {task.name}/{split}.jsonl")
+            return _checked(task, read_examples(path, limit=limit), f"bundled {task.name}/{split}.jsonl", labelled)
     looked.append(f"the package's bundled data (softprompt/data/{task.name}/{split}.jsonl)")
 
     hub = HUB_SOURCES.get(task.name)
@@ -255,7 +257,7 @@ def load_split(
             looked.append("the Hugging Face hub (the `datasets` package is not installed)")
         else:
             rows = _load_hub(datasets, task, hub, split, limit)
-            return _checked(task, rows, f"hub {hub.path}/{hub.config or ''}:{hub.splits[split]}")
+            return _checked(task, rows, f"hub {hub.path}/{hub.config or ''}:{hub.splits[split]}", labelled)
     raise DataError(
         f"no {split!r} data found for task {task.name!r}; looked at: " + "; ".join(looked)
         + f". Pass --data-dir /path/with/{task.name}/{split}.jsonl (or set ${DATA_DIR_ENV})"
@@ -270,8 +272,8 @@ def _bundled_file(name: str, split: str) -> Any:
     return path if path.is_file() else None
 
 
-def _checked(task: Task, rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
-    task.validate(rows, where=where)
+def _checked(task: Task, rows: list[dict[str, Any]], where: str, labelled: bool = True) -> list[dict[str, Any]]:
+    task.validate(rows, where=where, labelled=labelled)
     return rows
 
 

@@ -92,7 +92,7 @@ def check_rules_cover(verbalizer: "RuleVerbalizer", labels: Sequence[str], where
                         "to the rule file (--label-words rules:PATH)")
     unused = [label for label in verbalizer.labels if label not in set(labels)]
     if unused:
-        raise DataError(f"the rule file has rules for {', '.join(map(repr, unused))}, which {where} never has: "
+        raise DataError(f"the rule file has rules for {', '.join(map(repr, unused))}, which {where} never holds: "
                         "remove them from the rule file, or check the data's label names")
 
 

@@ -129,3 +129,11 @@ def test_rows_cut_from_one_text_read_it_once(family):
     assert texts[0] == (1, len(full))  # the longest text, once; the cut rows read none of their own
     if family == "causal-bos":  # one packed sequence holds every row's candidates (each read minus its last token)
         assert calls[-1] == (1, sum(len(w) - 1 for ws in words for w in ws))
+    # the prompt's gradient through the shared keys/values is the one of each row alone
+    prompt = torch.nn.Parameter(prompt)
+    ref_prompt = torch.nn.Parameter(prompt.detach().clone())
+    got = bb.word_scores(prompt, batch)
+    got.masked_fill(got.isinf(), 0).sum().backward()
+    ref = _reference(bb, [ref_prompt] * 3, batch)
+    ref.masked_fill(ref.isinf(), 0).sum().backward()
+    assert torch.allclose(prompt.grad, ref_prompt.grad, atol=1e-4, rtol=1e-4)

@@ -368,11 +368,11 @@ class CausalBackbone(Backbone):
         if virtual and len(run) < n:
             virtual = [batch.virtual[i] for i in run]
         hidden, mask, cache, attn, offsets = self._forward(cond, ctx, virtual, keep_cache=True)
-        dev_ = mask.device
-        kv_index = torch.tensor(kv_row, device=dev_)
-        lengths = torch.tensor([len(c) for c in batch.context], device=dev_)
+        device = mask.device
+        kv_index = torch.tensor(kv_row, device=device)
+        lengths = torch.tensor([len(c) for c in batch.context], device=device)
         width = attn.shape[1] - mask.shape[1]  # cached positions before the text (the prefix)
-        attn = attn[kv_index] * (torch.arange(attn.shape[1], device=dev_)[None] < (width + lengths)[:, None])
+        attn = attn[kv_index] * (torch.arange(attn.shape[1], device=device)[None] < (width + lengths)[:, None])
         offsets = None if offsets is None else offsets[kv_index]
         starts = lengths if offsets is None else lengths + offsets  # position of each row's first word token
         last = hidden[kv_index.to(hidden.device), (lengths - 1).to(hidden.device)]

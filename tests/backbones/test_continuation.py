@@ -97,3 +97,43 @@ def test_packed_continuations_under_eager_attention():
     with torch.no_grad():
         got = bb.word_scores([p, None, bb.prompt_kv(p)], batch)
     assert torch.allclose(got, _reference(bb, [p, None, p], batch), atol=1e-5, rtol=1e-5)
+
+
+def _tokens_read(bb):
+    """A list that a hook on the decoder stack fills with each forward's ``(rows, positions)``."""
+    calls = []
+    bb.model.base_model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
+    return calls
+
+
+@pytest.mark.parametrize("family", ["causal-bos", "gemma"], ids=["packed", "expanded-sliding-window"])
+def test_rows_cut_from_one_text_read_it_once(family):
+    """Rows whose texts begin a longer row's text (a row cut at each answer slot) score as if each
+    were alone, and the model reads only the longest text: the others continue from its keys/values."""
+    bb = make_backbone(family)
+    full = bb.tokenize(TEXTS[0] + " . sentiment :")
+    cuts = [full[:4], full, full[:9]]
+    words = [[bb.tokenize(" " + w) for w in ws] for ws in (WORDS[0], WORDS[1], WORDS[2])]
+    batch = EncodedBatch(context=cuts, words=words, word_label=[list(range(len(ws))) for ws in words],
+                         word_weight=[[1.0] * len(ws) for ws in words], label_names=[["x"] * len(ws) for ws in words],
+                         gold=None, shared_words=False)
+    torch.manual_seed(4)
+    prompt = torch.randn(3, bb.dim) * 0.5
+    calls = _tokens_read(bb)
+    with torch.no_grad():
+        got = bb.word_scores(prompt, batch)
+    calls = list(calls)  # before the reference runs the model too
+    assert torch.allclose(got, _reference(bb, [prompt] * 3, batch), atol=1e-5, rtol=1e-5)
+    texts = [c for c in calls if c[1] >= len(full)]
+    assert texts[0] == (1, len(full))  # the longest text, once; the cut rows read none of their own
+    if family == "causal-bos":  # one packed sequence holds every row's candidates (each read minus its last token)
+        assert calls[-1] == (1, sum(len(w) - 1 for ws in words for w in ws))
+    # the prompt's gradient through the shared keys/values is the one of each row alone
+    prompt = torch.nn.Parameter(prompt)
+    ref_prompt = torch.nn.Parameter(prompt.detach().clone())
+    got = bb.word_scores(prompt, batch)
+    got.masked_fill(got.isinf(), 0).sum().backward()
+    ref = _reference(bb, [ref_prompt] * 3, batch)
+    ref.masked_fill(ref.isinf(), 0).sum().backward()
+    assert torch.allclose(prompt.grad, ref_prompt.grad, atol=1e-4, rtol=1e-4)

@@ -142,6 +142,36 @@ def test_causal_class_score_reads_each_class_own_words_and_training_reads_gold_w
     assert torch.allclose(gold_parts[:, :, 0], parts[:, :, 0])  # the first slot has nothing before it
 
 
+def test_causal_training_reads_each_row_once_and_scores_as_slot_by_slot():
+    """Training scores every slot in one call: the model reads each row's text once, up to its last
+    slot with the gold words in (the row cut at an earlier slot is a prefix of it), then one packed
+    sequence of every slot's candidates per row; the scores are the slot-by-slot ones."""
+    bb = make_backbone("causal")
+    task = rule_task()
+    v = task.verbalizer
+    batch = encode(bb, task, ROWS)
+    calls = []
+    bb.model.base_model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["inputs_embeds"].shape[:2])), with_kwargs=True)
+    with torch.no_grad():
+        _, _, slot_scores = v.rule_scores(bb, batch, None, teacher_gold=True)
+        read = list(calls)
+        ids = lambda w: bb.tokenize(v.prefix + w)  # noqa: E731
+        gold = [v.rules[v.labels[g]] for g in batch.gold]
+        for k, slot in enumerate(v.slots):
+            cands = v.slot_candidates(slot)
+            fills = {s: [ids(words[j]) for words in gold] for j, s in enumerate(v.slots[:k])}
+            ref = bb.slot_word_scores(None, batch, slot, [[ids(w) for w in cands]] * len(batch), fills or None)
+            assert torch.allclose(slot_scores[slot], ref[:, :len(cands)], atol=1e-5)
+    texts, packed = [], []
+    for b, ctx in enumerate(batch.context):
+        pos = list(batch.answer_pos[b]) + [len(ctx)]
+        between = [pos[k + 1] - pos[k] for k in range(len(v.slots))]  # the text after each slot, to the next
+        texts.append(pos[-2] + sum(len(ids(gold[b][k])) for k in range(len(v.slots) - 1)))
+        packed.append(sum(len(ids(w)) + between[k] - 1 for k, s in enumerate(v.slots) for w in v.slot_candidates(s)))
+    assert read == [(len(ROWS), max(texts)), (len(ROWS), max(packed))]
+
+
 def test_prompt_tuning_and_full_tuning_train_with_the_rules():
     from softprompt.methods import get_method
 

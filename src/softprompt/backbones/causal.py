@@ -353,12 +353,29 @@ class CausalBackbone(Backbone):
         (:meth:`_continue_packed`); with sliding-window layers the row's keys/values are expanded to
         its candidates as views instead (:meth:`_continue`). Equal to scoring each (row, word) pair
         as one sequence; differentiable in the prompt.
+
+        A row whose text begins another row's (same conditioning, same virtual tokens), e.g. one
+        row cut at each answer slot of a template, is not run: it reads the longer row's
+        keys/values up to its own length (:meth:`_text_owners`), and its candidates are packed into
+        that row's sequence.
         """
-        hidden, mask, cache, attn, offsets = self._forward(cond, batch.context, batch.virtual or None, keep_cache=True)
         n = len(batch)
-        lengths = mask.sum(1)
+        owner = self._text_owners(cond, batch)
+        run = list(dict.fromkeys(owner))
+        kv_row = [run.index(o) for o in owner]  # the run row holding each row's keys/values
+        ctx = batch.context if len(run) == n else [batch.context[i] for i in run]
+        virtual = batch.virtual or None
+        if virtual and len(run) < n:
+            virtual = [batch.virtual[i] for i in run]
+        hidden, mask, cache, attn, offsets = self._forward(cond, ctx, virtual, keep_cache=True)
+        device = mask.device
+        kv_index = torch.tensor(kv_row, device=device)
+        lengths = torch.tensor([len(c) for c in batch.context], device=device)
+        width = attn.shape[1] - mask.shape[1]  # cached positions before the text (the prefix)
+        attn = attn[kv_index] * (torch.arange(attn.shape[1], device=device)[None] < (width + lengths)[:, None])
+        offsets = None if offsets is None else offsets[kv_index]
         starts = lengths if offsets is None else lengths + offsets  # position of each row's first word token
-        last = hidden[torch.arange(n, device=hidden.device), (lengths - 1).to(hidden.device)]
+        last = hidden[kv_index.to(hidden.device), (lengths - 1).to(hidden.device)]
         first_lp = torch.log_softmax(self._head(last), -1)  # [n, vocab]
         dev = first_lp.device
         width = max(len(ws) for ws in batch.words)
@@ -372,8 +389,8 @@ class CausalBackbone(Backbone):
         longer = [i for i, (b, w) in enumerate(pairs) if len(batch.words[b][w]) > 1]
         keys = [(pairs[i][0], len(batch.words[pairs[i][0]][pairs[i][1]])) for i in longer]
         packed = self._window is None
-        if packed:
-            chunks = self._packed_chunks(keys, attn.shape[1])
+        if packed:  # rows sharing keys/values pack together
+            chunks = self._packed_chunks([(kv_row[b], k) for b, k in keys], attn.shape[1])
         else:  # rows mix in a chunk only while the window holds every cached position (padding included)
             longest = max((k for _, k in keys), default=0)
             chunks = self._continuation_chunks(keys, attn.shape[1], attn.shape[1] + longest <= self._window)
@@ -381,11 +398,28 @@ class CausalBackbone(Backbone):
             idx = [longer[i] for i in chunk]
             words = [batch.words[pairs[i][0]][pairs[i][1]] for i in idx]
             go = self._continue_packed if packed else self._continue
-            lp = go(layers, attn, starts, [pairs[i][0] for i in idx], words)
+            lp = go(layers, attn, starts, [pairs[i][0] for i in idx], words, kv_row)
             totals = totals.index_add(0, torch.tensor(idx, device=dev), lp.to(dev))
         if length_normalize:
             totals = totals / torch.tensor([len(batch.words[b][w]) for b, w in pairs], device=dev, dtype=totals.dtype)
         return out.index_put((rows, cols), totals)
+
+    @staticmethod
+    def _text_owners(cond, batch: EncodedBatch) -> list[int]:
+        """For each row, the row whose keys/values it reads: the longest row of the batch whose text
+        begins with this row's text and has the same virtual tokens there (itself when none does).
+        Only under one conditioning for all rows (a :class:`PerRow` batch keeps every row its own)."""
+        n = len(batch)
+        if isinstance(cond, PerRow) or n < 2:
+            return list(range(n))
+        ctx = [tuple(c) for c in batch.context]
+        virtual = batch.virtual or [[] for _ in range(n)]
+        owners = []
+        for b in range(n):
+            holders = [c for c in range(n) if ctx[c][: len(ctx[b])] == ctx[b]
+                       and [v for v in virtual[c] if v[0] < len(ctx[b])] == list(virtual[b])]
+            owners.append(max(holders, key=lambda c: (len(ctx[c]), -c)))  # the longest, the first of equals
+        return owners
 
     def _continuation_chunks(self, keys: list[tuple[int, int]], cached: int, mix_rows: bool = True) -> list[list[int]]:
         """Indices into ``keys`` (each candidate's ``(row, tokens)``) grouped into chunks: sorted by
@@ -423,40 +457,47 @@ class CausalBackbone(Backbone):
         return chunks + [[i for row in current for i in row]] if current else chunks
 
     def _continue_packed(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],
-                         words: list[list[int]]) -> torch.Tensor:
-        """As :meth:`_continue`, with each row's candidates side by side in one sequence after its
-        text: a token attends to the text and to its own word's earlier tokens (a block-diagonal
-        mask; positions restart after the text for every word), so the text's keys/values are not
-        copied per candidate. Not for sliding-window layers (their cache keeps a window only)."""
-        order = list(dict.fromkeys(rows))
-        slot = {b: s for s, b in enumerate(order)}
-        seqs, rel, owner = [[] for _ in order], [[] for _ in order], [[] for _ in order]
+                         words: list[list[int]], kv_row: list[int] | None = None) -> torch.Tensor:
+        """As :meth:`_continue`, with the candidates of the rows sharing keys/values (``kv_row[b]``,
+        the index into ``layers`` holding row ``b``'s; each its own by default) side by side in one
+        sequence after the text: a token attends to its own row's cached positions (``attn[b]``) and
+        to its own word's earlier tokens (a block-diagonal mask; positions restart after the row's
+        text for every word), so the text's keys/values are not copied per candidate. Not for
+        sliding-window layers (their cache keeps a window only)."""
+        kv_row = list(range(attn.shape[0])) if kv_row is None else kv_row
+        order = list(dict.fromkeys(kv_row[b] for b in rows))
+        slot = {r: s for s, r in enumerate(order)}
+        seqs, rel, owner, row_of = [[] for _ in order], [[] for _ in order], [[] for _ in order], [[] for _ in order]
         where = []
         for i, (b, w) in enumerate(zip(rows, words)):
-            s = slot[b]
+            s = slot[kv_row[b]]
             where.append((s, len(seqs[s])))
             seqs[s].extend(w[:-1])
             rel[s].extend(range(len(w) - 1))
             owner[s].extend([i] * (len(w) - 1))
+            row_of[s].extend([b] * (len(w) - 1))
         ids, _ = self._pad(seqs)
         r, lq = ids.shape
         own = torch.full((r, lq), -1, dtype=torch.long)
         pos = torch.zeros((r, lq), dtype=torch.long)
+        tok_row = torch.zeros((r, lq), dtype=torch.long)
         for s in range(r):
             own[s, : len(owner[s])] = torch.tensor(owner[s])
             pos[s, : len(rel[s])] = torch.tensor(rel[s])
-        own, pos = own.to(self.device), pos.to(self.device)
+            tok_row[s] = row_of[s][0]  # padding reads the sequence's first row (its output is never used)
+            tok_row[s, : len(row_of[s])] = torch.tensor(row_of[s])
+        own, pos, tok_row = own.to(self.device), pos.to(self.device), tok_row.to(attn.device)
         index = torch.tensor(order, device=attn.device)
         same = (own[:, :, None] == own[:, None, :]) & (own[:, None, :] >= 0) & (pos[:, None, :] <= pos[:, :, None])
-        allowed = torch.cat([attn[index].bool()[:, None, :].expand(r, lq, -1), same], 2)[:, None]  # [r, 1, lq, S + lq]
+        allowed = torch.cat([attn.bool()[tok_row].to(same.device), same], 2)[:, None]  # [r, 1, lq, S + lq]
         if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":  # eager adds the mask to the scores
             allowed = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill(
                 ~allowed, torch.finfo(self.dtype).min)
         cache = _full_cache()
         for i, (key, value) in enumerate(layers):
             cache.update(key[index.to(key.device)], value[index.to(value.device)], i)
-        out, _ = self._run(inputs_embeds=self.embed(ids), attention_mask=allowed, position_ids=starts[index][:, None] + pos,
-                           cache=cache, use_cache=True)
+        out, _ = self._run(inputs_embeds=self.embed(ids), attention_mask=allowed,
+                           position_ids=starts[tok_row.to(starts.device)] + pos, cache=cache, use_cache=True)
         hidden = out.last_hidden_state
         sel_s = [where[i][0] for i, w in enumerate(words) for _ in w[1:]]
         sel_c = [where[i][1] + j for i, w in enumerate(words) for j in range(len(w) - 1)]
@@ -464,14 +505,18 @@ class CausalBackbone(Backbone):
         return self._summed_logprobs(hidden, sel_s, sel_c, [t for w in words for t in w[1:]], word_of, len(words))
 
     def _continue(self, layers, attn: torch.Tensor, starts: torch.Tensor, rows: list[int],
-                  words: list[list[int]]) -> torch.Tensor:
+                  words: list[list[int]], kv_row: list[int] | None = None) -> torch.Tensor:
         """Sum of log p(word[1:] | text, word[0]) of each ``words[i]`` after the text of row
         ``rows[i]``: ``layers`` the text's per-layer ``(key, value) [n, kv_heads, cached, head_dim]``,
-        ``attn [n, cached]`` its attention mask, ``starts [n]`` the position after each row's text.
+        ``attn [n, cached]`` its attention mask, ``starts [n]`` the position after each row's text,
+        ``kv_row[b]`` the index into ``layers`` of row ``b``'s keys/values (its own by default).
         Returns ``[len(words)]``."""
         k = len(words)
         same = all(b == rows[0] for b in rows)
         index = torch.tensor(rows, device=attn.device)
+        kv_row = list(range(attn.shape[0])) if kv_row is None else kv_row
+        kv_index = torch.tensor([kv_row[b] for b in rows], device=attn.device)
+        first = kv_row[rows[0]]
         if same:  # the row's keys end where its text does: its padding is dropped, so a sliding
             # window counts from the row's own last token
             stop = int(attn[rows[0]].nonzero().max()) + 1
@@ -479,9 +524,9 @@ class CausalBackbone(Backbone):
         cache = _full_cache()
         for i, (key, value) in enumerate(layers):
             if same:  # one row's keys/values for all its candidates: views, no copy
-                key, value = key[rows[0]:rows[0] + 1].expand(k, -1, -1, -1), value[rows[0]:rows[0] + 1].expand(k, -1, -1, -1)
+                key, value = key[first:first + 1].expand(k, -1, -1, -1), value[first:first + 1].expand(k, -1, -1, -1)
             else:
-                key, value = key[index.to(key.device)], value[index.to(value.device)]
+                key, value = key[kv_index.to(key.device)], value[kv_index.to(value.device)]
             cache.update(key, value, i)
         ids, cont_mask = self._pad([w[:-1] for w in words])
         full_mask = torch.cat([attn[index], cont_mask], 1)

@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
+from softprompt.conditioning import PerRow, as_conditioning
 from softprompt.errors import ConfigError, DataError, UnknownLabelError
 from softprompt.tasks.verbalizer import VERBALIZER_TYPES, Verbalizer
 
@@ -172,6 +173,16 @@ class RuleVerbalizer(Verbalizer):
         in_order = backbone.mask_token_id is None  # slots read left to right: earlier ones need their words
         columns: list[torch.Tensor] = []
         slot_scores: dict[str, torch.Tensor] = {}
+        if in_order and teacher_gold and len(self.slots) > 1 and self._continuable(batch) \
+                and not isinstance(as_conditioning(cond), PerRow):
+            # every slot in one call: the row's text is read once, up to its last slot, with the gold words
+            slot_scores = self._gold_slot_continuations(backbone, batch, cond, length_normalize)
+            for k, slot in enumerate(self.slots):
+                cands = self.slot_candidates(slot)
+                index = torch.tensor([cands.index(self.rules[c][k]) for c in labels], device=slot_scores[slot].device)
+                columns.append(slot_scores[slot][:, index])
+            parts = torch.stack(columns, -1)
+            return parts.sum(-1), parts, slot_scores
         for k, slot in enumerate(self.slots):
             cands = self.slot_candidates(slot)
             cand_ids = [self._ids(backbone, w) for w in cands]
@@ -234,6 +245,12 @@ class RuleVerbalizer(Verbalizer):
         """``[batch, n_candidates]``: log p(candidate + the text after slot ``k`` up to the next slot |
         the text before it, earlier slots holding ``fills[slot][b]``), as ``slot_word_scores`` on a
         model reading slots in order, through one ``word_scores`` call (the prefix read once per row)."""
+        contexts, words = self._slot_contexts(batch, k, cand_ids, fills)
+        return self._as_continuations(backbone, batch, cond, contexts, words, length_normalize)
+
+    def _slot_contexts(self, batch, k: int, cand_ids, fills) -> tuple[list[list[int]], list[list[list[int]]]]:
+        """Per row, the text before slot ``k`` (earlier slots holding ``fills[slot][b]``) and each
+        candidate followed by the text after the slot up to the next one."""
         contexts, words = [], []
         for b, ctx in enumerate(batch.context):
             pos = list(batch.answer_pos[b]) + [len(ctx)]
@@ -243,18 +260,44 @@ class RuleVerbalizer(Verbalizer):
             after = ctx[pos[k]: pos[k + 1]]
             contexts.append(prefix)
             words.append([ids + after for ids in cand_ids])
-        return self._as_continuations(backbone, batch, cond, contexts, words, length_normalize)
+        return contexts, words
 
-    def _as_continuations(self, backbone, batch, cond, contexts, words, length_normalize: bool) -> torch.Tensor:
-        """``backbone.word_scores`` of ``words[b]`` continuing ``contexts[b]`` (virtual tokens of
-        ``batch`` kept where they are: before the first slot, :meth:`_continuable`)."""
+    def _gold_slot_continuations(self, backbone, batch, cond, length_normalize: bool) -> dict[str, torch.Tensor]:
+        """``{slot: [batch, n_candidates]}``, each as :meth:`_slot_continuations` with the gold words
+        in the earlier slots, all through one ``word_scores`` call: the row cut at each slot is a
+        prefix of the row cut at the last, so a decoder reads the text (and the prompt) once per row
+        and continues every slot's candidates from its keys/values."""
+        if batch.gold is None:
+            raise ConfigError("training scores need the gold labels: encode the rows with their labels")
+        n, labels = len(batch), self.labels
+        fills = {s: [self._ids(backbone, self.rules[labels[g]][j]) for g in batch.gold] for j, s in enumerate(self.slots)}
+        contexts, words, sizes = [], [], []
+        for k, slot in enumerate(self.slots):
+            cand_ids = [self._ids(backbone, w) for w in self.slot_candidates(slot)]
+            c, w = self._slot_contexts(batch, k, cand_ids, fills)
+            contexts += c
+            words += w
+            sizes.append(len(cand_ids))
+        scores = self._as_continuations(backbone, batch, cond, contexts, words, length_normalize,
+                                        rows=list(range(n)) * len(self.slots))
+        return {slot: scores[k * n:(k + 1) * n, :size] for k, (slot, size) in enumerate(zip(self.slots, sizes))}
+
+    def _as_continuations(self, backbone, batch, cond, contexts, words, length_normalize: bool,
+                          rows: list[int] | None = None) -> torch.Tensor:
+        """``backbone.word_scores`` of ``words[i]`` continuing ``contexts[i]``, the text of row
+        ``rows[i]`` of ``batch`` (row ``i`` by default; virtual tokens of ``batch`` kept where they
+        are: before the first slot, :meth:`_continuable`)."""
         from dataclasses import replace
 
+        rows = list(range(len(batch))) if rows is None else rows
         n = max(len(w) for w in words)
         sub = replace(batch, context=contexts, words=words, word_label=[list(range(len(w))) for w in words],
                       word_weight=[[1.0] * len(w) for w in words], shared_words=False, mask_pos=[], slot_names=("mask",),
                       answer_pos=[[len(c)] for c in contexts], word_slot="mask",
-                      virtual=[list(v) for v in batch.virtual] if batch.virtual else [])
+                      gold=None if batch.gold is None else [batch.gold[r] for r in rows],
+                      label_names=[batch.label_names[r] for r in rows] if batch.label_names else batch.label_names,
+                      context_text=[batch.context_text[r] for r in rows] if batch.context_text else batch.context_text,
+                      virtual=[list(batch.virtual[r]) for r in rows] if batch.virtual else [])
         return backbone.word_scores(cond, sub, length_normalize)[:, :n]
 
     def _continuation_scores(self, backbone, batch, cond, last: int, length_normalize: bool) -> torch.Tensor:

@@ -69,7 +69,7 @@ def label_scores(backbone, task, batch: EncodedBatch, prompt=None,
     prompt = as_conditioning(prompt)
     if word_scoring not in WORD_SCORINGS:
         raise ConfigError(f"unknown word scoring {word_scoring!r}; choose one of {WORD_SCORINGS} (--word-scoring)")
-    if hasattr(task.verbalizer, "label_scores_of"):  # scores several answer slots itself (PTR's rules)
+    if task.verbalizer.scores_slots:  # scores several answer slots itself (PTR's rules)
         return task.verbalizer.label_scores_of(backbone, batch, prompt, length_normalize)
     if word_scoring == "first-token":
         batch = first_tokens(batch)
@@ -90,7 +90,7 @@ def classification_loss(backbone, task, batch: EncodedBatch, prompt=None,
         return backbone.gold_nll(prompt, batch).mean()
     if loss != "rank":
         raise ConfigError(f"unknown loss {loss!r}; choose 'rank' or 'lm'")
-    if hasattr(task.verbalizer, "training_loss"):  # its own loss over several slots (PTR's two-part loss)
+    if task.verbalizer.scores_slots:  # its own loss over several slots (PTR's two-part loss)
         return task.verbalizer.training_loss(backbone, batch, as_conditioning(prompt), length_normalize)
     scores = label_scores(backbone, task, batch, prompt, length_normalize, word_scoring)
     gold = torch.tensor(batch.gold, device=scores.device)

@@ -391,7 +391,7 @@ class MultiPromptModel:
         groups: dict[Any, list[_Unit]] = {}
         for u in units:
             rules = u.entry.model.task.verbalizer
-            if hasattr(rules, "label_scores_of"):  # PTR's rules score several answer slots themselves (one row each)
+            if rules.scores_slots:  # PTR's rules score several answer slots themselves (one row each)
                 scores = rules.label_scores_of(self.backbone, u.batch, u.entry.conditioning,
                                                u.entry.model.settings.length_normalize)
                 probs = torch.softmax(scores[0].float(), -1).cpu()

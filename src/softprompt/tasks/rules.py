@@ -106,6 +106,7 @@ class RuleVerbalizer(Verbalizer):
     when two labels have the same words in every slot (they could not be told apart)."""
 
     type_name = "rules"
+    scores_slots = True  # scores its slots itself and has its own two-part loss
 
     def __init__(self, rules: Mapping[str, Sequence[str]], slots: Sequence[str], prefix: str = " ",
                  source: str | None = None) -> None:

@@ -57,6 +57,9 @@ class Verbalizer(nn.Module):
 
     type_name: ClassVar[str] = "fixed"
     is_fixed: ClassVar[bool] = True
+    scores_slots: ClassVar[bool] = False
+    """True for a verbalizer that scores a batch itself over several answer slots and has its own
+    loss (``label_scores_of``, ``training_loss``: PTR's :class:`~softprompt.tasks.rules.RuleVerbalizer`)."""
 
     def __init__(
         self,

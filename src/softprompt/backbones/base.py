@@ -188,6 +188,10 @@ class Backbone(ABC):
     """The family in words, for messages (``"an encoder-decoder"``)."""
     mixes_rows: ClassVar[bool] = False
     """Whether rows with different input vectors / keys / virtual tokens share one forward pass."""
+    has_text_states: ClassVar[bool] = True
+    """Whether :meth:`text_states` gives one last-layer state per text position that also holds the
+    answer slot (decoder-only and masked models; not an encoder-decoder, whose answer is read by
+    the decoder from states of another stack)."""
 
     @property
     def answer_in_slot(self) -> bool:
@@ -418,11 +422,45 @@ class Backbone(ABC):
         with torch.no_grad():
             return self._grouped(self._generate, self.conditioned(cond, batch), batch, max_new_tokens)
 
+    def text_states(self, cond, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward pass over ``batch``'s contexts under ``cond`` (one
+        :class:`~softprompt.conditioning.Conditioning`, or a :class:`PerRow` whose rows share one):
+        ``(hidden [batch, T, dim], mask [batch, T], answer [batch, dim])``. ``hidden[b, j]`` is the
+        last layer's state of ``context[b][j]`` (prompt and special tokens left out), ``mask`` is 1
+        on the row's tokens and 0 on padding, and ``answer[b]`` is what the answer vectors (the
+        vocabulary rows) multiply at the row's answer slot, as :meth:`word_scores` reads it (score
+        it with :meth:`answer_log_scores`). Differentiable. Raises :class:`ConfigError` for a family
+        without such states (:attr:`has_text_states`) or rows of different conditionings."""
+        cond = self.conditioned(cond, batch)
+        if not self.has_text_states:
+            raise ConfigError(f"{self.model_id!r} is {self.description} model ({self.family}): its answer is read by "
+                              "a decoder, not at a text position, so it has no hidden states of the text and the answer "
+                              "side by side; use a decoder-only or a masked language model (--model)")
+        if isinstance(cond, PerRow):
+            if len(self._groups(cond)) > 1:
+                raise ConfigError("text states are read for one conditioning at a time: give the rows one Conditioning")
+            cond = cond.items[0]
+        with self.hooked(cond.layer_hooks):
+            hidden, answer = self._text_states(cond, batch)
+        lengths = torch.tensor([len(c) for c in batch.context], device=hidden.device)
+        mask = (torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths[:, None]).long()
+        return hidden, mask, answer
+
+    def _text_states(self, cond: Conditioning, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`text_states`' ``(hidden [batch, T, dim], answer [batch, dim])``, hooks installed
+        (``T`` at least the longest context; positions past a row's end are ignored)."""
+        raise ConfigError(f"{self.description} model gives no hidden states per text position")
+
+    @staticmethod
+    def answer_log_scores(answer: torch.Tensor, answer_vectors: torch.Tensor) -> torch.Tensor:
+        """``[batch, n]``: the log-softmax over the answers of ``answer [batch, dim] @ answer_vectors
+        [n, dim].T`` (float32): how answer vectors are scored (WARP, Hambardzumyan et al. 2021)."""
+        av = answer_vectors.to(device=answer.device, dtype=torch.float32)
+        return torch.log_softmax(answer.float() @ av.T, -1)
+
     def _scores_one(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if isinstance(cond, Conditioning) and cond.answer_vectors is not None:
-            h = self._answer_hidden(cond, batch)
-            av = cond.answer_vectors.to(device=h.device, dtype=torch.float32)
-            return torch.log_softmax(h.float() @ av.T, -1)
+            return self.answer_log_scores(self._answer_hidden(cond, batch), cond.answer_vectors)
         return self._word_scores(cond, batch, length_normalize)
 
     def _gold_one(self, cond, batch: EncodedBatch) -> torch.Tensor:

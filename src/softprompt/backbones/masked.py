@@ -102,7 +102,7 @@ class MaskedBackbone(Backbone):
         return self._mask_logprobs(cond, batch.context, [[m] for m in batch.mask_pos], batch.virtual or None,
                                    answer_input=True)
 
-    def _text_states(self, cond, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    def _text_states(self, cond, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The encoder's last states of the text; the answer is the prediction head's input at the
         mask, as :meth:`_answer_hidden` reads it."""
         head = self._head_module()
@@ -116,7 +116,7 @@ class MaskedBackbone(Backbone):
         rows = torch.arange(n, device=hidden.device)
         cols = shift + torch.tensor(batch.mask_pos, device=hidden.device)
         answer = self._head_input(lambda: head(hidden[rows, cols]))
-        return hidden[:, shift: shift + max(len(c) for c in batch.context)], answer
+        return hidden[:, shift: shift + max(len(c) for c in batch.context)], cols - shift, answer
 
     def _word_scores(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if batch.single_token:

@@ -134,9 +134,10 @@ def knowledge_loss(hidden: torch.Tensor, answer: torch.Tensor, gold_vectors: tor
     ``-log sigma(gamma - ||s + r - o||) - log sigma(||s' + r_y - o'|| - gamma)``.
 
     ``hidden [batch, T, dim]``: last-layer states of the text; ``s``, ``o``: mean states over the
-    ``subject`` and ``obj`` spans ``[batch, 2]``; ``r = answer [batch, dim]``: the state at the
-    answer slot; ``r_y = gold_vectors [batch, dim]``: the gold relation's answer vector; ``s'``,
-    ``o'``: mean states over the corrupted spans ``neg_subject``, ``neg_object``. Norms are L2 per
+    ``subject`` and ``obj`` spans ``[batch, 2]``; ``r = answer [batch, dim]``: the last layer's
+    state where the answer is read; ``r_y = gold_vectors [batch, dim]``: the gold relation's
+    answer vector; ``s'``, ``o'``: mean states over the corrupted spans ``neg_subject``,
+    ``neg_object``. Norms are L2 per
     row (the authors' code takes one norm over the whole batch divided by its size, which flattens
     the loss). Returns a scalar (float32)."""
     s, o = span_means(hidden, subject).float(), span_means(hidden, obj).float()
@@ -229,8 +230,9 @@ class KnowPrompt(Method):
         cond = self.training_conditioning()
         if torch.is_grad_enabled():  # a training step (the trainer calls forward for nothing else)
             self.steps += 1
-        hidden, _, answer = backbone.text_states(cond, batch)
-        scores = backbone.answer_log_scores(answer, cond.answer_vectors)
+        states = backbone.text_states(cond, batch)
+        hidden = states.hidden
+        scores = backbone.answer_log_scores(states.answer, cond.answer_vectors)
         gold = torch.tensor(batch.gold, device=scores.device)
         total = torch.nn.functional.nll_loss(scores, gold)
         rows = [b for b, fp in enumerate(batch.field_pos) if all(f in fp for f in (SUBJECT, OBJECT, TEXT))]
@@ -238,7 +240,8 @@ class KnowPrompt(Method):
             spans = {f: torch.tensor([batch.field_pos[b][f] for b in rows], device=hidden.device)
                      for f in (SUBJECT, OBJECT, TEXT)}
             idx = torch.tensor(rows, device=hidden.device)
-            ke = knowledge_loss(hidden[idx], answer[idx], cond.answer_vectors[gold[idx]], spans[SUBJECT], spans[OBJECT],
+            r = hidden[idx, states.answer_at[idx]]  # the last layer's state where the answer is read
+            ke = knowledge_loss(hidden[idx], r, cond.answer_vectors[gold[idx]], spans[SUBJECT], spans[OBJECT],
                                 draw_negative_spans(spans[TEXT], self.generator),
                                 draw_negative_spans(spans[TEXT], self.generator), self.config.gamma)
             total = total + self.config.lam * ke.to(total.dtype)

@@ -134,27 +134,53 @@ def cmd_predict(cfg: PredictConfig) -> int:
 
 
 def cmd_inspect(cfg: InspectConfig) -> int:
+    """Nearest vocabulary tokens of each vector of a saved output: a prompt's positions, or every
+    ``[n, dim]`` tensor a method saved (KnowPrompt's answer and type words), each beside its
+    starting value where the output keeps one (a tensor ``init.<name>``)."""
+    from .artifacts import load_artifact
+    from .errors import PromptFileError
     from .interpret import label_words_kept, nearest_tokens
     from .modeling import load_model
-    from .prompt import SoftPrompt
 
-    prompt = SoftPrompt.load(cfg.prompt)
-    backbone = load_model(cfg.model or prompt.metadata.get("model_id"), device=cfg.device)
-    prompt.check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+    art = load_artifact(cfg.prompt)
+    meta = art.metadata
+    backbone = load_model(cfg.model or meta.get("model_id"), device=cfg.device)
+    vectors = {n: t for n, t in art.tensors.items() if t.dim() == 2 and t.shape[1] == backbone.dim}
+    prompt_only = set(vectors) == {"prompt"}
+    if prompt_only:
+        from .prompt import SoftPrompt
+
+        SoftPrompt(vectors["prompt"], meta).check_model(backbone.model_id, backbone.fingerprint, backbone.dim)
+    else:
+        from .artifacts import check_model
+
+        check_model(meta, backbone.model_id, backbone.fingerprint, backbone.dim, what=f"the {art.kind} output")
+    if not vectors:
+        raise PromptFileError(f"{cfg.prompt} holds a {art.kind} output with no vectors of the model's width "
+                              f"({backbone.dim}) to read: inspect a prompt or a method's vectors")
     cfg.check_k(backbone.model.get_input_embeddings().weight.shape[0])
-    rows = nearest_tokens(backbone, prompt.weight, cfg.k)
-    for nb in rows:
-        if cfg.json:
-            print(json.dumps(nb.__dict__))
-        else:
-            print(f"{nb.position:4d}  " + "  ".join(f"{t!r}:{s:.2f}" for t, s in zip(nb.tokens, nb.similarities)))
-    task = prompt.metadata.get("task")
-    if task and str(prompt.metadata.get("init", "")).startswith("class-labels") and task["verbalizer"].get("type") == "fixed":
+    row_names = meta.get("row_names") or {}
+    order = [n for n in vectors if not n.startswith("init.")]
+    order = [m for n in order for m in (f"init.{n}", n) if m in vectors] + [n for n in vectors if n.startswith("init.")
+                                                                            and n[len("init."):] not in vectors]
+    for name in order:
+        names = row_names.get(name) or []
+        if not prompt_only and not cfg.json:
+            print(f"{name}{' (at the start)' if name.startswith('init.') else ''}:")
+        for nb in nearest_tokens(backbone, vectors[name], cfg.k):
+            row = names[nb.position] if nb.position < len(names) else None
+            if cfg.json:
+                print(json.dumps(nb.__dict__ if prompt_only else {"tensor": name, "row": row, **nb.__dict__}))
+            else:
+                label = f"{row}  " if row else ""
+                print(f"{nb.position:4d}  {label}" + "  ".join(f"{t!r}:{s:.2f}" for t, s in zip(nb.tokens, nb.similarities)))
+    task = meta.get("task")
+    if prompt_only and task and str(meta.get("init", "")).startswith("class-labels") and task["verbalizer"].get("type") == "fixed":
         from .tasks.task import Task
 
         verbalizer = Task.from_dict(task).verbalizer
         words = [[verbalizer.prefix + w for w in ws] for ws in verbalizer.candidates()]
-        kept = label_words_kept(backbone, prompt.weight, words, cfg.k)
+        kept = label_words_kept(backbone, vectors["prompt"], words, cfg.k)
         print(f"class-label positions keeping their label word among the {cfg.k} nearest tokens: "
               f"{sum(kept)}/{len(kept)} ({', '.join(f'{l}={k}' for l, k in zip(verbalizer.labels, kept))})")
     return 0
@@ -253,7 +279,7 @@ COMMANDS: dict[str, Command] = {
     "import-peft": Command(cmd_import_peft, "read a PEFT prompt-tuning adapter as a softprompt prompt", yaml=False),
     "serve": Command(cmd_serve, "serve many saved outputs over HTTP", description=ServeConfig.__doc__),
     "label-words": Command(cmd_label_words, "expand each label's class name into label words from the model's embedding neighbours (KPT), written to a file"),
-    "inspect": Command(cmd_inspect, "nearest vocabulary tokens of each vector of a saved prompt", yaml=False),
+    "inspect": Command(cmd_inspect, "nearest vocabulary tokens of each vector of a saved prompt or method output (its starting vectors too, where kept)", yaml=False),
     "experiment": Command(cmd_experiment, "run a grid of runs and analyses from a YAML file, then write its report",
                           yaml=False, description="Run every missing run and analysis of an experiment file (finished ones are "
                                       "skipped, interrupted ones resume), then write report.md and plots."),

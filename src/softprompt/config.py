@@ -201,7 +201,7 @@ class InspectConfig(ModelOptions):
     """Options of ``softprompt inspect`` (its upper bound on ``k``, the vocabulary size, is
     checked once the model is known: :func:`check_k`)."""
 
-    prompt: str = opt("", "saved prompt directory", positional=True)
+    prompt: str = opt("", "saved prompt or method output directory", positional=True)
     k: int = opt(5, "neighbours per position")
     json: bool = opt(False, "one JSON object per position")
 

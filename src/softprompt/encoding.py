@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from .errors import ConfigError
 from .tasks.template import Segment
-from .truncation import fit
+from .truncation import fit, token_offsets
 
 MIN_TEXT_TOKENS = 8
 """Tokens of text a row needs beside the prompt, special tokens and its longest label word."""
@@ -51,6 +51,10 @@ class EncodedBatch:
     is the text before it, ``len(context[b])`` at the end). ``word_slot``: the slot ``words`` fill;
     ``mask_pos[b]`` is its position on a model with a mask token (empty otherwise).
     ``virtual[b]``: ``(position in context, name, index)`` of each virtual token of row ``b``.
+    ``field_pos[b]``: ``{field: (start, end)}``, the ``[start, end)`` positions in ``context[b]`` of
+    the tokens holding each template field's value (its first place in the template; tokens that
+    straddle the value's edge count as its own; a field cut to nothing or not found in the ids is
+    absent). KnowPrompt reads the entities' and the text's tokens from it.
     """
 
     context: list[list[int]]
@@ -68,6 +72,7 @@ class EncodedBatch:
     answer_pos: list[list[int]] = field(default_factory=list)
     virtual: list[list[tuple[int, str, int]]] = field(default_factory=list)
     word_slot: str = "mask"
+    field_pos: list[dict[str, tuple[int, int]]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.context)
@@ -83,6 +88,7 @@ class EncodedBatch:
             context_text=[self.context_text[r] for r in rows] if self.context_text else [],
             slot_names=self.slot_names, answer_pos=[self.answer_pos[r] for r in rows] if self.answer_pos else [],
             virtual=[self.virtual[r] for r in rows] if self.virtual else [], word_slot=self.word_slot,
+            field_pos=[self.field_pos[r] for r in rows] if self.field_pos else [],
         )
 
     def slot_positions(self, slot: str) -> list[int]:
@@ -116,6 +122,7 @@ class EncodedBatch:
         cut.context = [c[:p] for c, p in zip(self.context, positions)]
         cut.answer_pos = [[p] for p in positions] if self.answer_pos else []
         cut.virtual = [[v for v in vs if v[0] < p] for vs, p in zip(self.virtual, positions)] if self.virtual else []
+        cut.field_pos = [{k: v for k, v in fp.items() if v[1] <= p} for fp, p in zip(self.field_pos, positions)]
         return cut
 
     @property
@@ -196,7 +203,7 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
         length_cache.update((t[len(verbalizer.prefix):], known[t]) for t in texts)
 
     contexts, words, labels, weights, names, golds, mask_pos, texts = [], [], [], [], [], [], [], []
-    answer_pos, virtual = [], []
+    answer_pos, virtual, field_pos = [], [], []
     truncated = cut_tokens = 0
     for ex in examples:
         ex = task.prepare(ex)  # relation tasks: entities marked in the text, as the task says
@@ -221,8 +228,11 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
         if not template.has_mask:
             segments.append(Segment("answer", slot))
         if cut.head_chars:
-            segments[0] = Segment("text", segments[0].value[cut.head_chars:])
-        ids, word_ids, row_pos, row_virtual, before = _layout(backbone, segments, slot, row_words, verbalizer.prefix)
+            h = cut.head_chars
+            segments[0] = Segment("text", segments[0].value[h:], fields=tuple(
+                (n, max(a - h, 0), max(b - h, 0)) for n, a, b in segments[0].fields))
+        ids, word_ids, row_pos, row_virtual, before, row_fields = _layout(backbone, segments, slot, row_words,
+                                                                          verbalizer.prefix)
         row_names = list(verbalizer.label_names(ex))
         _check_distinct(backbone, verbalizer, row_names, row_words, row_labels, word_ids)
         if backbone.mask_token_id is not None:
@@ -235,22 +245,26 @@ def encode(backbone, task, examples: Sequence[Mapping[str, Any]], prompt_length:
         texts.append(before)
         answer_pos.append(row_pos)
         virtual.append(row_virtual)
+        field_pos.append(row_fields)
         if with_labels:
             golds.append(verbalizer.gold_index(ex))
     return EncodedBatch(
         context=contexts, words=words, word_label=labels, word_weight=weights, label_names=names,
         gold=golds if with_labels else None, shared_words=verbalizer.is_fixed, mask_pos=mask_pos,
         truncated=truncated, truncated_tokens=cut_tokens, context_text=texts, slot_names=slots,
-        answer_pos=answer_pos, virtual=virtual, word_slot=slot,
+        answer_pos=answer_pos, virtual=virtual, word_slot=slot, field_pos=field_pos,
     )
 
 
 def _layout(backbone, segments: list[Segment], slot: str, words: list[str], prefix: str):
     """Token ids of one row's ``segments``: ``(context ids, each word's ids, answer positions in
-    slot order, virtual tokens (position, name, index), text before the scored slot)``.
+    slot order, virtual tokens (position, name, index), text before the scored slot, field
+    positions {name: (start, end)})``.
 
     The text right before and after the scored slot goes through ``backbone.slot_ids`` with the
-    words (tokenised as their natural text); every other text piece is tokenised alone.
+    words (tokenised as their natural text); every other text piece is tokenised alone. A field's
+    positions come from the tokenizer's character offsets of the piece holding it
+    (:func:`_field_positions`).
     """
     k = next(i for i, s in enumerate(segments) if s.kind == "answer" and s.value == slot)
     before = segments[k - 1].value if k > 0 and segments[k - 1].kind == "text" else ""
@@ -261,18 +275,26 @@ def _layout(backbone, segments: list[Segment], slot: str, words: list[str], pref
     positions: list[int] = []
     virtual: list[tuple[int, str, int]] = []
     word_ids: list[list[int]] = []
+    fields: dict[str, tuple[int, int]] = {}
     text_before = "".join(s.value for s in segments[:k] if s.kind == "text")
     i = 0
     while i < len(segments):
         seg = segments[i]
         if i == first:
             slot_ids, word_ids, pos = backbone.slot_ids(before, after, words, prefix)
+            if before:
+                _field_positions(backbone.tokenizer, segments[k - 1], slot_ids[:pos], len(ids), fields)
+            if after:
+                rest = pos + (backbone.mask_token_id is not None)
+                _field_positions(backbone.tokenizer, segments[k + 1], slot_ids[rest:], len(ids) + rest, fields)
             positions.append(len(ids) + pos)
             ids += slot_ids
             i = last + 1
             continue
         if seg.kind == "text":
-            ids += backbone.tokenize(seg.value)
+            piece = backbone.tokenize(seg.value)
+            _field_positions(backbone.tokenizer, seg, piece, len(ids), fields, plain=True)
+            ids += piece
         elif seg.kind == "answer":
             positions.append(len(ids))
             ids += placeholder
@@ -280,7 +302,26 @@ def _layout(backbone, segments: list[Segment], slot: str, words: list[str], pref
             virtual += [(len(ids) + j, seg.value, j) for j in range(seg.count)]
             ids += [backbone.pad_id] * seg.count
         i += 1
-    return ids, word_ids, positions, virtual, text_before
+    return ids, word_ids, positions, virtual, text_before, fields
+
+
+def _field_positions(tokenizer, seg: Segment, piece: list[int], start: int, out: dict[str, tuple[int, int]],
+                     plain: bool = False) -> None:
+    """Add to ``out`` each field of text segment ``seg`` not placed yet: ``(first, end)`` positions,
+    ``start`` plus the indices of the tokens of ``piece`` (``seg``'s ids as encoded) whose character
+    offsets overlap the field's value. Nothing is added for a field cut to nothing, or when
+    ``piece`` is not the plain tokenisation of ``seg`` (the offsets would not describe it;
+    ``plain``: it is, by construction)."""
+    todo = [(n, a, b) for n, a, b in seg.fields if n not in out and b > a]
+    if not todo:
+        return
+    if not plain and tokenizer(seg.value, add_special_tokens=False)["input_ids"] != list(piece):
+        return  # e.g. the text before an answer slot, whose trailing space merged into the word
+    offsets = token_offsets(tokenizer, seg.value)
+    for name, a, b in todo:
+        hit = [j for j, (x, y) in enumerate(offsets) if x < b and y > a]
+        if hit:
+            out[name] = (start + hit[0], start + hit[-1] + 1)
 
 
 def label_word_ids(backbone, task) -> list[list[list[int]]]:

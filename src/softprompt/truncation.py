@@ -131,7 +131,7 @@ def _measure(backbone, template, example, mask_token, slot, overrides) -> tuple[
     return n, pieces[0], len(pieces[0]) if stop is None else stop, len(pieces) > 1
 
 
-def _offsets(tokenizer, text: str) -> list[tuple[int, int]]:
+def token_offsets(tokenizer, text: str) -> list[tuple[int, int]]:
     """Each token's ``(start, end)`` character offsets in ``text``; for a tokenizer without offsets,
     one span per whitespace-separated word, repeated once per token of that word."""
     if getattr(tokenizer, "is_fast", False):
@@ -153,7 +153,7 @@ def token_units(tokenizer, text: str) -> list[tuple[int, int]]:
     a CJK character or an emoji several tokens with the same offsets) form one unit, counted as their
     number of tokens. The last unit ends at ``len(text)`` and keeps every token.
     """
-    offs = _offsets(tokenizer, text)
+    offs = token_offsets(tokenizer, text)
     units: list[tuple[int, int]] = []
     later_start = len(text)  # the least start of the tokens after token i
     for i in range(len(offs) - 1, -1, -1):
@@ -172,7 +172,7 @@ def token_units(tokenizer, text: str) -> list[tuple[int, int]]:
 def token_starts(tokenizer, text: str) -> list[tuple[int, int]]:
     """Where ``text`` may lose its start, in order: ``(start, tokens)``, the character offset and how
     many tokens come before it; only where no earlier token ends after it (see :func:`token_units`)."""
-    offs = _offsets(tokenizer, text)
+    offs = token_offsets(tokenizer, text)
     starts: list[tuple[int, int]] = []
     earlier_end = 0
     for i, (s, e) in enumerate(offs):

@@ -26,7 +26,7 @@ import contextlib
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Iterable
+from typing import ClassVar, Iterable, NamedTuple
 
 import torch
 from torch import nn
@@ -47,6 +47,23 @@ class Block:
     attention: nn.Module
     feed_forward: nn.Module
     stack: str
+
+
+class TextStates(NamedTuple):
+    """What :meth:`Backbone.text_states` returns for a batch.
+
+    ``hidden [batch, T, dim]``: the last layer's state of ``context[b][j]`` at ``hidden[b, j]``
+    (prompt and special tokens left out); ``mask [batch, T]``: 1 on the row's tokens, 0 on
+    padding; ``answer_at [batch]``: the position in ``hidden`` whose state reads the answer (a
+    decoder: the token before the answer slot; a masked model: the mask); ``answer [batch, dim]``:
+    what the answer vectors (the vocabulary rows) multiply there, as :meth:`Backbone.word_scores`
+    reads it (after a masked model's prediction-head transform), scored by
+    :meth:`Backbone.answer_log_scores`."""
+
+    hidden: torch.Tensor
+    mask: torch.Tensor
+    answer_at: torch.Tensor
+    answer: torch.Tensor
 
 
 def find_child(module: nn.Module, names: Iterable[str], what: str) -> nn.Module:
@@ -188,6 +205,10 @@ class Backbone(ABC):
     """The family in words, for messages (``"an encoder-decoder"``)."""
     mixes_rows: ClassVar[bool] = False
     """Whether rows with different input vectors / keys / virtual tokens share one forward pass."""
+    has_text_states: ClassVar[bool] = True
+    """Whether :meth:`text_states` gives one last-layer state per text position that also holds the
+    answer slot (decoder-only and masked models; not an encoder-decoder, whose answer is read by
+    the decoder from states of another stack)."""
 
     @property
     def answer_in_slot(self) -> bool:
@@ -418,11 +439,42 @@ class Backbone(ABC):
         with torch.no_grad():
             return self._grouped(self._generate, self.conditioned(cond, batch), batch, max_new_tokens)
 
+    def text_states(self, cond, batch: EncodedBatch) -> TextStates:
+        """One forward pass over ``batch``'s contexts under ``cond`` (one
+        :class:`~softprompt.conditioning.Conditioning`, or a :class:`PerRow` whose rows share one):
+        a :class:`TextStates` (the last layer's states of the text, where the answer is read, and
+        what the answer vectors multiply there). Differentiable. Raises :class:`ConfigError` for a
+        family without such states (:attr:`has_text_states`) or rows of different conditionings."""
+        cond = self.conditioned(cond, batch)
+        if not self.has_text_states:
+            raise ConfigError(f"{self.model_id!r} is {self.description} model ({self.family}): its answer is read by "
+                              "a decoder, not at a text position, so it has no hidden states of the text and the answer "
+                              "side by side; use a decoder-only or a masked language model (--model)")
+        if isinstance(cond, PerRow):
+            if len(self._groups(cond)) > 1:
+                raise ConfigError("text states are read for one conditioning at a time: give the rows one Conditioning")
+            cond = cond.items[0]
+        with self.hooked(cond.layer_hooks):
+            hidden, at, answer = self._text_states(cond, batch)
+        lengths = torch.tensor([len(c) for c in batch.context], device=hidden.device)
+        mask = (torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths[:, None]).long()
+        return TextStates(hidden, mask, at, answer)
+
+    def _text_states(self, cond: Conditioning, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`text_states`' ``(hidden [batch, T, dim], answer_at [batch], answer [batch, dim])``,
+        hooks installed (``T`` at least the longest context; positions past a row's end are ignored)."""
+        raise ConfigError(f"{self.description} model gives no hidden states per text position")
+
+    @staticmethod
+    def answer_log_scores(answer: torch.Tensor, answer_vectors: torch.Tensor) -> torch.Tensor:
+        """``[batch, n]``: the log-softmax over the answers of ``answer [batch, dim] @ answer_vectors
+        [n, dim].T`` (float32): how answer vectors are scored (WARP, Hambardzumyan et al. 2021)."""
+        av = answer_vectors.to(device=answer.device, dtype=torch.float32)
+        return torch.log_softmax(answer.float() @ av.T, -1)
+
     def _scores_one(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if isinstance(cond, Conditioning) and cond.answer_vectors is not None:
-            h = self._answer_hidden(cond, batch)
-            av = cond.answer_vectors.to(device=h.device, dtype=torch.float32)
-            return torch.log_softmax(h.float() @ av.T, -1)
+            return self.answer_log_scores(self._answer_hidden(cond, batch), cond.answer_vectors)
         return self._word_scores(cond, batch, length_normalize)
 
     def _gold_one(self, cond, batch: EncodedBatch) -> torch.Tensor:

@@ -548,6 +548,16 @@ class CausalBackbone(Backbone):
     def _answer_hidden(self, cond, batch: EncodedBatch) -> torch.Tensor:
         return self._last_hidden(cond, batch if batch.answer_at_end else batch.before_answer())
 
+    def _text_states(self, cond, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The text's final hidden states; the answer is read where :meth:`_answer_hidden` reads it,
+        the state just before the slot (under causal attention the text after it changes nothing there)."""
+        hidden = self._forward(cond, batch.context, batch.virtual or None)[0]
+        pos = torch.tensor(batch.slot_positions(batch.word_slot), device=hidden.device)
+        if bool((pos < 1).any()):
+            raise ConfigError("the answer slot opens the text, so no text position predicts it: put text before "
+                              "it in --template")
+        return hidden, pos - 1, hidden[torch.arange(len(batch), device=hidden.device), pos - 1]
+
     def _word_scores(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if not batch.answer_at_end:  # the word sits inside the text: score it there, over what follows
             return self.slot_word_scores(cond, batch, batch.word_slot, length_normalize=length_normalize)

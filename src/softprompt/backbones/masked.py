@@ -102,6 +102,22 @@ class MaskedBackbone(Backbone):
         return self._mask_logprobs(cond, batch.context, [[m] for m in batch.mask_pos], batch.virtual or None,
                                    answer_input=True)
 
+    def _text_states(self, cond, batch: EncodedBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The encoder's last states of the text; the answer is the prediction head's input at the
+        mask, as :meth:`_answer_hidden` reads it."""
+        head = self._head_module()
+        if head is None:
+            raise ConfigError(f"cannot find the prediction head of a {type(self.model).__name__} (looked for cls, "
+                              "lm_head): its states at the mask cannot be read")
+        n = len(batch)
+        emb, mask, shift = self.inputs(batch.context, cond.input_vectors, batch.virtual or None,
+                                       [cond.virtual_tokens] * n)
+        hidden = self.model.base_model(inputs_embeds=emb, attention_mask=mask).last_hidden_state
+        rows = torch.arange(n, device=hidden.device)
+        cols = shift + torch.tensor(batch.mask_pos, device=hidden.device)
+        answer = self._head_input(lambda: head(hidden[rows, cols]))
+        return hidden[:, shift: shift + max(len(c) for c in batch.context)], cols - shift, answer
+
     def _word_scores(self, cond, batch: EncodedBatch, length_normalize: bool) -> torch.Tensor:
         if batch.single_token:
             lps = self._mask_logprobs(cond, batch.context, [[m] for m in batch.mask_pos], batch.virtual or None)

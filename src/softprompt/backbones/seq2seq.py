@@ -26,6 +26,7 @@ from .base import Backbone, Block, find_child
 class Seq2SeqBackbone(Backbone):
     family = "seq2seq"
     description = "an encoder-decoder"
+    has_text_states = False  # the answer is the decoder's; the text's states are the encoder's
     supports = frozenset(KINDS) - {"layer_kv"}  # the encoder recomputes every prompt position from the text
 
     @classmethod

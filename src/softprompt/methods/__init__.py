@@ -3,9 +3,10 @@
 from .base import METHODS, Method, MethodConfig, embedding_rms, get_method, register_method, with_method_defaults
 from .full_tuning import FullTuning, FullTuningConfig
 from .in_context import InContext, InContextConfig
+from .knowprompt import KnowPrompt, KnowPromptConfig
 from .prefix_tuning import PrefixTuning, PrefixTuningConfig
 from .prompt_tuning import ManualPrompt, ManualPromptConfig, PromptTuning, PromptTuningConfig
 
 __all__ = ["METHODS", "Method", "MethodConfig", "get_method", "register_method", "PromptTuning",
            "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig",
-           "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig", "with_method_defaults", "embedding_rms"]
+           "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig", "KnowPrompt", "KnowPromptConfig", "with_method_defaults", "embedding_rms"]

@@ -29,7 +29,7 @@ Saved templates (:meth:`Template.to_dict`) written before virtual tokens existed
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from softprompt.errors import DataError, TemplateError
@@ -63,12 +63,15 @@ class Segment:
 
     ``"text"``: ``value`` is text (literal text and field values joined); ``"answer"``: ``value``
     is the answer slot's name; ``"virtual"``: ``value`` is the name and ``count`` the number of
-    virtual tokens (indices ``0 .. count - 1`` of the vectors of that name).
+    virtual tokens (indices ``0 .. count - 1`` of the vectors of that name). ``fields``: in a
+    ``"text"`` segment, ``(name, start, end)`` character offsets in ``value`` of each field value
+    it holds (not compared: two segments of the same text are equal).
     """
 
     kind: str
     value: str
     count: int = 1
+    fields: tuple[tuple[str, int, int], ...] = field(default=(), compare=False)
 
 
 class Template:
@@ -124,8 +127,9 @@ class Template:
             )
 
     def segments(self, example: Mapping[str, Any], overrides: Mapping[str, str] | None = None) -> tuple[Segment, ...]:
-        """The structured rendering: text (literal text and field values joined), answer slots and
-        virtual tokens in reading order; ``overrides[name]`` replaces a field's value.
+        """The structured rendering: text (literal text and field values joined, each field's place
+        in it kept in :attr:`Segment.fields`), answer slots and virtual tokens in reading order;
+        ``overrides[name]`` replaces a field's value.
 
         Adjacent text is one segment; no segment is empty text. Raises as :func:`field_text`.
         """
@@ -138,10 +142,13 @@ class Template:
                     text = overrides[part.value]
                 else:
                     text = field_text(example, part.value)
+                spans = ((part.value, 0, len(text)),) if part.kind == "field" else ()
                 if out and out[-1].kind == "text":
-                    out[-1] = Segment("text", out[-1].value + text)
+                    shift = len(out[-1].value)
+                    out[-1] = Segment("text", out[-1].value + text,
+                                      fields=out[-1].fields + tuple((n, a + shift, b + shift) for n, a, b in spans))
                 elif text:
-                    out.append(Segment("text", text))
+                    out.append(Segment("text", text, fields=spans))
             else:
                 out.append(Segment("answer" if part.kind == "mask" else "virtual", part.value, part.count))
         return tuple(out)

@@ -144,3 +144,12 @@ def test_entry_in_a_process_group_closes_it_and_skips_teardown(monkeypatch, caps
     with pytest.raises(Exited):
         cli.entry()
     assert calls == ["destroyed", 1] and "RuntimeError: boom" in capsys.readouterr().err  # the traceback is kept
+
+
+def test_verbose_prints_an_errors_traceback_and_keeps_the_short_message_last(capsys):
+    argv = ["inspect", "nosuch", "--k", "0"]
+    short = "softprompt: error: --k must be at least 1, got 0\n"
+    assert _err(capsys, argv) == short  # without -v: the message alone
+    err = _err(capsys, ["-v", *argv])
+    assert err.startswith("Traceback (most recent call last):") and err.endswith(short)
+    assert "softprompt.errors.ConfigError: --k must be at least 1, got 0" in err and "in at_least_one" in err

@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``softprompt`` parser: one subcommand per entry of :data:`COMMANDS`, its options
     generated from its config (:func:`softprompt.arguments.add_options`)."""
     parser = argparse.ArgumentParser(prog="softprompt", description="Prompt tuning on frozen language models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and print an error's traceback")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
@@ -281,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = COMMANDS[args.command]
         return cmd.handler(config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml))
     except SoftPromptError as exc:
+        if args.verbose:  # where it was raised, for a bug report; the short message stays last
+            traceback.print_exc()
         print(f"softprompt: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,9 +16,9 @@ import traceback
 from typing import Any, Callable, NamedTuple
 
 from .arguments import add_options, config_from_args
-from .config import (COMMAND_CONFIGS, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig, InspectConfig,
-                     LabelWordsConfig, PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig,
-                     field_default)
+from .config import (COMMAND_CONFIGS, KNOWLEDGEABLE, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig,
+                     InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig,
+                     field_default, options_in)
 from .errors import SoftPromptError
 
 __all__ = ["COMMANDS", "Command", "build_parser", "config_from_args", "entry", "main"]
@@ -62,10 +62,6 @@ def _prompted_model(cfg: EvalConfig | PredictConfig):
     return _with_knowledgeable(cfg, PromptedModel(backbone, None, task, settings=settings))
 
 
-_KNOWLEDGEABLE_ONLY = ("refine", "calibrate", "frequency_cutoff", "relevance_threshold", "support_size", "support_file",
-                       "duplicates", "learn_word_weights", "expand")
-
-
 def _with_knowledgeable(cfg: EvalConfig | PredictConfig, pm):
     """``pm`` with KPT's verbalizer built and refined on the task's training split when ``cfg``
     asks for ``--verbalizer knowledgeable`` (a saved knowledgeable run needs no such option: its
@@ -73,7 +69,7 @@ def _with_knowledgeable(cfg: EvalConfig | PredictConfig, pm):
     warning, not silently dropped."""
     if cfg.verbalizer != "knowledgeable":
         defaults = {f.name: field_default(f) for f in dataclasses.fields(cfg)}
-        ignored = [name for name in _KNOWLEDGEABLE_ONLY if getattr(cfg, name) != defaults[name]]
+        ignored = [name for name in options_in(type(cfg), KNOWLEDGEABLE) if getattr(cfg, name) != defaults[name]]
         if ignored:
             flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
             kept = "the saved run keeps its own verbalizer" if cfg.prompt else "the verbalizer is not knowledgeable"

@@ -153,3 +153,16 @@ def test_verbose_prints_an_errors_traceback_and_keeps_the_short_message_last(cap
     err = _err(capsys, ["-v", *argv])
     assert err.startswith("Traceback (most recent call last):") and err.endswith(short)
     assert "softprompt.errors.ConfigError: --k must be at least 1, got 0" in err and "in at_least_one" in err
+
+
+def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, toy_data, tmp_path, capsys):
+    argv = ["eval", "--prompt", str(trained / "best"), "--data-dir", str(toy_data), "--limit", "2"]
+    capsys.readouterr()
+    assert main([*argv, "--no-progress"]) == 0
+    assert "Loading weights" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "Loading weights" in capsys.readouterr().err
+    assert main(["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--prompt-length", "2",
+                 "--max-steps", "1", "--eval-every", "1", "--test-split", "", "--out", str(tmp_path / "quiet"),
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""

@@ -20,6 +20,7 @@ from .config import (COMMAND_CONFIGS, KNOWLEDGEABLE, EvalConfig, ExperimentConfi
                      InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig,
                      field_default, options_in)
 from .errors import SoftPromptError
+from .modeling import progress_bars
 
 __all__ = ["COMMANDS", "Command", "build_parser", "config_from_args", "entry", "main"]
 
@@ -275,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         cmd = COMMANDS[args.command]
-        return cmd.handler(config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml))
+        config = config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml)
+        with progress_bars(getattr(config, "progress", True)):  # --no-progress hides the model-loading bars too
+            return cmd.handler(config)
     except SoftPromptError as exc:
         if args.verbose:  # where it was raised, for a bug report; the short message stays last
             traceback.print_exc()

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import make_model, make_tokenizer
+from conftest import TOY_NEG, TOY_POS, make_model, make_tokenizer
 from cli_help import option_flags
 from softprompt.cli import main
 from softprompt.config import TrainConfig
@@ -56,7 +56,8 @@ def _err(capsys, argv) -> str:
 
 
 def test_bad_inputs_get_clear_errors(tiny_model_dirs, toy_data, tmp_path, capsys):
-    model = ["--model", str(tiny_model_dirs["causal"]), "--no-progress", "--out", str(tmp_path / "o")]
+    # your own files in rotten_tomatoes' format (its template and label words)
+    model = ["--task", "rotten_tomatoes", "--model", str(tiny_model_dirs["causal"]), "--no-progress", "--out", str(tmp_path / "o")]
     assert "not found" in _err(capsys, ["train", "--train-file", str(tmp_path / "missing.jsonl"), *model])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "good", "label": "positive"}\n{"text": "oops", "label": \n')
@@ -166,3 +167,37 @@ def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, t
                  "--max-steps", "1", "--eval-every", "1", "--test-split", "", "--out", str(tmp_path / "quiet"),
                  "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_your_own_files_without_task_are_named_after_them_everywhere(tiny_model_dirs, tmp_path, capsys):
+    """Not 'rotten_tomatoes' (the default task): the saved metadata, results, eval's output and the
+    server's task list name the user's data."""
+    from softprompt.api import PromptedModel
+    from softprompt.serving.engine import MultiPromptModel
+
+    rows = [{"sentence": t, "mood": "good" if i < 8 else "bad"} for i, t in enumerate(TOY_POS + TOY_NEG)]
+    data = tmp_path / "reviews"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        (data / f"reviews_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    own = ["--template", "{text} it was", "--label-words", "good=good;bad=bad", "--field-map", "text=sentence,label=mood"]
+    out = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dirs["causal"]), "--train-file", str(data / "reviews_train.jsonl"),
+                 "--validation-file", str(data / "reviews_dev.jsonl"), "--test-file", str(data / "reviews_test.jsonl"),
+                 *own, "--prompt-length", "2", "--max-steps", "2", "--eval-every", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert json.loads((out / "results.json").read_text())["task"] == "reviews"
+    saved = json.loads((out / "best" / "softprompt.json").read_text())
+    assert saved["task"]["name"] == saved["task_name"] == "reviews"
+    capsys.readouterr()
+    assert main(["eval", "--prompt", str(out / "best"), "--file", str(data / "reviews_test.jsonl"), "--field-map",
+                 "text=sentence,label=mood", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == "reviews"
+    assert main(["eval", "--model", str(tiny_model_dirs["causal"]), "--file", str(data / "reviews_test.jsonl"), *own,
+                 "--no-progress"]) == 0  # zero-shot on your own file
+    assert json.loads(capsys.readouterr().out)["task"] == "reviews"
+    (tmp_path / "served").mkdir()
+    (out / "best").rename(tmp_path / "served" / "mine")
+    engine = MultiPromptModel.from_dir(PromptedModel.from_saved(tmp_path / "served" / "mine").backbone, tmp_path / "served")
+    assert [(t["name"], t["task"]) for t in engine.tasks()] == [("mine", "reviews")]
+

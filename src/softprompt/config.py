@@ -101,7 +101,7 @@ class MetricOptions:
 class DataConfig(TaskFormat, MetricOptions):
     """Where examples come from: a built-in task or your own files."""
 
-    task: str = opt("rotten_tomatoes", "built-in task name (see `softprompt tasks`), or a name for your own files")
+    task: str | None = opt(None, "built-in task name (see `softprompt tasks`), or a name for your own files (default: rotten_tomatoes; with your own --train-file, named after it: reviews for reviews_train.jsonl or reviews/train.jsonl)")
     data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl (default: $SOFTPROMPT_DATA_DIR, the bundled copy, then the HF hub)")
     train_file: str | None = opt(None, "your own training file (.jsonl, .csv or .tsv)")
     validation_file: str | None = opt(None, "your own dev file (.jsonl, .csv or .tsv)")
@@ -188,6 +188,8 @@ class TrainConfig(RunOptions, DataConfig):
     def __post_init__(self):
         super().__post_init__()
         at_least_one(self, "shots", "dev_from_train")
+        if self.task is None and not self.train_file:
+            self.task = "rotten_tomatoes"  # your own training file left unnamed names the task (tasks.from_config)
 
 
 @dataclass

@@ -201,3 +201,26 @@ def test_your_own_files_without_task_are_named_after_them_everywhere(tiny_model_
     engine = MultiPromptModel.from_dir(PromptedModel.from_saved(tmp_path / "served" / "mine").backbone, tmp_path / "served")
     assert [(t["name"], t["task"]) for t in engine.tasks()] == [("mine", "reviews")]
 
+
+def test_inputs_with_wrong_fields_are_refused_before_any_model_work(trained, tiny_model_dirs, tmp_path, monkeypatch,
+                                                                     capsys):
+    """A JSON input or a JSONL row without the template's fields fails at once, naming the missing
+    field and those present, not after the model loads and KPT refines its words."""
+    import softprompt.api
+    import softprompt.modeling
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(softprompt.modeling, "load_model", no_model)
+    monkeypatch.setattr(softprompt.api, "load_model", no_model)
+    kpt = ["--verbalizer", "knowledgeable", "--refine", "frequency"]
+    err = _err(capsys, ["predict", "--prompt", str(trained / "best"), *kpt, '{"review": "great fun"}'])
+    assert "task 'rotten_tomatoes'" in err and "template slot {text} has no matching field; the examples have 'review'" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"review": "great fun", "label": "positive"}) + "\n")
+    for source in (["--prompt", str(trained / "best"), *kpt],
+                   ["--model", str(tiny_model_dirs["causal"]), "--template", "{text} it was", "--label-words",
+                    "positive=good;negative=bad"]):
+        err = _err(capsys, ["eval", *source, "--file", str(bad), "--no-progress"])
+        assert f"{bad}: task" in err and "{text} has no matching field; the examples have 'review', 'label'" in err

@@ -53,14 +53,14 @@ class ScoringSettings:
 def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
                 field_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Turn texts (for one-field templates) or dicts into ``task``'s example rows; ``field_map``
-    (``{ours: theirs}``) renames the keys of dict and JSON-object inputs to the template's fields.
-    Needs no model, so a command checks its inputs with it before loading one. Raises
+    (``{ours: theirs}``) renames the keys of dict and JSON-object inputs to the template's fields
+    (a label column it maps may be absent: inputs need none). Needs no model, so a command checks its inputs with it before loading one. Raises
     :class:`DataError` naming the input, the fields the task reads and those it has."""
     fields = task.template.fields
     rows = []
     for i, item in enumerate(inputs):
         if isinstance(item, Mapping):
-            rows.append(apply_field_map(dict(item), field_map, f"input {i}") if field_map else dict(item))
+            rows.append(apply_field_map(dict(item), field_map, f"input {i}", optional=("label",)))
         elif isinstance(item, str):
             text = item
             if text.lstrip().startswith("{"):
@@ -69,7 +69,7 @@ def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
                 except json.JSONDecodeError:
                     obj = None
                 if isinstance(obj, dict):
-                    rows.append(apply_field_map(obj, field_map, f"input {i}") if field_map else obj)
+                    rows.append(apply_field_map(obj, field_map, f"input {i}", optional=("label",)))
                     continue
             if len(fields) != 1:
                 raise DataError(

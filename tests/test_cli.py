@@ -156,7 +156,8 @@ def test_verbose_prints_an_errors_traceback_and_keeps_the_short_message_last(cap
     assert "softprompt.errors.ConfigError: --k must be at least 1, got 0" in err and "in at_least_one" in err
 
 
-def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, toy_data, tmp_path, capsys):
+def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, toy_data, tmp_path, loading_bars_shown,
+                                                     capsys):
     argv = ["eval", "--prompt", str(trained / "best"), "--data-dir", str(toy_data), "--limit", "2"]
     capsys.readouterr()
     assert main([*argv, "--no-progress"]) == 0

@@ -83,7 +83,7 @@ def test_real_smollm2_shared_prefix_equals_concatenation():
     assert float((g_fast - prompt.grad).norm() / prompt.grad.norm()) < 1e-4
 
 
-def test_progress_bars_off_hides_the_loading_bars_and_shows_them_again_after(tiny_model_dirs, capsys):
+def test_progress_bars_off_hides_the_loading_bars_and_shows_them_again_after(tiny_model_dirs, loading_bars_shown, capsys):
     from transformers import modeling_gguf_pytorch_utils as gguf_loading
 
     capsys.readouterr()

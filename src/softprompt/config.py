@@ -6,8 +6,9 @@ Every ``softprompt`` command's options are the fields of one dataclass here: ``t
 that several commands share are written once, in a small dataclass that those commands' configs
 inherit: :class:`ModelOptions` (the frozen model and its device), :class:`TaskFormat` (a template,
 label words and a field map in place of the task's), :class:`MetricOptions` (what ``train`` and
-``eval`` report), :class:`DataConfig` (where examples come from), :class:`RunOptions` (what ``train`` and ``pretrain-prompt`` share: the model, the prompt,
-the optimiser, the loop, the output folder) and :class:`ScoringOptions` (what ``eval`` and
+``eval`` report), :class:`DataConfig` (where examples come from), :class:`RunOptions` (what
+``train`` and ``pretrain-prompt`` share: the model, the prompt, the optimiser, the loop, the
+output folder) and :class:`ScoringOptions` (what ``eval`` and
 ``predict`` share: the saved prompt and how it scores). A command that needs another default or
 help text for a shared field redeclares that field alone.
 

@@ -146,6 +146,19 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
+def loading_bars_shown():
+    """transformers' progress bars switched on for the test, and back as they were after (the
+    experiment runner switches them off for the rest of its process)."""
+    from transformers.utils import logging as hf_logging
+
+    was_shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    yield
+    if not was_shown:
+        hf_logging.disable_progress_bar()
+
+
+@pytest.fixture
 def toy_data(tmp_path) -> Path:
     """A data dir holding ``rotten_tomatoes/{train,validation,test}.jsonl`` of toy rows."""
     return write_toy_data(tmp_path / "data", "rotten_tomatoes")

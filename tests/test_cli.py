@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest import make_model, make_tokenizer
+from conftest import TOY_NEG, TOY_POS, make_model, make_tokenizer
 from cli_help import option_flags
 from softprompt.cli import main
 from softprompt.config import TrainConfig
@@ -56,7 +56,8 @@ def _err(capsys, argv) -> str:
 
 
 def test_bad_inputs_get_clear_errors(tiny_model_dirs, toy_data, tmp_path, capsys):
-    model = ["--model", str(tiny_model_dirs["causal"]), "--no-progress", "--out", str(tmp_path / "o")]
+    # your own files in rotten_tomatoes' format (its template and label words)
+    model = ["--task", "rotten_tomatoes", "--model", str(tiny_model_dirs["causal"]), "--no-progress", "--out", str(tmp_path / "o")]
     assert "not found" in _err(capsys, ["train", "--train-file", str(tmp_path / "missing.jsonl"), *model])
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "good", "label": "positive"}\n{"text": "oops", "label": \n')
@@ -144,3 +145,83 @@ def test_entry_in_a_process_group_closes_it_and_skips_teardown(monkeypatch, caps
     with pytest.raises(Exited):
         cli.entry()
     assert calls == ["destroyed", 1] and "RuntimeError: boom" in capsys.readouterr().err  # the traceback is kept
+
+
+def test_verbose_prints_an_errors_traceback_and_keeps_the_short_message_last(capsys):
+    argv = ["inspect", "nosuch", "--k", "0"]
+    short = "softprompt: error: --k must be at least 1, got 0\n"
+    assert _err(capsys, argv) == short  # without -v: the message alone
+    err = _err(capsys, ["-v", *argv])
+    assert err.startswith("Traceback (most recent call last):") and err.endswith(short)
+    assert "softprompt.errors.ConfigError: --k must be at least 1, got 0" in err and "in at_least_one" in err
+
+
+def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, toy_data, tmp_path, loading_bars_shown,
+                                                     capsys):
+    argv = ["eval", "--prompt", str(trained / "best"), "--data-dir", str(toy_data), "--limit", "2"]
+    capsys.readouterr()
+    assert main([*argv, "--no-progress"]) == 0
+    assert "Loading weights" not in capsys.readouterr().err
+    assert main(argv) == 0
+    assert "Loading weights" in capsys.readouterr().err
+    assert main(["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--prompt-length", "2",
+                 "--max-steps", "1", "--eval-every", "1", "--test-split", "", "--out", str(tmp_path / "quiet"),
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_your_own_files_without_task_are_named_after_them_everywhere(tiny_model_dirs, tmp_path, capsys):
+    """Not 'rotten_tomatoes' (the default task): the saved metadata, results, eval's output and the
+    server's task list name the user's data."""
+    from softprompt.api import PromptedModel
+    from softprompt.serving.engine import MultiPromptModel
+
+    rows = [{"sentence": t, "mood": "good" if i < 8 else "bad"} for i, t in enumerate(TOY_POS + TOY_NEG)]
+    data = tmp_path / "reviews"
+    data.mkdir()
+    for split in ("train", "dev", "test"):
+        (data / f"reviews_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    own = ["--template", "{text} it was", "--label-words", "good=good;bad=bad", "--field-map", "text=sentence,label=mood"]
+    out = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dirs["causal"]), "--train-file", str(data / "reviews_train.jsonl"),
+                 "--validation-file", str(data / "reviews_dev.jsonl"), "--test-file", str(data / "reviews_test.jsonl"),
+                 *own, "--prompt-length", "2", "--max-steps", "2", "--eval-every", "2", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert json.loads((out / "results.json").read_text())["task"] == "reviews"
+    saved = json.loads((out / "best" / "softprompt.json").read_text())
+    assert saved["task"]["name"] == saved["task_name"] == "reviews"
+    capsys.readouterr()
+    assert main(["eval", "--prompt", str(out / "best"), "--file", str(data / "reviews_test.jsonl"), "--field-map",
+                 "text=sentence,label=mood", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["task"] == "reviews"
+    assert main(["eval", "--model", str(tiny_model_dirs["causal"]), "--file", str(data / "reviews_test.jsonl"), *own,
+                 "--no-progress"]) == 0  # zero-shot on your own file
+    assert json.loads(capsys.readouterr().out)["task"] == "reviews"
+    (tmp_path / "served").mkdir()
+    (out / "best").rename(tmp_path / "served" / "mine")
+    engine = MultiPromptModel.from_dir(PromptedModel.from_saved(tmp_path / "served" / "mine").backbone, tmp_path / "served")
+    assert [(t["name"], t["task"]) for t in engine.tasks()] == [("mine", "reviews")]
+
+
+def test_inputs_with_wrong_fields_are_refused_before_any_model_work(trained, tiny_model_dirs, tmp_path, monkeypatch,
+                                                                     capsys):
+    """A JSON input or a JSONL row without the template's fields fails at once, naming the missing
+    field and those present, not after the model loads and KPT refines its words."""
+    import softprompt.api
+    import softprompt.modeling
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(softprompt.modeling, "load_model", no_model)
+    monkeypatch.setattr(softprompt.api, "load_model", no_model)
+    kpt = ["--verbalizer", "knowledgeable", "--refine", "frequency"]
+    err = _err(capsys, ["predict", "--prompt", str(trained / "best"), *kpt, '{"review": "great fun"}'])
+    assert "task 'rotten_tomatoes'" in err and "template slot {text} has no matching field; the examples have 'review'" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"review": "great fun", "label": "positive"}) + "\n")
+    for source in (["--prompt", str(trained / "best"), *kpt],
+                   ["--model", str(tiny_model_dirs["causal"]), "--template", "{text} it was", "--label-words",
+                    "positive=good;negative=bad"]):
+        err = _err(capsys, ["eval", *source, "--file", str(bad), "--no-progress"])
+        assert f"{bad}: task" in err and "{text} has no matching field; the examples have 'review', 'label'" in err

@@ -10,8 +10,9 @@ from cli_help import option_flags, usage
 from softprompt import config
 from softprompt.arguments import config_from_args
 from softprompt.cli import COMMANDS, build_parser, main
-from softprompt.config import (COMMAND_CONFIGS, DataConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig,
-                               InspectConfig, ModelOptions, RunOptions, ScoringOptions, TaskFormat)
+from softprompt.config import (COMMAND_CONFIGS, KNOWLEDGEABLE, DataConfig, ExperimentConfig, ExportPeftConfig,
+                               ImportPeftConfig, InspectConfig, MetricOptions, ModelOptions, RunOptions, ScoringOptions,
+                               TaskFormat, options_in)
 from softprompt.errors import ConfigError
 
 
@@ -79,6 +80,7 @@ def test_shared_options_are_written_once():
 
     same(TaskFormat, "train", "eval", "predict")
     same(DataConfig, "train")
+    same(MetricOptions, "train", "eval")
     same(ScoringOptions, "eval", "predict")
     same(ModelOptions, "eval", "predict", "inspect")
     same(RunOptions, "train", "pretrain-prompt", but={"init", "patience", "length_normalize", "seed", "out"})
@@ -107,3 +109,28 @@ def test_ppt_option_bounds_match_the_formats():
     from softprompt.ppt.formats import FORMATS, LETTERS, PPT_FORMATS
 
     assert set(PPT_FORMATS) == set(FORMATS) == set(config.PRETRAIN_FORMATS) and config.MAX_OPTIONS == len(LETTERS)
+
+
+@pytest.mark.parametrize("command, absent", [("eval", {"--learn-word-weights"}),
+                                             ("predict", {"--learn-word-weights", "--metrics"})])
+def test_a_command_offers_no_option_it_would_ignore(command, absent, capsys):
+    """eval and predict train no word weights, and predict computes no metric: such an option is
+    not in their help, and given anyway it is a usage error, not silently dropped."""
+    assert not absent & option_flags(command)
+    assert {"--learn-word-weights", "--metrics"} <= option_flags("train") and "--metrics" in option_flags("eval")
+    for flag in absent:
+        with pytest.raises(SystemExit) as exc:
+            main([command, flag, *(["accuracy"] if flag == "--metrics" else []), "great"])
+        assert exc.value.code == 2 and f"unrecognized arguments: {flag}" in capsys.readouterr().err
+
+
+def test_the_knowledgeable_options_are_one_group_marked_on_their_fields():
+    """The options only --verbalizer knowledgeable reads are the fields marked so (not a second list),
+    and they are exactly those whose help says they are read by it."""
+    kpt = ("refine", "calibrate", "frequency_cutoff", "relevance_threshold", "support_size", "duplicates",
+           "support_file", "expand")
+    assert options_in(config.EvalConfig, KNOWLEDGEABLE) == options_in(config.PredictConfig, KNOWLEDGEABLE) == kpt
+    assert set(options_in(config.TrainConfig, KNOWLEDGEABLE)) == {*kpt, "learn_word_weights"}
+    for cls in (config.TrainConfig, config.EvalConfig):
+        by_help = {f.name for f in dataclasses.fields(cls) if f.metadata["help"].startswith("knowledgeable")}
+        assert by_help == set(options_in(cls, KNOWLEDGEABLE))

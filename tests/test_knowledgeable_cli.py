@@ -45,8 +45,10 @@ def test_zero_shot_eval_refines_on_the_training_split_or_says_how_to_skip(tiny_m
               "--label-words-file", str(words)]
     assert main([*common, "--task", "rotten_tomatoes", "--data-dir", str(toy_data), "--support-size", "4"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["n"] == 16
+    reviews = tmp_path / "reviews.jsonl"  # your own file (one in a folder named after a built-in task needs --task NAME)
+    reviews.write_bytes((toy_data / "rotten_tomatoes" / "test.jsonl").read_bytes())
     test_only = ["--template", "Review: {text}\nSentiment:", "--label-words", "negative=bad;positive=good",
-                 "--file", str(toy_data / "rotten_tomatoes" / "test.jsonl")]
+                 "--file", str(reviews)]
     assert main([*common, *test_only]) == 2
     assert "--refine none --no-calibrate" in capsys.readouterr().err
     assert main([*common, *test_only, "--refine", "none", "--no-calibrate"]) == 0

@@ -81,3 +81,17 @@ def test_real_smollm2_shared_prefix_equals_concatenation():
     slow.backward()
     assert abs(fast.item() - slow.item()) / abs(slow.item()) < 1e-4
     assert float((g_fast - prompt.grad).norm() / prompt.grad.norm()) < 1e-4
+
+
+def test_progress_bars_off_hides_the_loading_bars_and_shows_them_again_after(tiny_model_dirs, loading_bars_shown, capsys):
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+
+    capsys.readouterr()
+    with modeling.progress_bars(False):
+        modeling.load_model(str(tiny_model_dirs["causal"]))  # transformers' "Loading weights"
+        list(gguf_loading.tqdm(range(3), desc="de-quantising"))  # the bar of a named model's first conversion
+    assert "Loading weights" not in (hidden := capsys.readouterr().err) and "de-quantising" not in hidden
+    modeling.load_model(str(tiny_model_dirs["causal"]))
+    list(gguf_loading.tqdm(range(3), desc="de-quantising"))
+    shown = capsys.readouterr().err
+    assert "Loading weights" in shown and "de-quantising" in shown

@@ -139,3 +139,22 @@ def test_mixed_precision_runs_the_model_in_bf16_and_keeps_float32_state(method, 
         assert not moved and SoftPrompt.load(tmp_path / "run/best").weight.dtype == torch.float32
     else:
         assert moved  # lr 1e-3 updates survive: the master weights are float32
+
+
+def test_train_lets_every_verbalizer_check_the_training_rows(tiny_model_dirs, toy_data, tmp_path, monkeypatch):
+    """train hands the training rows to the verbalizer's check_rows whatever its kind (a no-op for
+    a fixed label set, PTR's rule coverage for rules), before the model loads."""
+    from softprompt.tasks.verbalizer import Verbalizer
+
+    class ModelLoading(Exception):
+        pass
+
+    def load_model(*args, **kwargs):
+        raise ModelLoading
+
+    seen = []
+    monkeypatch.setattr(Verbalizer, "check_rows", lambda self, rows, where="the data": seen.append((type(self), len(rows), where)))
+    monkeypatch.setattr(training, "load_model", load_model)
+    with pytest.raises(ModelLoading):
+        training.train(_cfg(tiny_model_dirs, toy_data, tmp_path))
+    assert seen == [(Verbalizer, 16, "the training rows")]

@@ -50,6 +50,39 @@ class ScoringSettings:
         return ScoringSettings(**{**self.__dict__, **{k: v for k, v in given.items() if v is not None}})
 
 
+def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
+                field_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Turn texts (for one-field templates) or dicts into ``task``'s example rows; ``field_map``
+    (``{ours: theirs}``) renames the keys of dict and JSON-object inputs to the template's fields
+    (a label column it maps may be absent: inputs need none). Needs no model, so a command checks its inputs with it before loading one. Raises
+    :class:`DataError` naming the input, the fields the task reads and those it has."""
+    fields = task.template.fields
+    rows = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, Mapping):
+            rows.append(apply_field_map(dict(item), field_map, f"input {i}", optional=("label",)))
+        elif isinstance(item, str):
+            text = item
+            if text.lstrip().startswith("{"):
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError:
+                    obj = None
+                if isinstance(obj, dict):
+                    rows.append(apply_field_map(obj, field_map, f"input {i}", optional=("label",)))
+                    continue
+            if len(fields) != 1:
+                raise DataError(
+                    f"input {i}: task {task.name!r} reads fields {list(fields)}; pass a JSON object with them, "
+                    f"e.g. {json.dumps({f: '...' for f in fields})}"
+                )
+            rows.append({fields[0]: text})
+        else:
+            raise DataError(f"input {i}: expected a text or a mapping, got {type(item).__name__}")
+    task.validate(rows, where="input", labelled=False)
+    return rows
+
+
 class PromptedModel:
     """A frozen backbone, a prompt (or None) and the task it answers.
 
@@ -118,33 +151,8 @@ class PromptedModel:
 
     def as_examples(self, inputs: Sequence[str | Mapping[str, Any]],
                     field_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        """Turn texts (for one-field templates) or dicts into example rows; ``field_map``
-        (``{ours: theirs}``) renames the keys of dict and JSON-object inputs to the template's fields."""
-        fields = self.task.template.fields
-        rows = []
-        for i, item in enumerate(inputs):
-            if isinstance(item, Mapping):
-                rows.append(apply_field_map(dict(item), field_map, f"input {i}") if field_map else dict(item))
-            elif isinstance(item, str):
-                text = item
-                if text.lstrip().startswith("{"):
-                    try:
-                        obj = json.loads(text)
-                    except json.JSONDecodeError:
-                        obj = None
-                    if isinstance(obj, dict):
-                        rows.append(apply_field_map(obj, field_map, f"input {i}") if field_map else obj)
-                        continue
-                if len(fields) != 1:
-                    raise DataError(
-                        f"input {i}: task {self.task.name!r} reads fields {list(fields)}; pass a JSON object with them, "
-                        f"e.g. {json.dumps({f: '...' for f in fields})}"
-                    )
-                rows.append({fields[0]: text})
-            else:
-                raise DataError(f"input {i}: expected a text or a mapping, got {type(item).__name__}")
-        self.task.validate(rows, where="input", labelled=False)
-        return rows
+        """:func:`as_examples` for this model's task."""
+        return as_examples(self.task, inputs, field_map)
 
     def classify(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
                  length_normalize: bool | None = None, field_map: Mapping[str, str] | None = None,

@@ -16,10 +16,11 @@ import traceback
 from typing import Any, Callable, NamedTuple
 
 from .arguments import add_options, config_from_args
-from .config import (COMMAND_CONFIGS, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig, InspectConfig,
-                     LabelWordsConfig, PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig,
-                     field_default)
+from .config import (COMMAND_CONFIGS, KNOWLEDGEABLE, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig,
+                     InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig,
+                     field_default, options_in)
 from .errors import SoftPromptError
+from .modeling import progress_bars
 
 __all__ = ["COMMANDS", "Command", "build_parser", "config_from_args", "entry", "main"]
 
@@ -39,9 +40,34 @@ def cmd_train(cfg: TrainConfig) -> int:
     return 0
 
 
-def _prompted_model(cfg: EvalConfig | PredictConfig):
-    """The saved prompt of ``cfg.prompt`` (its training settings as defaults), or a zero-shot model
-    for ``--task`` / ``--template`` and ``--label-words``; either with those options applied."""
+def _reformats(cfg: EvalConfig | PredictConfig) -> bool:
+    """Whether ``cfg`` lays another task's format, or your own, over a saved output's task."""
+    return bool(cfg.task or cfg.template or cfg.label_words or cfg.label_words_file)
+
+
+def _scored_task(cfg: EvalConfig | PredictConfig):
+    """The task ``eval`` / ``predict`` scores with, built without a model: the saved output's (read
+    from its files) or the zero-shot one, with ``cfg``'s format options laid over it. The commands
+    check their inputs against it before any model work (a wrong field is refused in a second, not
+    after the model loads and KPT's refinement)."""
+    from .tasks.from_config import task_from_config
+
+    if cfg.prompt:
+        from .artifacts import load_artifact
+        from .methods.loading import saved_task
+
+        task = saved_task(load_artifact(cfg.prompt))
+        return task_from_config(cfg, base=task) if _reformats(cfg) else task
+    if not (cfg.task or (cfg.template and cfg.label_words)):
+        raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
+                              "--task NAME, or --template and --label-words (and --model)")
+    return task_from_config(cfg)
+
+
+def _prompted_model(cfg: EvalConfig | PredictConfig, task):
+    """The saved output of ``cfg.prompt`` (its training settings as defaults; its task restored with
+    it, then ``cfg``'s format options laid over it as :func:`_scored_task` did), or a zero-shot model
+    scoring ``task`` (:func:`_scored_task`)."""
     from .api import PromptedModel, ScoringSettings
     from .modeling import DEFAULT_MODEL, load_model
     from .tasks.from_config import task_from_config
@@ -50,20 +76,12 @@ def _prompted_model(cfg: EvalConfig | PredictConfig):
              "word_scoring": cfg.word_scoring}
     if cfg.prompt:
         pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, **given)
-        if cfg.task or cfg.template or cfg.label_words or cfg.label_words_file:  # another task's format, or your own
+        if _reformats(cfg):  # another task's format, or your own, over the restored task
             pm.task = task_from_config(cfg, base=pm.task)
         return _with_knowledgeable(cfg, pm)
-    if not (cfg.task or (cfg.template and cfg.label_words)):
-        raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
-                              "--task NAME, or --template and --label-words (and --model)")
-    task = task_from_config(cfg)
     settings = ScoringSettings().override(**given)
     backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device, max_length=settings.max_length)
     return _with_knowledgeable(cfg, PromptedModel(backbone, None, task, settings=settings))
-
-
-_KNOWLEDGEABLE_ONLY = ("refine", "calibrate", "frequency_cutoff", "relevance_threshold", "support_size", "support_file",
-                       "duplicates", "learn_word_weights", "expand")
 
 
 def _with_knowledgeable(cfg: EvalConfig | PredictConfig, pm):
@@ -73,7 +91,7 @@ def _with_knowledgeable(cfg: EvalConfig | PredictConfig, pm):
     warning, not silently dropped."""
     if cfg.verbalizer != "knowledgeable":
         defaults = {f.name: field_default(f) for f in dataclasses.fields(cfg)}
-        ignored = [name for name in _KNOWLEDGEABLE_ONLY if getattr(cfg, name) != defaults[name]]
+        ignored = [name for name in options_in(type(cfg), KNOWLEDGEABLE) if getattr(cfg, name) != defaults[name]]
         if ignored:
             flags = ", ".join("--" + name.replace("_", "-") for name in ignored)
             kept = "the saved run keeps its own verbalizer" if cfg.prompt else "the verbalizer is not knowledgeable"
@@ -93,12 +111,13 @@ def cmd_eval(cfg: EvalConfig) -> int:
     from .tasks.data import read_examples
     from .tasks.from_config import load_rows, parse_field_map
 
-    pm = _prompted_model(cfg)
-    if cfg.file:
+    task = _scored_task(cfg)
+    if cfg.file:  # the rows are read and checked before any model work
         rows = read_examples(cfg.file, field_map=parse_field_map(cfg.field_map), limit=cfg.limit)
-        pm.task.validate(rows, where=cfg.file)
+        task.validate(rows, where=cfg.file)
     else:
-        rows = load_rows(pm.task, cfg, cfg.split, cfg.limit)
+        rows = load_rows(task, cfg, cfg.split, cfg.limit)
+    pm = _prompted_model(cfg, task)
     from .training import mixed_precision
 
     with mixed_precision(cfg, pm.backbone.device):
@@ -111,6 +130,7 @@ def cmd_eval(cfg: EvalConfig) -> int:
 
 
 def cmd_predict(cfg: PredictConfig) -> int:
+    from .api import as_examples
     from .tasks.data import read_lines
     from .tasks.from_config import parse_field_map
 
@@ -119,8 +139,10 @@ def cmd_predict(cfg: PredictConfig) -> int:
         texts = read_lines(sys.stdin)
     if not texts:
         raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
-    pm = _prompted_model(cfg)
-    for text, pred in zip(texts, pm.classify(texts, cfg.batch_size, field_map=parse_field_map(cfg.field_map))):
+    task = _scored_task(cfg)
+    rows = as_examples(task, texts, parse_field_map(cfg.field_map))  # checked before any model work
+    pm = _prompted_model(cfg, task)
+    for text, pred in zip(texts, pm.classify(rows, cfg.batch_size)):
         # PTR's rules: the words the predicted relation's rule put in each answer slot (why it won)
         slots = pm.task.verbalizer.rule_words(pred.label) if hasattr(pm.task.verbalizer, "rule_words") and pred.label else None
         if cfg.json:
@@ -290,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``softprompt`` parser: one subcommand per entry of :data:`COMMANDS`, its options
     generated from its config (:func:`softprompt.arguments.add_options`)."""
     parser = argparse.ArgumentParser(prog="softprompt", description="Prompt tuning on frozen language models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and print an error's traceback")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
@@ -305,8 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         cmd = COMMANDS[args.command]
-        return cmd.handler(config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml))
+        config = config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml)
+        with progress_bars(getattr(config, "progress", True)):  # --no-progress hides the model-loading bars too
+            return cmd.handler(config)
     except SoftPromptError as exc:
+        if args.verbose:  # where it was raised, for a bug report; the short message stays last
+            traceback.print_exc()
         print(f"softprompt: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,9 +5,10 @@ Every ``softprompt`` command's options are the fields of one dataclass here: ``t
 ``experiment``, ``export-peft``, ``import-peft`` and ``tasks`` (:data:`COMMAND_CONFIGS`). Options
 that several commands share are written once, in a small dataclass that those commands' configs
 inherit: :class:`ModelOptions` (the frozen model and its device), :class:`TaskFormat` (a template,
-label words and a field map in place of the task's), :class:`DataConfig` (where examples come
-from), :class:`RunOptions` (what ``train`` and ``pretrain-prompt`` share: the model, the prompt,
-the optimiser, the loop, the output folder) and :class:`ScoringOptions` (what ``eval`` and
+label words and a field map in place of the task's), :class:`MetricOptions` (what ``train`` and
+``eval`` report), :class:`DataConfig` (where examples come from), :class:`RunOptions` (what
+``train`` and ``pretrain-prompt`` share: the model, the prompt, the optimiser, the loop, the
+output folder) and :class:`ScoringOptions` (what ``eval`` and
 ``predict`` share: the saved prompt and how it scores). A command that needs another default or
 help text for a shared field redeclares that field alone.
 
@@ -29,16 +30,28 @@ from .value_types import KINDS, describe, fits
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, positional: bool = False, *,
-        required: bool = False, metavar: str | None = None, **kw) -> Any:
+        required: bool = False, metavar: str | None = None, group: str | None = None, **kw) -> Any:
     """A config field with its help text (and optional choices) kept beside its default.
 
     ``positional``: a command-line argument without a ``--flag`` (a list field takes any number);
     ``required``: an option the command line must give (the dataclass still takes ``default``, for
-    its own check); ``metavar``: the name shown for the value in ``--help``."""
-    meta = {"help": help, "choices": choices, "positional": positional, "required": required, "metavar": metavar}
+    its own check); ``metavar``: the name shown for the value in ``--help``; ``group``: the options
+    that are read together, e.g. :data:`KNOWLEDGEABLE` (listed by :func:`options_in`)."""
+    meta = {"help": help, "choices": choices, "positional": positional, "required": required, "metavar": metavar,
+            "group": group}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
+
+
+KNOWLEDGEABLE = "knowledgeable"
+"""The group of options (:func:`opt`'s ``group``) that only ``--verbalizer knowledgeable`` reads:
+KPT's refinement, calibration and expansion (docs/kpt.md)."""
+
+
+def options_in(cls, group: str) -> tuple[str, ...]:
+    """The names of the fields of the dataclass ``cls`` that :func:`opt` put in ``group``, in field order."""
+    return tuple(f.name for f in fields(cls) if f.metadata.get("group") == group)
 
 
 def field_default(f: dataclasses.Field) -> Any:
@@ -62,27 +75,34 @@ class TaskFormat:
     template: str | None = opt(None, "template with {field} slots instead of the task's, {mask} or {mask:name} answer slots and {soft*N} learnt virtual tokens (docs/templates.md); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
     label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, 'answer-vectors:LABEL,LABEL' trains one vector per label, and 'rules:FILE' (or rules:semeval) scores PTR's rules, one word per answer slot (docs/relations.md)")
     field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'")
-    # KPT's knowledgeable verbalizer (Hu et al., 2022; docs/kpt.md): read only with --verbalizer knowledgeable
+    # KPT's knowledgeable verbalizer (Hu et al., 2022; docs/kpt.md): the options in group KNOWLEDGEABLE are read
+    # only with --verbalizer knowledgeable (train also has --learn-word-weights)
     label_words_file: str | None = opt(None, "label words from a file instead of --label-words: .txt (KPT's format: line i = the i-th label's words, comma-separated, class name first), .csv (label,word,word,...) or .json ({label: [words]})")
     verbalizer: str = opt("auto", "auto: the kind --label-words' prefix names (a --label-words-file makes plain multi-word labels); knowledgeable: KPT's verbalizer, its words (the file's, --label-words', or the model's embedding neighbours of each class name) refined and calibrated on unlabelled training inputs", ("auto", "knowledgeable"))
-    refine: str = opt("frequency,relevance", "knowledgeable: KPT's refinements to apply, a comma list of frequency, relevance (or none)")
-    calibrate: bool = opt(True, "knowledgeable: divide each word's probability by its contextual prior (KPT's contextualized calibration)")
-    frequency_cutoff: float = opt(0.5, "knowledgeable: fraction of all words dropped by frequency refinement, lowest contextual prior first (KPT: 0.5; 0 for IMDB)")
-    relevance_threshold: float = opt(1.0, "knowledgeable: relevance refinement keeps words whose tf-idf-like relevance to their class name is at least this")
-    support_size: int = opt(200, "knowledgeable: unlabelled training inputs (sampled per seed from the whole training split) that estimate the contextual prior")
-    duplicates: str = opt("remove", "knowledgeable: a word under several labels is removed from all (kept under the label whose class name it is) or shared by each", ("remove", "share"))
-    support_file: str | None = opt(None, "knowledgeable: unlabelled inputs (.jsonl, .csv or .tsv with the template's fields; labels not needed) that estimate the contextual prior (default: the training split, labels ignored)")
-    learn_word_weights: bool = opt(False, "knowledgeable, train only: train a softmax weight per word (started uniform) with the method")
-    expand: int = opt(50, "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as label words (train writes them to --out/label_words.txt; `softprompt label-words` writes them where you say)")
-    metrics: str | None = opt(None, "metrics instead of the task's, comma-separated, the first picks the best checkpoint, e.g. 'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)")
+    refine: str = opt("frequency,relevance", "knowledgeable: KPT's refinements to apply, a comma list of frequency, relevance (or none)", group=KNOWLEDGEABLE)
+    calibrate: bool = opt(True, "knowledgeable: divide each word's probability by its contextual prior (KPT's contextualized calibration)", group=KNOWLEDGEABLE)
+    frequency_cutoff: float = opt(0.5, "knowledgeable: fraction of all words dropped by frequency refinement, lowest contextual prior first (KPT: 0.5; 0 for IMDB)", group=KNOWLEDGEABLE)
+    relevance_threshold: float = opt(1.0, "knowledgeable: relevance refinement keeps words whose tf-idf-like relevance to their class name is at least this", group=KNOWLEDGEABLE)
+    support_size: int = opt(200, "knowledgeable: unlabelled training inputs (sampled per seed from the whole training split) that estimate the contextual prior", group=KNOWLEDGEABLE)
+    duplicates: str = opt("remove", "knowledgeable: a word under several labels is removed from all (kept under the label whose class name it is) or shared by each", ("remove", "share"), group=KNOWLEDGEABLE)
+    support_file: str | None = opt(None, "knowledgeable: unlabelled inputs (.jsonl, .csv or .tsv with the template's fields; labels not needed) that estimate the contextual prior (default: the training split, labels ignored)", group=KNOWLEDGEABLE)
+    expand: int = opt(50, "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as label words (train writes them to --out/label_words.txt; `softprompt label-words` writes them where you say)", group=KNOWLEDGEABLE)
     entity_markers: str | None = opt(None, "relation tasks: mark the entities e1, e2 in {text}: none, tags (<e1>...</e1>) or typed (<e1:TYPE>...; rows need e1_type, e2_type) (default: the task's)", choices=("none", "tags", "typed"))
 
 
 @dataclass
-class DataConfig(TaskFormat):
+class MetricOptions:
+    """What a labelled evaluation reports (``train`` and ``eval``; ``predict`` labels rows and
+    computes no metric, so it has no such option)."""
+
+    metrics: str | None = opt(None, "metrics instead of the task's, comma-separated, the first picks the best checkpoint, e.g. 'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)")
+
+
+@dataclass
+class DataConfig(TaskFormat, MetricOptions):
     """Where examples come from: a built-in task or your own files."""
 
-    task: str = opt("rotten_tomatoes", "built-in task name (see `softprompt tasks`), or a name for your own files")
+    task: str | None = opt(None, "built-in task name (see `softprompt tasks`), or a name for your own files (default: rotten_tomatoes; with your own --train-file, named after it: reviews for reviews_train.jsonl or reviews/train.jsonl)")
     data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl (default: $SOFTPROMPT_DATA_DIR, the bundled copy, then the HF hub)")
     train_file: str | None = opt(None, "your own training file (.jsonl, .csv or .tsv)")
     validation_file: str | None = opt(None, "your own dev file (.jsonl, .csv or .tsv)")
@@ -159,6 +179,7 @@ class TrainConfig(RunOptions, DataConfig):
     eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training")
     test_limit: int | None = opt(None, "evaluate on the first N test rows at the end")
     loss: str = opt("rank", "rank: cross-entropy over the labels' scores; lm: the label's token likelihood", ("rank", "lm"))
+    learn_word_weights: bool = opt(False, "knowledgeable: train a softmax weight per word (started uniform) with the method", group=KNOWLEDGEABLE)
     scoring: str = opt("rank", "how dev/test are scored: rank classification or greedy generation", ("rank", "generate"))
     test_split: str = opt("test", "split evaluated at the end with the best prompt ('' to skip)")
     zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split (skipped where the template's virtual tokens or the verbalizer's answer vectors are learnt)")
@@ -168,10 +189,12 @@ class TrainConfig(RunOptions, DataConfig):
     def __post_init__(self):
         super().__post_init__()
         at_least_one(self, "shots", "dev_from_train")
+        if self.task is None and not self.train_file:
+            self.task = "rotten_tomatoes"  # your own training file left unnamed names the task (tasks.from_config)
 
 
 @dataclass
-class EvalConfig(ScoringOptions):
+class EvalConfig(ScoringOptions, MetricOptions):
     """Options of ``softprompt eval``. Scoring options left unset (None) take what the prompt
     was trained with (:class:`softprompt.api.ScoringSettings`)."""
 

@@ -22,6 +22,8 @@ against the package's own SHA-256 before it is read.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -187,6 +189,32 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def progress_bars(enabled: bool = True):
+    """Within this block, show (``enabled``) or hide the progress bars that loading a model draws,
+    as a command's ``--no-progress`` asks: those of ``transformers`` ("Loading weights", "Writing
+    model shards", hub downloads; hidden by its ``logging.disable_progress_bar``) and the
+    de-quantising bar of a named model's first conversion (:func:`embedded_model_dir`), which
+    ``transformers`` draws with ``tqdm`` directly and so is handed a ``tqdm`` with ``disable=True``.
+    What was shown before is shown again on exit. softprompt's own bars follow each command's
+    ``progress`` option."""
+    if enabled:
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+    from transformers.utils import logging as hf_logging
+
+    was_shown, gguf_bar = hf_logging.is_progress_bar_enabled(), gguf_loading.tqdm
+    hf_logging.disable_progress_bar()
+    gguf_loading.tqdm = functools.partial(gguf_bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_loading.tqdm = gguf_bar
+        if was_shown:
+            hf_logging.enable_progress_bar()
 
 
 def resolve_model_path(model: str) -> str:

@@ -317,8 +317,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     data = run_data(task, cfg)
     check_files(task, cfg, read=("train", "validation") if data.dev_source == "validation" else ("train",))
     train_rows, dev_rows = data.train, data.dev
-    if hasattr(task.verbalizer, "check_rows"):  # PTR's rules: every relation of the data has one, and no other
-        task.verbalizer.check_rows(train_rows, "the training rows")
+    task.verbalizer.check_rows(train_rows, "the training rows")  # PTR's rules: every relation of the data has one, and no other
     dtype = getattr(torch, cfg.dtype)
     device_map = cfg.device_map
     if device_map and device_map.strip().startswith("{"):

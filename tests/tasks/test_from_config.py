@@ -4,7 +4,7 @@ import pytest
 
 from softprompt.config import TrainConfig
 from softprompt.errors import ConfigError
-from softprompt.tasks.from_config import load_rows, task_from_config
+from softprompt.tasks.from_config import data_name, load_rows, task_from_config
 from softprompt.tasks.verbalizer import ChoiceVerbalizer
 
 
@@ -48,3 +48,31 @@ def test_label_words_choose_the_verbalizer_kind():
         verbalizer_from_spec("pos=good,great;neg=bad,good")
     with pytest.raises(ConfigError, match="answer-vectors:LABEL,LABEL"):
         verbalizer_from_spec("answer-vectors:positive,")
+
+
+@pytest.mark.parametrize("path, name", [("reviews_train.jsonl", "reviews"), ("data/reviews-test.csv", "reviews"),
+                                        ("reviews.dev.tsv", "reviews"), ("data/reviews/train.jsonl", "reviews"),
+                                        ("contest.jsonl", "contest"), ("tweets.jsonl", "tweets")])
+def test_your_own_data_is_named_after_its_file(path, name):
+    assert data_name(path) == name
+
+
+def test_your_own_files_without_task_make_a_task_named_after_them(tmp_path):
+    f = tmp_path / "tweets_train.jsonl"
+    f.write_text(json.dumps({"text": "so much fun", "label": "pos"}) + "\n")
+    assert TrainConfig().task == "rotten_tomatoes" and TrainConfig(train_file=str(f)).task is None
+    # a test (or validation) file alone evaluates the default task's training on your rows: its name stays
+    assert TrainConfig(test_file=str(f)).task == "rotten_tomatoes"
+    task = task_from_config(TrainConfig(train_file=str(f), template="Tweet: {text} Mood:", label_words="pos=happy;neg=sad"))
+    assert task.name == "tweets" and task.splits == {"train": str(f)} and task.verbalizer.labels == ["pos", "neg"]
+    named = task_from_config(TrainConfig(task="mine", train_file=str(f), template="{text}", label_words="pos=a;neg=b"))
+    assert named.name == "mine"
+    assert task_from_config(TrainConfig(task="rotten_tomatoes", train_file=str(f))).name == "rotten_tomatoes"
+    with pytest.raises(ConfigError, match=r"--train-file .*tweets_train.jsonl: your own data needs its format, "
+                                          r"--template and --label-words \(the task is then named 'tweets'.*--task NAME"):
+        task_from_config(TrainConfig(train_file=str(f)))
+    with pytest.raises(ConfigError, match=r"needs its format, --label-words \("):
+        task_from_config(TrainConfig(train_file=str(f), template="{text}"))
+    clash = tmp_path / "ag_news" / "train.jsonl"
+    with pytest.raises(ConfigError, match="named 'ag_news' after the file, the name of a built-in task; .*--task NAME"):
+        task_from_config(TrainConfig(train_file=str(clash), template="{text}", label_words="pos=a;neg=b"))

@@ -233,3 +233,13 @@ def test_answer_vectors_start_at_the_label_names_mean_embedding():
     cond = v.conditioning()
     assert isinstance(cond, conditioning.Conditioning) and cond.answer_vectors is v.answer_vectors
     assert Verbalizer({"a": "x"}).conditioning().kinds == frozenset()
+
+
+@pytest.mark.parametrize("v", [Verbalizer({"positive": "great", "negative": "terrible"}),
+                               ChoiceVerbalizer("options")])
+def test_check_rows_asks_nothing_of_rows_together_by_default(v):
+    """Only PTR's rules check the rows as a whole; a fixed label set leaves each row's label to
+    gold_index, so rows missing a label, or holding only one label, pass."""
+    rows = [{"text": "great fun", "label": "positive"}, {"text": "no label here"}]
+    assert v.check_rows(rows, "the training rows") is None
+    assert v.check_rows([]) is None

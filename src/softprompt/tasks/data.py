@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 from softprompt.atomic import atomic_write_text
 from softprompt.errors import ConfigError, DataError
@@ -151,11 +151,14 @@ def _check_field_map(field_map: Mapping[str, str] | None) -> dict[str, str]:
     return dict(field_map)
 
 
-def apply_field_map(row: dict[str, Any], field_map: Mapping[str, str], where: str) -> dict[str, Any]:
+def apply_field_map(row: dict[str, Any], field_map: Mapping[str, str], where: str,
+                    optional: Collection[str] = ()) -> dict[str, Any]:
     """``row`` with the columns ``field_map`` names renamed to our field names (``{ours: theirs}``);
-    :class:`DataError` naming ``where`` if a mapped column is missing."""
+    :class:`DataError` naming ``where`` if a mapped column is missing, unless its field is one of
+    ``optional`` (e.g. ``"label"`` for inputs to predict), which is then left out."""
     if not field_map:
         return row
+    field_map = {ours: theirs for ours, theirs in field_map.items() if ours not in optional or theirs in row}
     missing = [theirs for theirs in field_map.values() if theirs not in row]
     if missing:
         raise DataError(

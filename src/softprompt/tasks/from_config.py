@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -15,6 +17,28 @@ from .verbalizer import (AnswerVectorVerbalizer, ChoiceVerbalizer, LearnedWeight
                          parse_label_words)
 
 _FILE_OPTIONS = {"train": "train_file", "validation": "validation_file", "test": "test_file"}
+_SPLIT_WORD = re.compile(r"(^|[-_.])(train|training|dev|valid|validation|val|test|eval)$", re.IGNORECASE)
+
+
+def data_name(path: str | Path) -> str:
+    """The name of your own data, read from one of its files: the file's stem less a split word
+    (``reviews`` for ``reviews_train.jsonl`` or ``reviews-test.csv``), or, for a file named after
+    its split alone, its folder's name (``reviews`` for ``reviews/train.jsonl``); ``"custom"``
+    when neither is left."""
+    p = Path(path)
+    stem = _SPLIT_WORD.sub("", p.stem)
+    return stem or p.absolute().parent.name or "custom"
+
+
+def own_data(cfg: Any) -> tuple[str, str] | None:
+    """``(flag, path)`` of your own data that ``cfg`` runs on as a whole, or None: train's
+    ``--train-file`` or eval's ``--file`` (a ``--validation-file`` or ``--test-file`` alone
+    evaluates the task's training data on your rows, so the task keeps its name)."""
+    for option in ("train_file", "file"):
+        path = getattr(cfg, option, None)
+        if path:
+            return "--" + option.replace("_", "-"), str(path)
+    return None
 
 
 def parse_field_map(spec: str | None) -> dict[str, str] | None:
@@ -73,8 +97,10 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
     """The task named by ``cfg.task`` with ``cfg.template`` / ``cfg.label_words`` / files applied.
 
     ``base`` (e.g. a saved prompt's task) is the starting point when ``cfg.task`` is unset or names
-    it; a copy is changed, never ``base`` itself. Raises :class:`ConfigError` for a task that is
-    neither built in nor given a template and label words (naming the options ``cfg`` has).
+    it; a copy is changed, never ``base`` itself. Your own data (:func:`own_data`) with no
+    ``cfg.task`` makes a task named after its file (:func:`data_name`), so a run's metadata, results
+    and messages name your data. Raises :class:`ConfigError` for a task that is neither built in nor
+    given a template and label words (naming the options ``cfg`` has).
     """
     files = {split: getattr(cfg, opt, None) for split, opt in _FILE_OPTIONS.items()}
     files = {k: v for k, v in files.items() if v}
@@ -83,9 +109,12 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
         template = template.replace("\\n", "\n")
     label_words = getattr(cfg, "label_words", None)
     name = getattr(cfg, "task", None)
+    own = own_data(cfg)
     if base is not None and name in (None, base.name):
         task = copy.deepcopy(base)
         files = files or dict(base.splits)
+    elif name is None and own:
+        task = _own_task(own, template, label_words)
     elif name in BUILTIN_TASKS or (name and not (template and label_words)):
         try:
             task = get_task(name)  # also finds rotten-tomatoes; suggests a close name
@@ -117,6 +146,23 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
         task = dataclasses.replace(task, entity_markers=markers)
     task.splits = files
     return task
+
+
+def _own_task(own: tuple[str, str], template: str | None, label_words: str | None) -> Task:
+    """The task of your own data ``own`` (``(flag, path)``) given no ``--task``: named after its file,
+    in the format that ``template`` and ``label_words`` give (both needed, else :class:`ConfigError`)."""
+    flag, path = own
+    name = data_name(path)
+    missing = [option for option, value in (("--template", template), ("--label-words", label_words)) if not value]
+    if missing:
+        raise ConfigError(f"{flag} {path}: your own data needs its format, {' and '.join(missing)} (the task is then "
+                          f"named {name!r} after the file, or --task NAME), or --task NAME of a built-in task whose "
+                          "template and label words fit its rows (see `softprompt tasks`)")
+    if name in BUILTIN_TASKS:
+        raise ConfigError(f"{flag} {path}: your own data would be named {name!r} after the file, the name of a "
+                          f"built-in task; give it another with --task NAME (or --task {name} for that task's "
+                          "format, with its data for the splits you give no file)")
+    return Task(name=name, template=Template(template), verbalizer=verbalizer_from_spec(label_words))
 
 
 def _data_options(cfg: Any) -> str:

@@ -140,6 +140,13 @@ class Verbalizer(nn.Module):
             weights.extend(label_weights)
         return words, owners, weights
 
+    def check_rows(self, rows: Sequence[Mapping[str, Any]], where: str = "the data") -> None:
+        """Refuse ``rows`` (``where`` names them in the message, e.g. "the training rows") that
+        this verbalizer cannot learn from as a whole. Each row's label is checked on its own by
+        :meth:`gold_index`; a fixed label set asks nothing of the rows together, so this does
+        nothing. PTR's rules override it (every relation of the data has a rule, and no rule is
+        for a relation the data never holds: :meth:`~softprompt.tasks.rules.RuleVerbalizer.check_rows`)."""
+
     # --------------------------------------------------------------------- scores
     def build(self, backbone) -> None:
         """Make what depends on the model (answer vectors); the method holding the verbalizer

@@ -1,6 +1,7 @@
 """Training methods, each a config plus a module, registered by name in :data:`METHODS`."""
 
 from .base import METHODS, Method, MethodConfig, embedding_rms, get_method, register_method, with_method_defaults
+from .adapter import Adapter, AdapterConfig
 from .full_tuning import FullTuning, FullTuningConfig
 from .in_context import InContext, InContextConfig
 from .prefix_tuning import PrefixTuning, PrefixTuningConfig
@@ -8,4 +9,5 @@ from .prompt_tuning import ManualPrompt, ManualPromptConfig, PromptTuning, Promp
 
 __all__ = ["METHODS", "Method", "MethodConfig", "get_method", "register_method", "PromptTuning",
            "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig",
-           "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig", "with_method_defaults", "embedding_rms"]
+           "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig", "Adapter", "AdapterConfig",
+           "with_method_defaults", "embedding_rms"]

@@ -52,6 +52,7 @@ def _prompted_model(cfg: EvalConfig | PredictConfig):
         pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, **given)
         if cfg.task or cfg.template or cfg.label_words or cfg.label_words_file:  # another task's format, or your own
             pm.task = task_from_config(cfg, base=pm.task)
+            pm.method.use_task(pm.task.name)  # one task of a multi-task run (a per-task method refuses another)
         return _with_knowledgeable(cfg, pm)
     if not (cfg.task or (cfg.template and cfg.label_words)):
         raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "

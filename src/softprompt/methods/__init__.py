@@ -1,13 +1,15 @@
 """Training methods, each a config plus a module, registered by name in :data:`METHODS`."""
 
-from .base import METHODS, Method, MethodConfig, embedding_rms, get_method, register_method, with_method_defaults
+from .base import (METHODS, Method, MethodConfig, PerTaskConfig, PerTaskMethod, embedding_rms, get_method,
+                   register_method, with_method_defaults)
 from .adapter import Adapter, AdapterConfig
 from .full_tuning import FullTuning, FullTuningConfig
 from .in_context import InContext, InContextConfig
+from .multitask_prompt import MultiTaskPromptConfig, MultiTaskPromptTuning
 from .prefix_tuning import PrefixTuning, PrefixTuningConfig
 from .prompt_tuning import ManualPrompt, ManualPromptConfig, PromptTuning, PromptTuningConfig
 
-__all__ = ["METHODS", "Method", "MethodConfig", "get_method", "register_method", "PromptTuning",
+__all__ = ["METHODS", "Method", "MethodConfig", "PerTaskMethod", "PerTaskConfig", "get_method", "register_method", "PromptTuning",
            "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig",
            "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig", "Adapter", "AdapterConfig",
-           "with_method_defaults", "embedding_rms"]
+           "MultiTaskPromptTuning", "MultiTaskPromptConfig", "with_method_defaults", "embedding_rms"]

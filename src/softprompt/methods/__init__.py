@@ -4,6 +4,7 @@ from .base import (METHODS, Method, MethodConfig, PerTaskConfig, PerTaskMethod, 
                    register_method, with_method_defaults)
 from .adapter import Adapter, AdapterConfig
 from .full_tuning import FullTuning, FullTuningConfig
+from .hyperformer import Hyperformer, HyperformerConfig
 from .in_context import InContext, InContextConfig
 from .multitask_prompt import MultiTaskPromptConfig, MultiTaskPromptTuning
 from .prefix_tuning import PrefixTuning, PrefixTuningConfig
@@ -12,4 +13,5 @@ from .prompt_tuning import ManualPrompt, ManualPromptConfig, PromptTuning, Promp
 __all__ = ["METHODS", "Method", "MethodConfig", "PerTaskMethod", "PerTaskConfig", "get_method", "register_method", "PromptTuning",
            "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig",
            "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig", "Adapter", "AdapterConfig",
-           "MultiTaskPromptTuning", "MultiTaskPromptConfig", "with_method_defaults", "embedding_rms"]
+           "MultiTaskPromptTuning", "MultiTaskPromptConfig", "Hyperformer", "HyperformerConfig",
+           "with_method_defaults", "embedding_rms"]

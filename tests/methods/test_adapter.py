@@ -84,6 +84,7 @@ def test_sites_and_the_layer_norm_follow_the_options():
     per_adapter = 4 * 32 + 4 + 32 * 4 + 32
     assert sum(p.numel() for p in only_ff.trainable_parameters()) == 2 * per_adapter
     assert sum(p.numel() for p in _adapter(bb).trainable_parameters()) == 4 * (per_adapter + 2 * 32)
+    assert only_ff.trained_per_task() == 2 * per_adapter  # one adapter set serves every task: a task needs it all
 
 
 @pytest.mark.parametrize("bad", [{"bottleneck": 0}, {"activation": "sigmoid"}, {"sites": "output"}, {"layer_norm": "yes"}])

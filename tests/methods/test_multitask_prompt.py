@@ -32,6 +32,7 @@ def test_each_task_gets_its_own_prompt_after_the_shared_one():
     assert torch.equal(m.inference_conditioning().input_vectors, conds["boolq"])
     with pytest.raises(ConfigError, match="not 'cb'"):
         m.use_task("cb")
+    assert m.trained_per_task() == 3 * bb.dim and sum(p.numel() for p in m.trainable_parameters()) == 11 * bb.dim
     loss = m.task_conditioning("boolq").input_vectors.sum()
     loss.backward()
     assert m.prompts[1].weight.grad is not None and m.prompts[0].weight.grad is None and m.shared.weight.grad is not None

@@ -202,6 +202,11 @@ class Method(nn.Module):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
+    def trained_per_task(self) -> int:
+        """Numbers a task costs: here all the method trains (one conditioning serves every task,
+        so a task alone needs all of it); a :class:`PerTaskMethod` counts its part per task."""
+        return sum(p.numel() for p in self.trainable_parameters())
+
     def verbalizer_tensors(self) -> dict[str, torch.Tensor]:
         """The verbalizer's parameters to save with the method: ``{"verbalizer.<name>": tensor}``
         (float32, CPU); empty for a verbalizer with fixed words and weights."""

@@ -169,11 +169,9 @@ class Hyperformer(PerTaskMethod):
             return self.task_embeddings
         return torch.cat([self.task_embeddings, self.new_task_embeddings])
 
-    def task_parameters(self) -> dict[str, int]:
-        """Numbers learnt per task (its embedding) and shared by all (the rest)."""
-        own = self.config.task_embedding_dim
-        learnt = sum(p.numel() for name, p in self.named_parameters() if not name.startswith(("verbalizer.", "virtual_tokens.")))
-        return {"per_task": own, "shared": learnt - own * len(self.task_names)}
+    def trained_per_task(self) -> int:
+        """A task's own numbers: its embedding (the hypernetwork is shared by every task)."""
+        return self.config.task_embedding_dim
 
     # ------------------------------------------------------------- saved outputs
     def state_tensors(self):

@@ -61,6 +61,10 @@ class MultiTaskPromptTuning(PerTaskMethod):
     def prompt_length(self) -> int:
         return self.config.shared_length + self.config.prompt_length
 
+    def trained_per_task(self) -> int:
+        """A task's own prompt, ``prompt_length * dim`` (the shared prompt is every task's)."""
+        return self.prompts[0].weight.numel()
+
     def state_tensors(self):
         """``prompts.{i}.weight [prompt_length, dim]`` (task ``i`` of the run's list) and
         ``shared.weight [shared_length, dim]``, float32."""

@@ -107,7 +107,8 @@ def test_options_of_one_tasks_format_are_refused_with_several_tasks(two_tasks):
 
 
 METHODS = {"multitask-prompt-tuning": {}, "hyperformer": {"method_options": "bottleneck=4,task_embedding_dim=6"},
-           "adapter": {"method_options": "bottleneck=4"}}
+           "adapter": {"method_options": "bottleneck=4"},
+           "hyperprompt": {"method_options": "bottleneck=4,task_embedding_dim=6"}}
 
 
 @pytest.mark.parametrize("method", METHODS)

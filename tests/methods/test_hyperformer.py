@@ -143,3 +143,32 @@ def test_a_new_task_trains_its_embedding_alone_and_the_old_tasks_answer_as_befor
                      str(data), "--split", "test", "--no-progress"]) == 0
         results.append(json.loads(capsys.readouterr().out.strip().splitlines()[-1]))
     assert results[0]["accuracy"] == results[1]["accuracy"] and results[0]["n"] == 16
+
+
+@pytest.mark.parametrize("family", ["causal", "seq2seq", "masked"])
+def test_the_models_layer_norms_train_when_asked_and_a_restore_writes_them_into_the_model(family, tmp_path):
+    bb = make_backbone(family)
+    norms = bb.layer_norms()
+    assert norms and all(not p.requires_grad for m in norms for p in m.parameters())
+    method = _hyper(bb, train_layer_norms=True)
+    _wake(method)
+    method(bb, TASK, encode(bb, TASK, ROWS)).backward()
+    in_norms = {id(p) for m in norms for p in m.parameters()}
+    for p in bb.model.parameters():
+        assert (p.grad is not None) == (id(p) in in_norms)
+    with torch.no_grad():
+        for m in norms:
+            m.weight.add_(0.25)
+    meta = {"model_id": bb.model_id, "model_fingerprint": bb.fingerprint, "task": TASK.to_dict(),
+            "training": {"method": "hyperformer", "task": TASKS, "train_layer_norms": True}}
+    method.save(tmp_path / "h", meta)
+    saved = load_artifact(tmp_path / "h")
+    assert Hyperformer.restoring_changes_backbone(saved.metadata)  # a server shares no model with it
+    other = make_backbone(family)  # the same initial weights
+    back = restore(tmp_path / "h", other)
+    for a, b in zip(norms, other.layer_norms()):
+        assert torch.equal(a.weight, b.weight)
+    batch = encode(bb, TASK, ROWS)
+    with torch.no_grad():
+        assert torch.equal(label_scores(other, TASK, batch, back.inference_conditioning()),
+                           label_scores(bb, TASK, batch, method.inference_conditioning()))

@@ -5,6 +5,7 @@ from .base import (METHODS, Method, MethodConfig, PerTaskConfig, PerTaskMethod, 
 from .adapter import Adapter, AdapterConfig
 from .full_tuning import FullTuning, FullTuningConfig
 from .hyperformer import Hyperformer, HyperformerConfig
+from .hyperprompt import HyperPrompt, HyperPromptConfig
 from .in_context import InContext, InContextConfig
 from .multitask_prompt import MultiTaskPromptConfig, MultiTaskPromptTuning
 from .prefix_tuning import PrefixTuning, PrefixTuningConfig
@@ -14,4 +15,4 @@ __all__ = ["METHODS", "Method", "MethodConfig", "PerTaskMethod", "PerTaskConfig"
            "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig",
            "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig", "Adapter", "AdapterConfig",
            "MultiTaskPromptTuning", "MultiTaskPromptConfig", "Hyperformer", "HyperformerConfig",
-           "with_method_defaults", "embedding_rms"]
+           "HyperPrompt", "HyperPromptConfig", "with_method_defaults", "embedding_rms"]

@@ -199,6 +199,13 @@ class Method(nn.Module):
         with torch.no_grad():
             return self.conditioning().length
 
+    @classmethod
+    def restoring_changes_backbone(cls, metadata: dict[str, Any]) -> bool:
+        """Whether restoring the output saved with ``metadata`` writes into the model's own weights
+        (so it cannot share a server with other outputs): :attr:`changes_backbone` here; a method
+        for which it depends on an option reads it from ``metadata``."""
+        return cls.changes_backbone
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

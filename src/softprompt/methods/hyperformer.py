@@ -15,7 +15,9 @@ and site has generators of its own, fed the projected task embedding alone.
 
 The up-projection's generator (and its bias's) start at zero, and the layer norm's at scale 1,
 shift 0, so a fresh Hyperformer leaves the model's outputs as they were. Only the embeddings,
-projector and generators train; the backbone stays frozen. A task costs its embedding
+projector and generators train; the backbone stays frozen, but for its layer norms with
+``train_layer_norms`` (as the paper trains them; shared by every task, saved with the run and
+written into the model when it is restored, as full tuning's weights are). A task costs its embedding
 (``task_embedding_dim`` numbers) beside the shared hypernetwork.
 
 A new task is added later by training its task embedding alone: ``--method-options
@@ -49,6 +51,7 @@ class HyperformerConfig(PerTaskConfig):
     sites: str = opt("both", "hyperformer: adapters after attention, feed_forward or both (the paper: both)")
     layer_norm: bool = opt(True, "hyperformer: generate a layer norm before each adapter (the paper: yes)")
     per_layer: bool = opt(False, "hyperformer: the paper's Hyperformer, generators per block and site fed the task embedding alone (default: HyperFormer++, one hypernetwork for all)")
+    train_layer_norms: bool = opt(False, "hyperformer: also train the model's own layer norms, shared by every task (the paper does); a restored run writes them into the model")
     base: str = opt("", "hyperformer: a saved Hyperformer run (its best/ folder) to add tasks to: its hypernetwork and tasks are kept frozen and only the embeddings of --task's new tasks train")
 
     def __post_init__(self) -> None:
@@ -57,7 +60,7 @@ class HyperformerConfig(PerTaskConfig):
                        hidden=self.hidden, projected_dim=self.projected_dim)
         check_activation("hyperformer", self.activation)
         parse_sites(self.sites, "hyperformer")
-        for name in ("layer_norm", "per_layer"):
+        for name in ("layer_norm", "per_layer", "train_layer_norms"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"hyperformer: {name} must be true or false, got {getattr(self, name)!r}")
 
@@ -135,6 +138,11 @@ class Hyperformer(PerTaskMethod):
         self.generators = nn.ModuleList(
             AdapterGenerator(config.projected_dim, self.dim, config.bottleneck, config.layer_norm, gen)
             for _ in range(n_adapters if config.per_layer else 1))
+        # the model's own layer norms as submodules: trained, saved and moved with the method
+        self.layer_norms = nn.ModuleList(backbone.layer_norms()) if config.train_layer_norms else None
+        if self.layer_norms is not None:
+            for p in self.layer_norms.parameters():
+                p.requires_grad_(True)
         self.new_task_embeddings = None  # the tasks added to a base run, which alone train
         if base is not None:
             n_saved = len(_saved_names(base))
@@ -186,7 +194,8 @@ class Hyperformer(PerTaskMethod):
         return {"dim": self.dim, "hyperformer": {
             "bottleneck": c.bottleneck, "task_embedding_dim": c.task_embedding_dim, "hidden": c.hidden,
             "projected_dim": c.projected_dim, "activation": c.activation, "sites": c.sites,
-            "layer_norm": c.layer_norm, "per_layer": c.per_layer, "tasks": list(self.task_names)}}
+            "layer_norm": c.layer_norm, "per_layer": c.per_layer, "train_layer_norms": c.train_layer_norms,
+            "tasks": list(self.task_names)}}
 
     @classmethod
     def config_from_saved(cls, config, metadata):
@@ -196,6 +205,11 @@ class Hyperformer(PerTaskMethod):
         fields = {f.name for f in dataclasses.fields(config)}
         return dataclasses.replace(config, base="", **{k: v for k, v in saved.items() if k in fields},
                                    **({"task": ",".join(names)} if names else {}))
+
+    @classmethod
+    def restoring_changes_backbone(cls, metadata):
+        """True for a run that trained the model's layer norms (restoring writes them into the model)."""
+        return bool((metadata.get("hyperformer") or {}).get("train_layer_norms"))
 
     def restore_from(self, artifact):
         """Take the saved hypernetwork and every task's embedding; other shapes are refused."""
@@ -210,7 +224,8 @@ class Hyperformer(PerTaskMethod):
             raise ModelMismatchError(f"{artifact.path}: its task embeddings "
                                      f"{None if saved is None else tuple(saved.shape)} do not fit {n_tasks} tasks of "
                                      f"width {self.config.task_embedding_dim}; it was saved with other options")
-        rest = nn.ModuleDict({"projector": self.projector, "generators": self.generators})
+        rest = nn.ModuleDict({"projector": self.projector, "generators": self.generators,
+                              **({"layer_norms": self.layer_norms} if self.layer_norms is not None else {})})
         load_module_tensors(rest, artifact, "hyper.")
         for name in ("layer_embeddings", "site_embeddings"):
             own = getattr(self, name)

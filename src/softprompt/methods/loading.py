@@ -13,7 +13,6 @@ line changed.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 

@@ -325,8 +325,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
     multi = len(runs) > 1
     task, data = runs[0].task, runs[0].data
     train_rows, dev_rows = data.train, data.dev
-    if hasattr(task.verbalizer, "check_rows"):  # PTR's rules: every relation of the data has one, and no other
-        task.verbalizer.check_rows(train_rows, "the training rows")
+    for run in runs:
+        if hasattr(run.task.verbalizer, "check_rows"):  # PTR's rules: every relation of the data has one, and no other
+            run.task.verbalizer.check_rows(run.data.train, "the training rows")
     dtype = getattr(torch, cfg.dtype)
     device_map = cfg.device_map
     if device_map and device_map.strip().startswith("{"):

@@ -74,12 +74,12 @@ class AdapterGenerator(nn.Module):
     def __init__(self, projected_dim: int, dim: int, size: int, layer_norm: bool, generator: torch.Generator):
         super().__init__()
         self.dim, self.size = dim, size
-        self.down = _linear(projected_dim, size * dim, generator)
-        self.down_bias = _linear(projected_dim, size, generator)
-        self.up = _linear(projected_dim, dim * size, None)
-        self.up_bias = _linear(projected_dim, dim, None)
-        self.scale = _linear(projected_dim, dim, None, bias=1.0) if layer_norm else None
-        self.shift = _linear(projected_dim, dim, None) if layer_norm else None
+        self.down = init_linear(projected_dim, size * dim, generator)
+        self.down_bias = init_linear(projected_dim, size, generator)
+        self.up = init_linear(projected_dim, dim * size, None)
+        self.up_bias = init_linear(projected_dim, dim, None)
+        self.scale = init_linear(projected_dim, dim, None, bias=1.0) if layer_norm else None
+        self.shift = init_linear(projected_dim, dim, None) if layer_norm else None
 
     def forward(self, projected: Tensor) -> list[tuple[Tensor, ...]]:
         """One tuple per row of ``projected``: ``(down, down_bias, up, up_bias, norm)``, ``norm``
@@ -94,7 +94,7 @@ class AdapterGenerator(nn.Module):
                 for i in range(n)]
 
 
-def _linear(n_in: int, n_out: int, generator: torch.Generator | None, bias: float = 0.0) -> nn.Linear:
+def init_linear(n_in: int, n_out: int, generator: torch.Generator | None, bias: float = 0.0) -> nn.Linear:
     """``nn.Linear(n_in, n_out)``: weights drawn from ``generator`` with the paper's code's std
     0.01, or zero without one; the bias filled with ``bias``."""
     layer = nn.Linear(n_in, n_out)
@@ -133,8 +133,8 @@ class Hyperformer(PerTaskMethod):
         else:
             self.layer_embeddings = nn.Parameter(torch.randn(self.n_blocks, e, generator=gen))
             self.site_embeddings = nn.Parameter(torch.randn(len(self.sites), e, generator=gen))
-        self.projector = nn.Sequential(_linear(e if config.per_layer else 3 * e, config.hidden, gen), nn.ReLU(),
-                                       _linear(config.hidden, config.projected_dim, gen))
+        self.projector = nn.Sequential(init_linear(e if config.per_layer else 3 * e, config.hidden, gen), nn.ReLU(),
+                                       init_linear(config.hidden, config.projected_dim, gen))
         self.generators = nn.ModuleList(
             AdapterGenerator(config.projected_dim, self.dim, config.bottleneck, config.layer_norm, gen)
             for _ in range(n_adapters if config.per_layer else 1))

@@ -32,7 +32,7 @@ from ..config import opt
 from ..errors import ConfigError
 from .adapter import check_positive, load_module_tensors
 from .base import PerTaskConfig, PerTaskMethod, register_method
-from .hyperformer import _linear
+from .hyperformer import init_linear
 from .prefix_tuning import flatten_kv, unflatten_kv
 from .prompt_tuning import initial_prompt
 
@@ -77,10 +77,10 @@ class HyperPrompt(PerTaskMethod):
         self.embedding = nn.Parameter(init.detach().clone().float())
         self.task_embeddings = nn.Parameter(torch.randn(len(self.task_names), e, generator=gen))
         self.layer_embeddings = nn.Parameter(torch.randn(n_layers, e, generator=gen))
-        self.projector = nn.Sequential(_linear(2 * e, config.hidden, gen), nn.ReLU(),
-                                       _linear(config.hidden, config.projected_dim, gen))
-        self.down = _linear(config.projected_dim, config.bottleneck * backbone.dim, gen)
-        self.up = _linear(config.projected_dim, self.kv_size * config.bottleneck, None)  # zero: start at the prompt
+        self.projector = nn.Sequential(init_linear(2 * e, config.hidden, gen), nn.ReLU(),
+                                       init_linear(config.hidden, config.projected_dim, gen))
+        self.down = init_linear(config.projected_dim, config.bottleneck * backbone.dim, gen)
+        self.up = init_linear(config.projected_dim, self.kv_size * config.bottleneck, None)  # zero: start at the prompt
 
     @property
     def prompt_length(self) -> int:

@@ -178,6 +178,19 @@ def hold_out_lock(out: Path):
     return holder
 
 
+def fit_batch(method, backbone, task, batch, steps: int = 15, lr: float = 1e-2) -> tuple[float, float]:
+    """Train ``method`` on one fixed ``batch`` with Adam for ``steps`` steps: ``(first loss, last loss)``."""
+    opt = torch.optim.Adam(method.trainable_parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = method(backbone, task, batch)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return losses[0], losses[-1]
+
+
 def crash_at_call(monkeypatch, method_cls, n: int = 5):
     """Make ``method_cls.forward`` raise KeyboardInterrupt at its ``n``-th call (a run killed
     mid-training); returns a function that puts the real forward back."""

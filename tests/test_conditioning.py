@@ -145,7 +145,8 @@ def test_a_hook_changes_scores_only_during_the_call(family, site):
     assert len(blocks) == (4 if family == "seq2seq" else 2)
     with torch.no_grad():
         before = bb.word_scores(None, batch)
-        hooked = bb.word_scores(Conditioning(layer_hooks=(LayerHook(0, site, lambda h: h + 1.0),)), batch)
+        # not a constant shift alone: a masked model's hooked projections feed a layer norm, which removes one
+        hooked = bb.word_scores(Conditioning(layer_hooks=(LayerHook(0, site, lambda h: 3.0 * h + 1.0),)), batch)
         after = bb.word_scores(None, batch)
 
         def boom(h):

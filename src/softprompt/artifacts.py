@@ -48,6 +48,8 @@ FIELD_TYPES: dict[str, Any] = {
     "layers": int, "layer_shapes": list, "reparameterize": bool, "hidden": int,
     # in-context demonstrations
     "shots": int, "balanced": bool, "separator": str, "demonstrations": list, "text": str, "token_ids": list,
+    # adapters, Hyperformer; a multi-task run's tasks
+    "adapter": dict, "hyperformer": dict, "hyperprompt": dict, "tasks": list, "task_prompts": dict,
 }
 """The type each metadata field must have when present (checked by :func:`~softprompt.value_types.fits`)."""
 

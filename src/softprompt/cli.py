@@ -78,6 +78,7 @@ def _prompted_model(cfg: EvalConfig | PredictConfig, task):
         pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, **given)
         if _reformats(cfg):  # another task's format, or your own, over the restored task
             pm.task = task_from_config(cfg, base=pm.task)
+            pm.method.use_task(pm.task.name)  # one task of a multi-task run (a per-task method refuses another)
         return _with_knowledgeable(cfg, pm)
     settings = ScoringSettings().override(**given)
     backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device, max_length=settings.max_length)

@@ -102,7 +102,7 @@ class MetricOptions:
 class DataConfig(TaskFormat, MetricOptions):
     """Where examples come from: a built-in task or your own files."""
 
-    task: str | None = opt(None, "built-in task name (see `softprompt tasks`), or a name for your own files (default: rotten_tomatoes; with your own --train-file, named after it: reviews for reviews_train.jsonl or reviews/train.jsonl)")
+    task: str | None = opt(None, "built-in task name (see `softprompt tasks`), or a name for your own files (default: rotten_tomatoes; with your own --train-file, named after it: reviews for reviews_train.jsonl or reviews/train.jsonl); train: several comma-separated (rte,mrpc,cb) train together, each with its own template and verbalizer, one task per batch (docs/multitask.md)")
     data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl (default: $SOFTPROMPT_DATA_DIR, the bundled copy, then the HF hub)")
     train_file: str | None = opt(None, "your own training file (.jsonl, .csv or .tsv)")
     validation_file: str | None = opt(None, "your own dev file (.jsonl, .csv or .tsv)")
@@ -168,6 +168,7 @@ class ScoringOptions(TaskFormat, ModelOptions):
 class TrainConfig(RunOptions, DataConfig):
     """Options of ``softprompt train`` (defaults follow Lester et al., 2021 where it gives one)."""
 
+    task_temperature: float = opt(10.0, "multi-task runs: a batch's task is drawn with probability proportional to its training rows to the power 1/T (1: by size; the Hyperformer paper's 10: nearly even)")
     method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)")
     method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)")
     weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)")

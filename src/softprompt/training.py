@@ -34,17 +34,17 @@ import torch
 
 from .version import __version__
 from .atomic import atomic_dir, atomic_write_text, clean_stale
-from .batching import estimate_lengths, training_batches
+from .batching import training_batches
 from .config import TrainConfig
 from .encoding import encode
 from .errors import ArtifactError, ConfigError
 from .methods import embedding_rms, with_method_defaults
 from .methods.configs import method_config_from, parse_method_options  # noqa: F401  (built beside the registry)
 from .modeling import load_model
+from .multitask import MEAN, TaskSampler, evaluate_runs, sampled_batches, task_runs
 from .outdir import check_out_dir, out_lock, output_errors
 from .scoring import EvalResult, evaluate, predict, score_predictions
-from .splits import final_rows, run_data
-from .tasks.from_config import check_files, task_from_config
+from .splits import final_rows
 from .value_types import KINDS, describe, fits
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class TrainState:
     evals_since_best: int = 0
     stopped_early: bool = False
     last_dev: dict[str, Any] = field(default_factory=dict)  # the latest dev metrics, for results.json
+    task_batches: dict[str, int] = field(default_factory=dict)  # a multi-task run: batches drawn from each task
 
 
 @dataclass
@@ -191,9 +192,16 @@ def _check_state(state: Any, file: Path, again: str) -> None:
     if unknown:
         raise ArtifactError(f"{file}: field 'state' holds unknown fields {unknown}: {again}")
     for name, value in state.items():
-        count = int in (typing.get_args(hints[name]) or (hints[name],))
-        if not fits(value, hints[name]) or (count and value is not None and value < 0):
-            raise ArtifactError(f"{file}: field 'state.{name}' must be {describe(hints[name], _STATE_KINDS)}, got "
+        hint = hints[name]
+        if hint == dict[str, int]:  # per-task counts: names -> whole numbers >= 0
+            if not isinstance(value, dict) or not all(isinstance(k, str) and fits(v, int) and v >= 0
+                                                      for k, v in value.items()):
+                raise ArtifactError(f"{file}: field 'state.{name}' must be an object of task names to whole numbers "
+                                    f">= 0, got {type(value).__name__} {json.dumps(value)[:40]}: {again}")
+            continue
+        count = int in (typing.get_args(hint) or (hint,))
+        if not fits(value, hint) or (count and value is not None and value < 0):
+            raise ArtifactError(f"{file}: field 'state.{name}' must be {describe(hint, _STATE_KINDS)}, got "
                                 f"{type(value).__name__} {json.dumps(value)[:40]}: {again}")
 
 
@@ -313,11 +321,12 @@ def _train(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
 
-    task = task_from_config(cfg)
-    data = run_data(task, cfg)
-    check_files(task, cfg, read=("train", "validation") if data.dev_source == "validation" else ("train",))
+    runs = task_runs(cfg)  # one task, or each of a multi-task run's (softprompt.multitask)
+    multi = len(runs) > 1
+    task, data = runs[0].task, runs[0].data
     train_rows, dev_rows = data.train, data.dev
-    task.verbalizer.check_rows(train_rows, "the training rows")  # PTR's rules: every relation of the data has one, and no other
+    for run in runs:  # PTR's rules: every relation of the data has one, and no other
+        run.task.verbalizer.check_rows(run.data.train, "the training rows")
     dtype = getattr(torch, cfg.dtype)
     device_map = cfg.device_map
     if device_map and device_map.strip().startswith("{"):
@@ -339,6 +348,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
     method_config, method_cls = method_config_from(cfg)
     method = method_cls(method_config, backbone, task, seed=cfg.seed, train_rows=train_rows).to(backbone.device)
     if not method_cls.trains:  # a baseline with nothing to learn (manual prompt, in-context): evaluate it
+        if multi:
+            raise ConfigError(f"method {cfg.method!r} learns nothing, so a multi-task run has nothing to share: "
+                              "evaluate each task alone (--task NAME)")
         return _evaluate_only(acc, cfg, backbone, task, method, data, started)
     params = method.trainable_parameters()
     emb_rms = embedding_rms(backbone)
@@ -365,7 +377,13 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
     meta_extra = {"task_name": task.name, "processes": world}
     primary = task.primary_metric()
-    lengths = estimate_lengths(train_rows, task.template.fields)
+    if multi:  # every task saved with the run; the first is its default (eval --task NAME picks another)
+        meta_extra = {"task_name": cfg.task, "processes": world, "tasks": [r.task.to_dict() for r in runs]}
+        primary = MEAN
+        sampler = TaskSampler([len(r.data.train) for r in runs], cfg.task_temperature, cfg.seed)
+        source = sampled_batches(state, runs, sampler, cfg.batch_size, cfg.seed, min_rows=world)
+    else:
+        source = ((0, rows) for rows in _epoch_batches(state, runs[0].lengths, cfg, world))
     bar = None
     if cfg.progress and is_main:
         from tqdm.auto import tqdm
@@ -377,52 +395,51 @@ def _train(cfg: TrainConfig) -> TrainResult:
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-    while state.step < cfg.max_steps and not state.stopped_early:
-        batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
-        for bi in range(state.batch_in_epoch, len(batches)):
-            state.batch_in_epoch = bi + 1
-            if len(batches[bi]) < world:  # a tail too small to give every process a row
-                continue
-            mine = _shard(batches[bi], rank, world)
-            batch = encode(backbone, task, [train_rows[i] for i in mine], prompt_length=method.prompt_length)
-            # scaled so that the mean of the processes' gradients is the global batch's mean gradient
-            with mixed_precision(cfg, backbone.device):
-                loss = trainer(backbone, task, batch, cfg.loss, cfg.length_normalize, cfg.word_scoring) * (len(mine) * world / len(batches[bi]))
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            loss_value = float(acc.reduce(loss.detach(), reduction="mean")) if world > 1 else loss.item()
-            log_line({"step": state.step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "epoch": state.epoch})
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_value:.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
-            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+    for ti, rows in source if state.step < cfg.max_steps and not state.stopped_early else ():
+        run = runs[ti]
+        method.use_task(run.task.name)
+        mine = _shard(rows, rank, world)
+        batch = encode(backbone, run.task, [run.data.train[i] for i in mine], prompt_length=method.prompt_length)
+        # scaled so that the mean of the processes' gradients is the global batch's mean gradient
+        with mixed_precision(cfg, backbone.device):
+            loss = trainer(backbone, run.task, batch, cfg.loss, cfg.length_normalize, cfg.word_scoring) * (len(mine) * world / len(rows))
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        loss_value = float(acc.reduce(loss.detach(), reduction="mean")) if world > 1 else loss.item()
+        log_line({"step": state.step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "epoch": state.epoch,
+                  **({"task": run.task.name} if multi else {})})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
+        if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
+            if multi:
+                state.last_dev, value = evaluate_runs(runs, method, lambda r: evaluate_sharded(
+                    acc, backbone, r.task, r.data.dev, method.inference_conditioning(), cfg))
+            else:
                 result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_conditioning(), cfg)
                 state.last_dev = result.summary()
                 value = result.metrics[primary]
-                log_line({"step": state.step, "split": "validation", **state.last_dev})
-                if state.best_metric is None or value > state.best_metric:
-                    state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
-                    if is_main:
-                        method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
-                            **meta_extra, "step": state.step, "metrics": {"validation": state.last_dev}}))
-                else:
-                    state.evals_since_best += 1
-                    if cfg.patience and state.evals_since_best >= cfg.patience:
-                        state.stopped_early = True
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss_value:.4f}", **{f"dev_{primary}": f"{value:.4f}"})
+            log_line({"step": state.step, "split": "validation", **state.last_dev})
+            if state.best_metric is None or value > state.best_metric:
+                state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
                 if is_main:
-                    save_checkpoint(out, method, optimizer, scheduler, state,
-                                    _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
-                acc.wait_for_everyone()
-            if state.step >= cfg.max_steps or state.stopped_early:
-                break
-        else:
-            state.epoch += 1
-            state.batch_in_epoch = 0
+                    method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
+                        **meta_extra, "step": state.step, "metrics": {"validation": state.last_dev}}))
+            else:
+                state.evals_since_best += 1
+                if cfg.patience and state.evals_since_best >= cfg.patience:
+                    state.stopped_early = True
+            if bar is not None:
+                bar.set_postfix(loss=f"{loss_value:.4f}", **{f"dev_{primary}": f"{value:.4f}"})
+            if is_main:
+                save_checkpoint(out, method, optimizer, scheduler, state,
+                                _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+            acc.wait_for_everyone()
+        if state.step >= cfg.max_steps or state.stopped_early:
+            break
     if bar is not None:
         bar.close()
     if is_main:
@@ -431,7 +448,23 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
     result = TrainResult(out=out, best_prompt=out / "best" if (out / "best").exists() else None, state=state,
                          dev={"best_" + primary: state.best_metric, "best_step": state.best_step, **state.last_dev})
+    if multi:
+        return _finish_multitask(acc, cfg, backbone, runs, method, result, started)
     return _finish(acc, cfg, backbone, task, method, data, result, started)
+
+
+def _epoch_batches(state: TrainState, lengths: list[int], cfg: TrainConfig, world: int):
+    """The training batches (row indices) of one task from where ``state`` stands, endlessly:
+    epoch after epoch of :func:`~softprompt.batching.training_batches`, ``state.epoch`` and
+    ``state.batch_in_epoch`` kept up to date; a tail too small to give every process a row is passed over."""
+    while True:
+        batches = training_batches(lengths, cfg.batch_size, cfg.seed, state.epoch)
+        for bi in range(state.batch_in_epoch, len(batches)):
+            state.batch_in_epoch = bi + 1
+            if len(batches[bi]) >= world:
+                yield batches[bi]
+        state.epoch += 1
+        state.batch_in_epoch = 0
 
 
 def _evaluate_only(acc, cfg: TrainConfig, backbone, task, method, data, started: float) -> TrainResult:
@@ -451,6 +484,39 @@ def _evaluate_only(acc, cfg: TrainConfig, backbone, task, method, data, started:
     result = TrainResult(out=out, best_prompt=None, state=TrainState(), dev={"best_" + primary: dev[primary], **dev})
     result.best_prompt = Path(best) if best else None
     return _finish(acc, cfg, backbone, task, method, data, result, started, reload_best=False)
+
+
+def _finish_multitask(acc, cfg: TrainConfig, backbone, runs, method, result: TrainResult, started: float) -> TrainResult:
+    """:func:`_finish` of a multi-task run: the best state evaluated on each task's final split
+    (and the zero-shot baseline), per task and their mean (:func:`~softprompt.multitask.evaluate_runs`)."""
+    out = Path(cfg.out)
+    finals = {r.task.name: final_rows(r.task, r.cfg, r.data) for r in runs}
+    if result.best_prompt is not None:
+        method.load_state(result.best_prompt)
+    splits = sorted({f[0] for f in finals.values() if f and f[1]})
+    if splits:
+        result.test_split = ",".join(splits)
+
+        def final(run, cond):
+            got = finals[run.task.name]
+            if not got or not got[1]:
+                return None
+            return evaluate_sharded(acc, backbone, run.task, got[1], method.inference_conditioning() if cond else None, cfg)
+
+        result.test = evaluate_runs(runs, method, lambda r: final(r, True), "final")[0]
+        if cfg.zero_shot_baseline and all(zero_shot_applies(r.task, method) for r in runs):
+            result.zero_shot_test = evaluate_runs(runs, method, lambda r: final(r, False), "final")[0]
+    result.seconds = time.time() - started
+    if acc.is_main_process:
+        atomic_write_text(out / "results.json", json.dumps({
+            "task": cfg.task, "tasks": [r.task.name for r in runs], "model": cfg.model,
+            "model_weights": backbone.weights, "method": cfg.method, "dev": result.dev, "test": result.test,
+            "test_split": result.test_split, "train_rows": {r.task.name: len(r.data.train) for r in runs},
+            "dev_rows": {r.task.name: len(r.data.dev) for r in runs}, "zero_shot_test": result.zero_shot_test,
+            "steps": result.state.step, "task_batches": result.state.task_batches,
+            "stopped_early": result.state.stopped_early, "seconds": round(result.seconds, 1),
+            "processes": acc.num_processes, "config": dataclasses.asdict(cfg)}, indent=2))
+    return result
 
 
 def zero_shot_applies(task, method) -> bool:

@@ -139,3 +139,23 @@ def test_runs_go_seed_by_seed(tmp_path, tiny_model_dirs, toy_data, monkeypatch):
     assert [k.rsplit("seed", 1)[1] for k in ran] == ["0", "0", "0", "1", "1"]
     assert ran[:3] == ["rotten_tomatoes/prompt-tuning/len4-class-labels/seed0", "rotten_tomatoes/manual/seed0",
                        "rotten_tomatoes/full-tuning/seed0"]
+
+
+def test_a_multitask_grid_runs_and_reports_the_mean_over_its_tasks(tmp_path, tiny_model_dirs, toy_data):
+    from test_multitask import write_boolq
+
+    write_boolq(toy_data)
+    spec = {"name": "mt", "out": str(tmp_path / "results"),
+            "defaults": {"model": str(tiny_model_dirs["causal"]), "data_dir": str(toy_data), "batch_size": 4,
+                         "max_steps": 2, "eval_every": 2, "lr": 0.01, "optimizer": "adam", "dev_from_train": 4,
+                         "zero_shot_baseline": False},
+            "grids": [{"name": "main", "tasks": ["rotten_tomatoes,boolq"], "methods": ["hyperformer"],
+                       "options": {"method_options": "bottleneck=4,task_embedding_dim=6"}, "seeds": [0]}]}
+    path = tmp_path / "mt.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert run_experiment(path, progress=False)["ran"] == 1
+    (run,) = expand(load_experiment(path))
+    result = run_done(run)
+    assert result["tasks"] == ["rotten_tomatoes", "boolq"] and set(result["test"]) >= {"mean", "rotten_tomatoes", "boolq"}
+    report = (tmp_path / "results" / "report.md").read_text()
+    assert f"| rotten_tomatoes,boolq | {result['test']['mean']:.3f} ± 0.000 (1) |" in report  # the mean over its tasks

@@ -243,6 +243,12 @@ class Backbone(ABC):
         """Per layer, its attention and feed-forward modules (see each family for the stacks)."""
         raise ConfigError(f"{self.description} model ({self.family}) gives no access to its layers")
 
+    def layer_norms(self) -> list[nn.Module]:
+        """The model's normalisation layers (``LayerNorm``, T5's ``T5LayerNorm``, ``RMSNorm`` s), in
+        module order: what a method may train beside the frozen rest (Hyperformer's option)."""
+        return [m for m in self.model.modules()
+                if isinstance(m, nn.LayerNorm) or type(m).__name__.endswith(("LayerNorm", "RMSNorm"))]
+
     @contextlib.contextmanager
     def hooked(self, hooks):
         """Install ``hooks`` (:class:`~softprompt.conditioning.LayerHook` s) as forward hooks for the

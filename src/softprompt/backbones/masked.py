@@ -40,10 +40,13 @@ class MaskedBackbone(Backbone):
         return True
 
     def blocks(self) -> list[Block]:
-        """The encoder layers: ``attention`` and the feed-forward's ``output`` (BERT) / ``ffn`` of each."""
+        """The encoder layers: the attention's and the feed-forward's output projections, whose
+        outputs are what is added to the residual stream (BERT: ``attention.output.dense`` and
+        ``output.dense``, before dropout, the residual add and the layer norm, where Houlsby et al.
+        put adapters; DistilBERT: ``attention`` and ``ffn``, which end before the residual add)."""
         layers = find_child(self.model.base_model, ("encoder.layer", "transformer.layer", "layers"), "encoder layers")
-        return [Block(find_child(layer, ("attention", "self_attn"), "attention"),
-                      find_child(layer, ("output", "ffn", "mlp"), "feed-forward"), "encoder") for layer in layers]
+        return [Block(find_child(layer, ("attention.output.dense", "attention", "self_attn"), "attention"),
+                      find_child(layer, ("output.dense", "ffn", "mlp"), "feed-forward"), "encoder") for layer in layers]
 
     @property
     def mask_token_id(self) -> int | None:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..conditioning import Conditioning
+from ..config import opt
 from ..errors import ConfigError
 from ..tasks.verbalizer import load_verbalizer_tensors, verbalizer_tensors
 from ..virtual_tokens import VirtualTokens
@@ -94,6 +95,26 @@ class MethodConfig:
     """Base of method configs (fields with the paper's defaults)."""
 
 
+def task_names(spec: str | None) -> tuple[str, ...]:
+    """``"rte,mrpc,cb"`` -> ``("rte", "mrpc", "cb")`` (a multi-task run's ``--task``); raises
+    :class:`ConfigError` for a name given twice."""
+    names = tuple(n.strip() for n in str(spec or "").split(",") if n.strip())
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigError(f"--task names {', '.join(twice)} more than once: give each task once")
+    return names
+
+
+@dataclass
+class PerTaskConfig(MethodConfig):
+    """Base of the configs of methods that condition each task differently (:class:`PerTaskMethod`)."""
+
+    task: str = opt("", "the tasks the method conditions, comma-separated: filled from --task (a multi-task run's list)")
+
+    def __post_init__(self) -> None:
+        task_names(self.task)
+
+
 class Method(nn.Module):
     """What is trained and how it reaches the backbone."""
 
@@ -135,6 +156,15 @@ class Method(nn.Module):
         which add the verbalizer's part."""
         return Conditioning()
 
+    # ------------------------------------------------------------- several tasks
+    active_task: str | None = None
+    """The task :meth:`conditioning` answers for (:class:`PerTaskMethod`); None: the same for every task."""
+
+    def use_task(self, name: str) -> None:
+        """Condition the model for task ``name`` of a multi-task run from now on. Here nothing
+        changes: one conditioning serves every task (a shared prompt, one shared adapter); a
+        :class:`PerTaskMethod` switches to that task's part."""
+
     def training_conditioning(self) -> Conditioning:
         """:meth:`conditioning` joined with the verbalizer's (e.g. its answer vectors) and the
         template's virtual tokens, differentiable: what a training step scores with. Raises
@@ -145,7 +175,7 @@ class Method(nn.Module):
         """:meth:`training_conditioning` detached, for evaluation: the same object while no
         parameter or buffer of the method (its verbalizer's included) changes, so the backbone's
         caches hit."""
-        stamp = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+        stamp = (self.active_task, *((id(t), t._version) for t in (*self.parameters(), *self.buffers())))
         if self._inference is None or self._inference[0] != stamp:
             with torch.no_grad():
                 self._inference = (stamp, self.training_conditioning().detach())
@@ -169,8 +199,20 @@ class Method(nn.Module):
         with torch.no_grad():
             return self.conditioning().length
 
+    @classmethod
+    def restoring_changes_backbone(cls, metadata: dict[str, Any]) -> bool:
+        """Whether restoring the output saved with ``metadata`` writes into the model's own weights
+        (so it cannot share a server with other outputs): :attr:`changes_backbone` here; a method
+        for which it depends on an option reads it from ``metadata``."""
+        return cls.changes_backbone
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    def trained_per_task(self) -> int:
+        """Numbers a task costs: here all the method trains (one conditioning serves every task,
+        so a task alone needs all of it); a :class:`PerTaskMethod` counts its part per task."""
+        return sum(p.numel() for p in self.trainable_parameters())
 
     def verbalizer_tensors(self) -> dict[str, torch.Tensor]:
         """The verbalizer's parameters to save with the method: ``{"verbalizer.<name>": tensor}``
@@ -237,3 +279,45 @@ class Method(nn.Module):
                                   f"--method {artifact.kind} or another saved folder")
         self.load_verbalizer_tensors(artifact.tensors)
         self.virtual_tokens.restore(artifact.tensors)
+
+
+class PerTaskMethod(Method):
+    """A method that conditions each task of a multi-task run differently.
+
+    It is built with every task's name, ``config.task`` (``"rte,mrpc,cb"``, a
+    :class:`PerTaskConfig` field filled from ``--task``; empty: the one task it is built with),
+    and answers for one of them at a time: :meth:`task_conditioning` gives task ``name``'s part,
+    :meth:`use_task` picks the task :meth:`conditioning` (and so training, evaluation and a
+    restored method) answers for. What the tasks share (a shared prompt, a hypernetwork) and what
+    each has of its own (its prompt, its task embedding) is the method's choice; the trainer draws
+    one task per batch and calls :meth:`use_task` before it (:mod:`softprompt.multitask`). A
+    method that conditions every task the same (one shared adapter) is a plain :class:`Method`:
+    its :meth:`use_task` changes nothing. The task ``task`` it is built with must be one of the
+    names (:class:`ConfigError` otherwise) and is the active one at first.
+    """
+
+    def __init__(self, config: PerTaskConfig, backbone, task, seed: int = 0, train_rows=None):
+        super().__init__(config, backbone, task, seed, train_rows)
+        self.task_names = task_names(config.task) or (task.name,)
+        self.use_task(task.name)
+
+    def use_task(self, name: str) -> None:
+        """Answer for task ``name`` from now on; :class:`ConfigError` for a task the method was not built with."""
+        if name not in self.task_names:
+            raise ConfigError(f"method {self.name!r} was trained for tasks {list(self.task_names)}, not {name!r}: "
+                              f"pass one of them as --task")
+        self.active_task = name
+
+    def task_index(self, name: str) -> int:
+        """Position of task ``name`` in :attr:`task_names`."""
+        if name not in self.task_names:
+            raise ConfigError(f"method {self.name!r} has no task {name!r}; its tasks: {list(self.task_names)}")
+        return self.task_names.index(name)
+
+    def task_conditioning(self, name: str) -> Conditioning:
+        """What the method adds for task ``name``, differentiable."""
+        raise NotImplementedError
+
+    def conditioning(self) -> Conditioning:
+        """:meth:`task_conditioning` of the active task."""
+        return self.task_conditioning(self.active_task)

@@ -13,7 +13,6 @@ line changed.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -98,5 +97,6 @@ def restore_artifact(artifact: Artifact, backbone, task=None) -> Method:
         raise ArtifactError(f"{Path(artifact.path) / META_FILE}: the saved options do not build a {artifact.kind} "
                             f"method ({type(exc).__name__}: {exc}); re-save it or train again") from exc
     method.restore_from(artifact)
+    method.use_task(task.name)  # a multi-task run's method answers for the task asked for
     method.metadata = dict(meta)
     return method.to(backbone.device)

@@ -19,6 +19,16 @@ class PromptTuningConfig(MethodConfig):
     init: str = "class-labels"
 
 
+def initial_prompt(length: int, init: str, backbone, task, seed: int) -> SoftPrompt:
+    """A fresh ``[length, dim]`` prompt for ``task`` on ``backbone``, started as ``init`` says
+    (:meth:`SoftPrompt.initialize`; ``class-labels`` from the task's label words when it has fixed ones)."""
+    label_words = []
+    if task.verbalizer.is_fixed:
+        label_words = [[task.verbalizer.prefix + w for w in ws] for ws in task.verbalizer.candidates()]
+    ctx = backbone.init_context(label_words=label_words, seed=seed, task=task if label_words else None)
+    return SoftPrompt.initialize(length, backbone.dim, init, ctx)
+
+
 @register_method("prompt-tuning", PromptTuningConfig)
 class PromptTuning(Method):
     """Only the soft prompt is trained; the model stays frozen."""
@@ -30,11 +40,7 @@ class PromptTuning(Method):
 
     def __init__(self, config: PromptTuningConfig, backbone, task, seed: int = 0, train_rows=None):
         super().__init__(config, backbone, task, seed, train_rows)
-        label_words = []
-        if task.verbalizer.is_fixed:
-            label_words = [[task.verbalizer.prefix + w for w in ws] for ws in task.verbalizer.candidates()]
-        ctx = backbone.init_context(label_words=label_words, seed=seed, task=task if label_words else None)
-        self.soft_prompt = SoftPrompt.initialize(config.prompt_length, backbone.dim, config.init, ctx)
+        self.soft_prompt = initial_prompt(config.prompt_length, config.init, backbone, task, seed)
 
     needs = frozenset({"input_vectors"})
 

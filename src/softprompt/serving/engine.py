@@ -247,7 +247,7 @@ class MultiPromptModel:
         artifact = load_artifact(path, root=self.prompts_dir)  # the model check is restore_artifact's
         _check_task(name, artifact.metadata)
         cls = method_class(artifact)
-        if cls.changes_backbone:  # restoring it would change the weights every other output is served with
+        if cls.restoring_changes_backbone(artifact.metadata):  # it would change the weights every other output is served with
             raise PromptFileError(f"prompt {name!r} is a {artifact.kind} output, which changes the model's own "
                                   "weights: it cannot share a server with other outputs; evaluate it with "
                                   f"`softprompt eval --prompt DIR` or `softprompt predict --prompt DIR`")

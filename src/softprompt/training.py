@@ -509,7 +509,7 @@ def _finish_multitask(acc, cfg: TrainConfig, backbone, runs, method, result: Tra
     result.seconds = time.time() - started
     if acc.is_main_process:
         atomic_write_text(out / "results.json", json.dumps({
-            "task": cfg.task, "tasks": [r.task.name for r in runs], "model": cfg.model,
+            "task": ",".join(r.task.name for r in runs), "tasks": [r.task.name for r in runs], "model": cfg.model,
             "model_weights": backbone.weights, "method": cfg.method, "dev": result.dev, "test": result.test,
             "test_split": result.test_split, "train_rows": {r.task.name: len(r.data.train) for r in runs},
             "dev_rows": {r.task.name: len(r.data.dev) for r in runs}, "zero_shot_test": result.zero_shot_test,

@@ -54,10 +54,13 @@ def _scored_task(cfg: EvalConfig | PredictConfig):
 
     if cfg.prompt:
         from .artifacts import load_artifact
-        from .methods.loading import saved_task
+        from .methods.loading import check_saved_task, saved_task
 
-        task = saved_task(load_artifact(cfg.prompt))
-        return task_from_config(cfg, base=task) if _reformats(cfg) else task
+        artifact = load_artifact(cfg.prompt)
+        task = saved_task(artifact)
+        task = task_from_config(cfg, base=task) if _reformats(cfg) else task
+        check_saved_task(artifact, task.name)  # one task of a multi-task run: refused before its rows are read
+        return task
     if not (cfg.task or (cfg.template and cfg.label_words)):
         raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
                               "--task NAME, or --template and --label-words (and --model)")

@@ -303,10 +303,16 @@ class PerTaskMethod(Method):
 
     def use_task(self, name: str) -> None:
         """Answer for task ``name`` from now on; :class:`ConfigError` for a task the method was not built with."""
-        if name not in self.task_names:
-            raise ConfigError(f"method {self.name!r} was trained for tasks {list(self.task_names)}, not {name!r}: "
-                              f"pass one of them as --task")
+        self.check_task(self.task_names, name)
         self.active_task = name
+
+    @classmethod
+    def check_task(cls, names: tuple[str, ...], name: str) -> None:
+        """Raise :class:`ConfigError` when ``name`` is not one of ``names``, the tasks a method of this
+        class was built with; needs no model, so a command refuses a saved run's unknown task first."""
+        if name not in names:
+            raise ConfigError(f"method {cls.name!r} was trained for tasks {list(names)}, not {name!r}: "
+                              f"pass one of them as --task")
 
     def task_index(self, name: str) -> int:
         """Position of task ``name`` in :attr:`task_names`."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..artifacts import META_FILE, Artifact, check_model, load_artifact, read_metadata_file
 from ..errors import ArtifactError, ConfigError, DataError, PromptFileError
-from .base import Method, get_method
+from .base import Method, PerTaskMethod, get_method, task_names
 from .configs import method_config
 
 
@@ -61,6 +61,16 @@ def saved_config(artifact: Artifact):
     meta = artifact.metadata
     config, cls = method_config(artifact.kind, meta.get("training") or {})
     return cls.config_from_saved(config, meta)
+
+
+def check_saved_task(artifact: Artifact, name: str) -> None:
+    """Refuse, before any model is loaded, a task that the saved per-task method of ``artifact``
+    (one run of several tasks, :class:`~softprompt.methods.base.PerTaskMethod`) was not trained
+    for: :class:`ConfigError`, as restoring it would raise later. Other methods answer any task
+    whose format fits."""
+    cls = method_class(artifact)
+    if issubclass(cls, PerTaskMethod):
+        cls.check_task(task_names(saved_config(artifact).task) or (saved_task(artifact).name,), name)
 
 
 def restore(path: str | Path, backbone, task=None, root: str | Path | None = None) -> Method:

@@ -281,3 +281,10 @@ def test_a_prompt_saved_in_the_format_before_save_artifact_still_loads_restores_
     tensors, header = load_artifact(tmp_path / "new").tensors, json.loads((tmp_path / "new" / META_FILE).read_text())
     assert list(tensors) == ["prompt"] and torch.equal(tensors["prompt"], weight)
     assert {k: header[k] for k in meta} == meta and header["method"] == "prompt-tuning"
+
+
+def test_a_path_that_does_not_exist_is_named_itself_not_its_folder(tmp_path):
+    with pytest.raises(ArtifactError, match=rf"^{tmp_path / 'nope'} does not exist: pass a run's best/"):
+        load_artifact(tmp_path / "nope")
+    with pytest.raises(ArtifactError, match=rf"^{tmp_path / 'gone' / 'best'} does not exist"):
+        load_artifact(tmp_path / "gone" / "best")

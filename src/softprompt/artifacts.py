@@ -386,6 +386,9 @@ def load_artifact(path: str | Path, *, root: str | Path | None = None, backbone=
 def _load_artifact(path: Path, root) -> Artifact:
     if root is not None:
         safe_dir(path, root)
+    if not path.exists() and not path.is_symlink():
+        raise ArtifactError(f"{path} does not exist: pass a run's best/ or last/ folder (e.g. runs/rt/best) or a "
+                            f"saved {PROMPT_FILE}")
     if not path.is_dir():
         if path.name == PREFIX_FILE:
             return _load_prefix(path.parent, path, root)

@@ -72,3 +72,10 @@ def test_setup_and_serving_checks_encode_a_placeholder_with_markers(markers):
     row = task.placeholder()
     assert task.prepare(row)["text"] != row["text"]  # the markers were placed
     assert [len(w) for w in label_word_ids(bb, task)] == [1, 1]
+
+
+@pytest.mark.parametrize("style", ["tags", "typed"])
+def test_a_row_without_text_is_a_data_error_naming_its_fields(style):
+    row = {"sentence": "The company makes chairs.", "e1": "company", "e2": "chairs", "e1_type": "org", "e2_type": "thing"}
+    with pytest.raises(DataError, match=r"lacks 'text' \(it has 'sentence', 'e1'.*--field-map text=COLUMN"):
+        mark_entities(row, style)

@@ -40,12 +40,15 @@ def entity_spans(row: Mapping[str, Any]) -> tuple[tuple[int, int], tuple[int, in
     """``((start, end), (start, end))`` of e1 and e2 in ``row["text"]``: the row's spans, or the
     first occurrences of the strings. Raises :class:`DataError` for an entity not in the text or
     a span that does not hold its string."""
-    text = str(row.get("text", ""))
     spans = []
-    for name in ("e1", "e2"):
+    for name in ("text", "e1", "e2"):
         if name not in row:
             raise DataError(f"a relation row needs fields text, e1 and e2; this one{_where(row)} lacks {name!r} "
-                            "(map your columns with --field-map e1=COLUMN,e2=COLUMN)")
+                            f"(it has {', '.join(map(repr, row)) or 'none'}; map your columns with --field-map "
+                            "text=COLUMN,e1=COLUMN,e2=COLUMN)")
+        if name == "text":
+            text = str(row["text"])
+            continue
         entity = str(row[name])
         span = row.get(f"{name}_span")
         if span is not None:
@@ -79,9 +82,10 @@ def mark_entities(row: Mapping[str, Any], style: str) -> dict[str, Any]:
         if missing:
             raise DataError(f"entity markers 'typed' need each row's entity types, but this row{_where(row)} lacks "
                             f"{', '.join(missing)}: use --entity-markers tags, or add the types (--field-map e1_type=COLUMN)")
+    spans = entity_spans(row)  # checks the row's fields first
     text = str(row["text"])
     marks = []
-    for name, (start, end) in zip(("e1", "e2"), entity_spans(row)):
+    for name, (start, end) in zip(("e1", "e2"), spans):
         tag = f"{name}:{row[name + '_type']}" if style == "typed" else name
         marks.append((start, end, f"<{tag}>", f"</{tag}>"))
     for start, end, opening, closing in sorted(marks, reverse=True):  # from the right: offsets stay valid

@@ -129,6 +129,8 @@ def test_a_multitask_run_trains_every_task_and_reports_each_and_the_mean(method,
         per_task = [d["rotten_tomatoes"]["accuracy"], d["boolq"]["accuracy"]]
         assert d[MEAN] == pytest.approx(sum(per_task) / 2)
     assert result.dev["best_mean"] == max(d[MEAN] for d in dev)
+    best = next(d for d in dev if d["step"] == result.dev["best_step"])  # each task's numbers are best/'s, not the last's
+    assert {k: result.dev[k] for k in ("rotten_tomatoes", "boolq", MEAN)} == {k: best[k] for k in ("rotten_tomatoes", "boolq", MEAN)}
     res = json.loads((out / "results.json").read_text())
     assert res["tasks"] == ["rotten_tomatoes", "boolq"] and res["train_rows"] == {"rotten_tomatoes": 12, "boolq": 8}
     assert res["test_split"] == "test,validation"

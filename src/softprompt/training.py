@@ -61,7 +61,8 @@ class TrainState:
     best_step: int | None = None
     evals_since_best: int = 0
     stopped_early: bool = False
-    last_dev: dict[str, Any] = field(default_factory=dict)  # the latest dev metrics, for results.json
+    last_dev: dict[str, Any] = field(default_factory=dict)  # the latest dev metrics (metrics.jsonl has each)
+    best_dev: dict[str, Any] = field(default_factory=dict)  # the dev metrics of the state kept in best/, for results.json
     task_batches: dict[str, int] = field(default_factory=dict)  # a multi-task run: batches drawn from each task
 
 
@@ -425,6 +426,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
             log_line({"step": state.step, "split": "validation", **state.last_dev})
             if state.best_metric is None or value > state.best_metric:
                 state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
+                state.best_dev = dict(state.last_dev)
                 if is_main:
                     method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
                         **meta_extra, "step": state.step, "metrics": {"validation": state.last_dev}}))
@@ -447,7 +449,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
     acc.wait_for_everyone()
 
     result = TrainResult(out=out, best_prompt=out / "best" if (out / "best").exists() else None, state=state,
-                         dev={"best_" + primary: state.best_metric, "best_step": state.best_step, **state.last_dev})
+                         dev={"best_" + primary: state.best_metric, "best_step": state.best_step,
+                              **(state.best_dev or state.last_dev)})  # best/'s metrics (a checkpoint from before best_dev: the last)
     if multi:
         return _finish_multitask(acc, cfg, backbone, runs, method, result, started)
     return _finish(acc, cfg, backbone, task, method, data, result, started)

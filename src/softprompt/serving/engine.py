@@ -96,6 +96,7 @@ class _Entry:
     length: int  # the positions it takes before the text
     path: str | None = None
     run: str | None = None  # a task of a multi-task run: the name the run was added under
+    mixes: str | None = None  # a multi-task run's entry (its name's or a task's): the run's name
 
 
 @dataclass
@@ -234,8 +235,8 @@ class MultiPromptModel:
                                   f"re-save it with softprompt train") from exc
         where = None if path is None else str(path)
         # each task's conditioning computed here, once (a Hyperformer's adapters, a HyperPrompt's prefix)
-        entries = {n: _Entry(n, m, m.conditioning, m.prompt_length, where, None if n == name else name)
-                   for n, m in models.items()}
+        entries = {n: _Entry(n, m, m.conditioning, m.prompt_length, where, None if n == name else name,
+                             name if len(models) > 1 else None) for n, m in models.items()}
         with self._lock:
             state = self._state
             for n in entries:
@@ -412,7 +413,7 @@ class MultiPromptModel:
                 probs = torch.softmax(scores[0].float(), -1).cpu()
                 u.result = {n: float(p) for n, p in zip(u.batch.label_names[0], probs)}
                 continue
-            words = _word_key(u.batch)
+            words = _word_key(u.batch, u.entry.mixes)
             how = u.entry.model.settings
             key = (words, how.length_normalize, how.word_scoring, _slots(u.batch))  # as trained, same answer slots
             groups.setdefault(key, []).append(u)
@@ -583,16 +584,17 @@ def _by_input(units: list[_Unit], n: int) -> list[list[_Unit]]:
     return out
 
 
-def _word_key(batch: EncodedBatch) -> tuple | None:
+def _word_key(batch: EncodedBatch, run: str | None) -> tuple | None:
     """What rows must share to be scored in one ``word_scores`` call as rows of shared words:
-    their candidates' token ids, or, when each candidate is one token, only how many there are
-    (the backbones' one-position path reads each row's own ids, so tasks with other label words,
-    the tasks of a multi-task run, share a pass); None for rows scored with words of their own."""
+    their candidates' token ids; for the tasks of one multi-task run (``run``, its name) whose
+    candidates are each one token, only how many there are (the backbones' one-position path
+    reads each row's own ids), so the run's tasks share a pass though their label words differ.
+    None for rows scored with words of their own."""
     if not batch.shared_words:
         return None
     words = batch.words[0]
-    if all(len(w) == 1 for w in words):
-        return ("one-token", len(words))
+    if run is not None and all(len(w) == 1 for w in words):
+        return ("one-token", len(words), run)
     return tuple(map(tuple, words))
 
 

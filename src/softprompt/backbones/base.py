@@ -358,11 +358,13 @@ class Backbone(ABC):
             groups.setdefault(self._group_key(c), []).append(i)
         return list(groups.values())
 
-    def _grouped(self, fn, cond, batch: EncodedBatch, *args):
+    def _grouped(self, fn, cond, batch: EncodedBatch, *args, row_hooked: bool = True):
         """Run ``fn(cond, batch, *args) -> [rows] or [rows, k] or list`` with ``cond``'s hooks
         installed. A :class:`PerRow` goes whole to ``fn`` when this family mixes rows and no row
-        has answer vectors or hooks; else once per distinct conditioning, rows put back in order
-        (``-inf`` pads)."""
+        has answer vectors or hooks, or, with ``row_hooked``, when the rows differ only in hooks
+        that merge into per-row ones (:func:`~softprompt.conditioning.row_hooks`) and ``fn`` then
+        calls the model over all rows (:meth:`_one_call`); else once per distinct conditioning,
+        rows put back in order (``-inf`` pads)."""
         if isinstance(cond, PerRow) and len(self._groups(cond)) == 1:
             cond = cond.items[0]
         if isinstance(cond, Conditioning):
@@ -370,7 +372,7 @@ class Backbone(ABC):
                 return fn(cond, batch, *args)
         if self.mixes_rows and not any(c.answer_vectors is not None or c.layer_hooks for c in cond.items):
             return fn(cond, batch, *args)
-        merged = row_hooks(cond.items) if any(c.layer_hooks for c in cond.items) else None
+        merged = row_hooks(cond.items) if row_hooked and any(c.layer_hooks for c in cond.items) else None
         if merged is not None:  # rows differ in their hooks' weights alone (adapters of several tasks): one pass
             rest = PerRow(tuple(dataclasses.replace(c, layer_hooks=()) for c in cond.items))
             if len(self._groups(rest)) == 1:
@@ -460,7 +462,8 @@ class Backbone(ABC):
     def generate(self, cond, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         """Greedy continuation of each row's context (the conditioning before it): ``batch`` strings."""
         with torch.no_grad():
-            return self._grouped(self._generate, self.conditioned(cond, batch), batch, max_new_tokens)
+            # no per-row hooks: a sliding-window model generates row by row, a call over part of the batch
+            return self._grouped(self._generate, self.conditioned(cond, batch), batch, max_new_tokens, row_hooked=False)
 
     def text_states(self, cond, batch: EncodedBatch) -> TextStates:
         """One forward pass over ``batch``'s contexts under ``cond`` (one

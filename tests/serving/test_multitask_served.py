@@ -104,3 +104,11 @@ def test_removing_a_run_removes_its_tasks_and_a_taken_name_is_refused(runs, tiny
         engine.add("hyper.boolq", "mtpt")
     engine.remove("hyper")
     assert engine.tasks() == []
+
+
+def test_generation_for_a_mixed_request_of_a_runs_tasks_equals_each_task_alone(engine):
+    names = ["hyper.rotten_tomatoes", "hyper.boolq", "hyper.rotten_tomatoes"]
+    inputs = [TEXTS[0], QUESTIONS[0], TEXTS[1]]
+    mixed = engine.generate(inputs, names, max_new_tokens=3)
+    alone = [engine.generate([x], [n], max_new_tokens=3)[0] for x, n in zip(inputs, names)]
+    assert [g.text for g in mixed] == [g.text for g in alone]

@@ -130,6 +130,27 @@ def write_toy_data(folder: Path, name: str = "toy") -> Path:
     return folder
 
 
+QUESTIONS = [("the movie was great fun", "was it good", "yes"), ("the film was awful", "was it good", "no"),
+             ("i love this story", "did she like it", "yes"), ("i hate this plot", "did he like it", "no"),
+             ("the acting was really bad", "was the acting good", "no"), ("smart and funny", "was it funny", "yes"),
+             ("a dull and boring film", "was it fun", "no"), ("best movie ever", "was it the best", "yes"),
+             ("ugly and slow", "was it beautiful", "no"), ("a witty story", "was it witty", "yes"),
+             ("terrible acting", "was the acting great", "no"), ("so much fun", "was it fun", "yes")]
+
+
+def write_boolq(folder: Path) -> Path:
+    """A tiny BoolQ in ``folder/boolq/{train,validation,test}.jsonl`` (passage, question, label)."""
+    import json
+
+    d = folder / "boolq"
+    d.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "validation", "test"):
+        with open(d / f"{split}.jsonl", "w") as fh:
+            for i, (passage, question, label) in enumerate(QUESTIONS):
+                fh.write(json.dumps({"passage": passage, "question": question, "label": label, "idx": i}) + "\n")
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     """Saved tiny models (with tokenizers) per family, loadable with ``--model DIR``."""

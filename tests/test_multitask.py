@@ -9,29 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_toy_data
+from conftest import write_boolq, write_toy_data
 from softprompt.cli import main
 from softprompt.errors import ConfigError
 from softprompt.multitask import MEAN, TaskSampler, sampled_batches, task_runs
 from softprompt.training import TrainState, train
-
-QUESTIONS = [("the movie was great fun", "was it good", "yes"), ("the film was awful", "was it good", "no"),
-             ("i love this story", "did she like it", "yes"), ("i hate this plot", "did he like it", "no"),
-             ("the acting was really bad", "was the acting good", "no"), ("smart and funny", "was it funny", "yes"),
-             ("a dull and boring film", "was it fun", "no"), ("best movie ever", "was it the best", "yes"),
-             ("ugly and slow", "was it beautiful", "no"), ("a witty story", "was it witty", "yes"),
-             ("terrible acting", "was the acting great", "no"), ("so much fun", "was it fun", "yes")]
-
-
-def write_boolq(folder: Path) -> Path:
-    d = folder / "boolq"
-    d.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "validation", "test"):
-        with open(d / f"{split}.jsonl", "w") as fh:
-            for i, (passage, question, label) in enumerate(QUESTIONS):
-                fh.write(json.dumps({"passage": passage, "question": question, "label": label, "idx": i}) + "\n")
-    return folder
-
 
 @pytest.fixture
 def two_tasks(tmp_path) -> Path:

@@ -135,11 +135,11 @@ class PromptedModel:
 
     @property
     def conditioning(self) -> Conditioning:
-        """What goes into the model: the method's :meth:`~softprompt.methods.base.Method.inference_conditioning`,
-        the soft prompt ``[length, dim]`` as input vectors (detached, one object so caches hit),
-        or nothing (zero-shot)."""
+        """What goes into the model: the method's :meth:`~softprompt.methods.base.Method.inference_conditioning`
+        for :attr:`task` (a multi-task run's method answers for each of its tasks), the soft prompt
+        ``[length, dim]`` as input vectors (detached, one object so caches hit), or nothing (zero-shot)."""
         if self.method is not None:
-            return self.method.inference_conditioning()
+            return self.method.inference_conditioning(self.task.name)
         return self._prompt_conditioning
 
     @property

@@ -13,7 +13,9 @@ A method hands the backbone a :class:`Conditioning` (or, for a batch whose rows 
 * ``answer_vectors`` ``[n_answers, dim]``: scored at the answer slot in place of vocabulary
   rows (WARP, Hambardzumyan et al. 2021);
 * ``layer_hooks``: functions that change a block's attention or feed-forward output
-  (adapters, Houlsby et al. 2019; AdapterHub's forward hooks), :class:`LayerHook`.
+  (adapters, Houlsby et al. 2019; AdapterHub's forward hooks), :class:`LayerHook`. A hook that
+  says how it is computed from weights (:class:`RowWeights`) can share one forward pass with
+  rows whose hooks have other weights (:func:`row_hooks`): one batch, a different adapter per row.
 
 A backbone declares the kinds it supports (:attr:`softprompt.backbones.base.Backbone.supports`)
 and refuses the others before any work. :func:`as_conditioning` turns what older code passes (a
@@ -23,8 +25,9 @@ tensor, a :class:`LayerKV`, None, a per-row list) into these types.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import torch
 from torch import Tensor
 
 from .errors import ConfigError
@@ -85,20 +88,41 @@ PrefixKV = LayerKV
 
 
 @dataclass(frozen=True, eq=False)
+class RowWeights:
+    """How a :class:`LayerHook` computes its change from weights, so that rows of one batch can
+    each have their own: ``fn(h [batch, T, dim], *weights) -> [batch, T, dim]``, each weight
+    given with a leading batch axis (row ``b``'s weights at ``[b]``; None stays None), and
+    ``weights`` this hook's own (without that axis). ``fn(h, *(w[None] for w in weights))`` must
+    equal the hook's own ``fn(h)`` for a one-row ``h``; ``fn`` is a module-level function, the
+    same object for every hook it can be merged with (:func:`row_hooks`)."""
+
+    fn: Callable[..., Tensor]
+    weights: tuple[Tensor | None, ...]
+
+    @property
+    def signature(self) -> tuple:
+        """``(fn, shape/dtype/device of each weight)``: hooks of equal signatures merge."""
+        return (self.fn, tuple(None if w is None else (tuple(w.shape), w.dtype, w.device) for w in self.weights))
+
+
+@dataclass(frozen=True, eq=False)
 class LayerHook:
     """A change to one block's output, installed as a forward hook for one backbone call.
 
     ``layer``: the block's index in :meth:`~softprompt.backbones.base.Backbone.blocks`;
     ``site``: ``"attention"`` or ``"feed_forward"``, the sub-module whose output ``fn`` replaces;
     ``fn``: hidden ``[batch, T, dim] -> [batch, T, dim]`` (for a sub-module that returns a tuple,
-    its first element); ``tensors``: what ``fn`` reads, so caches see their in-place updates.
-    Raises :class:`ConfigError` for an unknown site or a negative layer.
+    its first element); ``tensors``: what ``fn`` reads, so caches see their in-place updates;
+    ``rows``: the same change as weights and a batched function (:class:`RowWeights`), or None
+    (then rows with other hooks are run apart). Raises :class:`ConfigError` for an unknown site
+    or a negative layer.
     """
 
     layer: int
     site: str
     fn: Callable[[Tensor], Tensor]
     tensors: tuple[Tensor, ...] = ()
+    rows: RowWeights | None = None
 
     def __post_init__(self) -> None:
         if self.site not in SITES:
@@ -215,6 +239,45 @@ class PerRow:
         return frozenset().union(*(c.kinds for c in self.items))
 
 
+def row_hooks(items: Sequence[Conditioning]) -> tuple[LayerHook, ...] | None:
+    """The hooks of a mixed batch's rows (``items[b]``: row ``b``'s) as one set that applies each
+    row its own weights in one forward pass, or None when they cannot be merged: a row without a
+    hook another row has at the same layer and site, or a hook without :class:`RowWeights` (or
+    of another signature) there. Per layer and site the merged hook stacks the distinct weights
+    once (``[n distinct, ...]``) and gathers each row's at call time (``[batch, ...]``), for
+    :attr:`RowWeights.fn`. Rows that share a hook object share its weights."""
+    sites = [{(h.layer, h.site): h for h in c.layer_hooks} for c in items]
+    if not items or any(len(s) != len(c.layer_hooks) or s.keys() != sites[0].keys() for s, c in zip(sites, items)):
+        return None
+    merged = []
+    for key in sites[0]:
+        hooks = [s[key] for s in sites]
+        if any(h.rows is None or h.rows.signature != hooks[0].rows.signature for h in hooks):
+            return None
+        distinct: dict[int, int] = {}
+        for h in hooks:
+            distinct.setdefault(id(h), len(distinct))
+        firsts = list({id(h): h for h in hooks}.values())
+        index = torch.tensor([distinct[id(h)] for h in hooks])
+        stacked = tuple(None if ws[0] is None else torch.stack(ws)
+                        for ws in zip(*(h.rows.weights for h in firsts)))
+        merged.append(LayerHook(key[0], key[1], _gathering(hooks[0].rows.fn, stacked, index),
+                                tuple(t for h in firsts for t in h.tensors)))
+    return tuple(merged)
+
+
+def _gathering(fn: Callable[..., Tensor], stacked: tuple[Tensor | None, ...], index: Tensor) -> Callable[[Tensor], Tensor]:
+    """``h -> fn(h, *each weight's rows picked by index)`` (``stacked[i] [n distinct, ...]``)."""
+    def run(h: Tensor) -> Tensor:
+        if h.shape[0] != index.numel():
+            raise ConfigError(f"per-row layer hooks for {index.numel()} rows ran on {h.shape[0]}: a model call over "
+                              "a part of the batch cannot take them; score the rows of each conditioning apart")
+        idx = index.to(h.device)
+        return fn(h, *(None if w is None else w.index_select(0, idx) for w in stacked))
+
+    return run
+
+
 def as_conditioning(x: Any) -> Conditioning | PerRow:
     """Coerce what callers pass into a :class:`Conditioning` or :class:`PerRow`.
 
@@ -242,4 +305,5 @@ def _describe(x: Any) -> str:
     return f"a {type(x).__name__}"
 
 
-__all__ = ["KINDS", "SITES", "LayerKV", "PrefixKV", "LayerHook", "Conditioning", "PerRow", "as_conditioning"]
+__all__ = ["KINDS", "SITES", "LayerKV", "PrefixKV", "RowWeights", "LayerHook", "Conditioning", "PerRow", "row_hooks",
+           "as_conditioning"]

@@ -142,7 +142,7 @@ def test_runs_go_seed_by_seed(tmp_path, tiny_model_dirs, toy_data, monkeypatch):
 
 
 def test_a_multitask_grid_runs_and_reports_the_mean_over_its_tasks(tmp_path, tiny_model_dirs, toy_data):
-    from test_multitask import write_boolq
+    from conftest import write_boolq
 
     write_boolq(toy_data)
     spec = {"name": "mt", "out": str(tmp_path / "results"),

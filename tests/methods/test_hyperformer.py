@@ -114,7 +114,7 @@ def test_a_saved_hyperformer_restores_bit_for_bit_for_each_task(family, tmp_path
 
 
 def test_a_new_task_trains_its_embedding_alone_and_the_old_tasks_answer_as_before(tiny_model_dirs, tmp_path, capsys):
-    from test_multitask import write_boolq
+    from conftest import write_boolq
 
     from conftest import write_toy_data
     from softprompt.cli import main

@@ -23,6 +23,7 @@ declares the conditioning kinds it supports (:attr:`Backbone.supports`); others 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ import torch
 from torch import nn
 
 from ..answer_tokens import answer_ids, context_then_words
-from ..conditioning import KINDS, Conditioning, PerRow, as_conditioning
+from ..conditioning import KINDS, Conditioning, PerRow, as_conditioning, row_hooks
 from ..encoding import EncodedBatch
 from ..errors import ConfigError
 from ..prompt import InitContext, common_token_ids
@@ -357,11 +358,13 @@ class Backbone(ABC):
             groups.setdefault(self._group_key(c), []).append(i)
         return list(groups.values())
 
-    def _grouped(self, fn, cond, batch: EncodedBatch, *args):
+    def _grouped(self, fn, cond, batch: EncodedBatch, *args, row_hooked: bool = True):
         """Run ``fn(cond, batch, *args) -> [rows] or [rows, k] or list`` with ``cond``'s hooks
         installed. A :class:`PerRow` goes whole to ``fn`` when this family mixes rows and no row
-        has answer vectors or hooks; else once per distinct conditioning, rows put back in order
-        (``-inf`` pads)."""
+        has answer vectors or hooks, or, with ``row_hooked``, when the rows differ only in hooks
+        that merge into per-row ones (:func:`~softprompt.conditioning.row_hooks`) and ``fn`` then
+        calls the model over all rows (:meth:`_one_call`); else once per distinct conditioning,
+        rows put back in order (``-inf`` pads)."""
         if isinstance(cond, PerRow) and len(self._groups(cond)) == 1:
             cond = cond.items[0]
         if isinstance(cond, Conditioning):
@@ -369,6 +372,15 @@ class Backbone(ABC):
                 return fn(cond, batch, *args)
         if self.mixes_rows and not any(c.answer_vectors is not None or c.layer_hooks for c in cond.items):
             return fn(cond, batch, *args)
+        merged = row_hooks(cond.items) if row_hooked and any(c.layer_hooks for c in cond.items) else None
+        if merged is not None:  # rows differ in their hooks' weights alone (adapters of several tasks): one pass
+            rest = PerRow(tuple(dataclasses.replace(c, layer_hooks=()) for c in cond.items))
+            if len(self._groups(rest)) == 1:
+                rest = rest.items[0]
+            if (isinstance(rest, Conditioning) or (self.mixes_rows and not any(
+                    c.answer_vectors is not None for c in rest.items))) and self._one_call(rest):
+                with self.hooked(merged):
+                    return fn(rest, batch, *args)
         results = [(rows, self._grouped(fn, cond.items[rows[0]], batch.select(rows), *args))
                    for rows in self._groups(cond)]
         first = results[0][1]
@@ -389,6 +401,13 @@ class Backbone(ABC):
             else:
                 merged[idx, : t.shape[1]] = t
         return merged
+
+    def _one_call(self, cond) -> bool:
+        """Whether scoring a batch under ``cond`` (a hook-free :class:`Conditioning` or
+        :class:`PerRow`) runs every model call over all of the batch's rows, none over a part of
+        them or a prefix the rows share: what per-row hooks (:func:`~softprompt.conditioning.row_hooks`)
+        need. Here yes; a family that computes shared prefixes apart says when it does."""
+        return True
 
     @staticmethod
     def _flatten(batch: EncodedBatch) -> tuple[list[int], list[list[int]]]:
@@ -443,7 +462,8 @@ class Backbone(ABC):
     def generate(self, cond, batch: EncodedBatch, max_new_tokens: int = 8) -> list[str]:
         """Greedy continuation of each row's context (the conditioning before it): ``batch`` strings."""
         with torch.no_grad():
-            return self._grouped(self._generate, self.conditioned(cond, batch), batch, max_new_tokens)
+            # no per-row hooks: a sliding-window model generates row by row, a call over part of the batch
+            return self._grouped(self._generate, self.conditioned(cond, batch), batch, max_new_tokens, row_hooked=False)
 
     def text_states(self, cond, batch: EncodedBatch) -> TextStates:
         """One forward pass over ``batch``'s contexts under ``cond`` (one

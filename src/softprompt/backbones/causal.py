@@ -222,6 +222,15 @@ class CausalBackbone(Backbone):
                               "give one of them")
         return cond.layer_kv if cond.layer_kv is not None else cond.input_vectors
 
+    def _one_call(self, cond) -> bool:
+        """No when a prefix (the lead specials, input vectors, layer keys/values) goes through the
+        model apart from the text, shared by rows (:meth:`_prefix_cache`); yes without one, or
+        when one conditioning's prefix runs with the text (``shared_prefix=False``)."""
+        sources = [self._source(c) for c in (cond.items if isinstance(cond, PerRow) else (cond,))]
+        if all(s is None for s in sources) and not self.lead_ids:
+            return True
+        return isinstance(cond, Conditioning) and not self.shared_prefix and not isinstance(sources[0], LayerKV)
+
     def _prefix_cache(self, sources: list, n: int, stamp=None):
         """A cache holding each row's prefix keys/values, left-padded to the widest prefix.
 

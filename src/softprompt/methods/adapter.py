@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import opt
-from ..conditioning import SITES, Conditioning, LayerHook
+from ..conditioning import SITES, Conditioning, LayerHook, RowWeights
 from ..errors import ConfigError, ModelMismatchError, PromptFileError
 from .base import Method, MethodConfig, register_method
 
@@ -74,6 +74,40 @@ def bottleneck(h: Tensor, down: Tensor, down_bias: Tensor, up: Tensor, up_bias: 
     return out.to(h.dtype)
 
 
+def row_bottleneck(activation: str):
+    """:func:`bottleneck` with each row's own weights, for a mixed batch
+    (:class:`~softprompt.conditioning.RowWeights`): ``fn(h [batch, T, dim], down [batch,
+    bottleneck, dim], down_bias [batch, bottleneck], up [batch, dim, bottleneck], up_bias [batch,
+    dim], scale, shift [batch, dim] or None)``, row ``b`` as :func:`bottleneck` computes it with
+    its weights ``[b]``, through batched products (``torch.baddbmm``). One function object per
+    activation, so hooks of one activation merge."""
+    return _ROW_BOTTLENECKS[activation]
+
+
+def _row_bottleneck(h: Tensor, down: Tensor, down_bias: Tensor, up: Tensor, up_bias: Tensor, scale: Tensor | None,
+                    shift: Tensor | None, activation: str) -> Tensor:
+    x = h.to(down.dtype)
+    z = x
+    if scale is not None:
+        z = F.layer_norm(x, (x.shape[-1],)) * scale[:, None] + shift[:, None]
+    hidden = ACTIVATIONS[activation](torch.baddbmm(down_bias[:, None], z, down.transpose(1, 2)))
+    return (x + torch.baddbmm(up_bias[:, None], hidden, up.transpose(1, 2))).to(h.dtype)
+
+
+_ROW_BOTTLENECKS = {name: (lambda name: lambda h, *w: _row_bottleneck(h, *w, activation=name))(name) for name in ACTIVATIONS}
+
+
+def adapter_hook(layer: int, site: str, weights: tuple, activation: str) -> LayerHook:
+    """A :class:`LayerHook` running :func:`bottleneck` with ``weights = (down, down_bias, up,
+    up_bias, scale, shift)`` (``scale``/``shift`` None for no layer norm) at block ``layer``'s
+    ``site``; it carries its weights (:class:`RowWeights`), so rows with other adapters of the same
+    shapes share its forward pass."""
+    down, down_bias, up, up_bias, scale, shift = weights
+    norm = None if scale is None else (scale, shift)
+    return LayerHook(layer, site, lambda h: bottleneck(h, down, down_bias, up, up_bias, activation, norm),
+                     tuple(w for w in weights if w is not None), RowWeights(row_bottleneck(activation), tuple(weights)))
+
+
 @dataclass
 class AdapterConfig(MethodConfig):
     bottleneck: int = opt(64, "adapter: width of the bottleneck (Houlsby et al.: 8 to 256)")
@@ -103,9 +137,9 @@ class Bottleneck(nn.Module):
         self.scale = nn.Parameter(torch.ones(dim)) if layer_norm else None
         self.shift = nn.Parameter(torch.zeros(dim)) if layer_norm else None
 
-    def forward(self, h: Tensor, activation: str) -> Tensor:
-        norm = (self.scale, self.shift) if self.scale is not None else None
-        return bottleneck(h, self.down, self.down_bias, self.up, self.up_bias, activation, norm)
+    def weights(self) -> tuple[Tensor | None, ...]:
+        """``(down, down_bias, up, up_bias, scale, shift)``, the last two None without a layer norm."""
+        return (self.down, self.down_bias, self.up, self.up_bias, self.scale, self.shift)
 
 
 @register_method("adapter", AdapterConfig)
@@ -127,14 +161,11 @@ class Adapter(Method):
             for layer in range(self.n_blocks) for site in self.sites})
 
     def conditioning(self) -> Conditioning:
-        """One :class:`LayerHook` per block and site, each running its :class:`Bottleneck`."""
-        hooks = []
-        for layer in range(self.n_blocks):
-            for site in self.sites:
-                module = self.adapters[f"{layer}_{site}"]
-                hooks.append(LayerHook(layer, site, _runner(module, self.config.activation),
-                                       tuple(module.parameters())))
-        return Conditioning(layer_hooks=tuple(hooks))
+        """One :class:`LayerHook` per block and site, each running its :class:`Bottleneck`
+        (:func:`adapter_hook`: rows of other adapter runs share its forward pass)."""
+        return Conditioning(layer_hooks=tuple(
+            adapter_hook(layer, site, self.adapters[f"{layer}_{site}"].weights(), self.config.activation)
+            for layer in range(self.n_blocks) for site in self.sites))
 
     def state_tensors(self):
         """``adapter.{layer}_{site}.{down,down_bias,up,up_bias,scale,shift}`` (float32) and the verbalizer's."""
@@ -176,7 +207,3 @@ def load_module_tensors(module: nn.Module, artifact, prefix: str) -> None:
     with torch.no_grad():
         for name, t in own.items():
             t.copy_(artifact.tensors[prefix + name])
-
-
-def _runner(module: Bottleneck, activation: str):
-    return lambda h: module(h, activation)

@@ -136,7 +136,7 @@ class Method(nn.Module):
         super().__init__()
         backbone.check_supports(self.needs, f"method {self.name!r}")
         self.config = config
-        self._inference: tuple[tuple, Conditioning] | None = None
+        self._inference: dict[str | None, tuple[tuple, Conditioning]] = {}  # per task: (tensors' versions, conditioning)
         # The task's verbalizer as a submodule: its parameters (word weights, answer vectors) train
         # with the method's (trainable_parameters) and move with it; the task keeps the same object.
         self.verbalizer = task.verbalizer
@@ -171,15 +171,27 @@ class Method(nn.Module):
         :class:`ConfigError` when two parts set the same kind."""
         return self.conditioning().joined(self.verbalizer.conditioning()).joined(self.virtual_tokens.conditioning())
 
-    def inference_conditioning(self) -> Conditioning:
+    def inference_conditioning(self, task: str | None = None) -> Conditioning:
         """:meth:`training_conditioning` detached, for evaluation: the same object while no
         parameter or buffer of the method (its verbalizer's included) changes, so the backbone's
-        caches hit."""
-        stamp = (self.active_task, *((id(t), t._version) for t in (*self.parameters(), *self.buffers())))
-        if self._inference is None or self._inference[0] != stamp:
-            with torch.no_grad():
-                self._inference = (stamp, self.training_conditioning().detach())
-        return self._inference[1]
+        caches hit. ``task``: the task of a multi-task run to answer for (None: the active one,
+        :meth:`use_task`; a method conditioning every task the same ignores it). Each task's is
+        kept apart, computed once (a Hyperformer's generated adapters, a HyperPrompt's prefix)
+        until the method's tensors change; the active task stays as it was."""
+        key = self.active_task if task is None or self.active_task is None else task
+        stamp = tuple((id(t), t._version) for t in (*self.parameters(), *self.buffers()))
+        hit = self._inference.get(key)
+        if hit is None or hit[0] != stamp:
+            active = self.active_task
+            try:
+                if key != active:
+                    self.use_task(key)
+                with torch.no_grad():
+                    hit = self._inference[key] = (stamp, self.training_conditioning().detach())
+            finally:
+                if self.active_task != active:
+                    self.use_task(active)
+        return hit[1]
 
     def forward(self, backbone, task, batch, loss: str = "rank", length_normalize: bool = False,
                 word_scoring: str = "exact") -> torch.Tensor:

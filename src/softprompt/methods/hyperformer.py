@@ -34,10 +34,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..conditioning import Conditioning, LayerHook
+from ..conditioning import Conditioning
 from ..config import opt
 from ..errors import ConfigError, ModelMismatchError, PromptFileError
-from .adapter import bottleneck, check_activation, check_positive, load_module_tensors, parse_sites
+from .adapter import adapter_hook, check_activation, check_positive, load_module_tensors, parse_sites
 from .base import PerTaskConfig, PerTaskMethod, register_method, task_names
 
 
@@ -163,12 +163,9 @@ class Hyperformer(PerTaskMethod):
             inputs = torch.stack([torch.cat([task, self.layer_embeddings[layer], self.site_embeddings[si]])
                                   for layer, si in pairs])
             weights = self.generators[0](self.projector(inputs))
-        activation = self.config.activation
-        hooks = []
-        for (layer, si), w in zip(pairs, weights):
-            tensors = tuple(t for t in (*w[:4], *(w[4] or ())))
-            hooks.append(LayerHook(layer, self.sites[si], lambda h, w=w: bottleneck(h, *w[:4], activation, w[4]), tensors))
-        return Conditioning(layer_hooks=tuple(hooks))
+        return Conditioning(layer_hooks=tuple(adapter_hook(layer, self.sites[si], (*w[:4], *(w[4] or (None, None))),
+                                                           self.config.activation)
+                                              for (layer, si), w in zip(pairs, weights)))
 
     def task_table(self) -> Tensor:
         """Every task's embedding, ``[n_tasks, task_embedding_dim]`` in :attr:`task_names`' order

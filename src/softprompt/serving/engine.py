@@ -95,6 +95,8 @@ class _Entry:
     conditioning: Conditioning  # what the method adds to the model; one object for the KV cache
     length: int  # the positions it takes before the text
     path: str | None = None
+    run: str | None = None  # a task of a multi-task run: the name the run was added under
+    mixes: str | None = None  # a multi-task run's entry (its name's or a task's): the run's name
 
 
 @dataclass
@@ -225,25 +227,34 @@ class MultiPromptModel:
         if not isinstance(prompt, SoftPrompt):
             path = self._resolve(prompt)
         try:
-            model = self._restored(name, path) if path is not None else self._prompted(name, prompt)
+            models = self._restored(name, path) if path is not None else {name: self._prompted(name, prompt)}
         except SoftPromptError:
             raise
         except Exception as exc:  # noqa: BLE001 - a damaged file is refused, never a crash
             raise PromptFileError(f"prompt {name!r} is damaged or malformed ({type(exc).__name__}: {exc}); "
                                   f"re-save it with softprompt train") from exc
-        entry = _Entry(name, model, model.conditioning, model.prompt_length, None if path is None else str(path))
+        where = None if path is None else str(path)
+        # each task's conditioning computed here, once (a Hyperformer's adapters, a HyperPrompt's prefix)
+        entries = {n: _Entry(n, m, m.conditioning, m.prompt_length, where, None if n == name else name,
+                             name if len(models) > 1 else None) for n, m in models.items()}
         with self._lock:
             state = self._state
-            if name in state.ensembles or (name in state.prompts and not replace):
-                raise TaskConflictError(f"the name {name!r} is taken; remove it first or pick another")
-            self._state = _Snapshot({**state.prompts, name: entry}, state.ensembles)
+            for n in entries:
+                mine = n in state.prompts and (n == name or state.prompts[n].run == name)
+                if n in state.ensembles or (n in state.prompts and not (replace and mine)):
+                    raise TaskConflictError(f"the name {n!r} is taken; remove it first or pick another")
+            kept = {k: v for k, v in state.prompts.items() if not (replace and v.run == name)}
+            self._state = _Snapshot({**kept, **entries}, state.ensembles)
             self.refused.pop(name, None)
         cache = getattr(self.backbone, "kv_cache_size", None)
         if cache is not None and cache < len(self._state.prompts) + 1:
             self.backbone.kv_cache_size = len(self._state.prompts) + 1  # every prompt's keys/values stay cached
 
-    def _restored(self, name: str, path: Path) -> PromptedModel:
-        """The saved output in ``path`` restored on the shared backbone, checked for serving."""
+    def _restored(self, name: str, path: Path) -> dict[str, PromptedModel]:
+        """The saved output in ``path`` restored on the shared backbone, checked for serving:
+        ``{name: model}``, and for a run of several tasks (metadata ``tasks``) also
+        ``{name.task: model}`` for each of its tasks, with that task's template and verbalizer,
+        all sharing the one restored method (:func:`run_task_names`)."""
         artifact = load_artifact(path, root=self.prompts_dir)  # the model check is restore_artifact's
         _check_task(name, artifact.metadata)
         cls = method_class(artifact)
@@ -252,7 +263,11 @@ class MultiPromptModel:
                                   "weights: it cannot share a server with other outputs; evaluate it with "
                                   f"`softprompt eval --prompt DIR` or `softprompt predict --prompt DIR`")
         task = saved_task(artifact)
-        return self._checked(name, PromptedModel(self.backbone, None, task, method=restore_artifact(artifact, self.backbone, task)))
+        method = restore_artifact(artifact, self.backbone, task)
+        models = {name: self._checked(name, PromptedModel(self.backbone, None, task, method=method))}
+        for full, one in run_task_names(name, artifact.metadata).items():
+            models[full] = self._checked(full, PromptedModel(self.backbone, None, one, method=method))
+        return models
 
     def _prompted(self, name: str, prompt: SoftPrompt) -> PromptedModel:
         """``prompt`` checked for serving (a task, finite float values, this model) and wrapped."""
@@ -303,10 +318,11 @@ class MultiPromptModel:
                 return
             if name not in state.prompts:
                 raise UnknownTaskError(f"no prompt or ensemble named {name!r}")
-            users = [e for e, ms in state.ensembles.items() if name in ms]
+            gone = {k for k, v in state.prompts.items() if k == name or v.run == name}  # a run goes with its tasks
+            users = [e for e, ms in state.ensembles.items() if gone.intersection(ms)]
             if users:
                 raise TaskConflictError(f"prompt {name!r} is a member of ensemble(s) {users}; remove those first")
-            self._state = _Snapshot({k: v for k, v in state.prompts.items() if k != name}, state.ensembles)
+            self._state = _Snapshot({k: v for k, v in state.prompts.items() if k not in gone}, state.ensembles)
 
     def tasks(self) -> list[dict[str, Any]]:
         """What each servable task is: name, kind, labels, input fields, members / prompt length."""
@@ -317,7 +333,7 @@ class MultiPromptModel:
             out.append({"name": name, "kind": "prompt", "task": t.name, "labels": t.verbalizer.label_names()
                         if t.verbalizer.is_fixed else None, "fields": list(t.template.fields),
                         "prompt_length": e.length, "method": e.model.method.name if e.model.method else "prompt-tuning",
-                        "description": t.description})
+                        "description": t.description, **({"run": e.run} if e.run else {})})
         for name, members in sorted(state.ensembles.items()):
             t = state.prompts[members[0]].model.task
             out.append({"name": name, "kind": "ensemble", "task": t.name, "labels": t.verbalizer.label_names(),
@@ -397,7 +413,7 @@ class MultiPromptModel:
                 probs = torch.softmax(scores[0].float(), -1).cpu()
                 u.result = {n: float(p) for n, p in zip(u.batch.label_names[0], probs)}
                 continue
-            words = tuple(map(tuple, u.batch.words[0])) if u.batch.shared_words else None
+            words = _word_key(u.batch, u.entry.mixes)
             how = u.entry.model.settings
             key = (words, how.length_normalize, how.word_scoring, _slots(u.batch))  # as trained, same answer slots
             groups.setdefault(key, []).append(u)
@@ -565,6 +581,36 @@ def _by_input(units: list[_Unit], n: int) -> list[list[_Unit]]:
     out: list[list[_Unit]] = [[] for _ in range(n)]
     for u in units:
         out[u.index].append(u)
+    return out
+
+
+def _word_key(batch: EncodedBatch, run: str | None) -> tuple | None:
+    """What rows must share to be scored in one ``word_scores`` call as rows of shared words:
+    their candidates' token ids; for the tasks of one multi-task run (``run``, its name) whose
+    candidates are each one token, only how many there are (the backbones' one-position path
+    reads each row's own ids), so the run's tasks share a pass though their label words differ.
+    None for rows scored with words of their own."""
+    if not batch.shared_words:
+        return None
+    words = batch.words[0]
+    if run is not None and all(len(w) == 1 for w in words):
+        return ("one-token", len(words), run)
+    return tuple(map(tuple, words))
+
+
+def run_task_names(name: str, metadata: Mapping[str, Any]) -> dict[str, Task]:
+    """The tasks of a saved multi-task run served as ``name``: ``{"name.task": Task}`` for each
+    task of its metadata's ``tasks`` (each with its own template and verbalizer), empty for an
+    output of one task. :class:`PromptFileError` for a ``tasks`` entry that is not a task object."""
+    saved = metadata.get("tasks") or []
+    if len(saved) < 2:
+        return {}
+    out = {}
+    for d in saved:
+        if not isinstance(d, Mapping) or not isinstance(d.get("name"), str):
+            raise PromptFileError(f"prompt {name!r}: its metadata's tasks hold {type(d).__name__}, not task objects; "
+                                  "re-save it with softprompt train")
+        out[check_name(f"{name}.{d['name']}")] = Task.from_dict(d)
     return out
 
 

@@ -129,6 +129,11 @@ def test_a_multitask_run_trains_every_task_and_reports_each_and_the_mean(method,
                      "--split", split, "--no-progress"]) == 0
         got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert got["task"] == name and got["accuracy"] == res["test"][name]["accuracy"]
+    # without --data-dir, eval reads the data the run was trained on, not the bundled Rotten Tomatoes
+    assert main(["eval", "--prompt", str(out / "best"), "--task", "rotten_tomatoes", "--no-progress"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["data_dir"] == str(two_tasks) and got["n"] == 16
+    assert got["accuracy"] == res["test"]["rotten_tomatoes"]["accuracy"]
     if method != "adapter":  # one adapter serves any task; a method with a part per task refuses another task
         assert main(["eval", "--prompt", str(out / "best"), "--task", "rte", "--data-dir", str(two_tasks),
                      "--split", "test", "--no-progress"]) == 2

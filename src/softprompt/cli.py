@@ -111,6 +111,28 @@ def _with_knowledgeable(cfg: EvalConfig | PredictConfig, pm):
     return pm
 
 
+def _with_saved_data_dir(cfg: EvalConfig) -> EvalConfig:
+    """``cfg`` with ``data_dir`` taken from the saved run ``cfg.prompt`` was trained with when
+    none is given, so a split is read from the data the run learned from, not from the next
+    source in the search order (the bundled sample); a saved folder missing here is named in a
+    warning and the search order applies."""
+    if cfg.data_dir or not cfg.prompt:
+        return cfg
+    from pathlib import Path
+
+    from .artifacts import load_artifact
+
+    saved = (load_artifact(cfg.prompt).metadata.get("training") or {}).get("data_dir")
+    if not saved:
+        return cfg
+    if not Path(saved).is_dir():
+        logging.getLogger("softprompt").warning(
+            "%s was trained on data in %s, which is not here; reading the %s split from the usual sources "
+            "($SOFTPROMPT_DATA_DIR, the bundled copy): pass --data-dir to choose", cfg.prompt, saved, cfg.split)
+        return cfg
+    return dataclasses.replace(cfg, data_dir=saved)
+
+
 def cmd_eval(cfg: EvalConfig) -> int:
     from .tasks.data import read_examples
     from .tasks.from_config import load_rows, parse_field_map
@@ -120,13 +142,15 @@ def cmd_eval(cfg: EvalConfig) -> int:
         rows = read_examples(cfg.file, field_map=parse_field_map(cfg.field_map), limit=cfg.limit)
         task.validate(rows, where=cfg.file)
     else:
+        cfg = _with_saved_data_dir(cfg)
         rows = load_rows(task, cfg, cfg.split, cfg.limit)
     pm = _prompted_model(cfg, task)
     from .training import mixed_precision
 
     with mixed_precision(cfg, pm.backbone.device):
         result = pm.evaluate(rows, cfg.batch_size, progress=cfg.progress)
-    print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "prompt": cfg.prompt,
+    print(json.dumps({"task": pm.task.name, "split": cfg.file or cfg.split, "data_dir": None if cfg.file else cfg.data_dir,
+                      "prompt": cfg.prompt,
                       **({"model_weights": pm.backbone.weights} if pm.backbone.weights else {}),
                       "scoring": pm.settings.scoring, "length_normalize": pm.settings.length_normalize,
                       "word_scoring": pm.settings.word_scoring, **result.summary()}))

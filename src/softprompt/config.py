@@ -200,7 +200,7 @@ class EvalConfig(ScoringOptions, MetricOptions):
     was trained with (:class:`softprompt.api.ScoringSettings`)."""
 
     split: str = opt("test", "split to evaluate")
-    data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl")
+    data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl (default: the one the saved run was trained with, where it exists here; then $SOFTPROMPT_DATA_DIR, the bundled copy, the HF hub)")
     file: str | None = opt(None, "evaluate on this file instead of a split (.jsonl, .csv or .tsv); with --template and --label-words: your own data, zero-shot")
     limit: int | None = opt(None, "evaluate on the first N rows only")
     mixed_precision: str = opt("no", "score in bf16/fp16 under torch autocast (weights stay as loaded)", ("no", "bf16", "fp16"))

@@ -13,6 +13,7 @@ from conftest import write_boolq, write_toy_data
 from softprompt.cli import main
 from softprompt.errors import ConfigError
 from softprompt.multitask import MEAN, TaskSampler, sampled_batches, task_runs
+from softprompt.methods.base import task_names
 from softprompt.training import TrainState, train
 
 @pytest.fixture
@@ -159,3 +160,9 @@ def test_a_resumed_multitask_run_ends_as_an_uninterrupted_one(tiny_model_dirs, t
     logs = [[json.loads(ln) for ln in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
             for run in ("straight", "cut")]
     assert [ln.get("task") for ln in logs[0]] == [ln.get("task") for ln in logs[1]]
+
+
+@pytest.mark.parametrize("spec", ["rte,", ",rte", "rte,,cb"])
+def test_an_empty_task_name_between_commas_is_refused(spec):
+    with pytest.raises(ConfigError, match="empty name between its commas"):
+        task_names(spec)

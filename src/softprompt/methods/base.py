@@ -98,7 +98,11 @@ class MethodConfig:
 def task_names(spec: str | None) -> tuple[str, ...]:
     """``"rte,mrpc,cb"`` -> ``("rte", "mrpc", "cb")`` (a multi-task run's ``--task``); raises
     :class:`ConfigError` for a name given twice."""
-    names = tuple(n.strip() for n in str(spec or "").split(",") if n.strip())
+    pieces = [n.strip() for n in str(spec or "").split(",")]
+    if len(pieces) > 1 and not all(pieces):
+        raise ConfigError(f"--task {spec!r} has an empty name between its commas: give task names separated by "
+                          "single commas, e.g. --task rte,mrpc")
+    names = tuple(n for n in pieces if n)
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigError(f"--task names {', '.join(twice)} more than once: give each task once")

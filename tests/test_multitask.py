@@ -12,8 +12,8 @@ import torch
 from conftest import write_boolq, write_toy_data
 from softprompt.cli import main
 from softprompt.errors import ConfigError
-from softprompt.multitask import MEAN, TaskSampler, sampled_batches, task_runs
 from softprompt.methods.base import task_names
+from softprompt.multitask import MEAN, TaskSampler, sampled_batches, task_runs
 from softprompt.training import TrainState, train
 
 @pytest.fixture

@@ -206,3 +206,13 @@ def test_refusals_say_what_to_do():
         config_cls(word_init="vocab")
     with pytest.raises(ConfigError, match="prompt_vectors"):
         config_cls(two_stage_steps=5)
+
+
+def test_a_rules_verbalizer_is_refused_with_the_task_s_labels_ready_to_paste():
+    from softprompt.tasks import get_task
+
+    config_cls, cls = get_method("knowprompt")
+    semeval = get_task("semeval2010_task8")  # its own verbalizer is PTR's rules
+    task = Task(name="rel", template=Template("{text} {soft:t} {e1} {soft:t} and {e2} is"), verbalizer=semeval.verbalizer)
+    with pytest.raises(ConfigError, match=r"--label-words 'Cause-Effect\(e1,e2\)=cause-effect-e1-e2;.*;Other=other'"):
+        cls(config_cls(), make_backbone("causal"), task)

@@ -195,9 +195,11 @@ class KnowPrompt(Method):
                               "model (the template ending at the answer) or a masked one (the answer at {mask})")
         verbalizer = task.verbalizer
         if not verbalizer.is_fixed or verbalizer.scores_slots or verbalizer.conditioning().kinds:
+            example = ";".join(f"{label}={re.sub(r'[^a-z0-9]+', '-', str(label).lower()).strip('-') or 'x'}"
+                               for label in verbalizer.labels)
             raise ConfigError(f"{who} scores its own answer vector per label, so it needs one fixed label set of plain "
-                              "words (they are not scored): give --label-words 'LABEL=word;...', not choices:, rules: "
-                              "or answer-vectors:")
+                              "words (they are not scored), not choices:, rules: or answer-vectors:; for this task's "
+                              f"labels: --label-words '{example}'")
         template = task.template
         missing = [f"{{{f}}}" for f in (SUBJECT, OBJECT, TEXT) if f not in template.fields]
         if missing or not template.virtual_tokens or len(template.answer_slots) > 1:

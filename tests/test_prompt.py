@@ -119,7 +119,7 @@ def test_truncated_file_is_refused(tmp_path):
 
 
 def test_missing_file_is_refused(tmp_path):
-    with pytest.raises(PromptFileError, match="no saved prompt"):
+    with pytest.raises(PromptFileError, match=rf"^{tmp_path / 'nothing'} does not exist"):
         SoftPrompt.load(tmp_path / "nothing")
 
 

@@ -40,5 +40,5 @@ def test_another_models_output_is_refused_and_a_missing_one_named(tiny_model_dir
     tok.save_pretrained(other)
     with pytest.raises(ModelMismatchError, match="fingerprint"):
         PromptedModel.from_saved(out / "best", model=str(other))
-    with pytest.raises(PromptFileError, match="expected"):
+    with pytest.raises(PromptFileError, match=rf"^{tmp_path / 'nothing'} does not exist: pass a run's best/"):
         PromptedModel.from_saved(tmp_path / "nothing")

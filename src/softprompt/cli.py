@@ -46,10 +46,11 @@ def _reformats(cfg: EvalConfig | PredictConfig) -> bool:
 
 
 def _scored_task(cfg: EvalConfig | PredictConfig):
-    """The task ``eval`` / ``predict`` scores with, built without a model: the saved output's (read
-    from its files) or the zero-shot one, with ``cfg``'s format options laid over it. The commands
-    check their inputs against it before any model work (a wrong field is refused in a second, not
-    after the model loads and KPT's refinement)."""
+    """``(task, saved output)``: the task ``eval`` / ``predict`` scores with, built without a model
+    (the saved output's, read from its files, or the zero-shot one, with ``cfg``'s format options
+    laid over it), and the saved output read (an :class:`~softprompt.artifacts.Artifact`; None for
+    zero-shot). The commands check their inputs against the task before any model work (a wrong
+    field is refused in a second, not after the model loads and KPT's refinement)."""
     from .tasks.from_config import task_from_config
 
     if cfg.prompt:
@@ -60,11 +61,11 @@ def _scored_task(cfg: EvalConfig | PredictConfig):
         task = saved_task(artifact)
         task = task_from_config(cfg, base=task) if _reformats(cfg) else task
         check_saved_task(artifact, task.name)  # one task of a multi-task run: refused before its rows are read
-        return task
+        return task, artifact
     if not (cfg.task or (cfg.template and cfg.label_words)):
         raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
                               "--task NAME, or --template and --label-words (and --model)")
-    return task_from_config(cfg)
+    return task_from_config(cfg), None
 
 
 def _prompted_model(cfg: EvalConfig | PredictConfig, task):
@@ -111,18 +112,16 @@ def _with_knowledgeable(cfg: EvalConfig | PredictConfig, pm):
     return pm
 
 
-def _with_saved_data_dir(cfg: EvalConfig) -> EvalConfig:
-    """``cfg`` with ``data_dir`` taken from the saved run ``cfg.prompt`` was trained with when
+def _with_saved_data_dir(cfg: EvalConfig, artifact) -> EvalConfig:
+    """``cfg`` with ``data_dir`` taken from the saved run ``artifact`` (read from ``cfg.prompt``) was trained with when
     none is given, so a split is read from the data the run learned from, not from the next
     source in the search order (the bundled sample); a saved folder missing here is named in a
     warning and the search order applies."""
-    if cfg.data_dir or not cfg.prompt:
+    if cfg.data_dir or artifact is None:
         return cfg
     from pathlib import Path
 
-    from .artifacts import load_artifact
-
-    saved = (load_artifact(cfg.prompt).metadata.get("training") or {}).get("data_dir")
+    saved = (artifact.metadata.get("training") or {}).get("data_dir")
     if not saved:
         return cfg
     if not Path(saved).is_dir():
@@ -137,12 +136,12 @@ def cmd_eval(cfg: EvalConfig) -> int:
     from .tasks.data import read_examples
     from .tasks.from_config import load_rows, parse_field_map
 
-    task = _scored_task(cfg)
+    task, artifact = _scored_task(cfg)
     if cfg.file:  # the rows are read and checked before any model work
         rows = read_examples(cfg.file, field_map=parse_field_map(cfg.field_map), limit=cfg.limit)
         task.validate(rows, where=cfg.file)
     else:
-        cfg = _with_saved_data_dir(cfg)
+        cfg = _with_saved_data_dir(cfg, artifact)
         rows = load_rows(task, cfg, cfg.split, cfg.limit)
     pm = _prompted_model(cfg, task)
     from .training import mixed_precision
@@ -167,7 +166,7 @@ def cmd_predict(cfg: PredictConfig) -> int:
         texts = read_lines(sys.stdin)
     if not texts:
         raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
-    task = _scored_task(cfg)
+    task, _ = _scored_task(cfg)
     rows = as_examples(task, texts, parse_field_map(cfg.field_map))  # checked before any model work
     pm = _prompted_model(cfg, task)
     for text, pred in zip(texts, pm.classify(rows, cfg.batch_size)):

@@ -304,7 +304,8 @@ class KnowPrompt(Method):
     def restore_from(self, artifact):
         """Take the saved answer words, type words, prompt and starting vectors, and as the
         two-stage schedule's step count the trainer's step the output was saved at (metadata
-        ``step``: a resumed run goes on in the stage it was in); a shape that differs (another label set, prompt length or model) is refused (:class:`PromptFileError`)."""
+        ``step``: a resumed run goes on in the stage it was in); a shape that differs (another
+        label set, prompt length or model) is refused (:class:`PromptFileError`)."""
         super().restore_from(artifact)
         self.steps = int(artifact.metadata.get("step") or 0)  # the trainer's steps when saved: the schedule's stage
         tensors = artifact.tensors

@@ -48,7 +48,8 @@ def _damage(run_dir, **state):
 
 WRONG = [(f.name, "x") for f in dataclasses.fields(training.TrainState)] + [
     ("step", -1), ("step", 2.5), ("step", True), ("best_step", "3"), ("stopped_early", 1), ("last_dev", [1]),
-    ("best_metric", "0.9"), ("task_batches", {"rte": -1}), ("task_batches", {"rte": 1.5}),
+    ("best_metric", "0.9"), ("task_batches", {"rte": -1}), ("task_batches", {"rte": 1.5}), ("seconds", -0.5),
+    ("seconds", True), ("method_counts", {"rows_without_knowledge_term": -1}), ("method_counts", [1]),
 ]
 
 

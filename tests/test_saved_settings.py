@@ -126,3 +126,62 @@ def test_server_scores_each_prompt_with_its_own_length_normalisation():
         direct = PromptedModel(bb, SoftPrompt(weight), task).classify(["great fun"], length_normalize=normalize)[0]
         assert served[name] == pytest.approx(direct.scores, abs=1e-5)
     assert served["plain"]["positive"] != pytest.approx(served["normalized"]["positive"], abs=1e-4)
+
+
+def test_a_run_on_your_own_columns_reads_them_in_eval_predict_and_serve_without_the_field_map(tiny_model_dirs, tmp_path,
+                                                                                              capsys, caplog):
+    """--field-map is saved with the run's task: eval of a file in the training format, predict of
+    inputs keyed by its columns and the server read them without --field-map (inputs keyed by the
+    template's own fields still work); a --field-map given to eval replaces it and says so under -v."""
+    import logging
+
+    from conftest import TOY_NEG, TOY_POS
+
+    rows = [{"sentence": t, "mood": "good" if i < 8 else "bad"} for i, t in enumerate(TOY_POS + TOY_NEG)]
+    for split in ("train", "test"):
+        (tmp_path / f"reviews_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model_dirs["causal"]), "--train-file", str(tmp_path / "reviews_train.jsonl"),
+                 "--validation-file", str(tmp_path / "reviews_train.jsonl"), "--template", "{text} it was",
+                 "--label-words", "good=good;bad=bad", "--field-map", "text=sentence,label=mood", "--prompt-length", "2",
+                 "--max-steps", "2", "--eval-every", "2", "--out", str(out), "--no-progress", "--test-split", ""]) == 0
+    best = out / "best"
+    assert json.loads((best / "softprompt.json").read_text())["task"]["field_map"] == {"text": "sentence", "label": "mood"}
+
+    capsys.readouterr()
+    test = str(tmp_path / "reviews_test.jsonl")
+    assert main(["eval", "--prompt", str(best), "--file", test, "--no-progress"]) == 0
+    saved_map = json.loads(capsys.readouterr().out)
+    assert main(["eval", "--prompt", str(best), "--file", test, "--field-map", "text=sentence,label=mood",
+                 "--no-progress"]) == 0
+    given_map = json.loads(capsys.readouterr().out)
+    assert saved_map["n"] == 16 and saved_map == given_map
+
+    pm = PromptedModel.from_saved(best)
+    want = pm.classify(["great fun", "awful"])
+    assert main(["predict", "--prompt", str(best), "--json", '{"sentence": "great fun"}', '{"text": "awful"}']) == 0
+    predicted = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [p["label"] for p in predicted] == [w.label for w in want]
+    for p, w in zip(predicted, want):
+        assert p["scores"] == pytest.approx(w.scores, abs=1e-6)
+    assert [p.label for p in pm.classify([{"sentence": "great fun"}, {"text": "awful"}])] == [w.label for w in want]
+
+    served = tmp_path / "served"
+    served.mkdir()
+    import shutil
+
+    shutil.copytree(best, served / "mine")
+    engine = MultiPromptModel.from_dir(pm.backbone, served)
+    assert [t["field_map"] for t in engine.tasks()] == [{"text": "sentence", "label": "mood"}]
+    got = engine.classify([{"sentence": "great fun"}, {"text": "awful"}], ["mine", "mine"])
+    for g, w in zip(got, want):
+        assert g.label == w.label and g.scores == pytest.approx(w.scores, abs=1e-5)
+
+    other = tmp_path / "other.jsonl"  # another file's columns: --field-map replaces the saved map
+    other.write_text("".join(json.dumps({"review": r["sentence"], "verdict": r["mood"]}) + "\n" for r in rows))
+    with caplog.at_level(logging.INFO, logger="softprompt"):
+        assert main(["-v", "eval", "--prompt", str(best), "--file", str(other), "--field-map", "text=review,label=verdict",
+                     "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == saved_map["accuracy"]
+    assert f"--field-map text=review,label=verdict replaces the field map {best} was trained with " \
+           "(text=sentence,label=mood)" in caplog.text

@@ -158,3 +158,53 @@ def test_train_lets_every_verbalizer_check_the_training_rows(tiny_model_dirs, to
     with pytest.raises(ModelLoading):
         training.train(_cfg(tiny_model_dirs, toy_data, tmp_path))
     assert seen == [(Verbalizer, 16, "the training rows")]
+
+
+def test_a_resumed_run_counts_the_seconds_of_every_session(tiny_model_dirs, toy_data, tmp_path):
+    """results.json's ``seconds`` is the whole run's wall time: the checkpoint carries the seconds
+    spent up to it (``TrainState.seconds``) and a resumed session adds its own; a checkpoint
+    written before that field existed still resumes, counting its own session alone."""
+    import time
+
+    cfg = _cfg(tiny_model_dirs, toy_data, tmp_path, max_steps=3, eval_every=3, zero_shot_baseline=False, test_split="")
+    out = tmp_path / "run"
+    state_file, results = out / "checkpoint" / "state.json", out / "results.json"
+    began = time.time()
+    training.train(cfg)
+    first = time.time() - began
+    saved = json.loads(state_file.read_text())
+    assert 0 < saved["state"]["seconds"] <= first
+    assert json.loads(results.read_text())["seconds"] == pytest.approx(saved["state"]["seconds"], abs=0.5)
+
+    saved["state"]["seconds"] = 1000.0  # as if the first part had run for 1000 s
+    state_file.write_text(json.dumps(saved))
+    began = time.time()
+    result = training.train(cfg, resume=True, max_steps=6)
+    second = time.time() - began
+    reported = json.loads(results.read_text())["seconds"]
+    assert 1000 < reported <= 1000 + second + 0.05 and result.seconds == pytest.approx(reported, abs=0.05)
+    assert reported > second  # more than its second part alone
+    assert json.loads(state_file.read_text())["state"]["seconds"] > 1000  # the next checkpoint carries it on
+
+    old = json.loads(state_file.read_text())
+    del old["state"]["seconds"]  # a checkpoint from before the field
+    state_file.write_text(json.dumps(old))
+    began = time.time()
+    training.train(cfg, resume=True, max_steps=9)
+    third = time.time() - began
+    assert 0 < json.loads(results.read_text())["seconds"] <= third + 0.05
+
+
+def test_the_progress_bar_names_what_the_run_trains(tiny_model_dirs, tmp_path, capsys):
+    """A multi-task run's bar names every task it trains, not its first; a one-task run's its task."""
+    from conftest import write_boolq, write_toy_data
+
+    data = write_boolq(write_toy_data(tmp_path / "data", "rotten_tomatoes"))
+    common = dict(data_dir=str(data), model=str(tiny_model_dirs["causal"]), prompt_length=2, init="vocab", batch_size=4,
+                  max_steps=2, eval_every=2, progress=True, optimizer="adam", lr=0.05, zero_shot_baseline=False,
+                  test_split="")
+    training.train(task="rotten_tomatoes,boolq", method="multitask-prompt-tuning", out=str(tmp_path / "mt"), **common)
+    err = capsys.readouterr().err
+    assert "train rotten_tomatoes,boolq:" in err and "train rotten_tomatoes:" not in err
+    training.train(task="boolq", out=str(tmp_path / "one"), **common)
+    assert "train boolq:" in capsys.readouterr().err

@@ -53,14 +53,19 @@ class ScoringSettings:
 def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
                 field_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Turn texts (for one-field templates) or dicts into ``task``'s example rows; ``field_map``
-    (``{ours: theirs}``) renames the keys of dict and JSON-object inputs to the template's fields
-    (a label column it maps may be absent: inputs need none). Needs no model, so a command checks its inputs with it before loading one. Raises
-    :class:`DataError` naming the input, the fields the task reads and those it has."""
+    (``{ours: theirs}``; default: the task's own, :attr:`Task.field_map`, the one a saved run was
+    trained with; ``{}``: none) renames the keys of dict and JSON-object inputs to the template's
+    fields. A label column it maps may be absent (inputs need none), and so may any column of the
+    task's own map (an input may name the template's fields itself). Needs no model, so a command
+    checks its inputs with it before loading one. Raises :class:`DataError` naming the input, the
+    fields the task reads and those it has."""
     fields = task.template.fields
+    optional = tuple(task.field_map) if field_map is None else ("label",)
+    field_map = task.field_map if field_map is None else field_map
     rows = []
     for i, item in enumerate(inputs):
         if isinstance(item, Mapping):
-            rows.append(apply_field_map(dict(item), field_map, f"input {i}", optional=("label",)))
+            rows.append(apply_field_map(dict(item), field_map, f"input {i}", optional=optional))
         elif isinstance(item, str):
             text = item
             if text.lstrip().startswith("{"):
@@ -69,7 +74,7 @@ def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
                 except json.JSONDecodeError:
                     obj = None
                 if isinstance(obj, dict):
-                    rows.append(apply_field_map(obj, field_map, f"input {i}", optional=("label",)))
+                    rows.append(apply_field_map(obj, field_map, f"input {i}", optional=optional))
                     continue
             if len(fields) != 1:
                 raise DataError(

@@ -42,7 +42,7 @@ def cmd_train(cfg: TrainConfig) -> int:
 
 def _reformats(cfg: EvalConfig | PredictConfig) -> bool:
     """Whether ``cfg`` lays another task's format, or your own, over a saved output's task."""
-    return bool(cfg.task or cfg.template or cfg.label_words or cfg.label_words_file)
+    return bool(cfg.task or cfg.template or cfg.label_words or cfg.label_words_file or cfg.field_map)
 
 
 def _scored_task(cfg: EvalConfig | PredictConfig):
@@ -58,14 +58,29 @@ def _scored_task(cfg: EvalConfig | PredictConfig):
         from .methods.loading import check_saved_task, saved_task
 
         artifact = load_artifact(cfg.prompt)
-        task = saved_task(artifact)
-        task = task_from_config(cfg, base=task) if _reformats(cfg) else task
+        saved = saved_task(artifact)
+        task = task_from_config(cfg, base=saved) if _reformats(cfg) else saved
+        _log_field_map(cfg, saved, task)
         check_saved_task(artifact, task.name)  # one task of a multi-task run: refused before its rows are read
         return task, artifact
     if not (cfg.task or (cfg.template and cfg.label_words)):
         raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
                               "--task NAME, or --template and --label-words (and --model)")
     return task_from_config(cfg), None
+
+
+def _log_field_map(cfg: EvalConfig | PredictConfig, saved, task) -> None:
+    """Say in ``-v`` logs which field map renames the columns of ``cfg``'s files and inputs: the
+    saved run's (task ``saved``), or ``--field-map``, which replaces it."""
+    def text(fm):
+        return ",".join(f"{ours}={theirs}" for ours, theirs in fm.items())
+
+    if cfg.field_map and saved.field_map and saved.field_map != task.field_map:
+        logging.getLogger("softprompt").info("--field-map %s replaces the field map %s was trained with (%s)",
+                                             text(task.field_map), cfg.prompt, text(saved.field_map))
+    elif task.field_map and not cfg.field_map:
+        logging.getLogger("softprompt").info("reading columns by the field map %s was trained with: %s "
+                                             "(--field-map replaces it)", cfg.prompt, text(task.field_map))
 
 
 def _prompted_model(cfg: EvalConfig | PredictConfig, task):
@@ -134,11 +149,11 @@ def _with_saved_data_dir(cfg: EvalConfig, artifact) -> EvalConfig:
 
 def cmd_eval(cfg: EvalConfig) -> int:
     from .tasks.data import read_examples
-    from .tasks.from_config import load_rows, parse_field_map
+    from .tasks.from_config import load_rows
 
     task, artifact = _scored_task(cfg)
     if cfg.file:  # the rows are read and checked before any model work
-        rows = read_examples(cfg.file, field_map=parse_field_map(cfg.field_map), limit=cfg.limit)
+        rows = read_examples(cfg.file, field_map=task.field_map, limit=cfg.limit)
         task.validate(rows, where=cfg.file)
     else:
         cfg = _with_saved_data_dir(cfg, artifact)
@@ -159,7 +174,6 @@ def cmd_eval(cfg: EvalConfig) -> int:
 def cmd_predict(cfg: PredictConfig) -> int:
     from .api import as_examples
     from .tasks.data import read_lines
-    from .tasks.from_config import parse_field_map
 
     texts = list(cfg.texts)
     if texts == ["-"]:
@@ -167,9 +181,9 @@ def cmd_predict(cfg: PredictConfig) -> int:
     if not texts:
         raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
     task, _ = _scored_task(cfg)
-    rows = as_examples(task, texts, parse_field_map(cfg.field_map))  # checked before any model work
+    rows = as_examples(task, texts)  # checked before any model work; renamed by the task's field map
     pm = _prompted_model(cfg, task)
-    for text, pred in zip(texts, pm.classify(rows, cfg.batch_size)):
+    for text, pred in zip(texts, pm.classify(rows, cfg.batch_size, field_map={})):  # rows: renamed already
         # PTR's rules: the words the predicted relation's rule put in each answer slot (why it won)
         slots = pm.task.verbalizer.rule_words(pred.label) if hasattr(pm.task.verbalizer, "rule_words") and pred.label else None
         if cfg.json:

@@ -311,12 +311,12 @@ def read_support_rows(task: Task, cfg: Any) -> list[dict[str, Any]]:
     needed), else the task's training split (``--train-file`` or the built-in one), labels ignored.
     Raises :class:`ConfigError` naming the options that give them when neither can be read."""
     from .tasks.data import read_examples
-    from .tasks.from_config import load_rows, parse_field_map
+    from .tasks.from_config import load_rows
 
     path = getattr(cfg, "support_file", None)
     try:
         if path:
-            rows = read_examples(path, field_map=parse_field_map(getattr(cfg, "field_map", None)))
+            rows = read_examples(path, field_map=task.field_map)
             task.validate(rows, where=path, labelled=False)
             return rows
         return load_rows(task, cfg, "train", labelled=False)

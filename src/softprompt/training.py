@@ -64,6 +64,11 @@ class TrainState:
     last_dev: dict[str, Any] = field(default_factory=dict)  # the latest dev metrics (metrics.jsonl has each)
     best_dev: dict[str, Any] = field(default_factory=dict)  # the dev metrics of the state kept in best/, for results.json
     task_batches: dict[str, int] = field(default_factory=dict)  # a multi-task run: batches drawn from each task
+    # wall-clock seconds the run has taken up to this checkpoint, over every session (--resume adds the next one's)
+    seconds: float = field(default=0.0, metadata={"min": 0})
+    # what the method counted in its training steps, summed over processes (Method.take_counts), e.g.
+    # KnowPrompt's rows_without_knowledge_term
+    method_counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -77,7 +82,7 @@ class TrainResult:
     test: dict[str, Any] | None = None
     zero_shot_test: dict[str, Any] | None = None
     test_split: str | None = None
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall-clock seconds of the whole run: every session of a resumed one
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -189,20 +194,23 @@ def _check_state(state: Any, file: Path, again: str) -> None:
     if not isinstance(state, dict):
         raise ArtifactError(f"{file}: field 'state' must be a JSON object, got {type(state).__name__}: {again}")
     hints = typing.get_type_hints(TrainState)
+    lowest = {f.name: f.metadata["min"] for f in dataclasses.fields(TrainState) if "min" in f.metadata}
     unknown = sorted(set(state) - set(hints))
     if unknown:
         raise ArtifactError(f"{file}: field 'state' holds unknown fields {unknown}: {again}")
     for name, value in state.items():
         hint = hints[name]
-        if hint == dict[str, int]:  # per-task counts: names -> whole numbers >= 0
+        if hint == dict[str, int]:  # counts by name (tasks, the method's): names -> whole numbers >= 0
             if not isinstance(value, dict) or not all(isinstance(k, str) and fits(v, int) and v >= 0
                                                       for k, v in value.items()):
-                raise ArtifactError(f"{file}: field 'state.{name}' must be an object of task names to whole numbers "
+                raise ArtifactError(f"{file}: field 'state.{name}' must be an object of names to whole numbers "
                                     f">= 0, got {type(value).__name__} {json.dumps(value)[:40]}: {again}")
             continue
         count = int in (typing.get_args(hint) or (hint,))
-        if not fits(value, hint) or (count and value is not None and value < 0):
-            raise ArtifactError(f"{file}: field 'state.{name}' must be {describe(hint, _STATE_KINDS)}, got "
+        least = 0 if count else lowest.get(name)
+        if not fits(value, hint) or (least is not None and value is not None and value < least):
+            want = describe(hint, _STATE_KINDS) + (f" >= {least}" if least is not None and not count else "")
+            raise ArtifactError(f"{file}: field 'state.{name}' must be {want}, got "
                                 f"{type(value).__name__} {json.dumps(value)[:40]}: {again}")
 
 
@@ -367,9 +375,10 @@ def _train(cfg: TrainConfig) -> TrainResult:
     log_path = out / "metrics.jsonl"
     if cfg.resume:
         state = _load_checkpoint(ckpt, method, optimizer, scheduler, checkpoint)
+        started -= state.seconds  # the earlier sessions' time up to the checkpoint counts (0 for checkpoints before it)
         if is_main:
             _trim_log(log_path, state.step)
-        log.info("resumed from %s at step %d", ckpt, state.step)
+        log.info("resumed from %s at step %d (%.1f s of training before)", ckpt, state.step, state.seconds)
     elif log_path.exists() and is_main:
         log_path.unlink()
     # Under several processes this wraps the method in DistributedDataParallel: calling it runs the
@@ -389,7 +398,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if cfg.progress and is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {task.name}", dynamic_ncols=True)
+        bar = tqdm(total=cfg.max_steps, initial=state.step, desc=f"train {','.join(r.task.name for r in runs)}",
+                   dynamic_ncols=True)  # what the run trains: every task of a multi-task run
 
     def log_line(record: dict[str, Any]) -> None:
         if is_main:
@@ -423,7 +433,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
                 result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_conditioning(), cfg)
                 state.last_dev = result.summary()
                 value = result.metrics[primary]
-            log_line({"step": state.step, "split": "validation", **state.last_dev})
+            counts = _method_counts(acc, method, state)
+            log_line({"step": state.step, "split": "validation", **state.last_dev,
+                      **({"method_counts": counts} if counts else {})})
             if state.best_metric is None or value > state.best_metric:
                 state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
                 state.best_dev = dict(state.last_dev)
@@ -436,6 +448,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
                     state.stopped_early = True
             if bar is not None:
                 bar.set_postfix(loss=f"{loss_value:.4f}", **{f"dev_{primary}": f"{value:.4f}"})
+            state.seconds = time.time() - started
             if is_main:
                 save_checkpoint(out, method, optimizer, scheduler, state,
                                 _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
@@ -454,6 +467,29 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if multi:
         return _finish_multitask(acc, cfg, backbone, runs, method, result, started)
     return _finish(acc, cfg, backbone, task, method, data, result, started)
+
+
+def _method_counts(acc, method, state: TrainState) -> dict[str, int]:
+    """What ``method`` counted in its training steps since the last evaluation
+    (:meth:`~softprompt.methods.base.Method.take_counts`), summed over the processes, added to
+    ``state.method_counts`` and, where the method has advice for them, logged once as a warning
+    by the main process. Returns the counts of this interval (empty when there are none)."""
+    counts = method.take_counts()
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        summed: dict[str, int] = {}
+        for part in gather_object([counts]):
+            for name, n in part.items():
+                summed[name] = summed.get(name, 0) + n
+        counts = summed
+    counts = {name: n for name, n in counts.items() if n}
+    for name, n in counts.items():
+        state.method_counts[name] = state.method_counts.get(name, 0) + n
+    advice = method.counts_warning(counts) if counts else None
+    if advice and acc.is_main_process:
+        log.warning("step %d: %s", state.step, advice)
+    return counts
 
 
 def _epoch_batches(state: TrainState, lengths: list[int], cfg: TrainConfig, world: int):
@@ -518,6 +554,7 @@ def _finish_multitask(acc, cfg: TrainConfig, backbone, runs, method, result: Tra
             "dev_rows": {r.task.name: len(r.data.dev) for r in runs}, "zero_shot_test": result.zero_shot_test,
             "steps": result.state.step, "task_batches": result.state.task_batches,
             "stopped_early": result.state.stopped_early, "seconds": round(result.seconds, 1),
+            **({"method_counts": result.state.method_counts} if result.state.method_counts else {}),
             "processes": acc.num_processes, "config": dataclasses.asdict(cfg)}, indent=2))
     return result
 
@@ -556,6 +593,7 @@ def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainRe
         "dev": result.dev, "test": result.test,
         "test_split": result.test_split, "train_rows": len(data.train), "dev_rows": len(data.dev),
         "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
-        "seconds": round(result.seconds, 1), "processes": acc.num_processes, "config": dataclasses.asdict(cfg)},
+        "seconds": round(result.seconds, 1), **({"method_counts": state.method_counts} if state.method_counts else {}),
+        "processes": acc.num_processes, "config": dataclasses.asdict(cfg)},
         indent=2))
     return result

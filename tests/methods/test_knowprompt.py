@@ -216,3 +216,73 @@ def test_a_rules_verbalizer_is_refused_with_the_task_s_labels_ready_to_paste():
     task = Task(name="rel", template=Template("{text} {soft:t} {e1} {soft:t} and {e2} is"), verbalizer=semeval.verbalizer)
     with pytest.raises(ConfigError, match=r"--label-words 'Cause-Effect\(e1,e2\)=cause-effect-e1-e2;.*;Other=other'"):
         cls(config_cls(), make_backbone("causal"), task)
+
+
+def _train_rel(tiny_model_dirs, tmp_path, out: str, options: str, **kw):
+    """A KnowPrompt run through ``train`` on :data:`ROWS` (twice over) as your own files, task ``rel``."""
+    import json
+
+    from softprompt.training import train
+
+    data = tmp_path / "rel.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS * 2))
+    settings = dict(model=str(tiny_model_dirs["causal"]), train_file=str(data), validation_file=str(data), task="rel",
+                    template=TEMPLATES["causal"], label_words=";".join(f"{k}={v}" for k, v in LABELS.items()),
+                    method="knowprompt", method_options=f"type_words={TYPES},{options}", optimizer="adam", lr=0.05,
+                    batch_size=4, out=str(tmp_path / out), progress=False, zero_shot_baseline=False, test_split="")
+    return train(**{**settings, **kw})
+
+
+def test_a_resumed_run_is_in_the_two_stage_schedule_s_stage_of_its_step(tiny_model_dirs, tmp_path, monkeypatch):
+    """two_stage_steps=3, checkpoints at steps 2 and 4, killed in step 4: the resumed run holds the
+    prompt in step 3 and trains it in steps 4 and 5, as the uninterrupted run does (it used to
+    count from 0 again and hold the prompt to the end), and ends with the same vectors."""
+    from conftest import crash_at_call
+    from softprompt.artifacts import load_artifact
+    from softprompt.methods.knowprompt import KnowPrompt
+
+    options = "prompt_vectors=2,two_stage_steps=3,lam=0.5"
+    _train_rel(tiny_model_dirs, tmp_path, "straight", options, max_steps=5, eval_every=2)
+    restore_forward = crash_at_call(monkeypatch, KnowPrompt, 4)  # dies in step 4, after the step-2 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        _train_rel(tiny_model_dirs, tmp_path, "cut", options, max_steps=5, eval_every=2)
+    restore_forward()
+    checkpoint = load_artifact(tmp_path / "cut" / "checkpoint" / "prompt")
+    assert checkpoint.metadata["step"] == 2
+    bb = make_backbone("causal")
+    config_cls, cls = get_method("knowprompt")
+    m = cls(config_cls(type_words=TYPES, prompt_vectors=2, two_stage_steps=3), bb, rel_task("causal"))
+    m.restore_from(checkpoint)
+    assert m.steps == 2  # the stage goes on from the checkpoint's step
+    _train_rel(tiny_model_dirs, tmp_path, "cut", options, max_steps=5, eval_every=2, resume=True)
+    straight = load_artifact(tmp_path / "straight" / "last").tensors
+    resumed = load_artifact(tmp_path / "cut" / "last").tensors
+    assert not torch.equal(straight["prompt"], checkpoint.tensors["prompt"])  # stage two trained the prompt
+    for name, tensor in straight.items():
+        assert torch.equal(resumed[name], tensor), name
+
+
+def test_rows_truncation_left_out_of_the_knowledge_term_are_counted_and_warned_about(tiny_model_dirs, tmp_path, caplog):
+    """--max-length 11 leaves no room for any row's {text} (the fields are cut to a token each, then
+    the text's head goes): every training row leaves the knowledge term. Each evaluation warns
+    once with the rows since the last one and the fix; metrics.jsonl and results.json count them.
+    A length that fits counts none and warns nothing."""
+    import json
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="softprompt"):
+        _train_rel(tiny_model_dirs, tmp_path, "short", "lam=0.5", max_steps=3, eval_every=2, max_length=11)
+    warnings = [r.getMessage() for r in caplog.records if "knowledge term" in r.getMessage()]
+    assert len(warnings) == 2  # one per evaluation: steps 2 and 3
+    assert warnings[0].startswith("step 2: knowprompt: 8 training row(s)") and "--max-length" in warnings[0]
+    assert warnings[1].startswith("step 3: knowprompt: 4 training row(s)")
+    out = tmp_path / "short"
+    evals = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines() if "split" in json.loads(ln)]
+    assert [e["method_counts"] for e in evals] == [{"rows_without_knowledge_term": 8}, {"rows_without_knowledge_term": 4}]
+    assert json.loads((out / "results.json").read_text())["method_counts"] == {"rows_without_knowledge_term": 12}
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="softprompt"):
+        _train_rel(tiny_model_dirs, tmp_path, "fits", "lam=0.5", max_steps=2, eval_every=2, max_length=64)
+    assert not [r for r in caplog.records if "knowledge term" in r.getMessage()]
+    assert "method_counts" not in json.loads((tmp_path / "fits" / "results.json").read_text())

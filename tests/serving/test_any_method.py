@@ -48,6 +48,7 @@ def test_prefix_and_in_context_outputs_are_served_beside_a_prompt_as_predict_sco
     assert engine.refused == {}
     tasks = {t["name"]: t for t in engine.tasks()}
     assert {n: tasks[n]["method"] for n in METHODS} == {n: m for n, (m, _) in METHODS.items()}
+    assert {n: tasks[n]["kind"] for n in METHODS} == {n: m for n, (m, _) in METHODS.items()}  # the saved method's name
 
     calls = []  # what each forward pass carried before the text, per row
     real = engine.backbone.word_scores

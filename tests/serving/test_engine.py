@@ -93,8 +93,9 @@ def test_prompt_keys_and_values_are_computed_once_per_prompt(backbone, mixed):
 
 def test_ensemble_reports_the_majority_and_each_members_vote(backbone, tmp_path):
     mpm = MultiPromptModel.from_dir(backbone, prompts_dir(tmp_path, backbone))
-    assert {t["name"]: t["kind"] for t in mpm.tasks()} == {"a": "prompt", "b": "prompt", "c": "prompt",
-                                                            "yesno": "prompt", "trio": "ensemble"}
+    assert {t["name"]: t["kind"] for t in mpm.tasks()} == {"a": "prompt-tuning", "b": "prompt-tuning",
+                                                            "c": "prompt-tuning", "yesno": "prompt-tuning",
+                                                            "trio": "ensemble"}
     got = mpm.classify(TEXTS + ["great fun"], ["trio"] * len(TEXTS) + ["yesno"])
     singles = {m: mpm.classify(TEXTS, [m] * len(TEXTS)) for m in "abc"}
     for i, result in enumerate(got[:-1]):

@@ -45,7 +45,7 @@ def knowprompt_run(tiny_model_dirs, tmp_path_factory):
 def test_serve_serves_a_knowprompt_run_as_predict_scores_it(knowprompt_run, tiny_model_dirs, capsys):
     engine = build_engine(ServeConfig(prompts=str(knowprompt_run), model=str(tiny_model_dirs["causal"])))
     assert engine.refused == {}
-    assert {t["name"]: t["method"] for t in engine.tasks()} == {"rel": "knowprompt"}
+    assert {t["name"]: (t["kind"], t["method"]) for t in engine.tasks()} == {"rel": ("knowprompt", "knowprompt")}
     want = PromptedModel.from_saved(knowprompt_run / "rel", model=str(tiny_model_dirs["causal"])).classify(INPUTS)
     capsys.readouterr()
     assert main(["predict", "--prompt", str(knowprompt_run / "rel"), "--json", *map(json.dumps, INPUTS)]) == 0

@@ -55,6 +55,8 @@ def test_every_task_of_a_run_is_listed_under_the_runs_name_with_its_own_template
         boolq = tasks[f"{run}.boolq"]
         assert (boolq["task"], boolq["labels"], boolq["fields"], boolq["method"], boolq["run"]) == \
             ("boolq", ["no", "yes"], ["passage", "question"], method, run)
+        # the kind is the saved method's registered name (hyperformer, adapter, ...), not "prompt"
+        assert tasks[run]["kind"] == boolq["kind"] == method
 
 
 def test_a_mixed_batch_of_all_tasks_scores_each_row_as_its_task_alone_in_one_pass(engine, monkeypatch):

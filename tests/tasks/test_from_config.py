@@ -76,3 +76,25 @@ def test_your_own_files_without_task_make_a_task_named_after_them(tmp_path):
     clash = tmp_path / "ag_news" / "train.jsonl"
     with pytest.raises(ConfigError, match="named 'ag_news' after the file, the name of a built-in task; .*--task NAME"):
         task_from_config(TrainConfig(train_file=str(clash), template="{text}", label_words="pos=a;neg=b"))
+
+
+def test_the_field_map_is_part_of_the_task_a_saved_run_keeps_and_a_given_one_replaces(tmp_path):
+    """--field-map goes into the task (saved with it by to_dict) and reads its files; a task built
+    over a saved one keeps its map unless another is given; a malformed saved map is refused."""
+    from softprompt.config import EvalConfig
+    from softprompt.tasks.task import Task
+
+    f = tmp_path / "mood_train.jsonl"
+    f.write_text(json.dumps({"sentence": "great fun", "mood": "good"}) + "\n")
+    trained = task_from_config(TrainConfig(train_file=str(f), template="{text} it was", label_words="good=good;bad=bad",
+                                           field_map="text=sentence,label=mood"))
+    assert trained.field_map == {"text": "sentence", "label": "mood"}
+    assert load_rows(trained, TrainConfig(train_file=str(f)), "train") == [{"text": "great fun", "label": "good", "idx": 0}]
+    saved = Task.from_dict(json.loads(json.dumps(trained.to_dict())))
+    assert saved.field_map == trained.field_map
+    assert task_from_config(EvalConfig(metrics="accuracy"), base=saved).field_map == trained.field_map
+    assert task_from_config(EvalConfig(field_map="text=review"), base=saved).field_map == {"text": "review"}
+    assert saved.field_map == trained.field_map  # the base is left as it was
+    assert "field_map" not in task_from_config(TrainConfig(task="rotten_tomatoes")).to_dict()  # none: not written
+    with pytest.raises(ConfigError, match="field_map"):
+        Task.from_dict({**trained.to_dict(), "field_map": {"text": 5}})

@@ -222,6 +222,20 @@ class Method(nn.Module):
         for which it depends on an option reads it from ``metadata``."""
         return cls.changes_backbone
 
+    def take_counts(self) -> dict[str, int]:
+        """What the method counted in its training steps since the last call, by name, and start
+        counting afresh: rows a part of its loss left out, say (KnowPrompt's
+        ``rows_without_knowledge_term``). The trainer calls it at every evaluation, sums it over
+        processes and records it (``metrics.jsonl``, ``results.json``'s ``method_counts``). Here
+        nothing is counted: ``{}``."""
+        return {}
+
+    def counts_warning(self, counts: dict[str, int]) -> str | None:
+        """A warning about ``counts`` (those of :meth:`take_counts`, summed over processes, none
+        zero) saying what they mean and how to avoid them, which the trainer logs once per
+        evaluation; None (the default) logs nothing."""
+        return None
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 

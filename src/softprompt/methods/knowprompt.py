@@ -23,7 +23,7 @@ The loss is the cross-entropy over the labels plus ``lam`` times the knowledge c
 (:func:`knowledge_loss`) computed from the same forward pass (:meth:`Backbone.text_states`).
 With ``two_stage_steps`` N > 0, the first N training steps train the type and answer words alone
 (the soft prompt is held), then every part trains (the authors' ``--two_steps``; off by default,
-as in their scripts).
+as in their scripts). The step count goes on from a checkpoint's step when a run resumes.
 
 Works on decoder-only models (the template ends at the answer) and masked models (the answer at
 ``{mask}``); an encoder-decoder is refused (:attr:`Backbone.has_text_states`).
@@ -184,8 +184,14 @@ class KnowPrompt(Method):
         if config.prompt_vectors:
             self.soft_prompt = SoftPrompt.initialize(config.prompt_vectors, backbone.dim, "vocab",
                                                      backbone.init_context(seed=seed))
-        self.generator = torch.Generator().manual_seed(seed + 15485863)
-        self.steps = 0  # training steps taken (forward passes with gradients), for the two-stage schedule
+        # the corrupted spans' draws: reseeded from the seed and the step at every training step, so a
+        # resumed run draws what an uninterrupted one does (the generator's state is not checkpointed)
+        self.negative_seed = seed + 15485863
+        self.generator = torch.Generator().manual_seed(self.negative_seed)
+        # training steps taken (forward passes with gradients), for the two-stage schedule; a restore
+        # (--resume) takes the step the output was saved at (restore_from)
+        self.steps = 0
+        self.rows_without_knowledge = 0  # rows left out of the knowledge term since take_counts
 
     def _check(self, backbone, task) -> None:
         who = "method 'knowprompt'"
@@ -230,16 +236,20 @@ class KnowPrompt(Method):
         """Cross-entropy over the labels plus ``lam`` times :func:`knowledge_loss`, from one
         forward pass (``loss``, ``length_normalize`` and ``word_scoring`` change nothing: an answer
         vector's score is one position's). Rows whose entity or text tokens were all cut by
-        truncation leave the knowledge term (the cross-entropy keeps them)."""
+        truncation leave the knowledge term (the cross-entropy keeps them); a training step counts
+        them (:meth:`take_counts`)."""
         cond = self.training_conditioning()
         if torch.is_grad_enabled():  # a training step (the trainer calls forward for nothing else)
             self.steps += 1
+            self.generator.manual_seed(self.negative_seed * 1_000_003 + self.steps)
         states = backbone.text_states(cond, batch)
         hidden = states.hidden
         scores = backbone.answer_log_scores(states.answer, cond.answer_vectors)
         gold = torch.tensor(batch.gold, device=scores.device)
         total = torch.nn.functional.nll_loss(scores, gold)
         rows = [b for b, fp in enumerate(batch.field_pos) if all(f in fp for f in (SUBJECT, OBJECT, TEXT))]
+        if self.config.lam and torch.is_grad_enabled():
+            self.rows_without_knowledge += len(batch) - len(rows)
         if self.config.lam and rows:
             spans = {f: torch.tensor([batch.field_pos[b][f] for b in rows], device=hidden.device)
                      for f in (SUBJECT, OBJECT, TEXT)}
@@ -250,6 +260,23 @@ class KnowPrompt(Method):
                                 draw_negative_spans(spans[TEXT], self.generator), self.config.gamma)
             total = total + self.config.lam * ke.to(total.dtype)
         return total
+
+    def take_counts(self) -> dict[str, int]:
+        """``{"rows_without_knowledge_term": n}``: training rows since the last call whose subject,
+        object or text tokens truncation cut away (or that could not be located), so the knowledge
+        constraint left them out (the cross-entropy kept them); nothing with ``lam`` 0."""
+        n, self.rows_without_knowledge = self.rows_without_knowledge, 0
+        return {"rows_without_knowledge_term": n} if self.config.lam else {}
+
+    def counts_warning(self, counts: dict[str, int]) -> str | None:
+        """How many rows left the knowledge term, and the fix: a longer ``--max-length``."""
+        n = counts.get("rows_without_knowledge_term", 0)
+        if not n:
+            return None
+        return (f"knowprompt: {n} training row(s) since the last evaluation left the knowledge term out (the "
+                "cross-entropy still trains on them): truncation cut all the tokens of their {e1}, {e2} or {text} (or "
+                "they could not be located among the tokens); "
+                "raise --max-length so every row's entities and text fit (results.json counts them in method_counts)")
 
     # ---------------------------------------------------------------------- saving
     def state_tensors(self):
@@ -275,9 +302,12 @@ class KnowPrompt(Method):
                                    two_stage_steps=0)
 
     def restore_from(self, artifact):
-        """Take the saved answer words, type words, prompt and starting vectors; a shape that
-        differs (another label set, prompt length or model) is refused (:class:`PromptFileError`)."""
+        """Take the saved answer words, type words, prompt and starting vectors, and as the
+        two-stage schedule's step count the trainer's step the output was saved at (metadata
+        ``step``: a resumed run goes on in the stage it was in); a shape that differs (another
+        label set, prompt length or model) is refused (:class:`PromptFileError`)."""
         super().restore_from(artifact)
+        self.steps = int(artifact.metadata.get("step") or 0)  # the trainer's steps when saved: the schedule's stage
         tensors = artifact.tensors
         pairs = [("answer_words", self.answer_words), ("init.answer_words", self.init_answer_words)]
         pairs += [(f"init.virtual.{n}", t) for n, t in self.init_types.items()]

@@ -44,6 +44,7 @@ from ..errors import ConfigError, DataError, PromptFileError, SoftPromptError
 from ..methods.loading import method_class, restore_artifact, saved_task
 from ..prompt import SoftPrompt
 from ..scoring import first_tokens, match_generation
+from ..tasks.data import apply_field_map
 from ..tasks.task import Task
 
 log = logging.getLogger(__name__)
@@ -325,14 +326,19 @@ class MultiPromptModel:
             self._state = _Snapshot({k: v for k, v in state.prompts.items() if k not in gone}, state.ensembles)
 
     def tasks(self) -> list[dict[str, Any]]:
-        """What each servable task is: name, kind, labels, input fields, members / prompt length."""
+        """What each servable task is: name, kind (the registered name of the method that saved a
+        served output, e.g. ``knowprompt``, or ``ensemble``; ``method`` says the same of an output),
+        labels, input fields (and the saved field map that renames an input's keys to them),
+        members / prompt length."""
         state = self._state
         out = []
         for name, e in sorted(state.prompts.items()):
             t = e.model.task
-            out.append({"name": name, "kind": "prompt", "task": t.name, "labels": t.verbalizer.label_names()
+            method = _method_name(e.model)
+            out.append({"name": name, "kind": method, "task": t.name, "labels": t.verbalizer.label_names()
                         if t.verbalizer.is_fixed else None, "fields": list(t.template.fields),
-                        "prompt_length": e.length, "method": e.model.method.name if e.model.method else "prompt-tuning",
+                        **({"field_map": dict(t.field_map)} if t.field_map else {}),
+                        "prompt_length": e.length, "method": method,
                         "description": t.description, **({"run": e.run} if e.run else {})})
         for name, members in sorted(state.ensembles.items()):
             t = state.prompts[members[0]].model.task
@@ -483,6 +489,15 @@ class MultiPromptModel:
         return out
 
 
+def _method_name(model: PromptedModel) -> str:
+    """The registered name of the method whose output ``model`` serves: the restored method's
+    (``knowprompt``, ``hyperformer``, ...), or, for a :class:`SoftPrompt` added in code, the method
+    its metadata names (a bare prompt is prompt tuning's output)."""
+    if model.method is not None:
+        return model.method.name
+    return str(model.soft_prompt.metadata.get("method") or "prompt-tuning")
+
+
 def _holds_output(folder: Path) -> bool:
     """Whether ``folder`` holds a saved output's file (or a link in its place, refused when loaded)."""
     return any((folder / f).exists() or (folder / f).is_symlink() for f in SAVED_OUTPUT_FILES)
@@ -502,14 +517,18 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
     """Request inputs as example rows of ``task``, typed strictly (:class:`DataError` otherwise).
 
     A text fills the template's one field (a task of several fields needs an object; a text that
-    looks like JSON is still a text). An object's values are texts, and a multiple-choice task's
-    choices field is a list of texts; numbers, booleans and nested objects are refused, not
-    converted. ``first`` numbers the inputs in messages.
+    looks like JSON is still a text). An object's keys are the template's fields, or the columns
+    the task's saved field map (:attr:`Task.field_map`, the run's ``--field-map``) renames to them.
+    Its values are texts, and a multiple-choice task's choices field is a list of texts; numbers,
+    booleans and nested objects are refused, not converted. ``first`` numbers the inputs in messages.
     """
     fields = task.template.fields
     choices = getattr(task.verbalizer, "choices_field", None)
     needed = list(fields) + ([choices] if choices and choices not in fields else [])
     example = json.dumps({f: [] if f == choices else "..." for f in needed})
+    columns = {ours: theirs for ours, theirs in task.field_map.items() if ours in needed}
+    also = "" if not columns else " (or the columns the saved field map renames to them: " + ", ".join(
+        f"{theirs!r} for {ours!r}" for ours, theirs in columns.items()) + ")"
     rows = []
     for i, item in enumerate(inputs, first):
         if isinstance(item, str):
@@ -523,6 +542,7 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
             continue
         if not isinstance(item, Mapping):
             raise DataError(f"input {i}: expected a text or an object, got {type(item).__name__}")
+        item = apply_field_map(dict(item), task.field_map, f"input {i}", optional=task.field_map)
         for key, value in item.items():
             if key == choices:
                 if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
@@ -535,7 +555,7 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
                 _check_text(value, f"input {i}: field {key!r}")
         missing = [f for f in needed if f not in item]
         if missing:  # the server's own advice: what to send (the CLI's --template/--field-map do not exist here)
-            raise DataError(f"input {i}: task {task.name!r} reads fields {needed}, and the object lacks "
+            raise DataError(f"input {i}: task {task.name!r} reads fields {needed}{also}, and the object lacks "
                             f"{', '.join(map(repr, missing))}; send an object with them, e.g. {example}")
         empty = [f for f in fields if not item[f].strip()]
         if empty:

@@ -144,6 +144,9 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
     markers = getattr(cfg, "entity_markers", None)
     if markers:
         task = dataclasses.replace(task, entity_markers=markers)
+    field_map = parse_field_map(getattr(cfg, "field_map", None))
+    if field_map:  # given: it replaces the one a saved run's task carries
+        task.field_map = field_map
     task.splits = files
     return task
 
@@ -173,11 +176,12 @@ def _data_options(cfg: Any) -> str:
 
 
 def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None, labelled: bool = True) -> list[dict]:
-    """Rows of ``split``: from the task's own file (with ``--field-map``) or the built-in sources;
-    ``labelled=False`` checks only that they render (their labels are not used)."""
+    """Rows of ``split``: from the task's own file (its columns renamed by the task's field map,
+    ``--field-map`` or the saved run's) or the built-in sources; ``labelled=False`` checks only
+    that they render (their labels are not used)."""
     if split in task.splits:
         path = task.splits[split]
-        rows = read_examples(path, field_map=parse_field_map(getattr(cfg, "field_map", None)), limit=limit)
+        rows = read_examples(path, field_map=task.field_map, limit=limit)
         task.validate(rows, where=path, labelled=labelled)
         return rows
     if task.splits and split in _FILE_OPTIONS and task.name not in BUILTIN_TASKS:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from softprompt.errors import ConfigError, DataError, TemplateError
+from softprompt.tasks.data import _check_field_map as check_field_map
 from softprompt.tasks.metrics import check_metric_names
 from softprompt.tasks.relations import check_markers, mark_entities
 from softprompt.tasks.template import Template
@@ -18,6 +19,9 @@ class Task:
 
     ``splits`` maps a split name to a data file (used before any other source); it may be
     empty for built-in tasks, whose data is found by :func:`softprompt.tasks.load_split`.
+    ``field_map`` (``{our field: your column}``, ``--field-map``) renames the columns of your own
+    files and the keys of JSON inputs to the template's fields; it is saved with the task, so a
+    run's eval, predict and serve read the files and inputs it was trained on without it again.
     """
 
     name: str
@@ -28,6 +32,7 @@ class Task:
     description: str = ""
     splits: dict[str, str] = field(default_factory=dict)
     entity_markers: str = "none"  # relation tasks: how e1/e2 are marked in {text} (tasks/relations.py)
+    field_map: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
@@ -57,6 +62,7 @@ class Task:
             )
         self.splits = {str(k): str(v) for k, v in (self.splits or {}).items()}
         check_markers(self.entity_markers)
+        self.field_map = check_field_map(self.field_map)
 
     def prepare(self, example: Mapping[str, Any]) -> Mapping[str, Any]:
         """The row the template reads: ``example`` with its entities marked in ``text`` when
@@ -111,6 +117,7 @@ class Task:
             "positive_label": self.positive_label,
             "description": self.description,
             **({"entity_markers": self.entity_markers} if self.entity_markers != "none" else {}),
+            **({"field_map": dict(self.field_map)} if self.field_map else {}),
         }
 
     @classmethod
@@ -127,4 +134,5 @@ class Task:
             description=data.get("description", ""),
             splits=dict(data.get("splits", {})),
             entity_markers=data.get("entity_markers", "none"),
+            field_map=data.get("field_map") or {},
         )

@@ -154,6 +154,8 @@ def test_verbose_prints_an_errors_traceback_and_keeps_the_short_message_last(cap
     err = _err(capsys, ["-v", *argv])
     assert err.startswith("Traceback (most recent call last):") and err.endswith(short)
     assert "softprompt.errors.ConfigError: --k must be at least 1, got 0" in err and "in at_least_one" in err
+    for after in ([*argv, "-v"], [*argv, "--verbose"], [argv[0], "-v", *argv[1:]]):  # after the command: the same
+        assert _err(capsys, after) == err
 
 
 def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, toy_data, tmp_path, loading_bars_shown,
@@ -168,6 +170,14 @@ def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, t
                  "--max-steps", "1", "--eval-every", "1", "--test-split", "", "--out", str(tmp_path / "quiet"),
                  "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+    best = str(trained / "best")
+    for argv in (["predict", "--prompt", best, "great"], ["inspect", best], ["export-peft", best, "--out", str(tmp_path / "p")],
+                 ["label-words", "--model", str(tiny_model_dirs["causal"]), "--per-label", "2", "--out",
+                  str(tmp_path / "words.txt")]):  # every other command that loads a model
+        assert main([*argv, "--no-progress"]) == 0
+        assert capsys.readouterr().err == "", argv
+        assert main([*argv, "--progress"] + (["--overwrite"] if argv[0] == "export-peft" else [])) == 0
+        assert "Loading weights" in capsys.readouterr().err, argv
 
 
 def test_your_own_files_without_task_are_named_after_them_everywhere(tiny_model_dirs, tmp_path, capsys):

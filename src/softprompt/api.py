@@ -156,16 +156,16 @@ class PromptedModel:
 
     def classify(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
                  length_normalize: bool | None = None, field_map: Mapping[str, str] | None = None,
-                 word_scoring: str | None = None) -> list[Prediction]:
+                 word_scoring: str | None = None, progress: bool = False) -> list[Prediction]:
         """Predict a label (and per-label probabilities) for each input; ``scoring`` and
         ``length_normalize`` default to :attr:`settings` (what the prompt was trained with);
-        ``field_map`` as in :meth:`as_examples`."""
+        ``field_map`` as in :meth:`as_examples`; ``progress`` draws a bar over the batches."""
         if isinstance(inputs, (str, Mapping)):
             inputs = [inputs]
         rows = self.as_examples(inputs, field_map)
         how = self.settings.override(scoring=scoring, length_normalize=length_normalize, word_scoring=word_scoring)
         preds, _ = predict(self.backbone, self.task, rows, self.conditioning, batch_size, how.scoring, how.length_normalize,
-                           max_length=self.settings.max_length, word_scoring=how.word_scoring)
+                           progress=progress, max_length=self.settings.max_length, word_scoring=how.word_scoring)
         return preds
 
     def evaluate(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,

@@ -16,13 +16,13 @@ import traceback
 from typing import Any, Callable, NamedTuple
 
 from .arguments import add_options, config_from_args
-from .config import (COMMAND_CONFIGS, KNOWLEDGEABLE, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig,
-                     InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig,
-                     field_default, options_in)
+from .config import (COMMAND_CONFIGS, COMMAND_HELP, KNOWLEDGEABLE, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig,
+                     InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ProgressOptions, ServeConfig, TasksConfig,
+                     TrainConfig, field_default, options_in)
 from .errors import SoftPromptError
 from .modeling import progress_bars
 
-__all__ = ["COMMANDS", "Command", "build_parser", "config_from_args", "entry", "main"]
+__all__ = ["COMMANDS", "VERBOSE", "Command", "build_parser", "config_from_args", "entry", "main"]
 
 
 def cmd_train(cfg: TrainConfig) -> int:
@@ -169,7 +169,7 @@ def cmd_predict(cfg: PredictConfig) -> int:
     task, _ = _scored_task(cfg)
     rows = as_examples(task, texts, parse_field_map(cfg.field_map))  # checked before any model work
     pm = _prompted_model(cfg, task)
-    for text, pred in zip(texts, pm.classify(rows, cfg.batch_size)):
+    for text, pred in zip(texts, pm.classify(rows, cfg.batch_size, progress=cfg.progress)):
         # PTR's rules: the words the predicted relation's rule put in each answer slot (why it won)
         slots = pm.task.verbalizer.rule_words(pred.label) if hasattr(pm.task.verbalizer, "rule_words") and pred.label else None
         if cfg.json:
@@ -335,15 +335,23 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+VERBOSE = ("-v", "--verbose")
+"""The one option of the ``softprompt`` command itself, not of a config: accepted before the
+command (``softprompt -v train ...``) and after it (``softprompt train ... -v``), the same."""
+_VERBOSE_HELP = "log more, and print an error's traceback"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``softprompt`` parser: one subcommand per entry of :data:`COMMANDS`, its options
     generated from its config (:func:`softprompt.arguments.add_options`)."""
     parser = argparse.ArgumentParser(prog="softprompt", description="Prompt tuning on frozen language models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and print an error's traceback")
+    parser.add_argument(*VERBOSE, action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
-        add_options(p, COMMAND_CONFIGS[name], yaml=cmd.yaml)
+        # the same flag after the command (softprompt train ... -v); left out, it keeps the value given before it
+        p.add_argument(*VERBOSE, action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+        add_options(p, COMMAND_CONFIGS[name], yaml=cmd.yaml, helps=COMMAND_HELP.get(name))
     return parser
 
 
@@ -355,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmd = COMMANDS[args.command]
         config = config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml)
-        with progress_bars(getattr(config, "progress", True)):  # --no-progress hides the model-loading bars too
+        with progress_bars(not isinstance(config, ProgressOptions) or config.progress):  # the model-loading bars too
             return cmd.handler(config)
     except SoftPromptError as exc:
         if args.verbose:  # where it was raised, for a bug report; the short message stays last

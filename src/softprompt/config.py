@@ -9,8 +9,10 @@ label words and a field map in place of the task's), :class:`MetricOptions` (wha
 ``eval`` report), :class:`DataConfig` (where examples come from), :class:`RunOptions` (what
 ``train`` and ``pretrain-prompt`` share: the model, the prompt, the optimiser, the loop, the
 output folder) and :class:`ScoringOptions` (what ``eval`` and
-``predict`` share: the saved prompt and how it scores). A command that needs another default or
-help text for a shared field redeclares that field alone.
+``predict`` share: the saved prompt and how it scores). A command that needs another default for
+a shared field redeclares that field alone; one that needs other words for its help gives them in
+:data:`COMMAND_HELP`, so the field is still written once. Every command that loads a model or
+loops over rows has ``--progress/--no-progress`` (:class:`ProgressOptions`).
 
 The CLI's options are generated from these dataclasses (:mod:`softprompt.arguments`) and YAML
 files are checked against them, so there is no second list of options to drift.
@@ -61,7 +63,16 @@ def field_default(f: dataclasses.Field) -> Any:
 
 # --------------------------------------------------------------------------- shared groups
 @dataclass
-class ModelOptions:
+class ProgressOptions:
+    """What every command that loads a model or loops over rows shares: whether it draws progress
+    bars. ``--no-progress`` hides them all, the model's loading bars too
+    (:func:`softprompt.modeling.progress_bars`)."""
+
+    progress: bool = opt(True, "show progress bars (loading the model, and the work over rows)")
+
+
+@dataclass
+class ModelOptions(ProgressOptions):
     """The frozen model and where it runs (commands that read a saved prompt: the prompt's model)."""
 
     model: str | None = opt(None, "model: an embedded name, a local model directory or a Hugging Face id (default: the one the prompt was trained for)")
@@ -134,7 +145,6 @@ class RunOptions(ModelOptions):
     out: str = opt("runs/default", "output directory: best/, last/, checkpoint/, metrics.jsonl, results.json")
     resume: bool = opt(False, "continue an interrupted run in --out from its last checkpoint")
     overwrite: bool = opt(False, "start afresh even if --out already holds a run (its checkpoint is discarded)")
-    progress: bool = opt(True, "show a progress bar")
 
     def __post_init__(self):
         at_least_one(self, "prompt_length", "batch_size", "eval_batch_size", "max_steps", "eval_every")
@@ -204,7 +214,6 @@ class EvalConfig(ScoringOptions, MetricOptions):
     file: str | None = opt(None, "evaluate on this file instead of a split (.jsonl, .csv or .tsv); with --template and --label-words: your own data, zero-shot")
     limit: int | None = opt(None, "evaluate on the first N rows only")
     mixed_precision: str = opt("no", "score in bf16/fp16 under torch autocast (weights stay as loaded)", ("no", "bf16", "fp16"))
-    progress: bool = opt(True, "show a progress bar")
 
     def __post_init__(self):
         super().__post_init__()
@@ -243,8 +252,6 @@ class ServeConfig(ModelOptions):
     """Serve many saved outputs (prompts, prefixes, in-context demonstrations, any method's but full
     tuning) of one frozen model over HTTP, rows of different outputs mixed in one batch."""
 
-    model: str | None = opt(None, "model to serve (default: the model the first prompt names, else the embedded default)")
-    device: str | None = opt(None, "device for the model, e.g. cuda (default: CPU)")
     prompts: str = opt("", "directory of saved prompts, one subdirectory each (and an optional ensembles.json)")
     host: str = opt("127.0.0.1", "address to listen on")
     port: int = opt(8000, "port to listen on")
@@ -319,7 +326,7 @@ class PretrainConfig(RunOptions):
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(ProgressOptions):
     """Options of ``softprompt experiment`` (docs/experiments.md)."""
 
     config: str = opt("", "experiment YAML (see experiments/quick.yaml)", positional=True)
@@ -328,11 +335,10 @@ class ExperimentConfig:
     tasks: list | None = opt(None, "run only the runs of these tasks, e.g. the cheap ones first (no analyses)", metavar="TASK")
     dry_run: bool = opt(False, "list runs and analyses, done or to do, and stop")
     report_only: bool = opt(False, "rewrite the report from stored results, run nothing")
-    progress: bool = opt(True, "show a progress bar")
 
 
 @dataclass
-class ExportPeftConfig:
+class ExportPeftConfig(ProgressOptions):
     """Options of ``softprompt export-peft``: write a saved prompt as a PEFT prompt-tuning adapter."""
 
     prompt: str = opt("", "saved prompt directory", positional=True)
@@ -344,7 +350,7 @@ class ExportPeftConfig:
 
 
 @dataclass
-class ImportPeftConfig:
+class ImportPeftConfig(ProgressOptions):
     """Options of ``softprompt import-peft``: read a PEFT prompt-tuning adapter as a softprompt prompt."""
 
     adapter: str = opt("", "PEFT adapter directory", positional=True)
@@ -383,6 +389,27 @@ COMMAND_CONFIGS: dict[str, type] = {
     "label-words": LabelWordsConfig,
 }
 """Every command's options, by command name."""
+
+_SCORED_HELP = {  # eval and predict score with a saved run or zero-shot: they train nothing and keep no checkpoint
+    "expand": "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as "
+              "label words (to read and edit such a list first, write it with `softprompt label-words`)",
+    "label_words": "verbalizer instead of the saved run's (or the task's), e.g. 'positive=great,good;negative=terrible', "
+                   "or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a "
+                   "word may stand for several labels, and 'rules:FILE' (or rules:semeval) scores PTR's rules, one word "
+                   "per answer slot (docs/relations.md); a saved run that learnt word weights or answer vectors "
+                   "('learned:', 'answer-vectors:') scores with them without this option",
+}
+COMMAND_HELP: dict[str, dict[str, str]] = {
+    "eval": {**_SCORED_HELP,
+             "metrics": "metrics to report instead of the task's, comma-separated, e.g. "
+                        "'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)"},
+    "predict": _SCORED_HELP,
+    "serve": {"model": "model to serve (default: the model the first prompt names, else the embedded default)",
+              "device": "device for the model, e.g. cuda (default: CPU)"},
+}
+"""The help a command gives a shared option in place of its field's own, by command and field name:
+the same field (type, default, checks, written once in its dataclass), worded true for that
+command (``eval --metrics`` picks no checkpoint). :func:`softprompt.arguments.add_options` reads it."""
 
 
 def at_least_one(config, *names: str) -> None:

@@ -171,7 +171,7 @@ def cmd_predict(cfg: PredictConfig) -> int:
     pm = _prompted_model(cfg, task)
     for text, pred in zip(texts, pm.classify(rows, cfg.batch_size, progress=cfg.progress)):
         # PTR's rules: the words the predicted relation's rule put in each answer slot (why it won)
-        slots = pm.task.verbalizer.rule_words(pred.label) if hasattr(pm.task.verbalizer, "rule_words") and pred.label else None
+        slots = pm.task.verbalizer.slot_words(pred.label) if pred.label else None
         if cfg.json:
             print(json.dumps({"input": text, "label": pred.label, "scores": pred.scores, "generated": pred.generated,
                               **({"slots": slots} if slots else {})}))

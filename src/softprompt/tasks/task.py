@@ -70,7 +70,7 @@ class Task:
         row: dict[str, Any] = {f: "x" for f in self.template.fields}
         if self.entity_markers != "none":
             row.update(text="x and y", e1="x", e2="y", e1_type="x", e2_type="y")
-        choices = getattr(self.verbalizer, "choices_field", None)
+        choices = self.verbalizer.choices_field
         if choices:
             row[choices] = ["x", "y"]
         return row

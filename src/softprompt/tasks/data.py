@@ -188,18 +188,25 @@ def _parse_json_line(line: str, where: str, line_no: int) -> dict[str, Any]:
     hint = ""
     if line_no == 1 and line.lstrip().startswith("["):
         hint = "; this looks like one JSON array: write one object per line (JSON Lines)"
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"{where}: invalid JSON ({err.msg} at column {err.colno}); each line must be one "
-            f"JSON object{hint}"
-        ) from err
+    value = json_line(line, where, f"each line must be one JSON object{hint}")
     if not isinstance(value, dict):
         raise DataError(
             f"{where}: expected a JSON object ({{...}}), got a JSON {_json_type(value)}{hint}"
         )
     return value
+
+
+def json_line(line: str, where: str, advice: str) -> Any:
+    """The JSON value on one line of a JSON Lines file. The line end is dropped before parsing, so
+    the column of an error counts within this line: a line cut short (``{"label": ``) is named at
+    its end, not at column 1 of a line that does not exist. Raises :class:`DataError`
+    ``"{where}: invalid JSON (<what> at column N); {advice}"``."""
+    text = line.rstrip("\r\n")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        end = ", the end of the line" if err.pos >= len(text.rstrip()) else ""
+        raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno}{end}); {advice}") from err
 
 
 def _json_type(value: Any) -> str:

@@ -36,7 +36,7 @@ def test_train_eval_predict(trained, toy_data, capsys):
 
 
 def test_every_train_option_comes_from_the_config():
-    flags = {flag for flag in option_flags("train") if not flag.startswith("--no-")} - {"-h", "--help", "--config"}
+    flags = {flag for flag in option_flags("train") if not flag.startswith("--no-")} - {"-h", "--help", "--config", "-v"}
     assert flags == {"--" + name.replace("_", "-") for name in TrainConfig.__dataclass_fields__}
 
 
@@ -234,4 +234,18 @@ def test_inputs_with_wrong_fields_are_refused_before_any_model_work(trained, tin
                    ["--model", str(tiny_model_dirs["causal"]), "--template", "{text} it was", "--label-words",
                     "positive=good;negative=bad"]):
         err = _err(capsys, ["eval", *source, "--file", str(bad), "--no-progress"])
-        assert f"{bad}: task" in err and "{text} has no matching field; the examples have 'review', 'label'" in err
+        assert f"{bad}:1: task" in err and "{text} has no matching field; the examples have 'review', 'label'" in err
+
+
+def test_predict_names_the_bad_input_among_several(trained, monkeypatch, capsys):
+    """Of several texts, or lines read from stdin, the bad one is named: its position (0-based, as
+    the API's) and, from stdin, its line (blank lines counted)."""
+    import io
+
+    best = ["predict", "--prompt", str(trained / "best")]
+    err = _err(capsys, [*best, "great", '{"text": "fun"}', '{"review": "dull"}'])
+    assert err.startswith("softprompt: error: input 2: task 'rotten_tomatoes': template slot {text} has no matching "
+                          "field; the examples have 'review'")
+    monkeypatch.setattr("sys.stdin", io.StringIO('great\n\n{"text": "fun"}\n{"text": "  "}\nawful\n'))
+    err = _err(capsys, [*best, "-"])
+    assert "softprompt: error: input 2 (<stdin>:4): task 'rotten_tomatoes': empty text in field 'text'" in err

@@ -51,16 +51,20 @@ class ScoringSettings:
 
 
 def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
-                field_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+                field_map: Mapping[str, str] | None = None, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Turn texts (for one-field templates) or dicts into ``task``'s example rows; ``field_map``
     (``{ours: theirs}``) renames the keys of dict and JSON-object inputs to the template's fields
-    (a label column it maps may be absent: inputs need none). Needs no model, so a command checks its inputs with it before loading one. Raises
-    :class:`DataError` naming the input, the fields the task reads and those it has."""
+    (a label column it maps may be absent: inputs need none). Needs no model, so a command checks
+    its inputs with it before loading one. Raises :class:`DataError` naming the input (``names[i]``,
+    by default ``input i``, its 0-based position), the fields the task reads and those it has."""
     fields = task.template.fields
+    names = list(names) if names is not None else [f"input {i}" for i in range(len(inputs))]
+    if len(names) != len(inputs):
+        raise ValueError(f"{len(names)} names for {len(inputs)} inputs")
     rows = []
     for i, item in enumerate(inputs):
         if isinstance(item, Mapping):
-            rows.append(apply_field_map(dict(item), field_map, f"input {i}", optional=("label",)))
+            rows.append(apply_field_map(dict(item), field_map, names[i], optional=("label",)))
         elif isinstance(item, str):
             text = item
             if text.lstrip().startswith("{"):
@@ -69,17 +73,17 @@ def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
                 except json.JSONDecodeError:
                     obj = None
                 if isinstance(obj, dict):
-                    rows.append(apply_field_map(obj, field_map, f"input {i}", optional=("label",)))
+                    rows.append(apply_field_map(obj, field_map, names[i], optional=("label",)))
                     continue
             if len(fields) != 1:
                 raise DataError(
-                    f"input {i}: task {task.name!r} reads fields {list(fields)}; pass a JSON object with them, "
+                    f"{names[i]}: task {task.name!r} reads fields {list(fields)}; pass a JSON object with them, "
                     f"e.g. {json.dumps({f: '...' for f in fields})}"
                 )
             rows.append({fields[0]: text})
         else:
-            raise DataError(f"input {i}: expected a text or a mapping, got {type(item).__name__}")
-    task.validate(rows, where="input", labelled=False)
+            raise DataError(f"{names[i]}: expected a text or a mapping, got {type(item).__name__}")
+    task.validate(rows, labelled=False, names=names)
     return rows
 
 

@@ -133,13 +133,11 @@ def _with_saved_data_dir(cfg: EvalConfig, artifact) -> EvalConfig:
 
 
 def cmd_eval(cfg: EvalConfig) -> int:
-    from .tasks.data import read_examples
     from .tasks.from_config import load_rows, parse_field_map
 
     task, artifact = _scored_task(cfg)
     if cfg.file:  # the rows are read and checked before any model work
-        rows = read_examples(cfg.file, field_map=parse_field_map(cfg.field_map), limit=cfg.limit)
-        task.validate(rows, where=cfg.file)
+        rows = task.read_file(cfg.file, field_map=parse_field_map(cfg.field_map), limit=cfg.limit)
     else:
         cfg = _with_saved_data_dir(cfg, artifact)
         rows = load_rows(task, cfg, cfg.split, cfg.limit)
@@ -158,16 +156,19 @@ def cmd_eval(cfg: EvalConfig) -> int:
 
 def cmd_predict(cfg: PredictConfig) -> int:
     from .api import as_examples
-    from .tasks.data import read_lines
+    from .tasks.data import read_numbered_lines
     from .tasks.from_config import parse_field_map
 
     texts = list(cfg.texts)
+    names = [f"input {i}" for i in range(len(texts))]  # a bad one is named in the error: its 0-based position
     if texts == ["-"]:
-        texts = read_lines(sys.stdin)
+        numbered = read_numbered_lines(sys.stdin)
+        texts = [text for _, text in numbered]
+        names = [f"input {i} (<stdin>:{line})" for i, (line, _) in enumerate(numbered)]
     if not texts:
         raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
     task, _ = _scored_task(cfg)
-    rows = as_examples(task, texts, parse_field_map(cfg.field_map))  # checked before any model work
+    rows = as_examples(task, texts, parse_field_map(cfg.field_map), names)  # checked before any model work
     pm = _prompted_model(cfg, task)
     for text, pred in zip(texts, pm.classify(rows, cfg.batch_size, progress=cfg.progress)):
         # PTR's rules: the words the predicted relation's rule put in each answer slot (why it won)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .data import read_examples
 from .registry import BUILTIN_TASKS, get_task, load_split
 from .task import Task
 from .template import Template
@@ -177,9 +176,8 @@ def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None, labell
     ``labelled=False`` checks only that they render (their labels are not used)."""
     if split in task.splits:
         path = task.splits[split]
-        rows = read_examples(path, field_map=parse_field_map(getattr(cfg, "field_map", None)), limit=limit)
-        task.validate(rows, where=path, labelled=labelled)
-        return rows
+        return task.read_file(path, field_map=parse_field_map(getattr(cfg, "field_map", None)), limit=limit,
+                              labelled=labelled)
     if task.splits and split in _FILE_OPTIONS and task.name not in BUILTIN_TASKS:
         raise ConfigError(f"no {split} data: pass --{_FILE_OPTIONS[split].replace('_', '-')} FILE")
     probe = dataclasses.replace(task, splits={})

@@ -249,3 +249,27 @@ def test_predict_names_the_bad_input_among_several(trained, monkeypatch, capsys)
     monkeypatch.setattr("sys.stdin", io.StringIO('great\n\n{"text": "fun"}\n{"text": "  "}\nawful\n'))
     err = _err(capsys, [*best, "-"])
     assert "softprompt: error: input 2 (<stdin>:4): task 'rotten_tomatoes': empty text in field 'text'" in err
+
+
+def test_resume_names_an_option_the_run_cannot_change_and_takes_those_left_out(tiny_model_dirs, toy_data, tmp_path,
+                                                                              capsys):
+    """Trained with --prompt-length 5 (a checkpoint every step), resumed with 8: the error names the
+    option, both values and the fix, not the model; left out, the run's values are taken."""
+    out = str(tmp_path / "run")
+    first = ["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--prompt-length", "5",
+             "--max-steps", "3", "--eval-every", "1", "--test-split", "", "--out", out, "--no-progress"]
+    assert main(first) == 0
+    err = _err(capsys, [*first, "--resume", "--prompt-length", "8"])
+    assert err == (f"softprompt: error: --resume continues the run in {out} as it was started, so --prompt-length (the "
+                   "run's: 5, given: 8) cannot change: leave it out to keep the run's, or start a new run with another "
+                   "--out (or --overwrite to replace this one)\n")
+    for option, value, was in (("--method", "prefix-tuning", "'prompt-tuning'"), ("--init", "vocab", "'class-labels'"),
+                               ("--model", str(tiny_model_dirs["seq2seq"]), repr(str(tiny_model_dirs["causal"]))),
+                               ("--task", "sst2", "'rotten_tomatoes'"), ("--seed", "1", "0")):
+        err = _err(capsys, [*first, "--resume", option, value])
+        assert f"so {option} (the run's: {was}, given: " in err and "cannot change: leave it out" in err, err
+    assert main(["train", "--resume", "--out", out, "--max-steps", "4", "--no-progress"]) == 0  # the rest is the run's
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["steps"] == 4
+    saved = json.loads((tmp_path / "run" / "last" / "softprompt.json").read_text())
+    assert saved["length"] == 5 and saved["training"]["data_dir"] == str(toy_data)

@@ -44,3 +44,6 @@ def test_a_bad_input_among_several_is_named_by_its_position_or_the_name_given():
         as_examples(TASK, [inputs[0], inputs[1], '{"text": "ok"}', inputs[3]])
     with pytest.raises(DataError, match=r"^line 7: task 'pairs' reads fields"):
         as_examples(PAIR, ['{"premise": "a", "hypothesis": "b"}', "just a text"], names=["line 5", "line 7"])
+    with pytest.raises(DataError, match=r"^input 1: task 'pairs' reads fields \['premise', 'hypothesis'\]; pass a JSON "
+                                        r"object with them \(this one is not valid JSON: Expecting ',' delimiter at column 17\)"):
+        as_examples(PAIR, ['{"premise": "a", "hypothesis": "b"}', '{"premise": "a" "hypothesis": "b"}'])

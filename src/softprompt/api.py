@@ -67,18 +67,19 @@ def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
             rows.append(apply_field_map(dict(item), field_map, names[i], optional=("label",)))
         elif isinstance(item, str):
             text = item
+            bad_json = ""
             if text.lstrip().startswith("{"):
                 try:
                     obj = json.loads(text)
-                except json.JSONDecodeError:
-                    obj = None
+                except json.JSONDecodeError as err:
+                    obj, bad_json = None, f" (this one is not valid JSON: {err.msg} at column {err.colno})"
                 if isinstance(obj, dict):
                     rows.append(apply_field_map(obj, field_map, names[i], optional=("label",)))
                     continue
             if len(fields) != 1:
                 raise DataError(
-                    f"{names[i]}: task {task.name!r} reads fields {list(fields)}; pass a JSON object with them, "
-                    f"e.g. {json.dumps({f: '...' for f in fields})}"
+                    f"{names[i]}: task {task.name!r} reads fields {list(fields)}; pass a JSON object with them"
+                    f"{bad_json}, e.g. {json.dumps({f: '...' for f in fields})}"
                 )
             rows.append({fields[0]: text})
         else:

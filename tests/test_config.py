@@ -34,6 +34,11 @@ def test_an_option_a_run_cannot_change_given_anew_is_named_with_both_values_and_
         resumed_config(TrainConfig(task="rte"), RUN)
 
 
+def test_a_damaged_saved_value_is_named_with_its_file():
+    with pytest.raises(ConfigError, match=r"option 'prompt_length' in r/softprompt.json must be a whole number, got str '5'"):
+        resumed_config(TrainConfig(), {**RUN, "prompt_length": "5"}, "r/softprompt.json")
+
+
 def test_where_the_data_is_and_how_long_it_trains_may_change(tmp_path):
     cfg, _ = resumed_config(TrainConfig(data_dir=str(tmp_path), max_steps=90, eval_every=9), RUN)
     assert (cfg.data_dir, cfg.max_steps, cfg.eval_every) == (str(tmp_path), 90, 9)

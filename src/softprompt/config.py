@@ -455,13 +455,14 @@ def resume_conflict(out: str | Path, changed: list[tuple[str, Any, Any]], fix: s
                        "start a new run with another --out (or --overwrite to replace this one)")
 
 
-def resumed_config(cfg, saved: dict[str, Any]):
+def resumed_config(cfg, saved: dict[str, Any], source: str | Path | None = None):
     """``(cfg, taken)``: ``cfg`` (a ``TrainConfig``) as it continues the run whose options were
-    ``saved`` (its checkpoint's ``training`` metadata). An option marked :data:`RESUME_KEPT` or
-    :data:`RESUME_DEFAULT` (:func:`opt`) and left out (at its default) takes the run's value;
-    ``taken`` maps each such field to it. Raises :class:`ConfigError` (:func:`resume_conflict`)
-    naming every :data:`RESUME_KEPT` option given another value than the run's, both values, and
-    the fix: leave it out, or start a new run."""
+    ``saved`` (its checkpoint's ``training`` metadata, read from the file ``source``). An option
+    marked :data:`RESUME_KEPT` or :data:`RESUME_DEFAULT` (:func:`opt`) and left out (at its
+    default) takes the run's value; ``taken`` maps each such field to it. Raises
+    :class:`ConfigError` (:func:`resume_conflict`) naming every :data:`RESUME_KEPT` option given
+    another value than the run's, both values, and the fix: leave it out, or start a new run; and
+    (:func:`check_types`) a saved value of the wrong type, naming ``source``."""
     left_out = _left_out(type(cfg))
     changed, taken = [], {}
     for f in fields(cfg):
@@ -475,6 +476,7 @@ def resumed_config(cfg, saved: dict[str, Any]):
     if changed:
         them = "it" if len(changed) == 1 else "them"
         raise resume_conflict(cfg.out, changed, f"leave {them} out to keep the run's")
+    check_types(type(cfg), taken, source or "the run's saved options")
     return dataclasses.replace(cfg, **taken), taken
 
 

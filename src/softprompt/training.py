@@ -303,13 +303,14 @@ def _resumed(cfg: TrainConfig) -> TrainConfig:
     from .artifacts import META_FILE, read_metadata_file
 
     ckpt = find_checkpoint(Path(cfg.out)) if cfg.resume else None
+    file = ckpt / "prompt" / META_FILE if ckpt else None
     try:
-        saved = read_metadata_file(ckpt / "prompt" / META_FILE).get("training") if ckpt else None
+        saved = read_metadata_file(file).get("training") if file else None
     except (ArtifactError, OSError):
         saved = None
     if not isinstance(saved, dict):
         return cfg
-    cfg, taken = resumed_config(cfg, saved)
+    cfg, taken = resumed_config(cfg, saved, file)
     if taken:
         log.info("--resume: options left out take the run's values: %s",
                  ", ".join(f"--{k.replace('_', '-')} {v!r}" for k, v in taken.items()))

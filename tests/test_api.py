@@ -33,3 +33,17 @@ def test_wrong_fields_are_named_with_the_fields_present():
         as_examples(TASK, ['{"review": "great fun"}'])
     with pytest.raises(DataError, match=r"input 0: task 'pairs' reads fields \['premise', 'hypothesis'\]; pass a JSON object"):
         as_examples(PAIR, ["just a text"])
+
+
+def test_a_bad_input_among_several_is_named_by_its_position_or_the_name_given():
+    inputs = ["great fun", {"text": "dull"}, '{"review": "awful"}', '{"text": ""}']
+    with pytest.raises(DataError, match=r"^input 2: task 'reviews': template slot \{text\} has no matching field; "
+                                        r"the examples have 'review'"):
+        as_examples(TASK, inputs)
+    with pytest.raises(DataError, match=r"^input 3: task 'reviews': empty text in field 'text'"):
+        as_examples(TASK, [inputs[0], inputs[1], '{"text": "ok"}', inputs[3]])
+    with pytest.raises(DataError, match=r"^line 7: task 'pairs' reads fields"):
+        as_examples(PAIR, ['{"premise": "a", "hypothesis": "b"}', "just a text"], names=["line 5", "line 7"])
+    with pytest.raises(DataError, match=r"^input 1: task 'pairs' reads fields \['premise', 'hypothesis'\]; pass a JSON "
+                                        r"object with them \(this one is not valid JSON: Expecting ',' delimiter at column 17\)"):
+        as_examples(PAIR, ['{"premise": "a", "hypothesis": "b"}', '{"premise": "a" "hypothesis": "b"}'])

@@ -36,7 +36,7 @@ def test_train_eval_predict(trained, toy_data, capsys):
 
 
 def test_every_train_option_comes_from_the_config():
-    flags = {flag for flag in option_flags("train") if not flag.startswith("--no-")} - {"-h", "--help", "--config"}
+    flags = {flag for flag in option_flags("train") if not flag.startswith("--no-")} - {"-h", "--help", "--config", "-v"}
     assert flags == {"--" + name.replace("_", "-") for name in TrainConfig.__dataclass_fields__}
 
 
@@ -154,6 +154,8 @@ def test_verbose_prints_an_errors_traceback_and_keeps_the_short_message_last(cap
     err = _err(capsys, ["-v", *argv])
     assert err.startswith("Traceback (most recent call last):") and err.endswith(short)
     assert "softprompt.errors.ConfigError: --k must be at least 1, got 0" in err and "in at_least_one" in err
+    for after in ([*argv, "-v"], [*argv, "--verbose"], [argv[0], "-v", *argv[1:]]):  # after the command: the same
+        assert _err(capsys, after) == err
 
 
 def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, toy_data, tmp_path, loading_bars_shown,
@@ -168,6 +170,14 @@ def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, t
                  "--max-steps", "1", "--eval-every", "1", "--test-split", "", "--out", str(tmp_path / "quiet"),
                  "--no-progress"]) == 0
     assert capsys.readouterr().err == ""
+    best = str(trained / "best")
+    for argv in (["predict", "--prompt", best, "great"], ["inspect", best], ["export-peft", best, "--out", str(tmp_path / "p")],
+                 ["label-words", "--model", str(tiny_model_dirs["causal"]), "--per-label", "2", "--out",
+                  str(tmp_path / "words.txt")]):  # every other command that loads a model
+        assert main([*argv, "--no-progress"]) == 0
+        assert capsys.readouterr().err == "", argv
+        assert main([*argv, "--progress"] + (["--overwrite"] if argv[0] == "export-peft" else [])) == 0
+        assert "Loading weights" in capsys.readouterr().err, argv
 
 
 def test_your_own_files_without_task_are_named_after_them_everywhere(tiny_model_dirs, tmp_path, capsys):
@@ -224,4 +234,42 @@ def test_inputs_with_wrong_fields_are_refused_before_any_model_work(trained, tin
                    ["--model", str(tiny_model_dirs["causal"]), "--template", "{text} it was", "--label-words",
                     "positive=good;negative=bad"]):
         err = _err(capsys, ["eval", *source, "--file", str(bad), "--no-progress"])
-        assert f"{bad}: task" in err and "{text} has no matching field; the examples have 'review', 'label'" in err
+        assert f"{bad}:1: task" in err and "{text} has no matching field; the examples have 'review', 'label'" in err
+
+
+def test_predict_names_the_bad_input_among_several(trained, monkeypatch, capsys):
+    """Of several texts, or lines read from stdin, the bad one is named: its position (0-based, as
+    the API's) and, from stdin, its line (blank lines counted)."""
+    import io
+
+    best = ["predict", "--prompt", str(trained / "best")]
+    err = _err(capsys, [*best, "great", '{"text": "fun"}', '{"review": "dull"}'])
+    assert err.startswith("softprompt: error: input 2: task 'rotten_tomatoes': template slot {text} has no matching "
+                          "field; the examples have 'review'")
+    monkeypatch.setattr("sys.stdin", io.StringIO('great\n\n{"text": "fun"}\n{"text": "  "}\nawful\n'))
+    err = _err(capsys, [*best, "-"])
+    assert "softprompt: error: input 2 (<stdin>:4): task 'rotten_tomatoes': empty text in field 'text'" in err
+
+
+def test_resume_names_an_option_the_run_cannot_change_and_takes_those_left_out(tiny_model_dirs, toy_data, tmp_path,
+                                                                              capsys):
+    """Trained with --prompt-length 5 (a checkpoint every step), resumed with 8: the error names the
+    option, both values and the fix, not the model; left out, the run's values are taken."""
+    out = str(tmp_path / "run")
+    first = ["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--prompt-length", "5",
+             "--max-steps", "3", "--eval-every", "1", "--test-split", "", "--out", out, "--no-progress"]
+    assert main(first) == 0
+    err = _err(capsys, [*first, "--resume", "--prompt-length", "8"])
+    assert err == (f"softprompt: error: --resume continues the run in {out} as it was started, so --prompt-length (the "
+                   "run's: 5, given: 8) cannot change: leave it out to keep the run's, or start a new run with another "
+                   "--out (or --overwrite to replace this one)\n")
+    for option, value, was in (("--method", "prefix-tuning", "'prompt-tuning'"), ("--init", "vocab", "'class-labels'"),
+                               ("--model", str(tiny_model_dirs["seq2seq"]), repr(str(tiny_model_dirs["causal"]))),
+                               ("--task", "sst2", "'rotten_tomatoes'"), ("--seed", "1", "0")):
+        err = _err(capsys, [*first, "--resume", option, value])
+        assert f"so {option} (the run's: {was}, given: " in err and "cannot change: leave it out" in err, err
+    assert main(["train", "--resume", "--out", out, "--max-steps", "4", "--no-progress"]) == 0  # the rest is the run's
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["steps"] == 4
+    saved = json.loads((tmp_path / "run" / "last" / "softprompt.json").read_text())
+    assert saved["length"] == 5 and saved["training"]["data_dir"] == str(toy_data)

@@ -6,20 +6,21 @@ import re
 
 import pytest
 
-from cli_help import option_flags, usage
+from cli_help import option_flags, option_help, usage
 from softprompt import config
 from softprompt.arguments import config_from_args
-from softprompt.cli import COMMANDS, build_parser, main
-from softprompt.config import (COMMAND_CONFIGS, KNOWLEDGEABLE, DataConfig, ExperimentConfig, ExportPeftConfig,
-                               ImportPeftConfig, InspectConfig, MetricOptions, ModelOptions, RunOptions, ScoringOptions,
-                               TaskFormat, options_in)
+from softprompt.arguments import add_options
+from softprompt.cli import COMMANDS, VERBOSE, build_parser, main
+from softprompt.config import (COMMAND_CONFIGS, COMMAND_HELP, KNOWLEDGEABLE, DataConfig, ExperimentConfig,
+                               ExportPeftConfig, ImportPeftConfig, InspectConfig, MetricOptions, ModelOptions,
+                               ProgressOptions, RunOptions, ScoringOptions, TaskFormat, options_in)
 from softprompt.errors import ConfigError
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_CONFIGS))
 def test_every_option_of_every_command_is_a_field_of_its_config(command):
     cls = COMMAND_CONFIGS[command]
-    flags = {f for f in option_flags(command) if not f.startswith("--no-")} - {"-h", "--config"}
+    flags = {f for f in option_flags(command) if not f.startswith("--no-")} - {"-h", "--config", *VERBOSE}
     fields = dataclasses.fields(cls)
     assert flags == {"--" + f.name.replace("_", "-") for f in fields if not f.metadata["positional"]}
     for f in fields:
@@ -82,7 +83,9 @@ def test_shared_options_are_written_once():
     same(DataConfig, "train")
     same(MetricOptions, "train", "eval")
     same(ScoringOptions, "eval", "predict")
-    same(ModelOptions, "eval", "predict", "inspect")
+    same(ModelOptions, "eval", "predict", "inspect", "serve", "label-words", but={"model"})
+    same(ModelOptions, "eval", "predict", "inspect", "serve")
+    same(ProgressOptions, *(set(COMMAND_CONFIGS) - {"tasks"}))
     same(RunOptions, "train", "pretrain-prompt", but={"init", "patience", "length_normalize", "seed", "out"})
     assert config.TrainConfig.__dataclass_fields__["init"].default == "class-labels"
     assert config.PretrainConfig.__dataclass_fields__["init"].default == "vocab"  # PPT's own default, redeclared
@@ -134,3 +137,63 @@ def test_the_knowledgeable_options_are_one_group_marked_on_their_fields():
     for cls in (config.TrainConfig, config.EvalConfig):
         by_help = {f.name for f in dataclasses.fields(cls) if f.metadata["help"].startswith("knowledgeable")}
         assert by_help == set(options_in(cls, KNOWLEDGEABLE))
+
+
+def _least_argv(command: str) -> list[str]:
+    """The fewest arguments ``softprompt COMMAND`` parses with: its positional and required options."""
+    argv = [command]
+    for f in dataclasses.fields(COMMAND_CONFIGS[command]):
+        if f.metadata["positional"]:
+            argv.append("x")
+        elif f.metadata["required"]:
+            argv += ["--" + f.name.replace("_", "-"), "x"]
+    return argv
+
+
+@pytest.mark.parametrize("command", sorted(COMMAND_CONFIGS))
+def test_verbose_is_accepted_before_and_after_every_command(command):
+    argv = _least_argv(command)
+    parser = build_parser()
+    assert parser.parse_args(argv).verbose is False
+    for flag in VERBOSE:
+        assert parser.parse_args([flag, *argv]).verbose is True
+        assert parser.parse_args([*argv, flag]).verbose is True
+        assert parser.parse_args([argv[0], flag, *argv[1:]]).verbose is True
+    assert "-v" in option_flags(command) and option_help(command)["--verbose"].startswith("log more")
+
+
+def test_every_command_that_loads_a_model_or_loops_over_rows_has_no_progress():
+    """One field (ProgressOptions.progress) gives every such command --progress/--no-progress;
+    `tasks` lists names and loads nothing."""
+    for command in set(COMMAND_CONFIGS) - {"tasks"}:
+        assert {"--progress", "--no-progress"} <= option_flags(command), command
+        assert build_parser().parse_args([*_least_argv(command), "--no-progress"]).progress is False
+    assert "--no-progress" not in option_flags("tasks")
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_eval_and_predict_word_shared_options_for_themselves(command):
+    """eval and predict train nothing and keep no checkpoint: no option of theirs says so, though
+    they share --metrics, --expand, --label-words and --task's field with train."""
+    helps = option_help(command)
+    assert {"--task", "--expand", "--label-words", "--template", "--verbalizer"} <= set(helps)
+    for flag, text in helps.items():
+        assert not re.search(r"\btrains?\b|checkpoint|--out\b", text), (flag, text)
+    train = option_help("train")
+    assert "best checkpoint" in train["--metrics"] and "--out/label_words.txt" in train["--expand"]
+    assert "'learned:' the word weights are trained" in train["--label-words"]
+    if command == "eval":
+        assert helps["--metrics"].startswith("metrics to report instead of the task's")
+    for name in COMMAND_HELP[command]:  # worded here, declared once: the very field train has
+        assert COMMAND_CONFIGS[command].__dataclass_fields__[name] is COMMAND_CONFIGS["train"].__dataclass_fields__[name]
+
+
+def test_command_help_names_only_fields_of_its_command():
+    for command, helps in COMMAND_HELP.items():
+        assert set(helps) <= {f.name for f in dataclasses.fields(COMMAND_CONFIGS[command])}, command
+    import argparse
+
+    with pytest.raises(ConfigError, match=r"help given for \['metrics'\], which PredictConfig has no field for"):
+        add_options(argparse.ArgumentParser(), COMMAND_CONFIGS["predict"], helps={"metrics": "x"})
+    assert option_help("serve")["--model"].startswith("model to serve")
+    assert not option_help("inspect")["--model"].startswith("model to serve")

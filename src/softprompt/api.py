@@ -51,40 +51,45 @@ class ScoringSettings:
 
 
 def as_examples(task: Task, inputs: Sequence[str | Mapping[str, Any]],
-                field_map: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+                field_map: Mapping[str, str] | None = None, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Turn texts (for one-field templates) or dicts into ``task``'s example rows; ``field_map``
     (``{ours: theirs}``; default: the task's own, :attr:`Task.field_map`, the one a saved run was
     trained with; ``{}``: none) renames the keys of dict and JSON-object inputs to the template's
     fields. A label column it maps may be absent (inputs need none), and so may any column of the
     task's own map (an input may name the template's fields itself). Needs no model, so a command
-    checks its inputs with it before loading one. Raises :class:`DataError` naming the input, the
-    fields the task reads and those it has."""
+    checks its inputs with it before loading one. Raises :class:`DataError` naming the input
+    (``names[i]``, by default ``input i``, its 0-based position), the fields the task reads and
+    those it has."""
     fields = task.template.fields
     optional = tuple(task.field_map) if field_map is None else ("label",)
     field_map = task.field_map if field_map is None else field_map
+    names = list(names) if names is not None else [f"input {i}" for i in range(len(inputs))]
+    if len(names) != len(inputs):
+        raise ValueError(f"{len(names)} names for {len(inputs)} inputs")
     rows = []
     for i, item in enumerate(inputs):
         if isinstance(item, Mapping):
-            rows.append(apply_field_map(dict(item), field_map, f"input {i}", optional=optional))
+            rows.append(apply_field_map(dict(item), field_map, names[i], optional=optional))
         elif isinstance(item, str):
             text = item
+            bad_json = ""
             if text.lstrip().startswith("{"):
                 try:
                     obj = json.loads(text)
-                except json.JSONDecodeError:
-                    obj = None
+                except json.JSONDecodeError as err:
+                    obj, bad_json = None, f" (this one is not valid JSON: {err.msg} at column {err.colno})"
                 if isinstance(obj, dict):
-                    rows.append(apply_field_map(obj, field_map, f"input {i}", optional=optional))
+                    rows.append(apply_field_map(obj, field_map, names[i], optional=optional))
                     continue
             if len(fields) != 1:
                 raise DataError(
-                    f"input {i}: task {task.name!r} reads fields {list(fields)}; pass a JSON object with them, "
-                    f"e.g. {json.dumps({f: '...' for f in fields})}"
+                    f"{names[i]}: task {task.name!r} reads fields {list(fields)}; pass a JSON object with them"
+                    f"{bad_json}, e.g. {json.dumps({f: '...' for f in fields})}"
                 )
             rows.append({fields[0]: text})
         else:
-            raise DataError(f"input {i}: expected a text or a mapping, got {type(item).__name__}")
-    task.validate(rows, where="input", labelled=False)
+            raise DataError(f"{names[i]}: expected a text or a mapping, got {type(item).__name__}")
+    task.validate(rows, labelled=False, names=names)
     return rows
 
 
@@ -161,16 +166,16 @@ class PromptedModel:
 
     def classify(self, inputs: Sequence[str | Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,
                  length_normalize: bool | None = None, field_map: Mapping[str, str] | None = None,
-                 word_scoring: str | None = None) -> list[Prediction]:
+                 word_scoring: str | None = None, progress: bool = False) -> list[Prediction]:
         """Predict a label (and per-label probabilities) for each input; ``scoring`` and
         ``length_normalize`` default to :attr:`settings` (what the prompt was trained with);
-        ``field_map`` as in :meth:`as_examples`."""
+        ``field_map`` as in :meth:`as_examples`; ``progress`` draws a bar over the batches."""
         if isinstance(inputs, (str, Mapping)):
             inputs = [inputs]
         rows = self.as_examples(inputs, field_map)
         how = self.settings.override(scoring=scoring, length_normalize=length_normalize, word_scoring=word_scoring)
         preds, _ = predict(self.backbone, self.task, rows, self.conditioning, batch_size, how.scoring, how.length_normalize,
-                           max_length=self.settings.max_length, word_scoring=how.word_scoring)
+                           progress=progress, max_length=self.settings.max_length, word_scoring=how.word_scoring)
         return preds
 
     def evaluate(self, examples: Sequence[Mapping[str, Any]], batch_size: int = 32, scoring: str | None = None,

@@ -31,9 +31,10 @@ import argparse
 import dataclasses
 import types
 import typing
-from typing import Any
+from typing import Any, Mapping
 
 from .config import build, field_default, load_yaml
+from .errors import ConfigError
 
 YAML_OPTION = "config"
 """The option (``--config FILE.yaml``) through which a command reads its options from YAML."""
@@ -50,17 +51,24 @@ def _is_list(tp: Any) -> bool:
     return tp is list or typing.get_origin(tp) is list
 
 
-def add_options(parser: argparse.ArgumentParser, cls, yaml: bool = True) -> None:
+def add_options(parser: argparse.ArgumentParser, cls, yaml: bool = True, helps: Mapping[str, str] | None = None) -> None:
     """Add one option (or positional argument) per field of the dataclass ``cls`` to ``parser``;
     with ``yaml``, also ``--config FILE.yaml``. Type, default, help, choices, metavar and whether
-    it is required come from the field (:func:`softprompt.config.opt`)."""
+    it is required come from the field (:func:`softprompt.config.opt`); ``helps`` (field name ->
+    text, a command's entry of :data:`softprompt.config.COMMAND_HELP`) words a shared field's help
+    for this command instead. Raises :class:`~softprompt.errors.ConfigError` for a name in ``helps``
+    that is not a field of ``cls``."""
+    helps = dict(helps or {})
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(helps) - set(hints))
+    if unknown:
+        raise ConfigError(f"help given for {unknown}, which {cls.__name__} has no field for")
     if yaml:
         parser.add_argument("--" + YAML_OPTION, help="YAML file of options (command-line options override it)")
-    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         meta = f.metadata
         tp = _base_type(hints[f.name])
-        help_text = meta.get("help", "")
+        help_text = helps.get(f.name, meta.get("help", ""))
         if meta.get("positional"):
             nargs = "*" if _is_list(tp) else None
             parser.add_argument(f.name, nargs=nargs, default=argparse.SUPPRESS, help=help_text,

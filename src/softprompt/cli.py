@@ -16,13 +16,13 @@ import traceback
 from typing import Any, Callable, NamedTuple
 
 from .arguments import add_options, config_from_args
-from .config import (COMMAND_CONFIGS, KNOWLEDGEABLE, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig,
-                     InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ServeConfig, TasksConfig, TrainConfig,
-                     field_default, options_in)
+from .config import (COMMAND_CONFIGS, COMMAND_HELP, KNOWLEDGEABLE, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig,
+                     InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ProgressOptions, ServeConfig, TasksConfig,
+                     TrainConfig, field_default, options_in)
 from .errors import SoftPromptError
 from .modeling import progress_bars
 
-__all__ = ["COMMANDS", "Command", "build_parser", "config_from_args", "entry", "main"]
+__all__ = ["COMMANDS", "VERBOSE", "Command", "build_parser", "config_from_args", "entry", "main"]
 
 
 def cmd_train(cfg: TrainConfig) -> int:
@@ -148,13 +148,11 @@ def _with_saved_data_dir(cfg: EvalConfig, artifact) -> EvalConfig:
 
 
 def cmd_eval(cfg: EvalConfig) -> int:
-    from .tasks.data import read_examples
     from .tasks.from_config import load_rows
 
     task, artifact = _scored_task(cfg)
-    if cfg.file:  # the rows are read and checked before any model work
-        rows = read_examples(cfg.file, field_map=task.field_map, limit=cfg.limit)
-        task.validate(rows, where=cfg.file)
+    if cfg.file:  # the rows are read and checked before any model work; renamed by the task's field map
+        rows = task.read_file(cfg.file, limit=cfg.limit)
     else:
         cfg = _with_saved_data_dir(cfg, artifact)
         rows = load_rows(task, cfg, cfg.split, cfg.limit)
@@ -173,19 +171,22 @@ def cmd_eval(cfg: EvalConfig) -> int:
 
 def cmd_predict(cfg: PredictConfig) -> int:
     from .api import as_examples
-    from .tasks.data import read_lines
+    from .tasks.data import read_numbered_lines
 
     texts = list(cfg.texts)
+    names = [f"input {i}" for i in range(len(texts))]  # a bad one is named in the error: its 0-based position
     if texts == ["-"]:
-        texts = read_lines(sys.stdin)
+        numbered = read_numbered_lines(sys.stdin)
+        texts = [text for _, text in numbered]
+        names = [f"input {i} (<stdin>:{line})" for i, (line, _) in enumerate(numbered)]
     if not texts:
         raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
     task, _ = _scored_task(cfg)
-    rows = as_examples(task, texts)  # checked before any model work; renamed by the task's field map
+    rows = as_examples(task, texts, names=names)  # checked before any model work; renamed by the task's field map
     pm = _prompted_model(cfg, task)
-    for text, pred in zip(texts, pm.classify(rows, cfg.batch_size, field_map={})):  # rows: renamed already
+    for text, pred in zip(texts, pm.classify(rows, cfg.batch_size, field_map={}, progress=cfg.progress)):  # rows: renamed already
         # PTR's rules: the words the predicted relation's rule put in each answer slot (why it won)
-        slots = pm.task.verbalizer.rule_words(pred.label) if hasattr(pm.task.verbalizer, "rule_words") and pred.label else None
+        slots = pm.task.verbalizer.slot_words(pred.label) if pred.label else None
         if cfg.json:
             print(json.dumps({"input": text, "label": pred.label, "scores": pred.scores, "generated": pred.generated,
                               **({"slots": slots} if slots else {})}))
@@ -349,15 +350,23 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+VERBOSE = ("-v", "--verbose")
+"""The one option of the ``softprompt`` command itself, not of a config: accepted before the
+command (``softprompt -v train ...``) and after it (``softprompt train ... -v``), the same."""
+_VERBOSE_HELP = "log more, and print an error's traceback"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``softprompt`` parser: one subcommand per entry of :data:`COMMANDS`, its options
     generated from its config (:func:`softprompt.arguments.add_options`)."""
     parser = argparse.ArgumentParser(prog="softprompt", description="Prompt tuning on frozen language models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more, and print an error's traceback")
+    parser.add_argument(*VERBOSE, action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
-        add_options(p, COMMAND_CONFIGS[name], yaml=cmd.yaml)
+        # the same flag after the command (softprompt train ... -v); left out, it keeps the value given before it
+        p.add_argument(*VERBOSE, action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
+        add_options(p, COMMAND_CONFIGS[name], yaml=cmd.yaml, helps=COMMAND_HELP.get(name))
     return parser
 
 
@@ -369,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cmd = COMMANDS[args.command]
         config = config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml)
-        with progress_bars(getattr(config, "progress", True)):  # --no-progress hides the model-loading bars too
+        with progress_bars(not isinstance(config, ProgressOptions) or config.progress):  # the model-loading bars too
             return cmd.handler(config)
     except SoftPromptError as exc:
         if args.verbose:  # where it was raised, for a bug report; the short message stays last

@@ -9,8 +9,10 @@ label words and a field map in place of the task's), :class:`MetricOptions` (wha
 ``eval`` report), :class:`DataConfig` (where examples come from), :class:`RunOptions` (what
 ``train`` and ``pretrain-prompt`` share: the model, the prompt, the optimiser, the loop, the
 output folder) and :class:`ScoringOptions` (what ``eval`` and
-``predict`` share: the saved prompt and how it scores). A command that needs another default or
-help text for a shared field redeclares that field alone.
+``predict`` share: the saved prompt and how it scores). A command that needs another default for
+a shared field redeclares that field alone; one that needs other words for its help gives them in
+:data:`COMMAND_HELP`, so the field is still written once. Every command that loads a model or
+loops over rows has ``--progress/--no-progress`` (:class:`ProgressOptions`).
 
 The CLI's options are generated from these dataclasses (:mod:`softprompt.arguments`) and YAML
 files are checked against them, so there is no second list of options to drift.
@@ -30,19 +32,33 @@ from .value_types import KINDS, describe, fits
 
 
 def opt(default: Any, help: str, choices: tuple | None = None, positional: bool = False, *,
-        required: bool = False, metavar: str | None = None, group: str | None = None, **kw) -> Any:
+        required: bool = False, metavar: str | None = None, group: str | None = None, resume: str | None = None,
+        **kw) -> Any:
     """A config field with its help text (and optional choices) kept beside its default.
 
     ``positional``: a command-line argument without a ``--flag`` (a list field takes any number);
     ``required``: an option the command line must give (the dataclass still takes ``default``, for
     its own check); ``metavar``: the name shown for the value in ``--help``; ``group``: the options
-    that are read together, e.g. :data:`KNOWLEDGEABLE` (listed by :func:`options_in`)."""
+    that are read together, e.g. :data:`KNOWLEDGEABLE` (listed by :func:`options_in`); ``resume``:
+    what ``--resume`` does with the option (:data:`RESUME_KEPT`, :data:`RESUME_DEFAULT`, or None:
+    as given; :func:`resumed_config`)."""
     meta = {"help": help, "choices": choices, "positional": positional, "required": required, "metavar": metavar,
-            "group": group}
+            "group": group, "resume": resume}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta, **kw)
     return field(default=default, metadata=meta, **kw)
 
+
+RESUME_KEPT = "kept"
+"""An option that defines a run (its method, model, task, prompt length, initialiser, optimiser,
+seed, ...): ``--resume`` keeps the run's value, takes it when the option is left out, and refuses
+another (:func:`resumed_config`)."""
+RESUME_DEFAULT = "default"
+"""An option a resumed run may change but need not repeat: where its data is (``--data-dir``,
+``--train-file``: the same data moved), how long it trains and how it evaluates (``--max-steps``,
+``--eval-every``, ``--patience``, ...). ``--resume`` takes the run's value when the option is left
+out, the one given otherwise. Options marked neither (``--device``, ``--progress``, ``--out``)
+are as given."""
 
 KNOWLEDGEABLE = "knowledgeable"
 """The group of options (:func:`opt`'s ``group``) that only ``--verbalizer knowledgeable`` reads:
@@ -61,7 +77,16 @@ def field_default(f: dataclasses.Field) -> Any:
 
 # --------------------------------------------------------------------------- shared groups
 @dataclass
-class ModelOptions:
+class ProgressOptions:
+    """What every command that loads a model or loops over rows shares: whether it draws progress
+    bars. ``--no-progress`` hides them all, the model's loading bars too
+    (:func:`softprompt.modeling.progress_bars`)."""
+
+    progress: bool = opt(True, "show progress bars (loading the model, and the work over rows)")
+
+
+@dataclass
+class ModelOptions(ProgressOptions):
     """The frozen model and where it runs (commands that read a saved prompt: the prompt's model)."""
 
     model: str | None = opt(None, "model: an embedded name, a local model directory or a Hugging Face id (default: the one the prompt was trained for)")
@@ -72,22 +97,22 @@ class ModelOptions:
 class TaskFormat:
     """The task's format replaced: how a row becomes text and a label becomes words."""
 
-    template: str | None = opt(None, "template with {field} slots instead of the task's, {mask} or {mask:name} answer slots and {soft*N} learnt virtual tokens (docs/templates.md); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'")
-    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, 'answer-vectors:LABEL,LABEL' trains one vector per label, and 'rules:FILE' (or rules:semeval) scores PTR's rules, one word per answer slot (docs/relations.md)")
-    field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'")
+    template: str | None = opt(None, "template with {field} slots instead of the task's, {mask} or {mask:name} answer slots and {soft*N} learnt virtual tokens (docs/templates.md); \\n is a line break, e.g. 'Review: {text}\\nSentiment:'", resume=RESUME_KEPT)
+    label_words: str | None = opt(None, "verbalizer instead of the task's, e.g. 'positive=great,good;negative=terrible', or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a word may stand for several labels, 'learned:' the word weights are trained, 'answer-vectors:LABEL,LABEL' trains one vector per label, and 'rules:FILE' (or rules:semeval) scores PTR's rules, one word per answer slot (docs/relations.md)", resume=RESUME_KEPT)
+    field_map: str | None = opt(None, "map our field names to your columns (or the keys of JSON inputs), e.g. 'text=sentence,label=sentiment'", resume=RESUME_KEPT)
     # KPT's knowledgeable verbalizer (Hu et al., 2022; docs/kpt.md): the options in group KNOWLEDGEABLE are read
     # only with --verbalizer knowledgeable (train also has --learn-word-weights)
-    label_words_file: str | None = opt(None, "label words from a file instead of --label-words: .txt (KPT's format: line i = the i-th label's words, comma-separated, class name first), .csv (label,word,word,...) or .json ({label: [words]})")
-    verbalizer: str = opt("auto", "auto: the kind --label-words' prefix names (a --label-words-file makes plain multi-word labels); knowledgeable: KPT's verbalizer, its words (the file's, --label-words', or the model's embedding neighbours of each class name) refined and calibrated on unlabelled training inputs", ("auto", "knowledgeable"))
-    refine: str = opt("frequency,relevance", "knowledgeable: KPT's refinements to apply, a comma list of frequency, relevance (or none)", group=KNOWLEDGEABLE)
-    calibrate: bool = opt(True, "knowledgeable: divide each word's probability by its contextual prior (KPT's contextualized calibration)", group=KNOWLEDGEABLE)
-    frequency_cutoff: float = opt(0.5, "knowledgeable: fraction of all words dropped by frequency refinement, lowest contextual prior first (KPT: 0.5; 0 for IMDB)", group=KNOWLEDGEABLE)
-    relevance_threshold: float = opt(1.0, "knowledgeable: relevance refinement keeps words whose tf-idf-like relevance to their class name is at least this", group=KNOWLEDGEABLE)
-    support_size: int = opt(200, "knowledgeable: unlabelled training inputs (sampled per seed from the whole training split) that estimate the contextual prior", group=KNOWLEDGEABLE)
-    duplicates: str = opt("remove", "knowledgeable: a word under several labels is removed from all (kept under the label whose class name it is) or shared by each", ("remove", "share"), group=KNOWLEDGEABLE)
-    support_file: str | None = opt(None, "knowledgeable: unlabelled inputs (.jsonl, .csv or .tsv with the template's fields; labels not needed) that estimate the contextual prior (default: the training split, labels ignored)", group=KNOWLEDGEABLE)
-    expand: int = opt(50, "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as label words (train writes them to --out/label_words.txt; `softprompt label-words` writes them where you say)", group=KNOWLEDGEABLE)
-    entity_markers: str | None = opt(None, "relation tasks: mark the entities e1, e2 in {text}: none, tags (<e1>...</e1>) or typed (<e1:TYPE>...; rows need e1_type, e2_type) (default: the task's)", choices=("none", "tags", "typed"))
+    label_words_file: str | None = opt(None, "label words from a file instead of --label-words: .txt (KPT's format: line i = the i-th label's words, comma-separated, class name first), .csv (label,word,word,...) or .json ({label: [words]})", resume=RESUME_DEFAULT)
+    verbalizer: str = opt("auto", "auto: the kind --label-words' prefix names (a --label-words-file makes plain multi-word labels); knowledgeable: KPT's verbalizer, its words (the file's, --label-words', or the model's embedding neighbours of each class name) refined and calibrated on unlabelled training inputs", ("auto", "knowledgeable"), resume=RESUME_KEPT)
+    refine: str = opt("frequency,relevance", "knowledgeable: KPT's refinements to apply, a comma list of frequency, relevance (or none)", group=KNOWLEDGEABLE, resume=RESUME_KEPT)
+    calibrate: bool = opt(True, "knowledgeable: divide each word's probability by its contextual prior (KPT's contextualized calibration)", group=KNOWLEDGEABLE, resume=RESUME_KEPT)
+    frequency_cutoff: float = opt(0.5, "knowledgeable: fraction of all words dropped by frequency refinement, lowest contextual prior first (KPT: 0.5; 0 for IMDB)", group=KNOWLEDGEABLE, resume=RESUME_KEPT)
+    relevance_threshold: float = opt(1.0, "knowledgeable: relevance refinement keeps words whose tf-idf-like relevance to their class name is at least this", group=KNOWLEDGEABLE, resume=RESUME_KEPT)
+    support_size: int = opt(200, "knowledgeable: unlabelled training inputs (sampled per seed from the whole training split) that estimate the contextual prior", group=KNOWLEDGEABLE, resume=RESUME_KEPT)
+    duplicates: str = opt("remove", "knowledgeable: a word under several labels is removed from all (kept under the label whose class name it is) or shared by each", ("remove", "share"), group=KNOWLEDGEABLE, resume=RESUME_KEPT)
+    support_file: str | None = opt(None, "knowledgeable: unlabelled inputs (.jsonl, .csv or .tsv with the template's fields; labels not needed) that estimate the contextual prior (default: the training split, labels ignored)", group=KNOWLEDGEABLE, resume=RESUME_DEFAULT)
+    expand: int = opt(50, "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as label words (train writes them to --out/label_words.txt; `softprompt label-words` writes them where you say)", group=KNOWLEDGEABLE, resume=RESUME_KEPT)
+    entity_markers: str | None = opt(None, "relation tasks: mark the entities e1, e2 in {text}: none, tags (<e1>...</e1>) or typed (<e1:TYPE>...; rows need e1_type, e2_type) (default: the task's)", choices=("none", "tags", "typed"), resume=RESUME_KEPT)
 
 
 @dataclass
@@ -95,18 +120,18 @@ class MetricOptions:
     """What a labelled evaluation reports (``train`` and ``eval``; ``predict`` labels rows and
     computes no metric, so it has no such option)."""
 
-    metrics: str | None = opt(None, "metrics instead of the task's, comma-separated, the first picks the best checkpoint, e.g. 'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)")
+    metrics: str | None = opt(None, "metrics instead of the task's, comma-separated, the first picks the best checkpoint, e.g. 'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)", resume=RESUME_KEPT)
 
 
 @dataclass
 class DataConfig(TaskFormat, MetricOptions):
     """Where examples come from: a built-in task or your own files."""
 
-    task: str | None = opt(None, "built-in task name (see `softprompt tasks`), or a name for your own files (default: rotten_tomatoes; with your own --train-file, named after it: reviews for reviews_train.jsonl or reviews/train.jsonl); train: several comma-separated (rte,mrpc,cb) train together, each with its own template and verbalizer, one task per batch (docs/multitask.md)")
-    data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl (default: $SOFTPROMPT_DATA_DIR, the bundled copy, then the HF hub)")
-    train_file: str | None = opt(None, "your own training file (.jsonl, .csv or .tsv)")
-    validation_file: str | None = opt(None, "your own dev file (.jsonl, .csv or .tsv)")
-    test_file: str | None = opt(None, "your own test file (.jsonl, .csv or .tsv)")
+    task: str | None = opt(None, "built-in task name (see `softprompt tasks`), or a name for your own files (default: rotten_tomatoes; with your own --train-file, named after it: reviews for reviews_train.jsonl or reviews/train.jsonl); train: several comma-separated (rte,mrpc,cb) train together, each with its own template and verbalizer, one task per batch (docs/multitask.md)", resume=RESUME_KEPT)
+    data_dir: str | None = opt(None, "folder holding <task>/<split>.jsonl (default: $SOFTPROMPT_DATA_DIR, the bundled copy, then the HF hub)", resume=RESUME_DEFAULT)
+    train_file: str | None = opt(None, "your own training file (.jsonl, .csv or .tsv)", resume=RESUME_DEFAULT)
+    validation_file: str | None = opt(None, "your own dev file (.jsonl, .csv or .tsv)", resume=RESUME_DEFAULT)
+    test_file: str | None = opt(None, "your own test file (.jsonl, .csv or .tsv)", resume=RESUME_DEFAULT)
 
 
 @dataclass
@@ -114,27 +139,26 @@ class RunOptions(ModelOptions):
     """What ``train`` and ``pretrain-prompt`` share: the model, the prompt, the optimiser, the loop
     and the output folder (defaults follow Lester et al., 2021 where it gives one)."""
 
-    model: str = opt(DEFAULT_MODEL, "embedded model name, local model directory or Hugging Face id")
+    model: str = opt(DEFAULT_MODEL, "embedded model name, local model directory or Hugging Face id", resume=RESUME_KEPT)
     device: str | None = opt(None, "torch device (default: cuda if available, else cpu)")
-    dtype: str = opt("float32", "model weights dtype", ("float32", "bfloat16", "float16"))
-    mixed_precision: str = opt("no", "run the model's matrix products in bf16/fp16 (torch autocast) while the weights, the prompt and the optimizer stay in float32: about 2x faster on CPUs with AVX512-BF16 and on GPUs; full tuning stays exact where --dtype bfloat16 would round small updates away", ("no", "bf16", "fp16"))
-    max_length: int = opt(512, "longest input in tokens (prompt included); longer texts are truncated (longest field, from its end)")
-    prompt_length: int = opt(100, "number of soft prompt vectors (the paper's default: 100)")
-    init: str = opt("class-labels", "initialiser: random-uniform, vocab, class-labels, text:WORDS, file:PATH, pretrained:PATH")
-    optimizer: str | None = opt(None, "optimizer (default: the method's: Adafactor with no relative step or parameter scaling for prompt tuning, as the paper; Adam for full and prefix tuning)", ("adafactor", "adam"))
-    lr: float | None = opt(None, "learning rate (default: the method's: for prompt tuning 0.075 x the RMS of the model's embedding entries, 0.01 on SmolLM2 (the paper's T5 setting is --lr 0.3); 1e-5 for full tuning; 1e-3 for prefix tuning)")
-    batch_size: int = opt(8, "training batch size (the paper: 32)")
-    eval_batch_size: int = opt(32, "evaluation batch size")
-    max_steps: int = opt(1000, "training steps (the paper: 30,000 on TPUs)")
-    eval_every: int = opt(100, "evaluate on the dev split and checkpoint every N steps")
-    patience: int = opt(5, "stop after this many evaluations without improvement (0: never)")
-    length_normalize: bool = opt(False, "divide a multi-token label's log-likelihood by its token count")
-    word_scoring: str = opt("exact", "score a multi-token label word by all its tokens (exact) or by its first token alone (first-token: one position per row)", ("exact", "first-token"))
-    seed: int = opt(0, "random seed (initialisation and data order)")
+    dtype: str = opt("float32", "model weights dtype", ("float32", "bfloat16", "float16"), resume=RESUME_KEPT)
+    mixed_precision: str = opt("no", "run the model's matrix products in bf16/fp16 (torch autocast) while the weights, the prompt and the optimizer stay in float32: about 2x faster on CPUs with AVX512-BF16 and on GPUs; full tuning stays exact where --dtype bfloat16 would round small updates away", ("no", "bf16", "fp16"), resume=RESUME_DEFAULT)
+    max_length: int = opt(512, "longest input in tokens (prompt included); longer texts are truncated (longest field, from its end)", resume=RESUME_KEPT)
+    prompt_length: int = opt(100, "number of soft prompt vectors (the paper's default: 100)", resume=RESUME_KEPT)
+    init: str = opt("class-labels", "initialiser: random-uniform, vocab, class-labels, text:WORDS, file:PATH, pretrained:PATH", resume=RESUME_KEPT)
+    optimizer: str | None = opt(None, "optimizer (default: the method's: Adafactor with no relative step or parameter scaling for prompt tuning, as the paper; Adam for full and prefix tuning)", ("adafactor", "adam"), resume=RESUME_KEPT)
+    lr: float | None = opt(None, "learning rate (default: the method's: for prompt tuning 0.075 x the RMS of the model's embedding entries, 0.01 on SmolLM2 (the paper's T5 setting is --lr 0.3); 1e-5 for full tuning; 1e-3 for prefix tuning)", resume=RESUME_KEPT)
+    batch_size: int = opt(8, "training batch size (the paper: 32)", resume=RESUME_KEPT)
+    eval_batch_size: int = opt(32, "evaluation batch size", resume=RESUME_DEFAULT)
+    max_steps: int = opt(1000, "training steps (the paper: 30,000 on TPUs)", resume=RESUME_DEFAULT)
+    eval_every: int = opt(100, "evaluate on the dev split and checkpoint every N steps", resume=RESUME_DEFAULT)
+    patience: int = opt(5, "stop after this many evaluations without improvement (0: never)", resume=RESUME_DEFAULT)
+    length_normalize: bool = opt(False, "divide a multi-token label's log-likelihood by its token count", resume=RESUME_KEPT)
+    word_scoring: str = opt("exact", "score a multi-token label word by all its tokens (exact) or by its first token alone (first-token: one position per row)", ("exact", "first-token"), resume=RESUME_KEPT)
+    seed: int = opt(0, "random seed (initialisation and data order)", resume=RESUME_KEPT)
     out: str = opt("runs/default", "output directory: best/, last/, checkpoint/, metrics.jsonl, results.json")
     resume: bool = opt(False, "continue an interrupted run in --out from its last checkpoint")
     overwrite: bool = opt(False, "start afresh even if --out already holds a run (its checkpoint is discarded)")
-    progress: bool = opt(True, "show a progress bar")
 
     def __post_init__(self):
         at_least_one(self, "prompt_length", "batch_size", "eval_batch_size", "max_steps", "eval_every")
@@ -168,22 +192,22 @@ class ScoringOptions(TaskFormat, ModelOptions):
 class TrainConfig(RunOptions, DataConfig):
     """Options of ``softprompt train`` (defaults follow Lester et al., 2021 where it gives one)."""
 
-    task_temperature: float = opt(10.0, "multi-task runs: a batch's task is drawn with probability proportional to its training rows to the power 1/T (1: by size; the Hyperformer paper's 10: nearly even)")
-    method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)")
-    method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)")
-    weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)")
-    warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant")
-    train_limit: int | None = opt(None, "use only the first N training rows")
-    shots: int | None = opt(None, "few-shot: train on K rows sampled (per --seed) from the train split; unless --dev-from-train is set, another K rows are the dev set for early stopping")
-    shots_per_class: bool = opt(False, "--shots K counts rows per class: K rows of each label train (and, unless --dev-from-train, K more of each are the dev set), sampled per --seed")
-    dev_from_train: int | None = opt(None, "hold out N training rows (sampled per --seed) as the dev set; the validation split then serves as the final evaluation when the task has no --test-split")
-    eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training")
-    test_limit: int | None = opt(None, "evaluate on the first N test rows at the end")
-    loss: str = opt("rank", "rank: cross-entropy over the labels' scores; lm: the label's token likelihood", ("rank", "lm"))
-    learn_word_weights: bool = opt(False, "knowledgeable: train a softmax weight per word (started uniform) with the method", group=KNOWLEDGEABLE)
-    scoring: str = opt("rank", "how dev/test are scored: rank classification or greedy generation", ("rank", "generate"))
-    test_split: str = opt("test", "split evaluated at the end with the best prompt ('' to skip)")
-    zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split (skipped where the template's virtual tokens or the verbalizer's answer vectors are learnt)")
+    task_temperature: float = opt(10.0, "multi-task runs: a batch's task is drawn with probability proportional to its training rows to the power 1/T (1: by size; the Hyperformer paper's 10: nearly even)", resume=RESUME_KEPT)
+    method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)", resume=RESUME_KEPT)
+    method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)", resume=RESUME_KEPT)
+    weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)", resume=RESUME_KEPT)
+    warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant", resume=RESUME_KEPT)
+    train_limit: int | None = opt(None, "use only the first N training rows", resume=RESUME_KEPT)
+    shots: int | None = opt(None, "few-shot: train on K rows sampled (per --seed) from the train split; unless --dev-from-train is set, another K rows are the dev set for early stopping", resume=RESUME_KEPT)
+    shots_per_class: bool = opt(False, "--shots K counts rows per class: K rows of each label train (and, unless --dev-from-train, K more of each are the dev set), sampled per --seed", resume=RESUME_KEPT)
+    dev_from_train: int | None = opt(None, "hold out N training rows (sampled per --seed) as the dev set; the validation split then serves as the final evaluation when the task has no --test-split", resume=RESUME_KEPT)
+    eval_limit: int | None = opt(None, "evaluate on the first N dev rows during training", resume=RESUME_DEFAULT)
+    test_limit: int | None = opt(None, "evaluate on the first N test rows at the end", resume=RESUME_DEFAULT)
+    loss: str = opt("rank", "rank: cross-entropy over the labels' scores; lm: the label's token likelihood", ("rank", "lm"), resume=RESUME_KEPT)
+    learn_word_weights: bool = opt(False, "knowledgeable: train a softmax weight per word (started uniform) with the method", group=KNOWLEDGEABLE, resume=RESUME_KEPT)
+    scoring: str = opt("rank", "how dev/test are scored: rank classification or greedy generation", ("rank", "generate"), resume=RESUME_KEPT)
+    test_split: str = opt("test", "split evaluated at the end with the best prompt ('' to skip)", resume=RESUME_DEFAULT)
+    zero_shot_baseline: bool = opt(True, "also evaluate the template and verbalizer with no prompt on the test split (skipped where the template's virtual tokens or the verbalizer's answer vectors are learnt)", resume=RESUME_DEFAULT)
     device_map: str | None = opt(None, "shard a frozen model too big for one device: 'auto' or a JSON mapping of module names to devices ('disk' offloads)")
     offload_folder: str | None = opt(None, "folder for weights that --device-map puts on 'disk'")
 
@@ -204,7 +228,6 @@ class EvalConfig(ScoringOptions, MetricOptions):
     file: str | None = opt(None, "evaluate on this file instead of a split (.jsonl, .csv or .tsv); with --template and --label-words: your own data, zero-shot")
     limit: int | None = opt(None, "evaluate on the first N rows only")
     mixed_precision: str = opt("no", "score in bf16/fp16 under torch autocast (weights stay as loaded)", ("no", "bf16", "fp16"))
-    progress: bool = opt(True, "show a progress bar")
 
     def __post_init__(self):
         super().__post_init__()
@@ -243,8 +266,6 @@ class ServeConfig(ModelOptions):
     """Serve many saved outputs (prompts, prefixes, in-context demonstrations, any method's but full
     tuning) of one frozen model over HTTP, rows of different outputs mixed in one batch."""
 
-    model: str | None = opt(None, "model to serve (default: the model the first prompt names, else the embedded default)")
-    device: str | None = opt(None, "device for the model, e.g. cuda (default: CPU)")
     prompts: str = opt("", "directory of saved prompts, one subdirectory each (and an optional ensembles.json)")
     host: str = opt("127.0.0.1", "address to listen on")
     port: int = opt(8000, "port to listen on")
@@ -299,10 +320,12 @@ class PretrainConfig(RunOptions):
     options: int = opt(4, "candidates per next-sentence choice question (choice and unified formats)")
     examples: int = opt(10000, "pre-training examples to build from the corpus")
     dev_examples: int = opt(500, "dev examples (from held-out documents) that pick the best prompt")
-    init: str = opt("vocab", "initialiser of the prompt to pre-train: random-uniform, vocab, text:WORDS, file:PATH")
+    init: str = opt("vocab", "initialiser of the prompt to pre-train: random-uniform, vocab, text:WORDS, file:PATH",
+                    resume=RESUME_KEPT)
     patience: int = opt(0, RunOptions.__dataclass_fields__["patience"].metadata["help"])
-    length_normalize: bool = opt(True, "divide a candidate's log-likelihood by its token count (the choice format's candidates are whole sentences)")
-    seed: int = opt(0, "random seed (the examples built, initialisation and data order)")
+    length_normalize: bool = opt(True, "divide a candidate's log-likelihood by its token count (the choice format's candidates are whole sentences)",
+                                 resume=RESUME_KEPT)
+    seed: int = opt(0, "random seed (the examples built, initialisation and data order)", resume=RESUME_KEPT)
     out: str = opt("runs/ppt", "output directory: data/, ppt.json and, as `softprompt train` writes them, best/, "
                                "last/, checkpoint/, metrics.jsonl, results.json")
 
@@ -319,7 +342,7 @@ class PretrainConfig(RunOptions):
 
 
 @dataclass
-class ExperimentConfig:
+class ExperimentConfig(ProgressOptions):
     """Options of ``softprompt experiment`` (docs/experiments.md)."""
 
     config: str = opt("", "experiment YAML (see experiments/quick.yaml)", positional=True)
@@ -328,11 +351,10 @@ class ExperimentConfig:
     tasks: list | None = opt(None, "run only the runs of these tasks, e.g. the cheap ones first (no analyses)", metavar="TASK")
     dry_run: bool = opt(False, "list runs and analyses, done or to do, and stop")
     report_only: bool = opt(False, "rewrite the report from stored results, run nothing")
-    progress: bool = opt(True, "show a progress bar")
 
 
 @dataclass
-class ExportPeftConfig:
+class ExportPeftConfig(ProgressOptions):
     """Options of ``softprompt export-peft``: write a saved prompt as a PEFT prompt-tuning adapter."""
 
     prompt: str = opt("", "saved prompt directory", positional=True)
@@ -344,7 +366,7 @@ class ExportPeftConfig:
 
 
 @dataclass
-class ImportPeftConfig:
+class ImportPeftConfig(ProgressOptions):
     """Options of ``softprompt import-peft``: read a PEFT prompt-tuning adapter as a softprompt prompt."""
 
     adapter: str = opt("", "PEFT adapter directory", positional=True)
@@ -383,6 +405,79 @@ COMMAND_CONFIGS: dict[str, type] = {
     "label-words": LabelWordsConfig,
 }
 """Every command's options, by command name."""
+
+_SCORED_HELP = {  # eval and predict score with a saved run or zero-shot: they train nothing and keep no checkpoint
+    "expand": "knowledgeable without a list: neighbours of each class name in the model's input embeddings to take as "
+              "label words (to read and edit such a list first, write it with `softprompt label-words`)",
+    "label_words": "verbalizer instead of the saved run's (or the task's), e.g. 'positive=great,good;negative=terrible', "
+                   "or 'choices:FIELD' for multiple choice (each row lists its candidates in FIELD); prefixed 'shared:' a "
+                   "word may stand for several labels, and 'rules:FILE' (or rules:semeval) scores PTR's rules, one word "
+                   "per answer slot (docs/relations.md); a saved run that learnt word weights or answer vectors "
+                   "('learned:', 'answer-vectors:') scores with them without this option",
+}
+COMMAND_HELP: dict[str, dict[str, str]] = {
+    "eval": {**_SCORED_HELP,
+             "metrics": "metrics to report instead of the task's, comma-separated, e.g. "
+                        "'semeval_f1,micro_f1_no_other,accuracy' (see softprompt.tasks.METRICS)"},
+    "predict": _SCORED_HELP,
+    "serve": {"model": "model to serve (default: the model the first prompt names, else the embedded default)",
+              "device": "device for the model, e.g. cuda (default: CPU)"},
+}
+"""The help a command gives a shared option in place of its field's own, by command and field name:
+the same field (type, default, checks, written once in its dataclass), worded true for that
+command (``eval --metrics`` picks no checkpoint). :func:`softprompt.arguments.add_options` reads it."""
+
+
+def _left_out(cls) -> dict[str, tuple[Any, ...]]:
+    """Each field's value when its option is not given: its default, and what ``cls``'s own check
+    puts in its place where it does (``TrainConfig``'s task, rotten_tomatoes)."""
+    values = {f.name: (field_default(f),) for f in fields(cls)}
+    try:
+        blank = cls()
+    except (ConfigError, TypeError):  # a config with a required option (pretrain-prompt's --corpus)
+        return values
+    return {name: vals + ((getattr(blank, name),) if getattr(blank, name) != vals[0] else ()) for name, vals in values.items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values, or two spellings of one existing file or folder (``tiny`` and ``/work/tiny``)."""
+    if a == b:
+        return True
+    return isinstance(a, str) and isinstance(b, str) and Path(a).exists() and Path(a).resolve() == Path(b).resolve()
+
+
+def resume_conflict(out: str | Path, changed: list[tuple[str, Any, Any]], fix: str) -> ConfigError:
+    """The one error for ``--resume`` given options that cannot change: each ``(option, the run's
+    value, the value given)`` of ``changed`` named, then ``fix`` (how to keep the run's values)."""
+    items = [f"{option} (the run's: {was!r}, given: {now!r})" for option, was, now in changed]
+    listed = items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return ConfigError(f"--resume continues the run in {out} as it was started, so {listed} cannot change: {fix}, or "
+                       "start a new run with another --out (or --overwrite to replace this one)")
+
+
+def resumed_config(cfg, saved: dict[str, Any], source: str | Path | None = None):
+    """``(cfg, taken)``: ``cfg`` (a ``TrainConfig``) as it continues the run whose options were
+    ``saved`` (its checkpoint's ``training`` metadata, read from the file ``source``). An option
+    marked :data:`RESUME_KEPT` or :data:`RESUME_DEFAULT` (:func:`opt`) and left out (at its
+    default) takes the run's value; ``taken`` maps each such field to it. Raises
+    :class:`ConfigError` (:func:`resume_conflict`) naming every :data:`RESUME_KEPT` option given
+    another value than the run's, both values, and the fix: leave it out, or start a new run; and
+    (:func:`check_types`) a saved value of the wrong type, naming ``source``."""
+    left_out = _left_out(type(cfg))
+    changed, taken = [], {}
+    for f in fields(cfg):
+        kind, value = f.metadata.get("resume"), getattr(cfg, f.name)
+        if kind is None or f.name not in saved or _same(value, saved[f.name]):
+            continue
+        if any(value == v and type(value) is type(v) for v in left_out[f.name]):
+            taken[f.name] = saved[f.name]
+        elif kind == RESUME_KEPT:
+            changed.append(("--" + f.name.replace("_", "-"), saved[f.name], value))
+    if changed:
+        them = "it" if len(changed) == 1 else "them"
+        raise resume_conflict(cfg.out, changed, f"leave {them} out to keep the run's")
+    check_types(type(cfg), taken, source or "the run's saved options")
+    return dataclasses.replace(cfg, **taken), taken
 
 
 def at_least_one(config, *names: str) -> None:

@@ -310,15 +310,12 @@ def read_support_rows(task: Task, cfg: Any) -> list[dict[str, Any]]:
     """The unlabelled inputs that estimate the contextual prior: ``--support-file`` (labels not
     needed), else the task's training split (``--train-file`` or the built-in one), labels ignored.
     Raises :class:`ConfigError` naming the options that give them when neither can be read."""
-    from .tasks.data import read_examples
     from .tasks.from_config import load_rows
 
     path = getattr(cfg, "support_file", None)
     try:
         if path:
-            rows = read_examples(path, field_map=task.field_map)
-            task.validate(rows, where=path, labelled=False)
-            return rows
+            return task.read_file(path, labelled=False)  # renamed by the task's field map
         return load_rows(task, cfg, "train", labelled=False)
     except (ConfigError, DataError) as err:
         where = f"--support-file {path}" if path else "the training split"

@@ -35,7 +35,7 @@ import torch
 from .version import __version__
 from .atomic import atomic_dir, atomic_write_text, clean_stale
 from .batching import training_batches
-from .config import TrainConfig
+from .config import TrainConfig, resumed_config
 from .encoding import encode
 from .errors import ArtifactError, ConfigError
 from .methods import embedding_rms, with_method_defaults
@@ -303,8 +303,31 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
         return _train(cfg)
 
 
+def _resumed(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` as it continues the run in ``out`` when ``--resume`` finds its checkpoint: options
+    left out take the run's values, one the run cannot change given anew is refused
+    (:func:`~softprompt.config.resumed_config`). A checkpoint whose options cannot be read is
+    left to :func:`_read_checkpoint` to report."""
+    from .artifacts import META_FILE, read_metadata_file
+
+    ckpt = find_checkpoint(Path(cfg.out)) if cfg.resume else None
+    file = ckpt / "prompt" / META_FILE if ckpt else None
+    try:
+        saved = read_metadata_file(file).get("training") if file else None
+    except (ArtifactError, OSError):
+        saved = None
+    if not isinstance(saved, dict):
+        return cfg
+    cfg, taken = resumed_config(cfg, saved, file)
+    if taken:
+        log.info("--resume: options left out take the run's values: %s",
+                 ", ".join(f"--{k.replace('_', '-')} {v!r}" for k, v in taken.items()))
+    return cfg
+
+
 def _train(cfg: TrainConfig) -> TrainResult:
     """:func:`train` once ``out`` is checked and locked."""
+    cfg = _resumed(cfg)  # before the method's defaults: an option left unset is the run's
     cfg = with_method_defaults(cfg)  # --optimizer / --lr left unset: the method's own
     from accelerate import Accelerator
 

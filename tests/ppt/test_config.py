@@ -17,7 +17,7 @@ def test_the_cli_command_parses_into_a_pretrain_config():
     cfg = config_from_args(PretrainConfig, args)
     assert (cfg.corpus, cfg.format, cfg.max_steps, cfg.length_normalize, cfg.prompt_length) == ("c.txt", "pair", 20, False, 8)
     assert (cfg.init, cfg.examples, cfg.out) == ("vocab", 10000, "runs/ppt")
-    flags = {flag for flag in option_flags("pretrain-prompt") if not flag.startswith("--no-")} - {"-h", "--help", "--config"}
+    flags = {flag for flag in option_flags("pretrain-prompt") if not flag.startswith("--no-")} - {"-h", "--help", "--config", "-v"}
     assert flags == {"--" + f.name.replace("_", "-") for f in dataclasses.fields(PretrainConfig)}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["pretrain-prompt", "--corpus", "c.txt", "--format", "nsp"])

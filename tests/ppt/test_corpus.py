@@ -50,8 +50,11 @@ def test_corpus_errors_name_the_file_and_line(tmp_path):
     with pytest.raises(DataError, match="empty.txt: the corpus holds no documents"):
         read_corpus(tmp_path / "empty.txt")
     (tmp_path / "bad.jsonl").write_text('{"text": "Fine."}\n{"text": oops}\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON \(Expecting value at column 10\)"):
         read_corpus(tmp_path / "bad.jsonl")
+    (tmp_path / "cut.jsonl").write_text('{"text": "Fine."}\n{"text": \n{"text": "More."}\n')
+    with pytest.raises(DataError, match=r"cut.jsonl:2: invalid JSON \(Expecting value at column 10, the end of the line\)"):
+        read_corpus(tmp_path / "cut.jsonl")
     (tmp_path / "nokey.jsonl").write_text('{"text": "Fine."}\n\n{"body": "x"}\n')
     with pytest.raises(DataError, match=r"nokey.jsonl:3: expected an object with a \"text\" string, found keys \['body'\]"):
         read_corpus(tmp_path / "nokey.jsonl")

@@ -72,8 +72,11 @@ def test_an_existing_run_needs_resume_with_the_same_data_or_overwrite(corpus_fil
     pretrain_prompt(cfg)
     with pytest.raises(ConfigError, match="already holds a PPT pre-training run"):
         pretrain_prompt(cfg)
-    with pytest.raises(ConfigError, match="other seed"):
+    with pytest.raises(ConfigError) as err:
         pretrain_prompt(cfg, resume=True, seed=1, max_steps=4)
+    assert str(err.value) == (f"--resume continues the run in {cfg.out} as it was started, so --seed (the run's: 0, "
+                              "given: 1) cannot change: give the run's corpus and options, or start a new run with "
+                              "another --out (or --overwrite to replace this one)")
     result = pretrain_prompt(cfg, resume=True, max_steps=4)
     assert result.state.step == 4
     assert pretrain_prompt(cfg, overwrite=True, seed=2).state.step == 2

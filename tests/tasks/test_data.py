@@ -51,8 +51,24 @@ def test_tsv_and_explicit_format(tmp_path):
 
 def test_malformed_json_line_names_file_and_line(tmp_path):
     path = write(tmp_path / "bad.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", \n')
-    with pytest.raises(DataError, match=r"bad\.jsonl:3: invalid JSON"):
+    with pytest.raises(DataError, match=r"bad\.jsonl:3: invalid JSON \(Expecting property name enclosed in double "
+                                       r"quotes at column 15, the end of the line\)"):
         read_examples(path)
+
+
+@pytest.mark.parametrize("end", ["\n", "\r\n", "\r"])
+def test_a_json_error_names_its_line_and_the_column_within_it(tmp_path, end):
+    """Line 3 holds a bad value in its middle (column 27: the n of nope) or is cut short (column 27,
+    its end): the column counts within line 3, whatever ends the lines, never from line 4."""
+    good = '{"text": "good", "label": "positive"}' + end + '{"text": "bad", "label": "negative"}' + end
+    path = write(tmp_path / "mid.jsonl", good + '{"text": "oops", "label": nope, "x": 1}' + end + '{"text": "x"}' + end)
+    with pytest.raises(DataError) as err:
+        read_examples(path)
+    assert str(err.value).startswith(f"{path}:3: invalid JSON (Expecting value at column 27); each line must be one JSON object")
+    path = write(tmp_path / "cut.jsonl", good + '{"text": "oops", "label": ' + end + '{"text": "x"}' + end)
+    with pytest.raises(DataError) as err:
+        read_examples(path)
+    assert str(err.value).startswith(f"{path}:3: invalid JSON (Expecting value at column 27, the end of the line);")
 
 
 def test_json_value_that_is_not_an_object(tmp_path):

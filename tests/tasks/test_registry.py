@@ -129,7 +129,7 @@ def test_rows_are_validated(tmp_path):
     folder.mkdir()
     path = folder / "train.jsonl"
     path.write_text('{"premise": "p", "hypothesis": "h", "label": "maybe", "idx": 5}\n', encoding="utf-8")
-    with pytest.raises(UnknownLabelError, match=r"train\.jsonl: task 'rte': unknown label 'maybe' \(example idx=5\)"):
+    with pytest.raises(UnknownLabelError, match=r"train\.jsonl:1: task 'rte': unknown label 'maybe' \(example idx=5\)"):
         load_split("rte", "train", data_dir=tmp_path)
     path.write_text('{"premise": "p", "sentence2": "h", "label": "entailment", "idx": 9}\n', encoding="utf-8")
     with pytest.raises(TemplateError, match=r"example idx=9: template slot \{hypothesis\}"):

@@ -35,6 +35,8 @@ def test_tsv_and_yaml_rules_parse_alike(tmp_path):
     v = RuleVerbalizer(rules, slots)
     assert v.slot_candidates("link") == ["love", "hate", "not very"]  # rules sharing "love" share the candidate
     assert v.slot_candidates("head") == ["people", "time", "one"]
+    assert v.slot_words("Love(e2,e1)") == {"head": "time", "link": "love", "tail": "people"}
+    assert v.slot_words("Other") == {"head": "one", "link": "not very", "tail": "two"}
 
 
 def test_rule_errors_name_the_problem():

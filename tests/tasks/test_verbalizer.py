@@ -243,3 +243,11 @@ def test_check_rows_asks_nothing_of_rows_together_by_default(v):
     rows = [{"text": "great fun", "label": "positive"}, {"text": "no label here"}]
     assert v.check_rows(rows, "the training rows") is None
     assert v.check_rows([]) is None
+
+
+@pytest.mark.parametrize("v", _all_kinds(), ids=lambda v: v.type_name)
+def test_one_word_list_per_label_fills_no_slots(v):
+    """slot_words explains a prediction by the words of several answer slots; a verbalizer with one
+    word list per label has none to give (PTR's rules do: tests/tasks/test_rules.py)."""
+    assert v.slot_words("pos") is None
+    assert v.choices_field == ("options" if v.type_name == "choice" else None)

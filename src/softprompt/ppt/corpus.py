@@ -20,7 +20,6 @@ an abbreviation or acronym is joined to the next one.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import DataError
+from ..tasks.data import json_line
 
 JSONL_SUFFIXES = (".jsonl", ".json")
 
@@ -157,13 +157,8 @@ def _jsonl_blocks(path: Path) -> list[tuple[int, str]]:
         if not line.strip():
             continue
         where = f"{path}:{line_no}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(
-                f"{where}: invalid JSON ({err.msg} at column {err.colno}); a .jsonl corpus holds one "
-                'object per line, e.g. {"text": "First sentence. Second sentence."}'
-            ) from err
+        row = json_line(line, where, 'a .jsonl corpus holds one object per line, e.g. '
+                                     '{"text": "First sentence. Second sentence."}')
         if not isinstance(row, dict) or not isinstance(row.get("text"), str):
             found = f"keys {sorted(row)}" if isinstance(row, dict) else f"a JSON {type(row).__name__}"
             raise DataError(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
-from ..config import TrainConfig
+from ..config import TrainConfig, resume_conflict
 from ..errors import ConfigError
 from ..outdir import check_out_dir, out_lock, output_errors
 from ..prompt import SoftPrompt
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 INFO_FILE = "ppt.json"
 _RUN_KEYS = ("format", "corpus_sha256", "options", "seed", "examples", "template", "label_words")
 """What must match for ``--resume`` to continue a run: the same data, the same task."""
+_RUN_OPTIONS = {"format": "--format", "corpus_sha256": "--corpus (its text's sha256)", "options": "--options",
+                "seed": "--seed", "examples": "--examples", "template": "the format's template",
+                "label_words": "the format's label words"}
+"""How a message names each of :data:`_RUN_KEYS`."""
 
 
 def pretrain_prompt(config: PretrainConfig | None = None, **overrides: Any):
@@ -131,12 +135,9 @@ def _check_out(out: Path, cfg: PretrainConfig, info: dict[str, Any]) -> None:
             raise ConfigError(f"--resume: {marker} is damaged ({saved if isinstance(saved, Exception) else 'not a JSON object'}); "
                               "pass --overwrite to start afresh")
         changed = [key for key in _RUN_KEYS if saved.get(key) != info.get(key)]
-        if changed:
-            raise ConfigError(
-                f"--resume: the run in {out} was built with other {', '.join(changed)} "
-                f"({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); resume with the same corpus and options, "
-                "or pass --overwrite to start afresh"
-            )
+        if changed:  # the message of every run --resume cannot change (softprompt.config.resume_conflict)
+            raise resume_conflict(out, [(_RUN_OPTIONS[k], saved.get(k), info.get(k)) for k in changed],
+                                  "give the run's corpus and options")
     elif marker.exists() and not cfg.overwrite:
         raise ConfigError(f"{out} already holds a PPT pre-training run: pass --resume to continue it, --overwrite to "
                           "start afresh, or choose another --out")

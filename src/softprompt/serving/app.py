@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..arguments import add_options, config_from_args
-from ..config import ServeConfig
+from ..config import COMMAND_HELP, ServeConfig
 from ..errors import ConfigError, RequestTooLargeError, SoftPromptError
 from .batcher import Batcher, DeadlineExceededError, QueueFullError
 from .engine import MultiPromptModel, TaskConflictError, UnknownTaskError
@@ -556,11 +556,15 @@ def main(argv: list[str] | None = None) -> int:
     generated from :class:`~softprompt.config.ServeConfig` as the ``softprompt`` command's are."""
     parser = argparse.ArgumentParser(prog="softprompt serve", description=ServeConfig.__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
-    add_options(parser, ServeConfig)
+    add_options(parser, ServeConfig, helps=COMMAND_HELP["serve"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        return serve(config_from_args(ServeConfig, args))
+        from ..modeling import progress_bars
+
+        config = config_from_args(ServeConfig, args)
+        with progress_bars(config.progress):  # as `softprompt serve --no-progress`: the model-loading bars
+            return serve(config)
     except SoftPromptError as exc:
         print(f"softprompt serve: error: {exc}", file=sys.stderr)
         return 2

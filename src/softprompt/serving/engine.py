@@ -561,7 +561,7 @@ def examples(task: Task, inputs: Sequence[Any], first: int = 0) -> list[dict[str
         if empty:
             raise DataError(f"input {i}: empty text in field {empty[0]!r}; send a text with some words in it")
         rows.append(dict(item))
-    task.validate(rows, where="input", labelled=False)
+    task.validate(rows, labelled=False, names=[f"input {i}" for i in range(first, first + len(rows))])
     return rows
 
 

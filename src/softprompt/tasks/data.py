@@ -8,7 +8,8 @@ that merges lines into one row, or drops a row, logs a warning naming the file a
 quote never closed is an error naming the line it opens on. Text reads the same whatever the
 platform's line ends (``\n``, ``\r\n``, ``\r``), from files and from stdin (:func:`read_lines`).
 Every row comes back with an ``"idx"``: the file's own when it has one, else the row's 0-based
-position among the data rows, so error messages and predictions can point back at it.
+position among the data rows, so error messages and predictions can point back at it;
+:func:`read_numbered_examples` also gives the line each row starts on.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def read_lines(stream, where: str = "<stdin>") -> list[str]:
     same; a leading byte-order mark is dropped. Blank lines are skipped with a warning naming
     them (``where:LINE``), since outputs then no longer pair with input lines one to one.
     """
+    return [line for _, line in read_numbered_lines(stream, where)]
+
+
+def read_numbered_lines(stream, where: str = "<stdin>") -> list[tuple[int, str]]:
+    """:func:`read_lines`' lines, each as ``(line, text)`` with its 1-based line number in the
+    stream (blank lines skipped still count), so a message about one can name ``where:LINE``."""
     text = stream.read()
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -47,7 +54,7 @@ def read_lines(stream, where: str = "<stdin>") -> list[str]:
     blank = [i for i, line in enumerate(lines, start=1) if not line.strip()]
     if blank:
         log.warning("%s: skipped %d blank line(s) at line(s) %s", where, len(blank), _line_list(blank))
-    return [line for line in lines if line.strip()]
+    return [(i, line) for i, line in enumerate(lines, start=1) if line.strip()]
 
 
 def _line_list(numbers: Sequence[int], most: int = 10) -> str:
@@ -84,6 +91,18 @@ def read_examples(
     A label that is a number or a bool becomes a string. ``limit`` keeps the first N rows.
     Raises :class:`DataError` naming the file and 1-based line of a malformed row.
     """
+    return [row for _, row in read_numbered_examples(path, format, field_map, limit)]
+
+
+def read_numbered_examples(
+    path: str | os.PathLike,
+    format: str | None = None,
+    field_map: Mapping[str, str] | None = None,
+    limit: int | None = None,
+) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`read_examples`' rows, each as ``(line, row)`` with the 1-based line of the file the
+    row starts on, so a later check of the row (:meth:`softprompt.tasks.task.Task.read_file`) can
+    name ``FILE:LINE``."""
     path = Path(path)
     fmt = _resolve_format(path, format)
     field_map = _check_field_map(field_map)
@@ -93,7 +112,7 @@ def read_examples(
         what = "is a folder, not a file" if path.is_dir() else "not found"
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(f"data file {what}: {path}{where}; check the path")
-    rows: list[dict[str, Any]] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
     if limit == 0:
         return rows
     reader = _jsonl_rows(path) if fmt == "jsonl" else _delimited_rows(path, fmt, field_map)
@@ -103,7 +122,7 @@ def read_examples(
         if "label" in row:
             row["label"] = label_to_str(row["label"])
         row.setdefault("idx", len(rows))
-        rows.append(row)
+        rows.append((line_no, row))
         if limit is not None and len(rows) >= limit:
             break
     return rows
@@ -188,18 +207,25 @@ def _parse_json_line(line: str, where: str, line_no: int) -> dict[str, Any]:
     hint = ""
     if line_no == 1 and line.lstrip().startswith("["):
         hint = "; this looks like one JSON array: write one object per line (JSON Lines)"
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataError(
-            f"{where}: invalid JSON ({err.msg} at column {err.colno}); each line must be one "
-            f"JSON object{hint}"
-        ) from err
+    value = json_line(line, where, f"each line must be one JSON object{hint}")
     if not isinstance(value, dict):
         raise DataError(
             f"{where}: expected a JSON object ({{...}}), got a JSON {_json_type(value)}{hint}"
         )
     return value
+
+
+def json_line(line: str, where: str, advice: str) -> Any:
+    """The JSON value on one line of a JSON Lines file. The line end is dropped before parsing, so
+    the column of an error counts within this line: a line cut short (``{"label": ``) is named at
+    its end, not at column 1 of a line that does not exist. Raises :class:`DataError`
+    ``"{where}: invalid JSON (<what> at column N); {advice}"``."""
+    text = line.rstrip("\r\n")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        end = ", the end of the line" if err.pos >= len(text.rstrip()) else ""
+        raise DataError(f"{where}: invalid JSON ({err.msg} at column {err.colno}{end}); {advice}") from err
 
 
 def _json_type(value: Any) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .data import read_examples
 from .registry import BUILTIN_TASKS, get_task, load_split
 from .task import Task
 from .template import Template
@@ -181,9 +180,7 @@ def load_rows(task: Task, cfg: Any, split: str, limit: int | None = None, labell
     that they render (their labels are not used)."""
     if split in task.splits:
         path = task.splits[split]
-        rows = read_examples(path, field_map=task.field_map, limit=limit)
-        task.validate(rows, where=path, labelled=labelled)
-        return rows
+        return task.read_file(path, limit=limit, labelled=labelled)  # renamed by the task's field map
     if task.splits and split in _FILE_OPTIONS and task.name not in BUILTIN_TASKS:
         raise ConfigError(f"no {split} data: pass --{_FILE_OPTIONS[split].replace('_', '-')} FILE")
     probe = dataclasses.replace(task, splits={})

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from softprompt.errors import ConfigError, DataError
-from softprompt.tasks.data import read_examples
 from softprompt.tasks.task import Task
 from softprompt.tasks.template import Template
 from softprompt.tasks.verbalizer import ChoiceVerbalizer, Verbalizer
@@ -213,7 +212,7 @@ def load_split(
     (``labelled=False``: their labels are not checked, e.g. KPT's unlabelled support inputs)."""
     task = get_task(task) if isinstance(task, str) else task
     if split in task.splits:
-        return _checked(task, read_examples(task.splits[split], limit=limit), task.splits[split], labelled)
+        return task.read_file(task.splits[split], field_map={}, limit=limit, labelled=labelled)
     if task.splits:
         raise DataError(
             f"task {task.name!r} has no {split!r} split; its files are for: {', '.join(task.splits)}"
@@ -228,7 +227,7 @@ def load_split(
         folder = Path(root) / task.name
         path = folder / f"{split}.jsonl"
         if path.is_file():
-            return _checked(task, read_examples(path, limit=limit), str(path), labelled)
+            return task.read_file(path, field_map={}, limit=limit, labelled=labelled)
         if folder.is_dir():
             found = sorted(p.stem for p in folder.glob("*.jsonl"))
             raise DataError(
@@ -242,7 +241,7 @@ def load_split(
     bundled = _bundled_file(task.name, split)
     if bundled is not None:
         with importlib.resources.as_file(bundled) as path:
-            return _checked(task, read_examples(path, limit=limit), f"bundled {task.name}/{split}.jsonl", labelled)
+            return task.read_file(path, field_map={}, limit=limit, labelled=labelled, shown_as=f"bundled {task.name}/{split}.jsonl")
     looked.append(f"the package's bundled data (softprompt/data/{task.name}/{split}.jsonl)")
 
     hub = HUB_SOURCES.get(task.name)

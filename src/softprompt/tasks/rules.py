@@ -134,8 +134,9 @@ class RuleVerbalizer(Verbalizer):
         k = self.slots.index(slot)
         return list(dict.fromkeys(words[k] for words in self.rules.values()))
 
-    def rule_words(self, label: str) -> dict[str, str]:
-        """``{slot: word}`` of ``label``'s rule."""
+    def slot_words(self, label: str) -> dict[str, str]:
+        """``{slot: word}`` of ``label``'s rule (why the relation won); :class:`KeyError` for a
+        label with no rule."""
         return dict(zip(self.slots, self.rules[label]))
 
     def gold_index(self, example: Mapping[str, Any]) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from softprompt.errors import ConfigError, DataError, TemplateError
 from softprompt.tasks.data import _check_field_map as check_field_map
+from softprompt.tasks.data import read_numbered_examples
 from softprompt.tasks.metrics import check_metric_names
 from softprompt.tasks.relations import check_markers, mark_entities
 from softprompt.tasks.template import Template
@@ -76,7 +78,7 @@ class Task:
         row: dict[str, Any] = {f: "x" for f in self.template.fields}
         if self.entity_markers != "none":
             row.update(text="x and y", e1="x", e2="y", e1_type="x", e2_type="y")
-        choices = getattr(self.verbalizer, "choices_field", None)
+        choices = self.verbalizer.choices_field
         if choices:
             row[choices] = ["x", "y"]
         return row
@@ -85,20 +87,27 @@ class Task:
         """The metric that picks the best checkpoint: the first of ``metrics``."""
         return self.metrics[0]
 
-    def validate(self, examples: Sequence[Mapping[str, Any]], where: str = "", labelled: bool = True) -> None:
+    def validate(self, examples: Sequence[Mapping[str, Any]], where: str = "", labelled: bool = True,
+                 names: Sequence[str] | None = None) -> None:
         """Check every example renders and (if ``labelled``) has a known gold label.
 
-        Raises at the first bad example, naming ``where`` (e.g. the file) and its idx.
+        Raises at the first bad example, naming ``where`` (e.g. the file) and its idx; ``names``
+        (one per example, e.g. ``"input 2"`` or ``"data.jsonl:3"``) names each example in place
+        of ``where``.
         """
+        if names is not None and len(names) != len(examples):
+            raise ValueError(f"{len(names)} names for {len(examples)} examples")
         mask = "<mask>" if self.template.has_mask else None
-        context = f"{where}: task {self.name!r}" if where else f"task {self.name!r}"
-        for example in examples:
+        for i, example in enumerate(examples):
+            here = names[i] if names is not None else where
+            context = f"{here}: task {self.name!r}" if here else f"task {self.name!r}"
             try:
                 if not isinstance(example, Mapping):
                     raise DataError(f"an example must be a dict, got {type(example).__name__}")
                 idx = example.get("idx")
                 example = self.prepare(example)
-                self.template.check_fields(example, where="an example" if idx is None else f"example idx={idx}")
+                unnamed = "an example" if names is None else ""
+                self.template.check_fields(example, where=unnamed if idx is None else f"example idx={idx}")
                 self.template.render(example, mask_token=mask)
                 if labelled:
                     self.verbalizer.gold_index(example)
@@ -106,6 +115,19 @@ class Task:
                     self.verbalizer.label_names(example)
             except DataError as err:  # TemplateError, UnknownLabelError: keep the type
                 raise type(err)(f"{context}: {err}") from err
+
+    def read_file(self, path: str | os.PathLike, field_map: Mapping[str, str] | None = None, limit: int | None = None,
+                  labelled: bool = True, shown_as: str | None = None) -> list[dict[str, Any]]:
+        """The rows of one data file (:func:`~softprompt.tasks.data.read_examples`), its columns
+        renamed by ``field_map`` (default: the task's own, :attr:`field_map`; ``{}``: none), each
+        checked by :meth:`validate`: a bad row is named ``FILE:LINE`` (the line it starts on;
+        ``shown_as`` names the file in messages instead of ``path``) and its idx. Raises
+        :class:`DataError`."""
+        field_map = self.field_map if field_map is None else field_map
+        numbered = read_numbered_examples(path, field_map=field_map, limit=limit)
+        rows = [row for _, row in numbered]
+        self.validate(rows, labelled=labelled, names=[f"{shown_as or path}:{line}" for line, _ in numbered])
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         """Everything needed to rebuild the task's template, verbalizer and metrics (no paths)."""

@@ -60,6 +60,9 @@ class Verbalizer(nn.Module):
     scores_slots: ClassVar[bool] = False
     """True for a verbalizer that scores a batch itself over several answer slots and has its own
     loss (``label_scores_of``, ``training_loss``: PTR's :class:`~softprompt.tasks.rules.RuleVerbalizer`)."""
+    choices_field: str | None = None
+    """The field of each row that lists its candidate answers (:class:`ChoiceVerbalizer`); None for
+    a fixed label set."""
 
     def __init__(
         self,
@@ -139,6 +142,14 @@ class Verbalizer(nn.Module):
             owners.extend([i] * len(label_words))
             weights.extend(label_weights)
         return words, owners, weights
+
+    def slot_words(self, label: str) -> dict[str, str] | None:
+        """The word each answer slot holds for ``label`` (``{slot: word}``), where the verbalizer
+        fills several slots per label and a prediction is explained by them; None here (one word
+        list per label, one slot). PTR's rules answer it
+        (:meth:`~softprompt.tasks.rules.RuleVerbalizer.slot_words`): ``predict`` prints the words
+        of the predicted relation's rule."""
+        return None
 
     def check_rows(self, rows: Sequence[Mapping[str, Any]], where: str = "the data") -> None:
         """Refuse ``rows`` (``where`` names them in the message, e.g. "the training rows") that

@@ -273,3 +273,19 @@ def test_resume_names_an_option_the_run_cannot_change_and_takes_those_left_out(t
     assert results["steps"] == 4
     saved = json.loads((tmp_path / "run" / "last" / "softprompt.json").read_text())
     assert saved["length"] == 5 and saved["training"]["data_dir"] == str(toy_data)
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    """`softprompt tasks | head -1`: the pipe closes before the output is written; the command
+    stops with status 1 and no traceback (nor Python's 'Exception ignored' at exit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    proc = subprocess.Popen([sys.executable, "-m", "softprompt.cli", "tasks"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={"PYTHONPATH": str(src), "PATH": "/usr/bin:/bin"})
+    proc.stdout.close()  # the reader is gone before the command prints anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 1
+    assert err == ""

@@ -379,7 +379,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = COMMANDS[args.command]
         config = config_from_args(COMMAND_CONFIGS[args.command], args, yaml=cmd.yaml)
         with progress_bars(not isinstance(config, ProgressOptions) or config.progress):  # the model-loading bars too
-            return cmd.handler(config)
+            code = cmd.handler(config)
+        sys.stdout.flush()  # a reader that left is found here, not in the interpreter's exit
+        return code
     except SoftPromptError as exc:
         if args.verbose:  # where it was raised, for a bug report; the short message stays last
             traceback.print_exc()
@@ -388,6 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("softprompt: interrupted; a training run continues with --resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader left (`softprompt predict ... | head`): stop quietly, as a Unix tool does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
+        return 1
 
 
 def entry() -> None:

@@ -141,7 +141,7 @@ def _predict(backbone, task, examples, prompt, batch_size, scoring, length_norma
     if progress:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, desc="eval", leave=False)
+        batches = tqdm(batches, desc="eval" if with_labels else "predict", leave=False)
     for idx in batches:
         rows = [examples[i] for i in idx]
         batch = encode(backbone, task, rows, prompt_length=plen, with_labels=with_labels, max_length=max_length)

@@ -413,7 +413,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if multi:  # every task saved with the run; the first is its default (eval --task NAME picks another)
         meta_extra = {"task_name": cfg.task, "processes": world, "tasks": [r.task.to_dict() for r in runs]}
         primary = MEAN
-        sampler = TaskSampler([len(r.data.train) for r in runs], cfg.task_temperature, cfg.seed)
+        sampler = TaskSampler([len(r.data.train) for r in runs], cfg.task_temperature, cfg.seed, cfg.task_sampling)
         source = sampled_batches(state, runs, sampler, cfg.batch_size, cfg.seed, min_rows=world)
     else:
         source = ((0, rows) for rows in _epoch_batches(state, runs[0].lengths, cfg, world))

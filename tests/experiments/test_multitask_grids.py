@@ -36,7 +36,8 @@ def _spec(tmp_path, tiny_model_dirs, **over):
                          "max_steps": 2, "eval_every": 2, "lr": 0.01, "optimizer": "adam", "dev_from_train": 4,
                          "zero_shot_baseline": False, "task_sampling": "systematic"},
             "methods": {"hyperformer": {"method_options": HYPER}, "adapter": {"method_options": "bottleneck=4"}},
-            "grids": [{"name": "single", "tasks": ["rotten_tomatoes", "boolq"], "methods": ["adapter"], "seeds": [0]},
+            "grids": [{"name": "single", "tasks": ["rotten_tomatoes", "boolq"], "methods": ["adapter", "prompt-tuning"],
+                       "prompt_length": [2, 3], "init": ["vocab"], "seeds": [0]},
                       {"name": "joint", "tasks": ["rotten_tomatoes,boolq"], "methods": ["adapter", "hyperformer"],
                        "seeds": [0]},
                       {"name": "new", "tasks": ["mrpc"], "methods": ["hyperformer"], "seeds": [0],
@@ -67,7 +68,7 @@ def test_a_grid_base_runs_first_and_the_report_gives_each_task_and_the_trained_n
     from softprompt.artifacts import load_artifact
 
     path = _spec(tmp_path, tiny_model_dirs)
-    assert run_experiment(path, progress=False)["ran"] == 5
+    assert run_experiment(path, progress=False)["ran"] == 9
     runs = {s.key: s for s in expand(load_experiment(path))}
     base, new = runs["rotten_tomatoes+boolq/hyperformer/seed0"], runs["mrpc/hyperformer/seed0"]
     got = {k: run_done(s) for k, s in runs.items()}
@@ -81,7 +82,7 @@ def test_a_grid_base_runs_first_and_the_report_gives_each_task_and_the_trained_n
     hyper = got[base.key]["parameters"]
     assert hyper["per_task"] == 6 and hyper["trained"] > 2 * 6
     report = (tmp_path / "results" / "report.md").read_text()
-    section = report[report.index("## Tasks"):]
+    section = report[report.index("## Tasks"):report.index("## Runs")]
     header = next(ln for ln in section.splitlines() if ln.startswith("| method"))
     assert header == "| method | rotten_tomatoes | boolq | mrpc | mean | own per task | trained per task |"
     row = next(ln for ln in section.splitlines() if ln.startswith("| Hyperformer++ |")).split(" | ")
@@ -94,6 +95,9 @@ def test_a_grid_base_runs_first_and_the_report_gives_each_task_and_the_trained_n
     assert row[6].rstrip(" |") == f"{hyper['trained'] / 2:,.0f} ({100 * hyper['trained'] / 2 / model:.3g} %)"
     single = next(ln for ln in section.splitlines() if ln.startswith("| single/adapter |")).split(" | ")
     assert single[1] == f"{got['rotten_tomatoes/adapter/seed0']['test']['accuracy']:.3f} ± 0.000 (1)"
+    names = [ln.split(" | ")[0] for ln in section.splitlines() if ln.startswith("| ")][1:]
+    assert names == ["| single/adapter", "| single/prompt-tuning/2", "| single/prompt-tuning/3", "| joint/adapter",
+                     "| Hyperformer++", "| new/hyperformer"]  # an axis with one value (init) is left out of the name
     newrow = next(ln for ln in section.splitlines() if ln.startswith("| new/hyperformer |")).split(" | ")
     assert newrow[1:4] == ["–", "–", f"{got[new.key]['test']['accuracy']:.3f} ± 0.000 (1)"]
     assert run_experiment(path, progress=False)["ran"] == 0  # all done: nothing again

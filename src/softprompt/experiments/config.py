@@ -308,7 +308,8 @@ def _report_options(rep: Any, where: str, grids: list[Grid]) -> dict[str, Any]:
       multi-task run's read from its per-task results; then the mean over the row's tasks (each
       seed's mean, then mean ± std over seeds) and what the method trains: a task's own part and
       the run's total per task (``results.json`` ``parameters``). A row's name is
-      ``GRID/METHOD[/AXIS VALUE...]``, renamed by ``labels``.
+      ``GRID/METHOD[/VALUE...]`` (the values of the axes that vary among that method's runs of the
+      grid, but for task and seed), renamed by ``labels``.
     """
     names = {g.name: g for g in grids}
     if not rep:

@@ -279,11 +279,14 @@ def _per_task_section(exp: Experiment, specs: list[RunSpec], results: dict[str, 
     rows: dict[str, dict[str, Any]] = {}  # row name -> {"values": {task: {seed: v}}, "own": set, "share": set}
     tasks: list[str] = []
     for grid in t["grids"]:
-        for s in specs:
+        mine = [s for s in specs if grid in s.grids]
+        for s in mine:
             r = results[s.key]
-            if grid not in s.grids or r is None:
+            if r is None:
                 continue
-            extra = [str(v) for k, v in s.axes.items() if k not in ("task", "method", "seed")]
+            same = [o for o in mine if o.axes["method"] == s.axes["method"]]  # axes with one value stay out of the name
+            extra = [str(v) for k, v in s.axes.items() if k not in ("task", "method", "seed")
+                     and len({str(o.axes.get(k)) for o in same}) > 1]
             name = "/".join([grid, s.axes["method"], *extra])
             row = rows.setdefault(name, {"values": defaultdict(dict), "own": set(), "share": set()})
             got = task_values(s, r, metric)

@@ -16,6 +16,11 @@ An experiment YAML holds::
           shots: [1, 5]                                   # option shots = 1, then 5
           verbalizer: {manual: {label_words: "..."}, kpt: {label_words_file: ..., calibrate: true}}
           template: {per_task: {ag_news: {t0: "{title} {text}\\nIt is about", t1: ...}}}  # per task
+      - {name: joint, tasks: ["rte,cb"], methods: [hyperformer]}   # one multi-task run (folder rte+cb)
+      - name: few                    # ``base``: each run starts from the same-seed run of an earlier grid
+        tasks: [mrpc]                  # (passed as --method-options base=RUN/best; it runs first)
+        methods: [hyperformer]
+        base: {grid: joint, method: hyperformer}
     ensembles: [{grid: main, task: rotten_tomatoes, method: prompt-tuning}]
     transfer:  [{grid: main, train: qqp_sample, eval: [mrpc], methods: [prompt-tuning, full-tuning]}]
     inspect:   {grid: main, k: 5}
@@ -83,7 +88,7 @@ class Experiment:
     transfer: list[dict[str, Any]] = field(default_factory=list)
     inspect: dict[str, Any] | None = None
     description: str = ""
-    report: dict[str, Any] = field(default_factory=dict)  # labels, compare, tables, curves, budget: see _report_options
+    report: dict[str, Any] = field(default_factory=dict)  # labels, compare, tables, curves, budget, per_task: see _report_options
 
     def task_options(self, task: str) -> dict[str, Any]:
         """The per-task options of ``task``. A multi-task entry (``rte,mrpc,cb``) applies one set of
@@ -317,7 +322,8 @@ def _report_options(rep: Any, where: str, grids: list[Grid]) -> dict[str, Any]:
     keys = {"labels", "compare", "tables", "curves", "budget", "per_task"}
     if not isinstance(rep, dict) or set(rep) - keys:
         raise ConfigError(f"{where}: expected {{labels: {{VALUE: NAME}}, compare: [{{grid: GRID, column: NAME}}], "
-                          f"tables: [{{grid, rows, over, spread}}], curves: [{{grid, x, series}}], budget: BOOL}}, got {rep!r}")
+                          f"tables: [{{grid, rows, over, spread}}], curves: [{{grid, x, series}}], budget: BOOL, "
+                          f"per_task: [{{grids, metric, title}}]}}, got {rep!r}")
     labels = rep.get("labels") or {}
     if not isinstance(labels, dict):
         raise ConfigError(f"{where}: labels must map an axis value to the name shown, got {labels!r}")

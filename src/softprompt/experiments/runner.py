@@ -3,7 +3,8 @@
 Each finished run leaves ``out/runs/<key>/results.json`` (written atomically by
 :func:`softprompt.training.train`); a run whose ``results.json`` holds the same config is
 skipped, an interrupted one (checkpoint, no results) resumes, and a run whose options changed
-is redone. Analyses store ``out/analyses/<kind>/<name>.json`` the same way. So an interrupted
+is redone; a run that starts from another (a grid's ``base:``) runs after it, and is redone
+when that run's options change. Analyses store ``out/analyses/<kind>/<name>.json`` the same way. So an interrupted
 or repeated ``softprompt experiment`` only does what is missing.
 
 Under ``accelerate launch`` / ``torchrun`` every process walks the grid in the same order and

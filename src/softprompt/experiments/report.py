@@ -7,6 +7,7 @@ one seed), with the number of seeds; the report lists the command of every run.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -306,7 +307,10 @@ def _per_task_section(exp: Experiment, specs: list[RunSpec], results: dict[str, 
         if not numbers:
             return "–"
         shown = " / ".join(f"{n:,.0f}" for n in sorted(numbers))
-        return shown + (f" ({100 * max(numbers) / model:.3g} %)" if model else "")
+        if not model or not max(numbers):
+            return shown
+        percent = 100 * max(numbers) / model  # two significant digits, never in e-notation: 0.000048, 0.29, 3.37
+        return f"{shown} ({percent:.{max(2, 1 - math.floor(math.log10(percent)))}f} %)"
 
     table = []
     for name, row in rows.items():

@@ -56,6 +56,38 @@ def test_the_draws_depend_on_the_seed_and_step_alone_and_bad_settings_are_refuse
         TaskSampler([10, 0], 10, seed=0)
 
 
+def test_random_draws_can_leave_a_task_out_of_a_short_run_where_systematic_ones_do_not():
+    sizes = [2490, 250]  # rte, cb: T = 10 gives 0.56 and 0.44
+    assert [TaskSampler(sizes, 10, seed=0).task_at(s) for s in range(6)] == [0] * 6
+    assert sorted(TaskSampler(sizes, 10, seed=0, sampling="systematic").task_at(s) for s in range(6)) == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("sizes, temperature", [([2490, 3668, 250, 9427, 8056, 21147], 10.0),
+                                                ([2490, 3668, 250, 9427, 8056, 21147], 1.0),
+                                                ([2000, 200, 20], 2.0), ([10, 10, 10], 10.0)])
+def test_systematic_counts_stay_within_one_of_each_tasks_share_at_every_step(sizes, temperature):
+    sampler = TaskSampler(sizes, temperature, seed=5, sampling="systematic")
+    counts = [0] * len(sizes)
+    for step in range(60):
+        counts[sampler.task_at(step)] += 1
+        for c, p in zip(counts, sampler.probabilities):
+            assert abs(c - p * (step + 1)) < 1
+    assert sum(counts) == 60
+    if len(set(sizes)) == 1:  # equal shares, ties to the earlier task: round-robin
+        assert [sampler.task_at(s) for s in range(6)] == [0, 1, 2, 0, 1, 2]
+
+
+def test_systematic_draws_depend_on_the_step_alone():
+    whole = TaskSampler([300, 100], 1.0, seed=0, sampling="systematic")
+    order = [whole.task_at(s) for s in range(40)]
+    assert order[:4] == [0, 0, 1, 0]  # shares 0.75, 0.25: lags 0.75/0.25, then 0.5/0.5 (tie: the first), 0.25/0.75
+    late = TaskSampler([300, 100], 1.0, seed=9, sampling="systematic")  # asked from the middle first, another seed
+    assert [late.task_at(s) for s in range(25, 40)] == order[25:]
+    assert [late.task_at(s) for s in range(25)] == order[:25]
+    with pytest.raises(ConfigError, match="--task-sampling must be one of random, systematic"):
+        TaskSampler([10, 10], 10, seed=0, sampling="round-robin")
+
+
 def test_each_tasks_batches_run_through_its_rows_epoch_after_epoch_and_resume_where_they_stood(two_tasks):
     from softprompt.config import TrainConfig
 
@@ -141,13 +173,14 @@ def test_a_multitask_run_trains_every_task_and_reports_each_and_the_mean(method,
         assert "trained for tasks ['rotten_tomatoes', 'boolq'], not 'rte'" in capsys.readouterr().err
 
 
-def test_a_resumed_multitask_run_ends_as_an_uninterrupted_one(tiny_model_dirs, two_tasks, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sampling", ["random", "systematic"])
+def test_a_resumed_multitask_run_ends_as_an_uninterrupted_one(sampling, tiny_model_dirs, two_tasks, tmp_path, monkeypatch):
     from conftest import crash_at_call
     from softprompt.artifacts import load_artifact
     from softprompt.methods import MultiTaskPromptTuning
 
     options = _options(tiny_model_dirs, two_tasks, tmp_path, max_steps=9, zero_shot_baseline=False,
-                       method_options="shared_length=2")
+                       method_options="shared_length=2", task_sampling=sampling)
     train(**{**options, "out": str(tmp_path / "straight")})
     restore = crash_at_call(monkeypatch, MultiTaskPromptTuning, 5)  # dies in step 5, after the step-3 checkpoint
     with pytest.raises(KeyboardInterrupt):
@@ -160,6 +193,9 @@ def test_a_resumed_multitask_run_ends_as_an_uninterrupted_one(tiny_model_dirs, t
     logs = [[json.loads(ln) for ln in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
             for run in ("straight", "cut")]
     assert [ln.get("task") for ln in logs[0]] == [ln.get("task") for ln in logs[1]]
+    sampler = TaskSampler([16, 12], 10.0, 0, sampling)  # the option reached the run
+    assert [ln["task"] for ln in logs[0] if "loss" in ln] == [["rotten_tomatoes", "boolq"][sampler.task_at(s)]
+                                                               for s in range(9)]
 
 
 @pytest.mark.parametrize("spec", ["rte,", ",rte", "rte,,cb"])

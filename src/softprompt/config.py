@@ -193,6 +193,7 @@ class TrainConfig(RunOptions, DataConfig):
     """Options of ``softprompt train`` (defaults follow Lester et al., 2021 where it gives one)."""
 
     task_temperature: float = opt(10.0, "multi-task runs: a batch's task is drawn with probability proportional to its training rows to the power 1/T (1: by size; the Hyperformer paper's 10: nearly even)", resume=RESUME_KEPT)
+    task_sampling: str = opt("random", "multi-task runs: draw each batch's task at random with those probabilities (the paper's), or systematically: the task furthest behind its share so far, so that a short run trains every task in proportion", ("random", "systematic"), resume=RESUME_KEPT)
     method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)", resume=RESUME_KEPT)
     method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)", resume=RESUME_KEPT)
     weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)", resume=RESUME_KEPT)

@@ -4,8 +4,9 @@
 verbalizer, metrics: :func:`task_runs`) and draws, at every step, which task the batch comes
 from by temperature sampling (:class:`TaskSampler`): ``p_t ∝ N_t^(1/T)``, ``N_t`` the task's
 training rows, ``T = 10`` by default (Karimi Mahabadi et al., ACL 2021, after Raffel et al.;
-the authors' code, rabeehk/hyperformer, also draws one task per batch). The draw of step ``s``
-depends on the seed and ``s`` alone, and the ``n``-th batch of a task on the seed, the task and
+the authors' code, rabeehk/hyperformer, also draws one task per batch), at random or, for short
+runs, systematically (``--task-sampling``). The task of step ``s`` depends on the seed and ``s``
+alone, and the ``n``-th batch of a task on the seed, the task and
 ``n`` alone, so a resumed run (which saves each task's count, ``TrainState.task_batches``)
 replays the same batches (:func:`sampled_batches`).
 
@@ -74,25 +75,54 @@ def task_runs(cfg) -> list[TaskRun]:
     return runs
 
 
+SAMPLINGS = ("random", "systematic")
+"""How :class:`TaskSampler` turns the tasks' probabilities into each step's task."""
+
+
 class TaskSampler:
     """Which task each step's batch comes from: ``p_t ∝ N_t^(1/T)`` (``sizes``: ``N_t``, each
     task's training rows; ``temperature``: ``T``; T = 1 samples in proportion to size, a large T
-    evenly). Deterministic in ``seed`` and the step. Raises :class:`ConfigError` for ``T <= 0``
-    or a task without rows."""
+    evenly).
 
-    def __init__(self, sizes: Sequence[int], temperature: float, seed: int):
+    ``sampling`` says how a step's task follows from ``p``:
+
+    * ``random`` (the paper's): drawn at random, from ``seed`` and the step alone;
+    * ``systematic``: the task whose count of steps so far lags its share most, ``p_t * (step +
+      1) - count_t`` the largest, ties to the earlier task (smooth weighted round-robin; the seed
+      is not used). Each task's count after ``n`` steps stays within 1 of ``p_t * n``, so a short
+      run trains every task in its proportion, where random draws may leave one out (T = 10,
+      seed 0: the first 6 steps of ``rte,cb`` all draw RTE).
+
+    Either way the task of a step depends on the step alone (the systematic order is replayed
+    from step 0 and kept), so a resumed run draws what an uninterrupted one does. Raises
+    :class:`ConfigError` for ``T <= 0``, a task without rows or an unknown ``sampling``."""
+
+    def __init__(self, sizes: Sequence[int], temperature: float, seed: int, sampling: str = "random"):
         if not temperature > 0:
             raise ConfigError(f"--task-temperature must be > 0, got {temperature!r} (1: by size, 10: the paper's)")
         if not sizes or min(sizes) < 1:
             raise ConfigError(f"every task of a multi-task run needs training rows; sizes {list(sizes)}")
+        if sampling not in SAMPLINGS:
+            raise ConfigError(f"--task-sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
         weights = [n ** (1.0 / temperature) for n in sizes]
         self.probabilities = [w / sum(weights) for w in weights]
         self.seed = seed
+        self.sampling = sampling
+        self._order: list[int] = []  # systematic: the task of each step so far
+        self._counts = [0] * len(sizes)
 
     def task_at(self, step: int) -> int:
         """Index of the task of step ``step`` (0-based)."""
-        return random.Random(f"task:{self.seed}:{step}").choices(range(len(self.probabilities)),
-                                                                 self.probabilities)[0]
+        if self.sampling == "random":
+            return random.Random(f"task:{self.seed}:{step}").choices(range(len(self.probabilities)),
+                                                                     self.probabilities)[0]
+        while len(self._order) <= step:
+            n = len(self._order) + 1
+            lag = [p * n - c for p, c in zip(self.probabilities, self._counts)]
+            ti = lag.index(max(lag))  # the first of equal lags
+            self._counts[ti] += 1
+            self._order.append(ti)
+        return self._order[step]
 
 
 def sampled_batches(state, runs: Sequence[TaskRun], sampler: TaskSampler, batch_size: int, seed: int,

@@ -83,6 +83,7 @@ class TrainResult:
     zero_shot_test: dict[str, Any] | None = None
     test_split: str | None = None
     seconds: float = 0.0  # wall-clock seconds of the whole run: every session of a resumed one
+    parameters: dict[str, int] | None = None  # what the method trained (parameter_counts)
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -385,6 +386,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
                               "evaluate each task alone (--task NAME)")
         return _evaluate_only(acc, cfg, backbone, task, method, data, started)
     params = method.trainable_parameters()
+    trained = parameter_counts(backbone, method)
     emb_rms = embedding_rms(backbone)
     if cfg.optimizer == "adafactor" and cfg.lr > 2 * emb_rms and is_main:
         log.warning("Adafactor moves each prompt entry by about lr=%g per step, but this model's embedding entries "
@@ -413,7 +415,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     if multi:  # every task saved with the run; the first is its default (eval --task NAME picks another)
         meta_extra = {"task_name": cfg.task, "processes": world, "tasks": [r.task.to_dict() for r in runs]}
         primary = MEAN
-        sampler = TaskSampler([len(r.data.train) for r in runs], cfg.task_temperature, cfg.seed)
+        sampler = TaskSampler([len(r.data.train) for r in runs], cfg.task_temperature, cfg.seed, cfg.task_sampling)
         source = sampled_batches(state, runs, sampler, cfg.batch_size, cfg.seed, min_rows=world)
     else:
         source = ((0, rows) for rows in _epoch_batches(state, runs[0].lengths, cfg, world))
@@ -486,7 +488,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
     result = TrainResult(out=out, best_prompt=out / "best" if (out / "best").exists() else None, state=state,
                          dev={"best_" + primary: state.best_metric, "best_step": state.best_step,
-                              **(state.best_dev or state.last_dev)})  # best/'s metrics (a checkpoint from before best_dev: the last)
+                              **(state.best_dev or state.last_dev)},  # best/'s metrics (a checkpoint from before best_dev: the last)
+                         parameters=trained)
     if multi:
         return _finish_multitask(acc, cfg, backbone, runs, method, result, started)
     return _finish(acc, cfg, backbone, task, method, data, result, started)
@@ -513,6 +516,14 @@ def _method_counts(acc, method, state: TrainState) -> dict[str, int]:
     if advice and acc.is_main_process:
         log.warning("step %d: %s", state.step, advice)
     return counts
+
+
+def parameter_counts(backbone, method) -> dict[str, int]:
+    """What a run trains, for its ``results.json``: ``trained``, the numbers the optimizer updates;
+    ``per_task``, a task's own part (:meth:`~softprompt.methods.base.Method.trained_per_task`: all
+    of it for a method every task shares); ``model``, the frozen model's size."""
+    return {"trained": sum(p.numel() for p in method.trainable_parameters()), "per_task": method.trained_per_task(),
+            "model": sum(p.numel() for p in backbone.model.parameters())}
 
 
 def _epoch_batches(state: TrainState, lengths: list[int], cfg: TrainConfig, world: int):
@@ -575,7 +586,7 @@ def _finish_multitask(acc, cfg: TrainConfig, backbone, runs, method, result: Tra
             "model_weights": backbone.weights, "method": cfg.method, "dev": result.dev, "test": result.test,
             "test_split": result.test_split, "train_rows": {r.task.name: len(r.data.train) for r in runs},
             "dev_rows": {r.task.name: len(r.data.dev) for r in runs}, "zero_shot_test": result.zero_shot_test,
-            "steps": result.state.step, "task_batches": result.state.task_batches,
+            "steps": result.state.step, "task_batches": result.state.task_batches, "parameters": result.parameters,
             "stopped_early": result.state.stopped_early, "seconds": round(result.seconds, 1),
             **({"method_counts": result.state.method_counts} if result.state.method_counts else {}),
             "processes": acc.num_processes, "config": dataclasses.asdict(cfg)}, indent=2))
@@ -615,7 +626,8 @@ def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainRe
         "task": task.name, "model": cfg.model, "model_weights": backbone.weights, "method": cfg.method,
         "dev": result.dev, "test": result.test,
         "test_split": result.test_split, "train_rows": len(data.train), "dev_rows": len(data.dev),
-        "zero_shot_test": result.zero_shot_test, "steps": state.step, "stopped_early": state.stopped_early,
+        "zero_shot_test": result.zero_shot_test, "steps": state.step, "parameters": result.parameters,
+        "stopped_early": state.stopped_early,
         "seconds": round(result.seconds, 1), **({"method_counts": state.method_counts} if state.method_counts else {}),
         "processes": acc.num_processes, "config": dataclasses.asdict(cfg)},
         indent=2))

@@ -16,6 +16,11 @@ An experiment YAML holds::
           shots: [1, 5]                                   # option shots = 1, then 5
           verbalizer: {manual: {label_words: "..."}, kpt: {label_words_file: ..., calibrate: true}}
           template: {per_task: {ag_news: {t0: "{title} {text}\\nIt is about", t1: ...}}}  # per task
+      - {name: joint, tasks: ["rte,cb"], methods: [hyperformer]}   # one multi-task run (folder rte+cb)
+      - name: few                    # ``base``: each run starts from the same-seed run of an earlier grid
+        tasks: [mrpc]                  # (passed as --method-options base=RUN/best; it runs first)
+        methods: [hyperformer]
+        base: {grid: joint, method: hyperformer}
     ensembles: [{grid: main, task: rotten_tomatoes, method: prompt-tuning}]
     transfer:  [{grid: main, train: qqp_sample, eval: [mrpc], methods: [prompt-tuning, full-tuning]}]
     inspect:   {grid: main, k: 5}
@@ -38,6 +43,7 @@ from typing import Any
 from ..config import TrainConfig, build, field_default, load_yaml
 from ..errors import ConfigError
 from ..methods import METHODS, get_method, with_method_defaults
+from ..methods.base import task_names
 
 # Options that say where/how a run is shown, not what it computes.
 _VOLATILE = {"out", "resume", "overwrite", "progress"}
@@ -56,6 +62,8 @@ class Grid:
     init: list[str] | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     options: dict[str, Any] = field(default_factory=dict)
+    # each run starts from the same-seed run of another grid: {grid: G, task: T, method: M} (task, method optional)
+    base: dict[str, str] | None = None
     # axis -> task (or None: every task) -> [(value name, options it sets)], in file order
     vary: dict[str, dict[str | None, list[tuple[str, dict[str, Any]]]]] = field(default_factory=dict)
 
@@ -80,10 +88,23 @@ class Experiment:
     transfer: list[dict[str, Any]] = field(default_factory=list)
     inspect: dict[str, Any] | None = None
     description: str = ""
-    report: dict[str, Any] = field(default_factory=dict)  # labels, compare, tables, curves, budget: see _report_options
+    report: dict[str, Any] = field(default_factory=dict)  # labels, compare, tables, curves, budget, per_task: see _report_options
 
     def task_options(self, task: str) -> dict[str, Any]:
-        return dict(self.tasks.get(task) or {})
+        """The per-task options of ``task``. A multi-task entry (``rte,mrpc,cb``) applies one set of
+        options to every task of its run, so its tasks' own entries must agree (the same options,
+        or none for each), as the single-task runs of the same tasks then read the same rows; the
+        entry's own key (``"rte,mrpc,cb": {...}``) adds to them. :class:`ConfigError` otherwise."""
+        names = task_names(task)
+        if len(names) < 2:
+            return dict(self.tasks.get(task) or {})
+        own = {n: dict(self.tasks.get(n) or {}) for n in names}
+        if any(o != own[names[0]] for o in own.values()):
+            differ = {n: o for n, o in own.items() if o}
+            raise ConfigError(f"task {task!r}: a multi-task run applies one set of options to all its tasks, but the "
+                              f"per-task options of its tasks differ ({differ}); give them every task alike (or move "
+                              f"them to defaults), or set the run's own under tasks: {{'{task}': {{...}}}}")
+        return {**own[names[0]], **(self.tasks.get(task) or {})}
 
 
 @dataclass
@@ -94,6 +115,7 @@ class RunSpec:
     grids: list[str]
     config: TrainConfig
     axes: dict[str, Any]
+    depends: dict[str, str] = field(default_factory=dict)  # runs that must finish first: key -> their fingerprint
 
     @property
     def out(self) -> Path:
@@ -101,7 +123,7 @@ class RunSpec:
 
     @property
     def fingerprint(self) -> str:
-        return config_fingerprint(self.config)
+        return run_fingerprint(self.config, self.depends)
 
 
 # An option left at its default is left out of the hash, so that a run stored before an option
@@ -115,6 +137,15 @@ def config_fingerprint(cfg: TrainConfig | dict[str, Any]) -> str:
     stable = {k: v for k, v in sorted(values.items())
               if k not in _VOLATILE and not (k in _DEFAULTS and v == _DEFAULTS[k])}
     return hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_fingerprint(cfg: TrainConfig | dict[str, Any], depends: dict[str, str] | None = None) -> str:
+    """:func:`config_fingerprint` of a run, with the fingerprints of the runs it starts from
+    (``depends``: key -> fingerprint), so that a run whose base run changed is redone too."""
+    own = config_fingerprint(cfg)
+    if not depends:
+        return own
+    return hashlib.sha256(json.dumps([own, sorted(depends.items())]).encode()).hexdigest()[:12]
 
 
 def _as_list(value: Any, name: str, where: str) -> list:
@@ -154,6 +185,7 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
                           init=[str(x) for x in _as_list(g.get("init"), "init", where)] or None,
                           seeds=[int(x) for x in _as_list(g.get("seeds", [0]), "seeds", where)] or [0],
                           options=_norm(g.get("options") or {}),
+                          base=_base(g.get("base"), f"{where} ({name})", [x.name for x in grids]),
                           vary=_vary(g.get("vary"), f"{where} ({name})", [str(t) for t in tasks])))
     if len({g.name for g in grids}) != len(grids):
         raise ConfigError(f"{path}: grid names must be unique, got {[g.name for g in grids]}")
@@ -240,6 +272,20 @@ def _axis_values(axis: str, spec: Any, at: str) -> list[tuple[str, dict[str, Any
     return values
 
 
+def _base(raw: Any, where: str, earlier: list[str]) -> dict[str, str] | None:
+    """A grid's ``base: {grid: G, task: T, method: M}`` (``task`` and ``method`` optional): G must
+    be an earlier grid of the file."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or "grid" not in raw or set(raw) - {"grid", "task", "method"}:
+        raise ConfigError(f"{where}: base must be {{grid: GRID, task: TASK, method: METHOD}} (task and method "
+                          f"optional), naming the runs this grid's runs start from; got {raw!r}")
+    if str(raw["grid"]) not in earlier:
+        raise ConfigError(f"{where}: base names grid {raw['grid']!r}, which is not a grid before this one; "
+                          f"grids before it: {earlier}")
+    return {str(k): str(v) for k, v in raw.items()}
+
+
 def _value_name(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -259,15 +305,25 @@ def _report_options(rep: Any, where: str, grids: list[Grid]) -> dict[str, Any]:
       of the metric against ``x`` (numeric values), one line per value of ``series``, mean ± std
       over the other axes (seeds);
     * ``budget: true`` states each grid's compute in the header: training steps, batch size, and
-      the run time of all runs (sum and per run).
+      the run time of all runs (sum and per run);
+    * each ``per_task`` entry ``{grids: [G, ...], metric: M, title: TEXT}`` (metric and title
+      optional) adds a table over single- and multi-task runs alike: one row per grid and method
+      (and further axes, seeds pooled), one column per task, the cell mean ± std over seeds of
+      the task's metric ``M`` (default: each task's primary metric) on its final split, a
+      multi-task run's read from its per-task results; then the mean over the row's tasks (each
+      seed's mean, then mean ± std over seeds) and what the method trains: a task's own part and
+      the run's total per task (``results.json`` ``parameters``). A row's name is
+      ``GRID/METHOD[/VALUE...]`` (the values of the axes that vary among that method's runs of the
+      grid, but for task and seed), renamed by ``labels``.
     """
     names = {g.name: g for g in grids}
     if not rep:
         return {"labels": {}, "compare": []}
-    keys = {"labels", "compare", "tables", "curves", "budget"}
+    keys = {"labels", "compare", "tables", "curves", "budget", "per_task"}
     if not isinstance(rep, dict) or set(rep) - keys:
         raise ConfigError(f"{where}: expected {{labels: {{VALUE: NAME}}, compare: [{{grid: GRID, column: NAME}}], "
-                          f"tables: [{{grid, rows, over, spread}}], curves: [{{grid, x, series}}], budget: BOOL}}, got {rep!r}")
+                          f"tables: [{{grid, rows, over, spread}}], curves: [{{grid, x, series}}], budget: BOOL, "
+                          f"per_task: [{{grids, metric, title}}]}}, got {rep!r}")
     labels = rep.get("labels") or {}
     if not isinstance(labels, dict):
         raise ConfigError(f"{where}: labels must map an axis value to the name shown, got {labels!r}")
@@ -302,6 +358,19 @@ def _report_options(rep: Any, where: str, grids: list[Grid]) -> dict[str, Any]:
             out[kind] = entries
     if rep.get("budget"):
         out["budget"] = True
+    per_task = []
+    for i, t in enumerate(_as_list(rep.get("per_task"), "per_task", where)):
+        at = f"{where}: per_task[{i}]"
+        if not isinstance(t, dict) or "grids" not in t or set(t) - {"grids", "metric", "title"}:
+            raise ConfigError(f"{at}: expected {{grids: [GRID, ...], metric: METRIC, title: TEXT}} (metric and title "
+                              f"optional), got {t!r}")
+        listed = [str(g) for g in _as_list(t["grids"], "grids", at)]
+        unknown = [g for g in listed if g not in names]
+        if not listed or unknown:
+            raise ConfigError(f"{at}: grids {unknown or listed} are not grids of the file; grids: {sorted(names)}")
+        per_task.append({"grids": listed, **{k: str(t[k]) for k in ("metric", "title") if t.get(k)}})
+    if per_task:
+        out["per_task"] = per_task
     return out
 
 
@@ -338,7 +407,9 @@ def expand(exp: Experiment) -> list[RunSpec]:
                     for init in inits:
                         for combo in combos:
                             for seed in seeds:
-                                spec = _spec(exp, grid, task, method, length, init, seed, fields, dict(zip(axes, combo)))
+                                base = _base_run(grid, method, seed, fields, runs) if grid.base else None
+                                spec = _spec(exp, grid, task, method, length, init, seed, fields, dict(zip(axes, combo)),
+                                             base)
                                 old = runs.get(spec.key)
                                 if old is None:
                                     runs[spec.key] = spec
@@ -351,6 +422,22 @@ def expand(exp: Experiment) -> list[RunSpec]:
     return list(runs.values())
 
 
+def _base_run(grid: Grid, method: str, seed: int, fields: set[str], runs: dict[str, RunSpec]) -> RunSpec:
+    """The run of ``grid.base`` (a grid expanded before) that the ``seed`` run of ``grid`` starts
+    from: the one with that seed (and the task and method ``base`` names). :class:`ConfigError`
+    when ``method`` cannot start from a saved run, or when not exactly one run matches."""
+    b = grid.base
+    if "base" not in fields:
+        raise ConfigError(f"grid {grid.name!r}: base starts each run from a saved run, which method {method!r} "
+                          "cannot (it has no base setting); use a method that has one (hyperformer)")
+    found = [s for s in runs.values() if b["grid"] in s.grids and s.axes["seed"] == seed
+             and s.axes["task"] == b.get("task", s.axes["task"]) and s.axes["method"] == b.get("method", s.axes["method"])]
+    if len(found) != 1:
+        raise ConfigError(f"grid {grid.name!r}: base {b} matches {len(found)} runs of seed {seed} "
+                          f"({[s.key for s in found]}); name the task and method so that it matches one")
+    return found[0]
+
+
 def _collapses(grid: Grid, axis: str, fields: set[str]) -> bool:
     """A ``vary`` axis collapses for a method that reads none of its options: every option it sets
     belongs to some method's own config (e.g. ``prompt_length``) but not to this one's. A general
@@ -361,10 +448,10 @@ def _collapses(grid: Grid, axis: str, fields: set[str]) -> bool:
 
 
 def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, seed: int, fields: set[str],
-          vary: dict[str, tuple[str, dict[str, Any]]] | None = None) -> RunSpec:
+          vary: dict[str, tuple[str, dict[str, Any]]] | None = None, base: RunSpec | None = None) -> RunSpec:
     vary = vary or {}
     try:
-        return _spec_checked(exp, grid, task, method, length, init, seed, fields, vary)
+        return _spec_checked(exp, grid, task, method, length, init, seed, fields, vary, base)
     except ConfigError as e:
         if not vary:
             raise
@@ -373,7 +460,7 @@ def _spec(exp: Experiment, grid: Grid, task: str, method: str, length, init, see
 
 
 def _spec_checked(exp: Experiment, grid: Grid, task: str, method: str, length, init, seed: int, fields: set[str],
-                  vary: dict[str, tuple[str, dict[str, Any]]]) -> RunSpec:
+                  vary: dict[str, tuple[str, dict[str, Any]]], base: RunSpec | None = None) -> RunSpec:
     values: dict[str, Any] = {}
     values.update(exp.defaults)
     values.update(exp.task_options(task))
@@ -386,11 +473,13 @@ def _spec_checked(exp: Experiment, grid: Grid, task: str, method: str, length, i
         values["init"] = init
     for _, bundle in vary.values():
         values.update(bundle)
+    if base is not None:
+        values["method_options"] = _with_base(values.get("method_options"), base.out / "best", grid.name)
     if "prompt_length" not in fields:  # collapsed axes take the defaults, so equal runs are equal
         values.pop("prompt_length", None)
         values.pop("init", None)
     axes: dict[str, Any] = {"task": task, "method": method}
-    parts = [task, method]
+    parts = [task.replace(",", "+"), method]  # a multi-task run's folder: rte+mrpc+cb (a path in method_options has no comma)
     cfg0 = build(TrainConfig, {k: v for k, v in values.items() if k not in _VOLATILE})
     if "prompt_length" in fields:
         axes.update(prompt_length=cfg0.prompt_length, init=cfg0.init)
@@ -403,7 +492,22 @@ def _spec_checked(exp: Experiment, grid: Grid, task: str, method: str, length, i
     key = "/".join(parts)
     values.update(out=str(exp.out / "runs" / key), progress=False)
     cfg = with_method_defaults(build(TrainConfig, values))  # as train() will resolve them
-    return RunSpec(key=key, grids=[grid.name], config=cfg, axes=axes)
+    depends = {base.key: base.fingerprint} if base is not None else {}
+    return RunSpec(key=key, grids=[grid.name], config=cfg, axes=axes, depends=depends)
+
+
+def _with_base(method_options: Any, path: Path, grid: str) -> str:
+    """``method_options`` (a ``k=v,...`` string or None) with ``base=path`` added."""
+    if isinstance(method_options, dict):
+        method_options = ",".join(f"{k}={v}" for k, v in method_options.items())
+    given = str(method_options or "")
+    if any(part.split("=", 1)[0].strip() == "base" for part in given.split(",")):
+        raise ConfigError(f"grid {grid!r}: method_options already sets base, and the grid's base: sets it too; "
+                          "keep one of them")
+    if "," in str(path):
+        raise ConfigError(f"grid {grid!r}: the base run's folder {path} holds a comma, which --method-options "
+                          "cannot carry; choose an experiment out folder without one")
+    return ",".join(p for p in (given, f"base={path}") if p)
 
 
 def _slug(text: str) -> str:

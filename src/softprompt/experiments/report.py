@@ -7,12 +7,14 @@ one seed), with the number of seeds; the report lists the command of every run.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write_text
+from ..methods.base import task_names
 from .config import Experiment, RunSpec, command_line, expand
 
 
@@ -124,6 +126,8 @@ def write_report(exp: Experiment) -> Path:
         for c in exp.report.get("curves", []):
             if c["grid"] == grid.name:
                 lines += _curve(exp, grid, runs, c, out)
+    for t in exp.report.get("per_task", []):
+        lines += _per_task_section(exp, specs, results, t)
     lines += _ensemble_section(exp, out)
     lines += _transfer_section(exp, specs, out)
     lines += _inspect_section(exp, out)
@@ -244,6 +248,88 @@ def _budget(exp: Experiment, specs: list[RunSpec], results: dict[str, dict[str, 
                      f"{sum(secs) / 60:.1f} min in all, {statistics.fmean(secs):.0f} s per run "
                      f"({min(secs):.0f}–{max(secs):.0f} s).")
     return lines + [""]
+
+
+def task_values(spec: RunSpec, result: dict[str, Any], metric: str | None) -> dict[str, float]:
+    """Each task's final ``metric`` (None: the task's primary one, the first listed) in a run's
+    results: a multi-task run's from its per-task results, a single task's from its own."""
+    test = result.get("test") or {}
+    names = task_names(spec.axes["task"]) or (spec.axes["task"],)
+    if len(names) == 1:
+        test = {names[0]: test}
+    out = {}
+    for name in names:
+        got = test.get(name)
+        if not isinstance(got, dict):
+            continue
+        primary = None if metric else _primary({"test": got})
+        value = got.get(metric) if metric else primary[1] if primary else None
+        if value is not None:
+            out[name] = float(value)
+    return out
+
+
+def _per_task_section(exp: Experiment, specs: list[RunSpec], results: dict[str, dict[str, Any] | None],
+                      t: dict[str, Any]) -> list[str]:
+    """Methods (rows) x tasks (columns) over single- and multi-task runs of ``t['grids']``: each
+    cell mean ± std over seeds; the mean over the row's tasks (per seed, then over seeds, from
+    the seeds that have every task of the row); a task's own trained part and the run's total
+    per task, from each run's ``parameters``."""
+    labels = exp.report.get("labels", {})
+    metric = t.get("metric")
+    rows: dict[str, dict[str, Any]] = {}  # row name -> {"values": {task: {seed: v}}, "own": set, "share": set}
+    tasks: list[str] = []
+    for grid in t["grids"]:
+        mine = [s for s in specs if grid in s.grids]
+        for s in mine:
+            r = results[s.key]
+            if r is None:
+                continue
+            same = [o for o in mine if o.axes["method"] == s.axes["method"]]  # axes with one value stay out of the name
+            extra = [str(v) for k, v in s.axes.items() if k not in ("task", "method", "seed")
+                     and len({str(o.axes.get(k)) for o in same}) > 1]
+            name = "/".join([grid, s.axes["method"], *extra])
+            row = rows.setdefault(name, {"values": defaultdict(dict), "own": set(), "share": set()})
+            got = task_values(s, r, metric)
+            for task, value in got.items():
+                row["values"][task][s.axes["seed"]] = value
+                if task not in tasks:
+                    tasks.append(task)
+            counts = r.get("parameters") or {}
+            if counts:
+                row["own"].add(counts["per_task"])
+                row["share"].add(counts["trained"] / max(1, len(task_names(s.axes["task"]))))
+                row["model"] = counts["model"]
+    if not rows:
+        return []
+
+    def size(numbers: set, model: int | None) -> str:
+        if not numbers:
+            return "–"
+        shown = " / ".join(f"{n:,.0f}" for n in sorted(numbers))
+        if not model or not max(numbers):
+            return shown
+        percent = 100 * max(numbers) / model  # two significant digits, never in e-notation: 0.000048, 0.29, 3.37
+        return f"{shown} ({percent:.{max(2, 1 - math.floor(math.log10(percent)))}f} %)"
+
+    table = []
+    for name, row in rows.items():
+        values, mine = row["values"], [task for task in tasks if task in row["values"]]
+        seeds = sorted({seed for per in values.values() for seed in per})
+        means = [statistics.fmean(values[task][seed] for task in mine) for seed in seeds
+                 if all(seed in values[task] for task in mine)]
+        table.append([labels.get(name, name)] + [fmt(list(values[task].values())) if task in values else "–"
+                                                 for task in tasks]
+                     + [f"{fmt(means)} of {len(mine)}", size(row["own"], row.get("model")),
+                        size(row["share"], row.get("model"))])
+    title = t.get("title") or f"Tasks of grids {', '.join(t['grids'])}"
+    return [f"## {title}", "",
+            f"{metric or 'primary metric'} on each task's final split, mean ± std over seeds (number of seeds); a "
+            "multi-task run gives each of its tasks a value. **mean**: each seed's mean over the row's tasks, then mean "
+            "± std over seeds (seeds with every task of the row), and over how many tasks. **own per task**: the "
+            "numbers a task needs of its own (all of a method every task shares); **trained per task**: all the run "
+            "trained divided by its tasks; in brackets, % of the model's parameters.", "",
+            _table(["method"] + tasks + ["mean", "own per task", "trained per task"], table), ""]
 
 
 def _ordered(values) -> list:

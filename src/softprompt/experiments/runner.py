@@ -3,7 +3,8 @@
 Each finished run leaves ``out/runs/<key>/results.json`` (written atomically by
 :func:`softprompt.training.train`); a run whose ``results.json`` holds the same config is
 skipped, an interrupted one (checkpoint, no results) resumes, and a run whose options changed
-is redone. Analyses store ``out/analyses/<kind>/<name>.json`` the same way. So an interrupted
+is redone; a run that starts from another (a grid's ``base:``) runs after it, and is redone
+when that run's options change. Analyses store ``out/analyses/<kind>/<name>.json`` the same way. So an interrupted
 or repeated ``softprompt experiment`` only does what is missing.
 
 Under ``accelerate launch`` / ``torchrun`` every process walks the grid in the same order and
@@ -24,7 +25,7 @@ import torch
 from ..atomic import atomic_write_text
 from ..config import TrainConfig
 from ..errors import ConfigError
-from .config import Experiment, RunSpec, config_fingerprint, expand, load_experiment
+from .config import Experiment, RunSpec, expand, load_experiment, run_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def run_done(spec: RunSpec) -> dict[str, Any] | None:
         stored = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if config_fingerprint(stored.get("config", {})) != spec.fingerprint:
+    if run_fingerprint(stored.get("config", {}), stored.get("depends")) != spec.fingerprint:
         return None
     return stored
 
@@ -59,12 +60,38 @@ def run_one(spec: RunSpec) -> None:
 
 def _record_axes(spec: RunSpec) -> None:
     """Write the run's grid axes (task, method, ..., each ``vary`` axis's value name) into its
-    ``results.json``, so a results file says which cell of the grid it is."""
+    ``results.json``, so a results file says which cell of the grid it is, and the runs it
+    started from (``depends``: key -> fingerprint, which :func:`run_done` compares)."""
     path = spec.out / "results.json"
     if path.exists():
         stored = json.loads(path.read_text())
         stored["axes"] = spec.axes
+        if spec.depends:
+            stored["depends"] = spec.depends
         atomic_write_text(path, json.dumps(stored, indent=2))  # as train() writes it
+
+
+def _in_order(specs: list[RunSpec], chosen: list[RunSpec]) -> list[RunSpec]:
+    """``chosen`` with the runs they start from (``depends``, from ``specs``) added, seed by seed
+    (stable within a seed), a run after those it starts from."""
+    by_key = {s.key: s for s in specs}
+    todo: dict[str, RunSpec] = {}
+
+    def add(s: RunSpec) -> None:
+        for key in s.depends:
+            add(by_key[key])
+        todo.setdefault(s.key, s)
+
+    for s in chosen:
+        add(s)
+    depth: dict[str, int] = {}
+
+    def level(s: RunSpec) -> int:
+        if s.key not in depth:
+            depth[s.key] = 1 + max((level(by_key[k]) for k in s.depends), default=-1)
+        return depth[s.key]
+
+    return sorted(todo.values(), key=lambda s: (s.axes.get("seed", 0), level(s)))
 
 
 # --------------------------------------------------------------------------- analyses
@@ -242,7 +269,7 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
     from accelerate import PartialState
 
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment, out)
-    specs = expand(exp)
+    specs = everything = expand(exp)
     if only:
         unknown = sorted(set(only) - {g.name for g in exp.grids})
         if unknown:
@@ -260,12 +287,15 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
     # the same process state train() will use (it is shared): on CPU, gloo across processes
     state = PartialState(cpu=_device(specs[0].config.device if specs else None) == "cpu")
     # seed by seed (stable within a seed): an experiment stopped part-way has every column of its
-    # first seeds, which the report can compare paired, rather than all seeds of a few columns
-    todo = sorted((s for s in specs if run_done(s) is None), key=lambda s: s.axes.get("seed", 0))
+    # first seeds, which the report can compare paired, rather than all seeds of a few columns;
+    # a run that starts from another (a grid's base:) after it, which --only/--tasks bring along
+    specs = _in_order(everything, specs) if any(s.depends for s in specs) else specs
+    todo = [s for s in _in_order(everything, specs) if run_done(s) is None]
     todo_a = [a for a in analyses if not a.path(exp.out).exists()]
     if dry_run:
         for s in specs:
-            print(("run   " if s in todo else "done  ") + s.key)
+            after = f"  (after {', '.join(s.depends)})" if s.depends else ""
+            print(("run   " if s in todo else "done  ") + s.key + after)
         for a in analyses:
             print(("run   " if a in todo_a else "done  ") + f"{a.kind}: {a.name}")
         return {"runs": len(specs), "todo": len(todo), "analyses": len(analyses), "analyses_todo": len(todo_a)}

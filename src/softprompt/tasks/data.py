@@ -105,7 +105,7 @@ def read_numbered_examples(
     name ``FILE:LINE``."""
     path = Path(path)
     fmt = _resolve_format(path, format)
-    field_map = _check_field_map(field_map)
+    field_map = check_field_map(field_map)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ConfigError(f"limit must be a whole number >= 0 or None, got {limit!r}")
     if not path.is_file():
@@ -156,7 +156,7 @@ def _resolve_format(path: Path, format: str | None) -> str:
     return fmt
 
 
-def _check_field_map(field_map: Mapping[str, str] | None) -> dict[str, str]:
+def check_field_map(field_map: Mapping[str, str] | None) -> dict[str, str]:
     if not field_map:
         return {}
     if not isinstance(field_map, Mapping):

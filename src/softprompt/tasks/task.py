@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from softprompt.errors import ConfigError, DataError, TemplateError
-from softprompt.tasks.data import _check_field_map as check_field_map
+from softprompt.tasks.data import check_field_map
 from softprompt.tasks.data import read_numbered_examples
 from softprompt.tasks.metrics import check_metric_names
 from softprompt.tasks.relations import check_markers, mark_entities

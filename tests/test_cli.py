@@ -265,7 +265,8 @@ def test_resume_names_an_option_the_run_cannot_change_and_takes_those_left_out(t
                    "--out (or --overwrite to replace this one)\n")
     for option, value, was in (("--method", "prefix-tuning", "'prompt-tuning'"), ("--init", "vocab", "'class-labels'"),
                                ("--model", str(tiny_model_dirs["seq2seq"]), repr(str(tiny_model_dirs["causal"]))),
-                               ("--task", "sst2", "'rotten_tomatoes'"), ("--seed", "1", "0")):
+                               ("--task", "sst2", "'rotten_tomatoes'"), ("--seed", "1", "0"),
+                               ("--prompt-length", "100", "5")):  # given at its default is still given
         err = _err(capsys, [*first, "--resume", option, value])
         assert f"so {option} (the run's: {was}, given: " in err and "cannot change: leave it out" in err, err
     assert main(["train", "--resume", "--out", out, "--max-steps", "4", "--no-progress"]) == 0  # the rest is the run's

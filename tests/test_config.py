@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from softprompt.config import RESUME_DEFAULT, RESUME_KEPT, PretrainConfig, TrainConfig, resumed_config
+from softprompt.config import RESUME_DEFAULT, RESUME_KEPT, PretrainConfig, TrainConfig, build, resumed_config
 from softprompt.errors import ConfigError
 
 RUN = dataclasses.asdict(TrainConfig(task="sst2", prompt_length=5, init="vocab", model="tiny", lr=0.015,
@@ -32,6 +32,22 @@ def test_an_option_a_run_cannot_change_given_anew_is_named_with_both_values_and_
         resumed_config(TrainConfig(model="other", init="random-uniform", method="prefix-tuning"), RUN)
     with pytest.raises(ConfigError, match=r"--task \(the run's: 'sst2', given: 'rte'\)"):
         resumed_config(TrainConfig(task="rte"), RUN)
+
+
+def test_an_option_given_at_its_default_counts_as_given_on_a_config_that_knows_what_was_given():
+    """A config made by build (the command line, a YAML file) knows its given options: --prompt-length
+    at its default (100) against a run of 5 is refused, --eval-every at its default replaces the
+    run's 3. An unmarked config (made directly) can only take a value at its default as left out."""
+    length, every = TrainConfig().prompt_length, TrainConfig().eval_every
+    assert (length, every) == (100, 100)
+    with pytest.raises(ConfigError, match=r"so --prompt-length \(the run's: 5, given: 100\) cannot change"):
+        resumed_config(build(TrainConfig, {"prompt_length": length, "out": "runs/r"}), RUN)
+    cfg, taken = resumed_config(build(TrainConfig, {"eval_every": every}), RUN)
+    assert cfg.eval_every == 100 and "eval_every" not in taken and taken["prompt_length"] == 5
+    cfg, taken = resumed_config(TrainConfig(prompt_length=length, eval_every=every), RUN)
+    assert (cfg.prompt_length, cfg.eval_every) == (5, 3)
+    copied = dataclasses.replace(build(TrainConfig, {"prompt_length": length}))  # a copy forgets what was given
+    assert resumed_config(copied, RUN)[0].prompt_length == 5
 
 
 def test_a_damaged_saved_value_is_named_with_its_file():

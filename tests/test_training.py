@@ -88,6 +88,8 @@ def test_an_interrupted_checkpoint_swap_falls_back_to_the_old_one(tiny_model_dir
     assert training.find_checkpoint(out) == out / "checkpoint.old"
     training.train(cfg, resume=True, max_steps=6)
     assert json.loads((out / "results.json").read_text())["steps"] == 6
+    with pytest.raises(ConfigError, match=r"so --prompt-length \(the run's: 4, given: 100\) cannot change"):
+        training.train(cfg, resume=True, prompt_length=100)  # a keyword at its default is given all the same
 
 
 def test_early_stopping(tiny_model_dirs, toy_data, tmp_path):

@@ -456,21 +456,47 @@ def resume_conflict(out: str | Path, changed: list[tuple[str, Any, Any]], fix: s
                        "start a new run with another --out (or --overwrite to replace this one)")
 
 
+_GIVEN = "_softprompt_given"
+
+
+def mark_given(cfg, names) -> Any:
+    """``cfg`` (a config dataclass) marked with the fields its maker set (the options on the command
+    line and in its YAML file, the keywords of the Python call), so :func:`resumed_config` can tell
+    an option given at its default from one left out. The mark lives on this object only:
+    ``dataclasses.replace`` makes an unmarked copy."""
+    object.__setattr__(cfg, _GIVEN, frozenset(names))
+    return cfg
+
+
+def given_options(cfg) -> frozenset[str]:
+    """The field names of ``cfg`` that its maker set: those :func:`mark_given` recorded, or, on an
+    unmarked config (made directly, or copied by ``dataclasses.replace``), the only guess possible:
+    the fields whose value is not what leaving the option out gives."""
+    marked = getattr(cfg, _GIVEN, None)
+    if marked is not None:
+        return marked
+    left_out = _left_out(type(cfg))
+    return frozenset(f.name for f in fields(cfg)
+                     if not any(getattr(cfg, f.name) == v and type(getattr(cfg, f.name)) is type(v) for v in left_out[f.name]))
+
+
 def resumed_config(cfg, saved: dict[str, Any], source: str | Path | None = None):
     """``(cfg, taken)``: ``cfg`` (a ``TrainConfig``) as it continues the run whose options were
     ``saved`` (its checkpoint's ``training`` metadata, read from the file ``source``). An option
-    marked :data:`RESUME_KEPT` or :data:`RESUME_DEFAULT` (:func:`opt`) and left out (at its
-    default) takes the run's value; ``taken`` maps each such field to it. Raises
+    marked :data:`RESUME_KEPT` or :data:`RESUME_DEFAULT` (:func:`opt`) and left out takes the run's
+    value; ``taken`` maps each such field to it. Left out means not among :func:`given_options`:
+    for a config that knows what was given, so ``--seed 0`` against a run of seed 1 is refused;
+    for one that does not, at its default. Raises
     :class:`ConfigError` (:func:`resume_conflict`) naming every :data:`RESUME_KEPT` option given
     another value than the run's, both values, and the fix: leave it out, or start a new run; and
     (:func:`check_types`) a saved value of the wrong type, naming ``source``."""
-    left_out = _left_out(type(cfg))
+    given = given_options(cfg)
     changed, taken = [], {}
     for f in fields(cfg):
         kind, value = f.metadata.get("resume"), getattr(cfg, f.name)
         if kind is None or f.name not in saved or _same(value, saved[f.name]):
             continue
-        if any(value == v and type(value) is type(v) for v in left_out[f.name]):
+        if f.name not in given:
             taken[f.name] = saved[f.name]
         elif kind == RESUME_KEPT:
             changed.append(("--" + f.name.replace("_", "-"), saved[f.name], value))
@@ -507,15 +533,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def build(cls, values: dict[str, Any], source: str | Path | None = None):
-    """Make ``cls`` from ``values`` (read from the YAML file ``source``, if given), naming any
-    unknown option and the valid ones, and any value of the wrong type (:func:`check_types`)."""
+    """Make ``cls`` from ``values`` (read from the YAML file ``source``, if given), marked with the
+    names given (:func:`mark_given`), naming any unknown option and the valid ones, and any value
+    of the wrong type (:func:`check_types`)."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         where = f" in {source}" if source else ""
         raise ConfigError(f"unknown option(s) {unknown}{where} for {cls.__name__}; valid: {sorted(known)}")
     check_types(cls, values, source)
-    return cls(**values)
+    return mark_given(cls(**values), values)
 
 
 _YAML_KINDS = {**KINDS, list: "a list", dict: "a mapping"}

@@ -35,7 +35,7 @@ import torch
 from .version import __version__
 from .atomic import atomic_dir, atomic_write_text, clean_stale
 from .batching import training_batches
-from .config import TrainConfig, resumed_config
+from .config import TrainConfig, given_options, mark_given, resumed_config
 from .encoding import encode
 from .errors import ArtifactError, ConfigError
 from .methods import embedding_rms, with_method_defaults
@@ -295,6 +295,8 @@ def train(config: TrainConfig | None = None, **overrides: Any) -> TrainResult:
     run into it raises :class:`ConfigError`, as does a full disk.
     """
     cfg = dataclasses.replace(config, **overrides) if config else TrainConfig(**overrides)
+    # what --resume may take from the run: the options neither set in config nor passed here
+    mark_given(cfg, (given_options(config) if config else frozenset()) | set(overrides))
     main = os.environ.get("RANK", "0") == "0"  # accelerate and torchrun set RANK: rank 0 alone checks and locks
     if main:
         check_out_dir(cfg.out)

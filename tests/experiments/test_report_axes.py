@@ -103,3 +103,23 @@ def test_unfinished_cells_and_bad_report_options(tmp_path, tiny_model_dirs, toy_
         _experiment(tmp_path, tiny_model_dirs, toy_data, {"curves": [{"grid": "nope", "x": "shots", "series": "verbalizer"}]})
     with pytest.raises(ConfigError, match=r"curves\[0\]: expected keys"):
         _experiment(tmp_path, tiny_model_dirs, toy_data, {"curves": [{"grid": "fs", "x": "shots"}]})
+
+
+def test_a_dev_only_sweep_is_reported_by_its_best_dev_values(tmp_path, tiny_model_dirs, toy_data):
+    """Runs with no final split (test_split '', a learning-rate sweep that leaves the final rows
+    unseen) report their best dev value, named as such, with the mean over tasks per lr."""
+    grids = [{"name": "lr-sweep", "tasks": ["rotten_tomatoes", "toy"], "methods": ["prompt-tuning"],
+              "prompt_length": [4], "seeds": [0], "options": {"test_split": ""}, "vary": {"lr": [0.003, 0.03]}}]
+    exp = _experiment(tmp_path, tiny_model_dirs, toy_data, {}, grids)
+    dev = {("rotten_tomatoes", "0.003"): 0.6, ("rotten_tomatoes", "0.03"): 0.8, ("toy", "0.003"): 0.7, ("toy", "0.03"): 0.5}
+    for spec in expand(exp):
+        spec.out.mkdir(parents=True, exist_ok=True)
+        best = dev[(spec.axes["task"], spec.axes["lr"])]
+        (spec.out / "results.json").write_text(json.dumps(
+            {"dev": {"best_accuracy": best, "best_step": 20, "accuracy": best, "n": 100}, "test": None,
+             "test_split": None, "steps": 30, "seconds": 5}))
+    text = write_report(exp).read_text()
+    assert "dev accuracy by task (rows) and lr (columns):" in text
+    assert "| rotten_tomatoes | 0.600 ± 0.000 (1) | 0.800 ± 0.000 (1) |" in text
+    assert "| **mean over tasks** | 0.650 ± 0.000 (1) | 0.650 ± 0.000 (1) |" in text
+    assert "| `rotten_tomatoes/prompt-tuning/len4-class-labels/lr-0.03/seed0` | dev accuracy 0.8000 | dev |" in text

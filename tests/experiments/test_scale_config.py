@@ -29,3 +29,21 @@ def test_the_scale_experiment_expands_to_both_sizes_and_every_method():
     lrs = {(r.config.model, r.config.method): r.config.lr for r in runs if r.config.method != "manual"}
     assert lrs[("gemma-3-270m", "prompt-tuning")] != lrs[("smollm2-135m", "prompt-tuning")]
     assert all(f"model-{r.config.model}" in r.key.split("/") for r in runs)  # the model names each run
+
+
+def test_the_learning_rate_sweep_sees_dev_rows_only_around_each_method_s_starting_rate():
+    """experiments/scale_lr.yaml: scale.yaml's runs (same steps, batch, dev rows) without a final
+    evaluation, one seed, each method and size at x0.3, x1 and x3 of the rate scale.yaml starts from."""
+    sweep = expand(load_experiment(SCALE.with_name("scale_lr.yaml")))
+    final = expand(load_experiment(SCALE))
+    assert len(sweep) == 54 and {r.config.test_split for r in sweep} == {""} and {r.axes["seed"] for r in sweep} == {0}
+    same = lambda c: (c.max_steps, c.batch_size, c.eval_every, c.eval_limit, c.max_length, c.dev_from_train, c.optimizer)  # noqa: E731
+    settings = {(r.config.task, r.config.method): same(r.config) for r in final if r.config.method != "manual"}
+    assert all(same(r.config) == settings[(r.config.task, r.config.method)] for r in sweep)
+    started = {(r.config.model, r.config.method): r.config.lr for r in final if r.config.method != "manual"}
+    swept: dict = {}
+    for r in sweep:
+        swept.setdefault((r.config.model, r.config.method), set()).add(r.config.lr)
+    assert set(swept) == set(started)
+    for key, lrs in swept.items():
+        assert sorted(round(lr / started[key], 1) for lr in lrs) == [0.3, 1.0, 3.0], key

@@ -38,10 +38,17 @@ def _load(spec: RunSpec) -> dict[str, Any] | None:
 
 
 def _primary(result: dict[str, Any]) -> tuple[str, float] | None:
+    """``(name, value)`` of a run's primary metric on its final split; for a run without one (a
+    dev-only run, ``test_split: ''``, e.g. a learning-rate sweep that leaves the final rows
+    unseen) its best dev value, named ``dev <metric>``; None when neither is there."""
     test = result.get("test") or {}
     for name, value in test.items():
         if name not in ("n", "truncated", "invalid"):
             return name, float(value)
+    if not test:
+        for name, value in (result.get("dev") or {}).items():
+            if name.startswith("best_") and name != "best_step" and isinstance(value, (int, float)):
+                return f"dev {name[len('best_'):]}", float(value)
     return None
 
 
@@ -112,7 +119,8 @@ def write_report(exp: Experiment) -> Path:
     seconds = sum(results[s.key].get("seconds", 0) for s in done)
     lines += [f"Made by `{cmd}` ({len(done)} of {len(specs)} runs finished, {seconds / 60:.1f} min of run time). "
               "Every cell is mean ± standard deviation over seeds (number of seeds). The metric is each task's "
-              "primary metric on its final evaluation split (see each run's `results.json`).", ""]
+              "primary metric on its final evaluation split (see each run's `results.json`); a run without one "
+              "(`test_split: ''`) gives its best dev value, named `dev METRIC`.", ""]
     if exp.report.get("budget"):
         lines += _budget(exp, specs, results)
     for grid in exp.grids:
@@ -136,7 +144,7 @@ def write_report(exp: Experiment) -> Path:
     for s in specs:
         r = results[s.key]
         p = _primary(r) if r else None
-        rows.append([f"`{s.key}`", f"{p[0]} {p[1]:.4f}" if p else "not run", str((r or {}).get("test_split") or "–"),
+        rows.append([f"`{s.key}`", f"{p[0]} {p[1]:.4f}" if p else "not run", str(r.get("test_split") or "dev") if r else "–",
                      f"{(r or {}).get('seconds', 0):.0f}", f"`{command_line(s.config)}`"])
     lines.append(_table(["run", "result", "split", "s", "command"], rows))
     path = out / "report.md"

@@ -187,7 +187,7 @@ class KnowPrompt(Method):
         # the corrupted spans' draws: reseeded from the seed and the step at every training step, so a
         # resumed run draws what an uninterrupted one does (the generator's state is not checkpointed)
         self.negative_seed = seed + 15485863
-        self.generator = torch.Generator().manual_seed(self.negative_seed)
+        self.generator = torch.Generator()  # seeded in forward, before each training step's draws
         # training steps taken (forward passes with gradients), for the two-stage schedule; a restore
         # (--resume) takes the step the output was saved at (restore_from)
         self.steps = 0

@@ -476,8 +476,9 @@ def given_options(cfg) -> frozenset[str]:
     if marked is not None:
         return marked
     left_out = _left_out(type(cfg))
-    return frozenset(f.name for f in fields(cfg)
-                     if not any(getattr(cfg, f.name) == v and type(getattr(cfg, f.name)) is type(v) for v in left_out[f.name]))
+    values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    return frozenset(name for name, value in values.items()
+                     if not any(value == v and type(value) is type(v) for v in left_out[name]))
 
 
 def resumed_config(cfg, saved: dict[str, Any], source: str | Path | None = None):

@@ -289,8 +289,9 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
     # seed by seed (stable within a seed): an experiment stopped part-way has every column of its
     # first seeds, which the report can compare paired, rather than all seeds of a few columns;
     # a run that starts from another (a grid's base:) after it, which --only/--tasks bring along
-    specs = _in_order(everything, specs) if any(s.depends for s in specs) else specs
-    todo = [s for s in _in_order(everything, specs) if run_done(s) is None]
+    ordered = _in_order(everything, specs)
+    specs = ordered if any(s.depends for s in specs) else specs
+    todo = [s for s in ordered if run_done(s) is None]
     todo_a = [a for a in analyses if not a.path(exp.out).exists()]
     if dry_run:
         for s in specs:

@@ -84,6 +84,9 @@ class TrainResult:
     test_split: str | None = None
     seconds: float = 0.0  # wall-clock seconds of the whole run: every session of a resumed one
     parameters: dict[str, int] | None = None  # what the method trained (parameter_counts)
+    # the RMS of the frozen model's embedding entries as loaded (embedding_rms): with the config's
+    # lr, results.json tells an lr that followed the model from one given (experiments' run_done)
+    embedding_rms: float | None = None
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -372,6 +375,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     backbone = load_model(cfg.model, dtype=dtype, device=str(acc.device), device_map=device_map,
                           offload_folder=cfg.offload_folder, max_length=cfg.max_length)
     backbone.fingerprint  # noqa: B018  the frozen weights' fingerprint, taken before full tuning moves them
+    emb_rms = embedding_rms(backbone)  # likewise
     cfg = with_method_defaults(cfg, backbone)  # an lr that follows the model (prompt tuning) needs it loaded
 
     if cfg.verbalizer == "knowledgeable":  # KPT: the words refined and calibrated once, with the frozen model
@@ -386,10 +390,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
         if multi:
             raise ConfigError(f"method {cfg.method!r} learns nothing, so a multi-task run has nothing to share: "
                               "evaluate each task alone (--task NAME)")
-        return _evaluate_only(acc, cfg, backbone, task, method, data, started)
+        return _evaluate_only(acc, cfg, backbone, task, method, data, started, emb_rms)
     params = method.trainable_parameters()
     trained = parameter_counts(backbone, method)
-    emb_rms = embedding_rms(backbone)
     if cfg.optimizer == "adafactor" and cfg.lr > 2 * emb_rms and is_main:
         log.warning("Adafactor moves each prompt entry by about lr=%g per step, but this model's embedding entries "
                     "have RMS %.3g (the paper's 0.3 suits T5's much larger embeddings): if the dev metric falls, "
@@ -491,7 +494,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
     result = TrainResult(out=out, best_prompt=out / "best" if (out / "best").exists() else None, state=state,
                          dev={"best_" + primary: state.best_metric, "best_step": state.best_step,
                               **(state.best_dev or state.last_dev)},  # best/'s metrics (a checkpoint from before best_dev: the last)
-                         parameters=trained)
+                         parameters=trained, embedding_rms=emb_rms)
     if multi:
         return _finish_multitask(acc, cfg, backbone, runs, method, result, started)
     return _finish(acc, cfg, backbone, task, method, data, result, started)
@@ -542,7 +545,8 @@ def _epoch_batches(state: TrainState, lengths: list[int], cfg: TrainConfig, worl
         state.batch_in_epoch = 0
 
 
-def _evaluate_only(acc, cfg: TrainConfig, backbone, task, method, data, started: float) -> TrainResult:
+def _evaluate_only(acc, cfg: TrainConfig, backbone, task, method, data, started: float,
+                   emb_rms: float) -> TrainResult:
     """The run of a method that learns nothing: its dev and final metrics, and what it used
     (e.g. the in-context demonstrations) saved as ``best/`` where the method can save."""
     out = Path(cfg.out)
@@ -556,7 +560,8 @@ def _evaluate_only(acc, cfg: TrainConfig, backbone, task, method, data, started:
         except NotImplementedError:
             best = None
     acc.wait_for_everyone()
-    result = TrainResult(out=out, best_prompt=None, state=TrainState(), dev={"best_" + primary: dev[primary], **dev})
+    result = TrainResult(out=out, best_prompt=None, state=TrainState(), dev={"best_" + primary: dev[primary], **dev},
+                         embedding_rms=emb_rms)
     result.best_prompt = Path(best) if best else None
     return _finish(acc, cfg, backbone, task, method, data, result, started, reload_best=False)
 
@@ -591,7 +596,8 @@ def _finish_multitask(acc, cfg: TrainConfig, backbone, runs, method, result: Tra
             "steps": result.state.step, "task_batches": result.state.task_batches, "parameters": result.parameters,
             "stopped_early": result.state.stopped_early, "seconds": round(result.seconds, 1),
             **({"method_counts": result.state.method_counts} if result.state.method_counts else {}),
-            "processes": acc.num_processes, "config": dataclasses.asdict(cfg)}, indent=2))
+            "processes": acc.num_processes, "embedding_rms": result.embedding_rms, "config": dataclasses.asdict(cfg)},
+            indent=2))
     return result
 
 
@@ -631,6 +637,6 @@ def _finish(acc, cfg: TrainConfig, backbone, task, method, data, result: TrainRe
         "zero_shot_test": result.zero_shot_test, "steps": state.step, "parameters": result.parameters,
         "stopped_early": state.stopped_early,
         "seconds": round(result.seconds, 1), **({"method_counts": state.method_counts} if state.method_counts else {}),
-        "processes": acc.num_processes, "config": dataclasses.asdict(cfg)},
+        "processes": acc.num_processes, "embedding_rms": result.embedding_rms, "config": dataclasses.asdict(cfg)},
         indent=2))
     return result

@@ -159,3 +159,29 @@ def test_a_multitask_grid_runs_and_reports_the_mean_over_its_tasks(tmp_path, tin
     assert result["tasks"] == ["rotten_tomatoes", "boolq"] and set(result["test"]) >= {"mean", "rotten_tomatoes", "boolq"}
     report = (tmp_path / "results" / "report.md").read_text()
     assert f"| rotten_tomatoes,boolq | {result['test']['mean']:.3f} ± 0.000 (1) |" in report  # the mean over its tasks
+
+
+def test_a_run_whose_lr_follows_the_model_counts_as_done(tmp_path, tiny_model_dirs, toy_data):
+    """Prompt tuning's default lr is resolved only once the model is loaded (0.075 x its embedding
+    RMS), so the results store a number where the grid has none: the run still counts as done,
+    and is redone when the grid then names another lr."""
+    path = _write(tmp_path, tiny_model_dirs, toy_data, ensembles=[], transfer=[], inspect=None,
+                  grids=[{"name": "main", "tasks": ["rotten_tomatoes"], "methods": ["prompt-tuning"],
+                          "prompt_length": [2], "init": ["class-labels"], "seeds": [0]}])
+    data = yaml.safe_load(path.read_text())
+    del data["defaults"]["lr"], data["defaults"]["optimizer"]
+    path.write_text(yaml.safe_dump(data))
+    spec = expand(load_experiment(path))[0]
+    assert spec.config.lr is None
+    assert run_experiment(path, progress=False, report=False)["ran"] == 1
+    stored = json.loads((spec.out / "results.json").read_text())
+    assert stored["config"]["lr"] == pytest.approx(float(f"{0.075 * stored['embedding_rms']:.2g}"))
+    assert run_done(spec) is not None
+    assert run_experiment(path, progress=False, report=False)["ran"] == 0
+    data["defaults"]["lr"] = stored["config"]["lr"] * 3
+    path.write_text(yaml.safe_dump(data))
+    assert run_done(expand(load_experiment(path))[0]) is None
+    # a results file from before embedding_rms was recorded cannot tell: redone
+    del stored["embedding_rms"]
+    (spec.out / "results.json").write_text(json.dumps(stored))
+    assert run_done(spec) is None

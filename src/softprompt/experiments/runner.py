@@ -25,6 +25,7 @@ import torch
 from ..atomic import atomic_write_text
 from ..config import TrainConfig
 from ..errors import ConfigError
+from ..methods import get_method, lr_following_model
 from .config import Experiment, RunSpec, expand, load_experiment, run_fingerprint
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,23 @@ def run_done(spec: RunSpec) -> dict[str, Any] | None:
         stored = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if run_fingerprint(stored.get("config", {}), stored.get("depends")) != spec.fingerprint:
+    if run_fingerprint(stored.get("config", {}), stored.get("depends")) != _fingerprint_as_run(spec, stored):
         return None
     return stored
+
+
+def _fingerprint_as_run(spec: RunSpec, stored: dict[str, Any]) -> str:
+    """``spec``'s fingerprint with an lr left to follow the model (prompt tuning's default, None
+    until the model is loaded) as the run resolved it: the method's factor times the
+    ``embedding_rms`` its results.json records. A results file without that figure cannot tell,
+    and the run is redone."""
+    cfg = spec.config
+    rms = stored.get("embedding_rms")
+    if cfg.lr is None and isinstance(rms, (int, float)):
+        cls = get_method(cfg.method)[1]
+        if cls.lr_per_embedding_rms is not None:
+            cfg = dataclasses.replace(cfg, lr=lr_following_model(cls, rms))
+    return run_fingerprint(cfg, spec.depends)
 
 
 def _has_checkpoint(out: Path) -> bool:

@@ -1,7 +1,7 @@
 """Training methods, each a config plus a module, registered by name in :data:`METHODS`."""
 
 from .base import (METHODS, Method, MethodConfig, PerTaskConfig, PerTaskMethod, embedding_rms, get_method,
-                   register_method, with_method_defaults)
+                   lr_following_model, register_method, with_method_defaults)
 from .adapter import Adapter, AdapterConfig
 from .full_tuning import FullTuning, FullTuningConfig
 from .hyperformer import Hyperformer, HyperformerConfig
@@ -16,4 +16,5 @@ __all__ = ["METHODS", "Method", "MethodConfig", "PerTaskMethod", "PerTaskConfig"
            "PromptTuningConfig", "ManualPrompt", "ManualPromptConfig", "FullTuning", "FullTuningConfig",
            "PrefixTuning", "PrefixTuningConfig", "InContext", "InContextConfig", "KnowPrompt", "KnowPromptConfig", "Adapter", "AdapterConfig",
            "MultiTaskPromptTuning", "MultiTaskPromptConfig", "Hyperformer", "HyperformerConfig",
-           "HyperPrompt", "HyperPromptConfig", "with_method_defaults", "embedding_rms"]
+           "HyperPrompt", "HyperPromptConfig", "with_method_defaults", "embedding_rms",
+           "lr_following_model"]

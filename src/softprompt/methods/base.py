@@ -72,6 +72,13 @@ def embedding_rms(backbone) -> float:
     return (total / weight.numel()) ** 0.5
 
 
+def lr_following_model(cls, rms: float) -> float:
+    """The learning rate of a method whose default follows the model (``cls.lr_per_embedding_rms``
+    set, e.g. prompt tuning): that factor times ``rms`` (:func:`embedding_rms`), to 2 significant
+    digits, e.g. 0.075 x 0.136 = 0.01 on SmolLM2-135M."""
+    return float(f"{cls.lr_per_embedding_rms * rms:.2g}")
+
+
 def with_method_defaults(cfg, backbone=None):
     """``cfg`` (a :class:`~softprompt.config.TrainConfig`) with an unset optimizer and learning
     rate taken from its method: :attr:`Method.default_optimizer`, and as learning rate
@@ -86,7 +93,7 @@ def with_method_defaults(cfg, backbone=None):
     if lr is None and cls.lr_per_embedding_rms is None:
         lr = cls.default_lr
     elif lr is None and backbone is not None:
-        lr = float(f"{cls.lr_per_embedding_rms * embedding_rms(backbone):.2g}")
+        lr = lr_following_model(cls, embedding_rms(backbone))
     return dataclasses.replace(cfg, optimizer=cfg.optimizer or cls.default_optimizer, lr=lr)
 
 

@@ -26,6 +26,7 @@ import random
 import shutil
 import time
 import typing
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -505,18 +506,13 @@ def _method_counts(acc, method, state: TrainState) -> dict[str, int]:
     (:meth:`~softprompt.methods.base.Method.take_counts`), summed over the processes, added to
     ``state.method_counts`` and, where the method has advice for them, logged once as a warning
     by the main process. Returns the counts of this interval (empty when there are none)."""
-    counts = method.take_counts()
+    counts = Counter(method.take_counts())
     if acc.num_processes > 1:
         from accelerate.utils import gather_object
 
-        summed: dict[str, int] = {}
-        for part in gather_object([counts]):
-            for name, n in part.items():
-                summed[name] = summed.get(name, 0) + n
-        counts = summed
+        counts = sum(map(Counter, gather_object([counts])), Counter())
     counts = {name: n for name, n in counts.items() if n}
-    for name, n in counts.items():
-        state.method_counts[name] = state.method_counts.get(name, 0) + n
+    state.method_counts = dict(Counter(state.method_counts) + Counter(counts))
     advice = method.counts_warning(counts) if counts else None
     if advice and acc.is_main_process:
         log.warning("step %d: %s", state.step, advice)

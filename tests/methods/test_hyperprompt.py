@@ -76,3 +76,11 @@ def test_a_saved_hyperprompt_restores_bit_for_bit_and_other_families_are_refused
     for family in ("seq2seq", "masked"):
         with pytest.raises(ConfigError, match="layer_kv"):
             _hyper(make_backbone(family))
+
+
+@pytest.mark.parametrize("bad", [{"bottleneck": 0}, {"prompt_length": 0}, {"hidden": -1}, {"task_embedding_dim": 0},
+                                 {"projected_dim": 1.5}])
+def test_bad_sizes_are_refused_naming_the_method_and_option(bad):
+    (name, value), = bad.items()
+    with pytest.raises(ConfigError, match=f"hyperprompt: {name} must be a whole number >= 1, got {value}"):
+        HyperPromptConfig(task="rotten_tomatoes", **bad)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -42,11 +43,26 @@ from .base import PerTaskConfig, PerTaskMethod, register_method, task_names
 
 
 @dataclass
-class HyperformerConfig(PerTaskConfig):
+class HypernetworkConfig(PerTaskConfig):
+    """The sizes every hypernetwork method shares (Hyperformer, HyperPrompt; both papers use these
+    defaults): task (and layer, position) embeddings ``[task_embedding_dim]`` go through a projector
+    ``Linear(-, hidden) -> ReLU -> Linear(hidden, projected_dim)`` to what the generators read."""
+
+    task_embedding_dim: int = opt(64, "hypernetwork: width of the task, layer (and position) embeddings (the papers: 64)")
+    hidden: int = opt(128, "hypernetwork: hidden width of the task projector (the papers: 128)")
+    projected_dim: int = opt(64, "hypernetwork: width of the projected embedding the generators read (the papers: 64)")
+    method_name: ClassVar[str] = "hypernetwork"  # how errors name the method
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self.method_name, task_embedding_dim=self.task_embedding_dim, hidden=self.hidden,
+                       projected_dim=self.projected_dim)
+
+
+@dataclass
+class HyperformerConfig(HypernetworkConfig):
+    method_name: ClassVar[str] = "hyperformer"
     bottleneck: int = opt(24, "hyperformer: width of each generated adapter's bottleneck (the paper: 768/32 = 24 on T5-base)")
-    task_embedding_dim: int = opt(64, "hyperformer: width of the task, layer and position embeddings (the paper: 64)")
-    hidden: int = opt(128, "hyperformer: hidden width of the task projector (the paper: 128)")
-    projected_dim: int = opt(64, "hyperformer: width of the projected embedding the generators read (the paper: 64)")
     activation: str = opt("swish", "hyperformer: the adapters' non-linearity, relu, gelu, swish or tanh (the paper's code: swish)")
     sites: str = opt("both", "hyperformer: adapters after attention, feed_forward or both (the paper: both)")
     layer_norm: bool = opt(True, "hyperformer: generate a layer norm before each adapter (the paper: yes)")
@@ -56,8 +72,7 @@ class HyperformerConfig(PerTaskConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive("hyperformer", bottleneck=self.bottleneck, task_embedding_dim=self.task_embedding_dim,
-                       hidden=self.hidden, projected_dim=self.projected_dim)
+        check_positive("hyperformer", bottleneck=self.bottleneck)
         check_activation("hyperformer", self.activation)
         parse_sites(self.sites, "hyperformer")
         for name in ("layer_norm", "per_layer", "train_layer_norms"):

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -31,25 +32,22 @@ from ..conditioning import Conditioning, LayerKV
 from ..config import opt
 from ..errors import ConfigError
 from .adapter import check_positive, load_module_tensors
-from .base import PerTaskConfig, PerTaskMethod, register_method
-from .hyperformer import init_linear
+from .base import PerTaskMethod, register_method
+from .hyperformer import HypernetworkConfig, init_linear
 from .prefix_tuning import flatten_kv, unflatten_kv
 from .prompt_tuning import initial_prompt
 
 
 @dataclass
-class HyperPromptConfig(PerTaskConfig):
+class HyperPromptConfig(HypernetworkConfig):
+    method_name: ClassVar[str] = "hyperprompt"
     prompt_length: int = opt(10, "hyperprompt: prefix positions in every layer (--prompt-length)")
     init: str = opt("class-labels", "hyperprompt: initialiser of the global prompt, as for prompt tuning (--init)")
     bottleneck: int = opt(16, "hyperprompt: width of the generated projections' bottleneck")
-    task_embedding_dim: int = opt(64, "hyperprompt: width of the task and layer embeddings")
-    hidden: int = opt(128, "hyperprompt: hidden width of the projector")
-    projected_dim: int = opt(64, "hyperprompt: width of the projected embedding the generators read")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive("hyperprompt", prompt_length=self.prompt_length, bottleneck=self.bottleneck,
-                       task_embedding_dim=self.task_embedding_dim, hidden=self.hidden, projected_dim=self.projected_dim)
+        check_positive("hyperprompt", prompt_length=self.prompt_length, bottleneck=self.bottleneck)
 
 
 @register_method("hyperprompt", HyperPromptConfig)

@@ -172,11 +172,12 @@ def test_no_progress_hides_the_model_loading_bar_too(trained, tiny_model_dirs, t
     assert capsys.readouterr().err == ""
     best = str(trained / "best")
     for argv in (["predict", "--prompt", best, "great"], ["inspect", best], ["export-peft", best, "--out", str(tmp_path / "p")],
+                 ["import-peft", str(tmp_path / "p"), "--out", str(tmp_path / "back")],
                  ["label-words", "--model", str(tiny_model_dirs["causal"]), "--per-label", "2", "--out",
                   str(tmp_path / "words.txt")]):  # every other command that loads a model
         assert main([*argv, "--no-progress"]) == 0
         assert capsys.readouterr().err == "", argv
-        assert main([*argv, "--progress"] + (["--overwrite"] if argv[0] == "export-peft" else [])) == 0
+        assert main([*argv, "--progress"] + (["--overwrite"] if "peft" in argv[0] else [])) == 0
         assert "Loading weights" in capsys.readouterr().err, argv
 
 

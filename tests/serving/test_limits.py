@@ -315,17 +315,21 @@ def test_a_client_that_never_finishes_its_headers_is_disconnected(engine):
 
 
 def test_sigterm_with_a_half_sent_request_stops_the_server_within_the_shutdown_timeout(tmp_path, tiny_model_dirs):
+    """Run as `python -m softprompt serve ... --no-progress`, as a user would."""
     from softprompt.modeling import load_model
 
     save_prompt(tmp_path / "p", "s", load_model(str(tiny_model_dirs["causal"])), SENTIMENT)
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "softprompt.serving.app", "--prompts", str(tmp_path / "p"), "--model",
-         str(tiny_model_dirs["causal"]), "--port", str(port), "--read-timeout-s", "120", "--shutdown-timeout-s", "1"],
+        [sys.executable, "-m", "softprompt", "serve", "--prompts", str(tmp_path / "p"), "--model",
+         str(tiny_model_dirs["causal"]), "--port", str(port), "--read-timeout-s", "120", "--shutdown-timeout-s", "1",
+         "--no-progress"],
         cwd=REPO, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
+        deadline = time.time() + 300  # 5 s on an idle machine; minutes when starved by other work
+        while True:
+            assert server.poll() is None, server.stderr.read()
+            assert time.time() < deadline, "the server did not start within 300 s"
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
                     break
@@ -337,9 +341,12 @@ def test_sigterm_with_a_half_sent_request_stops_the_server_within_the_shutdown_t
         time.sleep(0.3)
         start = time.perf_counter()
         server.send_signal(signal.SIGTERM)
-        server.wait(15)
-        assert time.perf_counter() - start < 8
+        server.wait(60)
+        # within the 1 s shutdown timeout plus the interpreter's exit, far below the 120 s the
+        # half-sent request could hold it (a loose bound: under a loaded CI machine exit is slow)
+        assert time.perf_counter() - start < 30
         half.close()
+        assert "Loading weights" not in server.stderr.read()  # --no-progress: no model-loading bar
     finally:
         if server.poll() is None:
             server.kill()

@@ -25,6 +25,11 @@ def _train(nproc: int, out, tiny_model_dirs, toy_data, method: str, extra=()) ->
     args = ["train", "--data-dir", str(toy_data), "--model", str(tiny_model_dirs["causal"]), "--method", method,
             "--prompt-length", "3", "--init", "vocab", "--batch-size", "4", "--max-steps", "6", "--eval-every", "3",
             "--out", str(out), "--no-progress", "--optimizer", "adam", "--lr", "0.01", *extra]
+    return _run(nproc, args)
+
+
+def _run(nproc: int, args: list[str]) -> subprocess.CompletedProcess:
+    """``softprompt ARGS`` in one process, or under torchrun in ``nproc``; must succeed."""
     if nproc == 1:
         cmd = [sys.executable, "-m", "softprompt.cli", *args]
     else:
@@ -69,6 +74,27 @@ def test_resume_under_two_processes(tiny_model_dirs, toy_data, tmp_path):
     a = _weights(tmp_path / "r" / "last", "prompt-tuning")["prompt"]
     b = _weights(tmp_path / "straight" / "last", "prompt-tuning")["prompt"]
     assert float((a - b).norm() / b.norm()) < TOLERANCE
+
+
+def test_knowprompt_counts_are_summed_over_processes(tiny_model_dirs, tmp_path):
+    """KnowPrompt counts the training rows truncation leaves out of its knowledge term (all of
+    them at --max-length 11): two processes, each seeing half of every batch, report the sum,
+    the count one process reports (3 steps of 4 rows)."""
+    from methods.test_knowprompt import LABELS, ROWS, TEMPLATES, TYPES
+
+    data = tmp_path / "rel.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS * 2))
+    counts = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"p{nproc}"
+        _run(nproc, ["train", "--model", str(tiny_model_dirs["causal"]), "--train-file", str(data),
+                     "--validation-file", str(data), "--task", "rel", "--template", TEMPLATES["causal"],
+                     "--label-words", ";".join(f"{k}={v}" for k, v in LABELS.items()), "--method", "knowprompt",
+                     "--method-options", f"type_words={TYPES},lam=0.5", "--optimizer", "adam", "--lr", "0.05",
+                     "--batch-size", "4", "--max-steps", "3", "--eval-every", "2", "--max-length", "11",
+                     "--test-split", "", "--out", str(out), "--no-progress"])
+        counts[nproc] = json.loads((out / "results.json").read_text())["method_counts"]
+    assert counts[1] == counts[2] == {"rows_without_knowledge_term": 12}
 
 
 def test_a_model_sharded_with_device_map_trains_the_same_prompt(tiny_model_dirs, toy_data, tmp_path):

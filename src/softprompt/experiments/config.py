@@ -314,16 +314,21 @@ def _report_options(rep: Any, where: str, grids: list[Grid]) -> dict[str, Any]:
       seed's mean, then mean ± std over seeds) and what the method trains: a task's own part and
       the run's total per task (``results.json`` ``parameters``). A row's name is
       ``GRID/METHOD[/VALUE...]`` (the values of the axes that vary among that method's runs of the
-      grid, but for task and seed), renamed by ``labels``.
+      grid, but for task and seed), renamed by ``labels``;
+    * each ``gap`` entry ``{upper: [G, ...], lower: [G, ...], metric, title, reference}`` adds the
+      gap between two methods across model sizes (:mod:`softprompt.experiments.gap`): upper
+      minus lower per model, task and seed, a table and a plot against the model's parameters,
+      with ``reference: {label, points: [[PARAMETERS, GAP_POINTS], ...]}`` drawn beside it.
     """
     names = {g.name: g for g in grids}
     if not rep:
         return {"labels": {}, "compare": []}
-    keys = {"labels", "compare", "tables", "curves", "budget", "per_task"}
+    keys = {"labels", "compare", "tables", "curves", "budget", "per_task", "gap"}
     if not isinstance(rep, dict) or set(rep) - keys:
         raise ConfigError(f"{where}: expected {{labels: {{VALUE: NAME}}, compare: [{{grid: GRID, column: NAME}}], "
                           f"tables: [{{grid, rows, over, spread}}], curves: [{{grid, x, series}}], budget: BOOL, "
-                          f"per_task: [{{grids, metric, title}}]}}, got {rep!r}")
+                          f"per_task: [{{grids, metric, title}}], gap: [{{upper, lower, metric, title, reference}}]}}, "
+                          f"got {rep!r}")
     labels = rep.get("labels") or {}
     if not isinstance(labels, dict):
         raise ConfigError(f"{where}: labels must map an axis value to the name shown, got {labels!r}")
@@ -371,7 +376,38 @@ def _report_options(rep: Any, where: str, grids: list[Grid]) -> dict[str, Any]:
         per_task.append({"grids": listed, **{k: str(t[k]) for k in ("metric", "title") if t.get(k)}})
     if per_task:
         out["per_task"] = per_task
+    gaps = [_gap_entry(g, f"{where}: gap[{i}]", names) for i, g in enumerate(_as_list(rep.get("gap"), "gap", where))]
+    if gaps:
+        out["gap"] = gaps
     return out
+
+
+def _gap_entry(g: Any, at: str, names: dict[str, Any]) -> dict[str, Any]:
+    """A checked ``report: gap:`` entry (:mod:`softprompt.experiments.gap`)."""
+    if not isinstance(g, dict) or not {"upper", "lower"} <= set(g) or set(g) - {"upper", "lower", "metric", "title",
+                                                                               "reference"}:
+        raise ConfigError(f"{at}: expected {{upper: [GRID, ...], lower: [GRID, ...], metric: METRIC, title: TEXT, "
+                          f"reference: {{label: TEXT, points: [[PARAMETERS, GAP_POINTS], ...]}}}} (metric, title and "
+                          f"reference optional), got {g!r}")
+    entry: dict[str, Any] = {}
+    for side in ("upper", "lower"):
+        listed = [str(x) for x in _as_list(g[side], side, at)]
+        unknown = [x for x in listed if x not in names]
+        if not listed or unknown:
+            raise ConfigError(f"{at}: {side} grids {unknown or listed} are not grids of the file; grids: {sorted(names)}")
+        entry[side] = listed
+    entry.update({k: str(g[k]) for k in ("metric", "title") if g.get(k)})
+    ref = g.get("reference")
+    if ref is not None:
+        points = ref.get("points") if isinstance(ref, dict) else None
+        ok = isinstance(ref, dict) and set(ref) == {"label", "points"} and isinstance(points, list) and points and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                        for v in p) and p[0] > 0 for p in points)
+        if not ok:
+            raise ConfigError(f"{at}: reference must be {{label: TEXT, points: [[PARAMETERS, GAP_POINTS], ...]}} with "
+                              f"PARAMETERS > 0 (e.g. [[6.0e7, 10.0], [2.2e8, 8.0]]), got {ref!r}")
+        entry["reference"] = {"label": str(ref["label"]), "points": [[float(x), float(y)] for x, y in points]}
+    return entry
 
 
 def _norm(d: dict[str, Any]) -> dict[str, Any]:

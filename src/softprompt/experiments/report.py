@@ -56,7 +56,7 @@ def _label(spec: RunSpec, keys: tuple[str, ...]) -> str:
     return ", ".join(f"{spec.axes[k]}" for k in keys if k in spec.axes)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -93,6 +93,13 @@ def _plot(path: Path, kind: str, series: dict[str, dict[Any, list[float]]], xlab
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> None:
+    """Save a matplotlib figure as PNG at ``path`` atomically (a reader never sees half a file) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
@@ -136,6 +143,11 @@ def write_report(exp: Experiment) -> Path:
                 lines += _curve(exp, grid, runs, c, out)
     for t in exp.report.get("per_task", []):
         lines += _per_task_section(exp, specs, results, t)
+    if exp.report.get("gap"):
+        from .gap import gap_section  # it builds on this module's helpers
+
+        for i, g in enumerate(exp.report["gap"]):
+            lines += gap_section(exp, specs, results, g, out, i)
     lines += _ensemble_section(exp, out)
     lines += _transfer_section(exp, specs, out)
     lines += _inspect_section(exp, out)
@@ -146,7 +158,7 @@ def write_report(exp: Experiment) -> Path:
         p = _primary(r) if r else None
         rows.append([f"`{s.key}`", f"{p[0]} {p[1]:.4f}" if p else "not run", str(r.get("test_split") or "dev") if r else "–",
                      f"{(r or {}).get('seconds', 0):.0f}", f"`{command_line(s.config)}`"])
-    lines.append(_table(["run", "result", "split", "s", "command"], rows))
+    lines.append(markdown_table(["run", "result", "split", "s", "command"], rows))
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
@@ -184,7 +196,7 @@ def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
             per_seed = [sum(v.values()) / len(v) for (col, _), v in sorted(by_seed.items()) if col == c and len(v) == len(rows_)]
             avg.append(fmt(per_seed))
         table.append(["**mean over tasks**"] + avg)
-    lines.append(_table([row_axis] + cols, table))
+    lines.append(markdown_table([row_axis] + cols, table))
     lines.append("")
     zs = [r["zero_shot_test"][_primary(r)[0]] for _, r in runs if r.get("zero_shot_test")]
     if zs:
@@ -233,7 +245,7 @@ def _paired_section(against: str, rows_: list[str], cols: list[str], by_seed: di
         pairs = [v for (row, cc), d in diffs.items() if cc == c for v in d.values()]
         wins_row.append(f"{sum(v > 0 for v in pairs)} of {len(pairs)} (tied {sum(v == 0 for v in pairs)})")
     table.append(wins_row)
-    return lines + [_table([row_axis] + others, table), ""]
+    return lines + [markdown_table([row_axis] + others, table), ""]
 
 
 def _budget(exp: Experiment, specs: list[RunSpec], results: dict[str, dict[str, Any] | None]) -> list[str]:
@@ -337,7 +349,7 @@ def _per_task_section(exp: Experiment, specs: list[RunSpec], results: dict[str, 
             "± std over seeds (seeds with every task of the row), and over how many tasks. **own per task**: the "
             "numbers a task needs of its own (all of a method every task shares); **trained per task**: all the run "
             "trained divided by its tasks; in brackets, % of the model's parameters.", "",
-            _table(["method"] + tasks + ["mean", "own per task", "trained per task"], table), ""]
+            markdown_table(["method"] + tasks + ["mean", "own per task", "trained per task"], table), ""]
 
 
 def _ordered(values) -> list:
@@ -380,12 +392,12 @@ def _axis_table(exp: Experiment, grid, runs, t: dict[str, Any]) -> list[str]:
     lines = [f"{metric} of grid `{grid.name}` by {rows_axis} (rows) and task (columns), mean ± std over "
              f"{', '.join(over)} (number of runs)"
              + (f"; the spread is the standard deviation of the per-{spread} means (number of {spread} values)" if spread else "")
-             + ":", "", _table(header, table), ""]
+             + ":", "", markdown_table(header, table), ""]
     if spread:
         header = [rows_axis] + [f"{task} {shown(sv)}" for task in tasks for sv in spread_values]
         table = [[shown(rv)] + [fmt(values.get((rv, task, sv), [])) for task in tasks for sv in spread_values]
                  for rv in row_values]
-        lines += [f"By {spread} (mean ± std over the other axes):", "", _table(header, table), ""]
+        lines += [f"By {spread} (mean ± std over the other axes):", "", markdown_table(header, table), ""]
     return lines
 
 
@@ -417,7 +429,7 @@ def _curve(exp: Experiment, grid, runs, c: dict[str, Any], out: Path) -> list[st
         table = [[shown(sv)] + [fmt(values.get((sv, x), [])) for x in xs] for sv in series_values]
         lines += [f"{metric} of grid `{grid.name}` on {task} against {x_axis} (columns), one row per {s_axis}, "
                   "mean ± std over the other axes (number of runs):", "",
-                  _table([f"{s_axis} \\ {x_axis}"] + [shown(x) for x in xs], table), ""]
+                  markdown_table([f"{s_axis} \\ {x_axis}"] + [shown(x) for x in xs], table), ""]
         png = out / f"{grid.name}-{x_axis}-{task}.png"
         if numeric:
             series = {shown(sv): {_number(x): values[(sv, x)] for x in xs if values.get((sv, x))} for sv in series_values}
@@ -459,7 +471,7 @@ def _ensemble_section(exp: Experiment, out: Path) -> list[str]:
         series["mean single"][name] = singles
         series["best single"][name] = [max(singles)]
         series["ensemble"][name] = [e["ensemble"][e["metric"]]]
-    lines.append(_table(["prompts", "N", "metric", "single (mean ± std)", "best single", "ensemble",
+    lines.append(markdown_table(["prompts", "N", "metric", "single (mean ± std)", "best single", "ensemble",
                          "all agree", "split (rows)"], rows))
     _plot(out / "ensemble.png", "bar", series, "prompts", "metric", "ensemble vs single prompts")
     return lines + ["", "![ensemble](ensemble.png)", ""]
@@ -487,7 +499,7 @@ def _transfer_section(exp: Experiment, specs: list[RunSpec], out: Path) -> list[
     for (src, tgt, method), g in sorted(groups.items()):
         rows.append([src, tgt, method, fmt(g["in"]), fmt(g["target"]),
                      f"{zero[tgt]:.3f}" if tgt in zero else "–"])
-    lines.append(_table(["source", "target", "method", "in-domain", "target (transfer)", "target zero-shot"], rows))
+    lines.append(markdown_table(["source", "target", "method", "in-domain", "target (transfer)", "target zero-shot"], rows))
     return lines + [""]
 
 
@@ -513,5 +525,5 @@ def _inspect_section(exp: Experiment, out: Path) -> list[str]:
                          ", ".join(_token(t) for t in pos["tokens"]),
                          ("label " + x["labels"][pos["position"]] + (" kept" if x["kept"][pos["position"]] else " lost"))
                          if pos["position"] < len(x["labels"]) else ""])
-    lines.append(_table(["prompt", "position", "nearest tokens", "label word"], rows))
+    lines.append(markdown_table(["prompt", "position", "nearest tokens", "label word"], rows))
     return lines + [""]

@@ -108,10 +108,10 @@ def test_unfinished_cells_and_bad_report_options(tmp_path, tiny_model_dirs, toy_
 def test_a_dev_only_sweep_is_reported_by_its_best_dev_values(tmp_path, tiny_model_dirs, toy_data):
     """Runs with no final split (test_split '', a learning-rate sweep that leaves the final rows
     unseen) report their best dev value, named as such, with the mean over tasks per lr."""
-    grids = [{"name": "lr-sweep", "tasks": ["rotten_tomatoes", "toy"], "methods": ["prompt-tuning"],
+    grids = [{"name": "lr-sweep", "tasks": ["rotten_tomatoes", "boolq"], "methods": ["prompt-tuning"],
               "prompt_length": [4], "seeds": [0], "options": {"test_split": ""}, "vary": {"lr": [0.003, 0.03]}}]
     exp = _experiment(tmp_path, tiny_model_dirs, toy_data, {}, grids)
-    dev = {("rotten_tomatoes", "0.003"): 0.6, ("rotten_tomatoes", "0.03"): 0.8, ("toy", "0.003"): 0.7, ("toy", "0.03"): 0.5}
+    dev = {("rotten_tomatoes", "0.003"): 0.6, ("rotten_tomatoes", "0.03"): 0.8, ("boolq", "0.003"): 0.7, ("boolq", "0.03"): 0.5}
     for spec in expand(exp):
         spec.out.mkdir(parents=True, exist_ok=True)
         best = dev[(spec.axes["task"], spec.axes["lr"])]

@@ -64,6 +64,10 @@ def test_bad_experiment_files_are_named(tmp_path, tiny_model_dirs, toy_data):
     with pytest.raises(ConfigError, match="unknown method"):
         load_experiment(_write(tmp_path, tiny_model_dirs, toy_data,
                                grids=[{"name": "g", "tasks": ["rotten_tomatoes"], "methods": ["nope"]}]))
+    for tasks in (["rotten_tomato"], ["rte,rotten_tomato"]):  # a typo is caught when the file is read, not hours in
+        with pytest.raises(ConfigError, match=r"grid 'g': unknown task 'rotten_tomato' \(did you mean 'rotten_tomatoes'"):
+            load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, ensembles=[], transfer=[], inspect=None,
+                                   grids=[{"name": "g", "tasks": tasks, "methods": ["prompt-tuning"]}]))
     clash = [{"name": "a", "tasks": ["rotten_tomatoes"], "methods": ["manual"]},
              {"name": "b", "tasks": ["rotten_tomatoes"], "methods": ["manual"], "options": {"max_length": 64}}]
     with pytest.raises(ConfigError, match="different options"):
@@ -185,3 +189,25 @@ def test_a_run_whose_lr_follows_the_model_counts_as_done(tmp_path, tiny_model_di
     del stored["embedding_rms"]
     (spec.out / "results.json").write_text(json.dumps(stored))
     assert run_done(spec) is None
+
+
+def test_an_analysis_of_runs_that_were_redone_is_redone(tmp_path, tiny_model_dirs, toy_data, capsys):
+    """An ensemble stored for the old prompts must not be reported beside new ones: once its
+    member runs are redone with other options, the ensemble is planned again too."""
+    path = _write(tmp_path, tiny_model_dirs, toy_data, transfer=[], inspect=None,
+                  grids=[{"name": "main", "tasks": ["rotten_tomatoes"], "methods": ["prompt-tuning"],
+                          "prompt_length": [2], "init": ["class-labels"], "seeds": [0, 1]}])
+    assert run_experiment(path, progress=False, report=False)["analysed"] == 1
+    stored = json.loads((tmp_path / "results/analyses/ensemble/rotten_tomatoes__prompt-tuning__len2-class-labels.json")
+                        .read_text())
+    assert set(stored["inputs"]["runs"]) == {"rotten_tomatoes/prompt-tuning/len2-class-labels/seed0",
+                                             "rotten_tomatoes/prompt-tuning/len2-class-labels/seed1"}
+    assert run_experiment(path, dry_run=True)["analyses_todo"] == 0
+    data = yaml.safe_load(path.read_text())
+    data["defaults"]["max_steps"] = 3  # same keys and folders, other prompts
+    path.write_text(yaml.safe_dump(data))
+    assert run_experiment(path, dry_run=True) == {"runs": 2, "todo": 2, "analyses": 1, "analyses_todo": 1}
+    assert "run   ensemble: rotten_tomatoes__prompt-tuning__len2-class-labels" in capsys.readouterr().out
+    summary = run_experiment(path, progress=False, report=False)
+    assert summary["ran"] == 2 and summary["analysed"] == 1
+    assert run_experiment(path, dry_run=True)["analyses_todo"] == 0

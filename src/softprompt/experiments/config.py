@@ -528,8 +528,24 @@ def _spec_checked(exp: Experiment, grid: Grid, task: str, method: str, length, i
     key = "/".join(parts)
     values.update(out=str(exp.out / "runs" / key), progress=False)
     cfg = with_method_defaults(build(TrainConfig, values))  # as train() will resolve them
+    _check_task(cfg, grid.name)
     depends = {base.key: base.fingerprint} if base is not None else {}
     return RunSpec(key=key, grids=[grid.name], config=cfg, axes=axes, depends=depends)
+
+
+def _check_task(cfg: TrainConfig, grid: str) -> None:
+    """Refuse a run whose task (each task of a multi-task run) is neither built in nor given a
+    template and label words, when the file is read rather than when its turn comes, hours in."""
+    from ..tasks.registry import get_task
+
+    if not cfg.task or (cfg.template and cfg.label_words):
+        return
+    for name in task_names(cfg.task) or (cfg.task,):
+        try:
+            get_task(name)
+        except ConfigError as err:
+            raise ConfigError(f"grid {grid!r}: {err}; or define the task under tasks: with template and "
+                              "label_words") from None
 
 
 def _with_base(method_options: Any, path: Path, grid: str) -> str:

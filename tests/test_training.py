@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import pytest
@@ -210,3 +211,27 @@ def test_the_progress_bar_names_what_the_run_trains(tiny_model_dirs, tmp_path, c
     assert "train rotten_tomatoes,boolq:" in err and "train rotten_tomatoes:" not in err
     training.train(task="boolq", out=str(tmp_path / "one"), **common)
     assert "train boolq:" in capsys.readouterr().err
+
+
+def test_a_finished_run_or_a_folder_of_other_files_is_not_trained_over(tiny_model_dirs, toy_data, tmp_path):
+    """A finished run whose checkpoint was deleted (to save space) is kept unless --overwrite; a
+    folder holding files that are not a run's (say the user's data) is refused either way."""
+    import shutil
+
+    cfg = _cfg(tiny_model_dirs, toy_data, tmp_path)
+    training.train(cfg)
+    out = tmp_path / "run"
+    shutil.rmtree(out / "checkpoint")
+    before = (out / "best" / "prompt.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match=r"already holds a run \(results.json, best, last\): pass --overwrite"):
+        training.train(cfg)
+    assert (out / "best" / "prompt.safetensors").read_bytes() == before
+    training.train(dataclasses.replace(cfg, overwrite=True, seed=1))
+    assert (out / "best" / "prompt.safetensors").read_bytes() != before
+    data = tmp_path / "mydata"
+    data.mkdir()
+    (data / "train.csv").write_text("text,label\nfine,positive\n")
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match=r"holds files that are not a run's \(train.csv\).*new or empty --out"):
+            training.train(dataclasses.replace(cfg, out=str(data), overwrite=overwrite))
+    assert sorted(p.name for p in data.iterdir() if not p.name.startswith(".")) == ["train.csv"]

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +224,28 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def check_device(device: str | None) -> None:
+    """Refuse a ``--device`` this machine cannot run on, before any model loads: a name torch does
+    not know (``gpu``), or a CUDA/MPS device this torch build or machine lacks (``cuda`` on a
+    CPU-only build would fail deep in the first tensor move, or be silently replaced by the CPU).
+    None (the command's default) passes. Raises :class:`ConfigError`."""
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(f"--device {device!r} is not a torch device: use cpu, cuda, cuda:N or mps") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {device}: no CUDA device here (this torch build or machine has none, "
+                              "torch.cuda.is_available() is False): use --device cpu")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"--device {device}: MPS is not available here: use --device cpu")
+
+
 def load_model(model: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, device: str | None = None,
                device_map: str | dict | None = None, offload_folder: str | None = None, max_length: int | None = None):
     """Load a frozen model and its tokenizer and wrap them in the right :class:`Backbone`.
@@ -246,6 +268,7 @@ def load_model(model: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32, d
 
     from .backbones import backbone_for_config
 
+    check_device(device)  # before minutes of loading
     path = resolve_model_path(model)
     try:
         config = AutoConfig.from_pretrained(path)

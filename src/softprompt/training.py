@@ -41,7 +41,7 @@ from .encoding import encode
 from .errors import ArtifactError, ConfigError
 from .methods import embedding_rms, with_method_defaults
 from .methods.configs import method_config_from, parse_method_options  # noqa: F401  (built beside the registry)
-from .modeling import load_model
+from .modeling import check_device, load_model
 from .multitask import MEAN, TaskSampler, evaluate_runs, sampled_batches, task_runs
 from .outdir import check_out_dir, out_lock, output_errors
 from .scoring import EvalResult, evaluate, predict, score_predictions
@@ -148,6 +148,30 @@ def _clean_outputs(out: Path) -> None:
         else:
             shutil.rmtree(out / "checkpoint", ignore_errors=True)
             os.replace(out / "checkpoint.old", out / "checkpoint")
+
+
+# what a run writes into its --out (anything else there is someone else's)
+RUN_FILES = frozenset({"best", "last", "checkpoint", "checkpoint.old", "checkpoint.tmp", "metrics.jsonl", "results.json",
+                       "label_words.txt"})
+
+
+def _check_fresh_out(out: Path, overwrite: bool) -> None:
+    """Refuse to start a run in ``out`` over a finished run (its ``results.json``, ``best/`` or
+    ``last/``, kept after its checkpoint was deleted) unless ``overwrite``, or among files that
+    are not a run's (say a folder of data files), which no option replaces. Folders are left
+    alone: an experiment nests runs in runs' folders. Raises :class:`ConfigError`."""
+    if not out.is_dir():
+        return
+    finished = [name for name in ("results.json", "best", "last") if (out / name).exists()]
+    if finished and not overwrite:
+        raise ConfigError(f"{out} already holds a run ({', '.join(finished)}): pass --overwrite to replace it, or "
+                          "choose another --out")
+    foreign = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith(".")
+                     and p.name not in RUN_FILES)
+    if foreign:
+        raise ConfigError(f"--out {out} holds files that are not a run's ({', '.join(foreign[:3])}"
+                          f"{', ...' if len(foreign) > 3 else ''}): a run writes best/, last/, checkpoint/, "
+                          "metrics.jsonl and results.json there; choose a new or empty --out")
 
 
 def find_checkpoint(out: Path) -> Path | None:
@@ -339,8 +363,13 @@ def _train(cfg: TrainConfig) -> TrainResult:
     from accelerate import Accelerator
 
     started = time.time()
+    check_device(cfg.device)  # a --device this machine lacks is refused, not silently replaced by the CPU
     acc = Accelerator(cpu=_device(cfg.device) == "cpu")  # one process, or one per rank under accelerate/torchrun
     world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
+    wanted = torch.device(_device(cfg.device))
+    if wanted.index is not None and wanted.index != (acc.device.index or 0):
+        raise ConfigError(f"--device {cfg.device}: train places each process on its device through accelerate "
+                          f"(here {acc.device}); pick the GPU with CUDA_VISIBLE_DEVICES={wanted.index} and --device cuda")
     out = Path(cfg.out)
     ckpt = find_checkpoint(out)
     if ckpt and cfg.overwrite and not cfg.resume:
@@ -353,6 +382,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError(f"{out} already holds a run (checkpoint found): pass --resume to continue it, --overwrite to start afresh, or choose another --out")
     if cfg.resume and not ckpt:
         raise ConfigError(f"--resume: no checkpoint in {out}; start without --resume")
+    if not cfg.resume:
+        _check_fresh_out(out, cfg.overwrite)
     if cfg.batch_size < world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: it must be at least the {world} processes")
     checkpoint = _read_checkpoint(ckpt) if cfg.resume else None  # a damaged or unsafe one refused before work

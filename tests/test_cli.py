@@ -98,6 +98,29 @@ def test_peft_export_import_cli(trained, tmp_path, capsys):
     assert main(["predict", "--prompt", str(tmp_path / "back"), "great fun"]) == 0
 
 
+def test_a_prompt_imported_without_a_task_is_scored_with_the_task_given(trained, tmp_path, toy_data, capsys):
+    """--task (or --template and --label-words) names the task of an output saved without one; the
+    error without them says so, and its re-import command works as written."""
+    assert main(["export-peft", str(trained / "best"), "--out", str(tmp_path / "peft")]) == 0
+    bare = tmp_path / "bare"
+    assert main(["import-peft", str(tmp_path / "peft"), "--out", str(bare)]) == 0
+    capsys.readouterr()
+    err = _err(capsys, ["predict", "--prompt", str(bare), "great fun"])
+    assert "has no task in its metadata" in err and "name it with --task NAME" in err
+    hint = err.split("`")[1].split()  # softprompt import-peft ADAPTER --out ... --task NAME --overwrite
+    assert main([hint[1], str(tmp_path / "peft"), *hint[3:5], "--task", "rotten_tomatoes", *hint[7:]]) == 0
+    assert main(["import-peft", str(tmp_path / "peft"), "--out", str(bare), "--overwrite"]) == 0  # bare again
+    capsys.readouterr()
+    assert main(["predict", "--prompt", str(bare), "--task", "rotten_tomatoes", "--json", "great fun"]) == 0
+    with_task = capsys.readouterr().out
+    assert main(["predict", "--prompt", str(trained / "best"), "--json", "great fun"]) == 0
+    assert with_task == capsys.readouterr().out  # the same prompt and task: the same scores
+    assert main(["predict", "--prompt", str(bare), "--template", "Review: {text}\nSentiment:", "--label-words",
+                 "positive=positive;negative=negative", "great fun"]) == 0
+    assert main(["eval", "--prompt", str(bare), "--task", "rotten_tomatoes", "--data-dir", str(toy_data),
+                 "--limit", "4"]) == 0
+
+
 def test_tasks_lists_builtins(capsys):
     assert main(["tasks"]) == 0
     out = capsys.readouterr().out

@@ -130,6 +130,17 @@ def test_export_keeps_an_adapter_unless_overwrite(adapter, trained, tmp_path, ca
     assert main(["export-peft", str(trained), "--out", str(tmp_path / "new")]) == 0  # a new folder needs nothing
 
 
+def test_export_never_mixes_an_adapter_into_a_saved_output_or_a_run(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text("{}")
+    for out in (trained, run):
+        for extra in ([], ["--overwrite"]):
+            assert main(["export-peft", str(trained), "--out", str(out), *extra]) == 2
+            assert "holds a softprompt run or saved output" in capsys.readouterr().err
+            assert not (out / ADAPTER_WEIGHTS).exists()
+
+
 @pytest.fixture
 def locked(tmp_path):
     """``tmp_path/run`` held by another process, as a running ``train --out`` holds it."""

@@ -122,10 +122,13 @@ class PromptedModel:
     @classmethod
     def from_saved(cls, path: str | Path, model: str | None = None, device: str | None = None,
                    max_length: int | None = None, backbone=None, scoring: str | None = None,
-                   length_normalize: bool | None = None, word_scoring: str | None = None) -> "PromptedModel":
+                   length_normalize: bool | None = None, word_scoring: str | None = None,
+                   task: Task | None = None) -> "PromptedModel":
         """Load what any method saved in ``path``, with its task and the model it was trained for
         (or ``model``), restored by :func:`~softprompt.methods.loading.restore` (a saved prompt
         as a prompt-tuning method: :attr:`method`; a trained verbalizer's parameters with it).
+        ``task``: the task to score with an output saved without one (a PEFT adapter imported
+        without ``--task``); one saved with the output is used otherwise.
 
         ``max_length``, ``scoring``, ``length_normalize``, ``word_scoring``: None (the default) keeps what the output
         was trained with (:attr:`settings`). Raises :class:`PromptFileError`, :class:`DataError`
@@ -136,7 +139,8 @@ class PromptedModel:
 
         artifact = load_artifact(path)
         meta = artifact.metadata
-        task = saved_task(artifact)
+        if task is None or isinstance(meta.get("task"), dict):
+            task = saved_task(artifact)
         settings = ScoringSettings.from_metadata(meta).override(
             scoring=scoring, length_normalize=length_normalize, max_length=max_length, word_scoring=word_scoring)
         if backbone is None:

@@ -58,6 +58,8 @@ def _scored_task(cfg: EvalConfig | PredictConfig):
         from .methods.loading import check_saved_task, saved_task
 
         artifact = load_artifact(cfg.prompt)
+        if not _has_task(artifact) and (cfg.task or (cfg.template and cfg.label_words)):
+            return task_from_config(cfg), artifact  # saved without a task (a PEFT import): scored as told
         saved = saved_task(artifact)
         task = task_from_config(cfg, base=saved) if _reformats(cfg) else saved
         _log_field_map(cfg, saved, task)
@@ -67,6 +69,11 @@ def _scored_task(cfg: EvalConfig | PredictConfig):
         raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
                               "--task NAME, or --template and --label-words (and --model)")
     return task_from_config(cfg), None
+
+
+def _has_task(artifact) -> bool:
+    """Whether a saved output records its task (a PEFT adapter imported without --task does not)."""
+    return isinstance(artifact.metadata.get("task"), dict)
 
 
 def _log_field_map(cfg: EvalConfig | PredictConfig, saved, task) -> None:
@@ -83,10 +90,10 @@ def _log_field_map(cfg: EvalConfig | PredictConfig, saved, task) -> None:
                                              "(--field-map replaces it)", cfg.prompt, text(task.field_map))
 
 
-def _prompted_model(cfg: EvalConfig | PredictConfig, task):
-    """The saved output of ``cfg.prompt`` (its training settings as defaults; its task restored with
-    it, then ``cfg``'s format options laid over it as :func:`_scored_task` did), or a zero-shot model
-    scoring ``task`` (:func:`_scored_task`)."""
+def _prompted_model(cfg: EvalConfig | PredictConfig, task, artifact):
+    """The saved output of ``cfg.prompt`` (``artifact``; its training settings as defaults; its task
+    restored with it, then ``cfg``'s format options laid over it as :func:`_scored_task` did, or
+    ``task`` where it saved none), or a zero-shot model scoring ``task`` (:func:`_scored_task`)."""
     from .api import PromptedModel, ScoringSettings
     from .modeling import DEFAULT_MODEL, load_model
     from .tasks.from_config import task_from_config
@@ -94,6 +101,9 @@ def _prompted_model(cfg: EvalConfig | PredictConfig, task):
     given = {"scoring": cfg.scoring, "length_normalize": cfg.length_normalize, "max_length": cfg.max_length,
              "word_scoring": cfg.word_scoring}
     if cfg.prompt:
+        if not _has_task(artifact):
+            return _with_knowledgeable(cfg, PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device,
+                                                                     task=task, **given))
         pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, **given)
         if _reformats(cfg):  # another task's format, or your own, over the restored task
             pm.task = task_from_config(cfg, base=pm.task)
@@ -156,7 +166,7 @@ def cmd_eval(cfg: EvalConfig) -> int:
     else:
         cfg = _with_saved_data_dir(cfg, artifact)
         rows = load_rows(task, cfg, cfg.split, cfg.limit)
-    pm = _prompted_model(cfg, task)
+    pm = _prompted_model(cfg, task, artifact)
     from .training import mixed_precision
 
     with mixed_precision(cfg, pm.backbone.device):
@@ -181,9 +191,9 @@ def cmd_predict(cfg: PredictConfig) -> int:
         names = [f"input {i} (<stdin>:{line})" for i, (line, _) in enumerate(numbered)]
     if not texts:
         raise SoftPromptError("nothing to predict: pass texts as arguments, or '-' to read lines from stdin")
-    task, _ = _scored_task(cfg)
+    task, artifact = _scored_task(cfg)
     rows = as_examples(task, texts, names=names)  # checked before any model work; renamed by the task's field map
-    pm = _prompted_model(cfg, task)
+    pm = _prompted_model(cfg, task, artifact)
     for text, pred in zip(texts, pm.classify(rows, cfg.batch_size, field_map={}, progress=cfg.progress)):  # rows: renamed already
         # PTR's rules: the words the predicted relation's rule put in each answer slot (why it won)
         slots = pm.task.verbalizer.slot_words(pred.label) if pred.label else None

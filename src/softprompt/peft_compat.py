@@ -208,17 +208,24 @@ def place_after_lead(prompt: SoftPrompt, backbone, allow_mismatch: bool = False)
 
 
 @contextlib.contextmanager
-def _writing(out: str | Path, overwrite: bool, names: tuple[str, ...], what: str) -> Iterator[Path]:
+def _writing(out: str | Path, overwrite: bool, names: tuple[str, ...], what: str,
+             foreign: tuple[str, ...] = ()) -> Iterator[Path]:
     """Hold ``--out`` for a command that writes ``names`` there, checked as ``train`` checks its
     folder (:func:`~softprompt.outdir.check_out_dir`, :func:`~softprompt.outdir.out_lock`: writable,
     not in use by a running run); a folder already holding any of ``names`` (``what``, a saved
-    output) is refused unless ``overwrite``. Raises :class:`ConfigError`."""
+    output) is refused unless ``overwrite``, one holding any of ``foreign`` (another kind of
+    output, which the files would be mixed into) always. Raises :class:`ConfigError`."""
     from .outdir import check_out_dir, out_lock
 
     out = Path(out)
 
     def refuse_a_saved_output() -> None:
-        found = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+        present = lambda listed: [n for n in listed if (out / n).exists() or (out / n).is_symlink()]  # noqa: E731
+        mixed = present(foreign)
+        if mixed:
+            raise ConfigError(f"--out {out} holds a softprompt run or saved output ({', '.join(mixed)}): {what} "
+                              "goes in a folder of its own; choose another --out")
+        found = present(names)
         if found and not overwrite:
             raise ConfigError(f"--out {out} already holds {what} ({', '.join(found)}): pass --overwrite to "
                               "replace it, or choose another --out")
@@ -238,7 +245,8 @@ def export_command(cfg) -> int:
     model_id = cfg.model or prompt.metadata.get("model_id")
     if not model_id:
         raise ConfigError(f"{cfg.prompt} does not name its model: pass --model")
-    with _writing(cfg.out, cfg.overwrite, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "a PEFT adapter"):
+    with _writing(cfg.out, cfg.overwrite, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "a PEFT adapter",
+                  foreign=(*SAVED_OUTPUT_FILES, "results.json", "best", "last", "checkpoint")):
         backbone = load_model(model_id)
         out = export_peft(prompt, cfg.out, backbone, fold_bos=cfg.fold_bos)
     print(f"wrote PEFT adapter to {out}")

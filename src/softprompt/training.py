@@ -150,9 +150,10 @@ def _clean_outputs(out: Path) -> None:
             os.replace(out / "checkpoint.old", out / "checkpoint")
 
 
-# what a run writes into its --out (anything else there is someone else's)
+# what a run writes into its --out (anything else there is someone else's): train's files, KPT's
+# expanded label words, and pretrain-prompt's record of its corpus (ppt.pretrain.INFO_FILE)
 RUN_FILES = frozenset({"best", "last", "checkpoint", "checkpoint.old", "checkpoint.tmp", "metrics.jsonl", "results.json",
-                       "label_words.txt"})
+                       "label_words.txt", "ppt.json"})
 
 
 def _check_fresh_out(out: Path, overwrite: bool) -> None:

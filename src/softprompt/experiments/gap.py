@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Experiment, RunSpec
-from .report import fmt, mean_std, markdown_table, save_figure, task_values
+from .tables import fmt, mean_std, markdown_table, save_figure, task_values
 
 # the axes that place a run in the gap's arithmetic rather than name a lower variant
 _PAIRING_AXES = ("task", "seed", "model", "method")

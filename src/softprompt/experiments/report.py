@@ -16,20 +16,8 @@ from typing import Any
 from ..atomic import atomic_write_text
 from ..methods.base import task_names
 from .config import Experiment, RunSpec, command_line, expand
-
-
-def mean_std(values: list[float]) -> tuple[float, float, int]:
-    """``(mean, sample std, n)``; std is 0 for a single value."""
-    if not values:
-        return float("nan"), float("nan"), 0
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0, len(values)
-
-
-def fmt(values: list[float], signed: bool = False) -> str:
-    """``0.812 ± 0.011 (3)`` (``signed``: ``+0.012 ± 0.030 (5)``, for differences), or ``–`` when
-    there is nothing."""
-    m, s, n = mean_std(values)
-    return "–" if n == 0 else f"{m:{'+' if signed else ''}.3f} ± {s:.3f} ({n})"
+from .gap import gap_section
+from .tables import fmt, markdown_table, mean_std, primary_metric, save_figure, task_values
 
 
 def _load(spec: RunSpec) -> dict[str, Any] | None:
@@ -37,29 +25,8 @@ def _load(spec: RunSpec) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _primary(result: dict[str, Any]) -> tuple[str, float] | None:
-    """``(name, value)`` of a run's primary metric on its final split; for a run without one (a
-    dev-only run, ``test_split: ''``, e.g. a learning-rate sweep that leaves the final rows
-    unseen) its best dev value, named ``dev <metric>``; None when neither is there."""
-    test = result.get("test") or {}
-    for name, value in test.items():
-        if name not in ("n", "truncated", "invalid"):
-            return name, float(value)
-    if not test:
-        for name, value in (result.get("dev") or {}).items():
-            if name.startswith("best_") and name != "best_step" and isinstance(value, (int, float)):
-                return f"dev {name[len('best_'):]}", float(value)
-    return None
-
-
 def _label(spec: RunSpec, keys: tuple[str, ...]) -> str:
     return ", ".join(f"{spec.axes[k]}" for k in keys if k in spec.axes)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def _plot(path: Path, kind: str, series: dict[str, dict[Any, list[float]]], xlabel: str, ylabel: str, title: str) -> None:
@@ -96,21 +63,9 @@ def _plot(path: Path, kind: str, series: dict[str, dict[Any, list[float]]], xlab
     save_figure(fig, path)
 
 
-def save_figure(fig, path: Path) -> None:
-    """Save a matplotlib figure as PNG at ``path`` atomically (a reader never sees half a file) and close it."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-
-
 def _grid_runs(specs: list[RunSpec], results: dict[str, dict[str, Any] | None], grid: str) -> list[tuple[RunSpec, dict[str, Any]]]:
     return [(s, results[s.key]) for s in specs
-            if grid in s.grids and results[s.key] is not None and _primary(results[s.key]) is not None]
+            if grid in s.grids and results[s.key] is not None and primary_metric(results[s.key]) is not None]
 
 
 def write_report(exp: Experiment) -> Path:
@@ -143,10 +98,7 @@ def write_report(exp: Experiment) -> Path:
                 lines += _curve(exp, grid, runs, c, out)
     for t in exp.report.get("per_task", []):
         lines += _per_task_section(exp, specs, results, t)
-    if exp.report.get("gap"):
-        from .gap import gap_section  # it builds on this module's helpers
-
-        for i, g in enumerate(exp.report["gap"]):
+    for i, g in enumerate(exp.report.get("gap", [])):
             lines += gap_section(exp, specs, results, g, out, i)
     lines += _ensemble_section(exp, out)
     lines += _transfer_section(exp, specs, out)
@@ -155,7 +107,7 @@ def write_report(exp: Experiment) -> Path:
     rows = []
     for s in specs:
         r = results[s.key]
-        p = _primary(r) if r else None
+        p = primary_metric(r) if r else None
         rows.append([f"`{s.key}`", f"{p[0]} {p[1]:.4f}" if p else "not run", str(r.get("test_split") or "dev") if r else "–",
                      f"{(r or {}).get('seconds', 0):.0f}", f"`{command_line(s.config)}`"])
     lines.append(markdown_table(["run", "result", "split", "s", "command"], rows))
@@ -168,7 +120,7 @@ def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
     """A table (and a plot) of one grid: rows and columns chosen by which axes vary."""
     varied = [a for a in ("task", "method", "prompt_length", "init", *grid.vary)
               if len({s.axes.get(a) for s, _ in runs if a in s.axes}) > 1]
-    metric = {_primary(r)[0] for _, r in runs}
+    metric = {primary_metric(r)[0] for _, r in runs}
     metric_name = metric.pop() if len(metric) == 1 else "primary metric"
     lines = [f"## Grid `{grid.name}`", ""]
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
@@ -183,8 +135,8 @@ def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
     for s, r in runs:
         row = shown(s.axes.get(row_axis))
         col = " / ".join(shown(s.axes.get(a, "–")) for a in col_axes)
-        cells[(row, col)].append(_primary(r)[1])
-        by_seed[(col, s.axes["seed"])][row] = _primary(r)[1]
+        cells[(row, col)].append(primary_metric(r)[1])
+        by_seed[(col, s.axes["seed"])][row] = primary_metric(r)[1]
     rows_ = sorted({k[0] for k in cells})
     cols = sorted({k[1] for k in cells}, key=_natural)
     lines.append(f"{metric_name} by {row_axis} (rows) and {' / '.join(col_axes)} (columns):")
@@ -198,7 +150,7 @@ def _grid_section(exp: Experiment, grid, runs, out: Path) -> list[str]:
         table.append(["**mean over tasks**"] + avg)
     lines.append(markdown_table([row_axis] + cols, table))
     lines.append("")
-    zs = [r["zero_shot_test"][_primary(r)[0]] for _, r in runs if r.get("zero_shot_test")]
+    zs = [r["zero_shot_test"][primary_metric(r)[0]] for _, r in runs if r.get("zero_shot_test")]
     if zs:
         lines += [f"Zero-shot (same template and verbalizer, no prompt) on the same rows: {fmt(zs[:1])} "
                   "(deterministic: one value).", ""]
@@ -268,25 +220,6 @@ def _budget(exp: Experiment, specs: list[RunSpec], results: dict[str, dict[str, 
                      f"{sum(secs) / 60:.1f} min in all, {statistics.fmean(secs):.0f} s per run "
                      f"({min(secs):.0f}–{max(secs):.0f} s).")
     return lines + [""]
-
-
-def task_values(spec: RunSpec, result: dict[str, Any], metric: str | None) -> dict[str, float]:
-    """Each task's final ``metric`` (None: the task's primary one, the first listed) in a run's
-    results: a multi-task run's from its per-task results, a single task's from its own."""
-    test = result.get("test") or {}
-    names = task_names(spec.axes["task"]) or (spec.axes["task"],)
-    if len(names) == 1:
-        test = {names[0]: test}
-    out = {}
-    for name in names:
-        got = test.get(name)
-        if not isinstance(got, dict):
-            continue
-        primary = None if metric else _primary({"test": got})
-        value = got.get(metric) if metric else primary[1] if primary else None
-        if value is not None:
-            out[name] = float(value)
-    return out
 
 
 def _per_task_section(exp: Experiment, specs: list[RunSpec], results: dict[str, dict[str, Any] | None],
@@ -374,7 +307,7 @@ def _axis_table(exp: Experiment, grid, runs, t: dict[str, Any]) -> list[str]:
     metric = _metric_name(runs)
     values: dict[tuple, list[float]] = defaultdict(list)  # (row, task, spread value) -> metric values
     for s, r in runs:
-        values[(s.axes.get(rows_axis), s.axes["task"], s.axes.get(spread) if spread else None)].append(_primary(r)[1])
+        values[(s.axes.get(rows_axis), s.axes["task"], s.axes.get(spread) if spread else None)].append(primary_metric(r)[1])
     row_values = _ordered(s.axes.get(rows_axis) for s, _ in runs)
     spread_values = _ordered(s.axes.get(spread) for s, _ in runs) if spread else [None]
     header, table = [rows_axis], []
@@ -425,7 +358,7 @@ def _curve(exp: Experiment, grid, runs, c: dict[str, Any], out: Path) -> list[st
         values: dict[tuple, list[float]] = defaultdict(list)
         for s, r in runs:
             if s.axes["task"] == task:
-                values[(s.axes.get(s_axis), s.axes.get(x_axis))].append(_primary(r)[1])
+                values[(s.axes.get(s_axis), s.axes.get(x_axis))].append(primary_metric(r)[1])
         table = [[shown(sv)] + [fmt(values.get((sv, x), [])) for x in xs] for sv in series_values]
         lines += [f"{metric} of grid `{grid.name}` on {task} against {x_axis} (columns), one row per {s_axis}, "
                   "mean ± std over the other axes (number of runs):", "",
@@ -442,7 +375,7 @@ def _curve(exp: Experiment, grid, runs, c: dict[str, Any], out: Path) -> list[st
 
 
 def _metric_name(runs) -> str:
-    metric = {_primary(r)[0] for _, r in runs}
+    metric = {primary_metric(r)[0] for _, r in runs}
     return metric.pop() if len(metric) == 1 else "primary metric"
 
 
@@ -494,7 +427,7 @@ def _transfer_section(exp: Experiment, specs: list[RunSpec], out: Path) -> list[
         g = groups[(t["source_task"], t["target"], t["method"])]
         g["target"].append(t["target_metrics"][m])
         if t.get("in_domain"):
-            g["in"].append(_primary({"test": t["in_domain"]})[1])
+            g["in"].append(primary_metric({"test": t["in_domain"]})[1])
     rows = []
     for (src, tgt, method), g in sorted(groups.items()):
         rows.append([src, tgt, method, fmt(g["in"]), fmt(g["target"]),

@@ -39,7 +39,8 @@ def saved_task(artifact: Artifact):
 
     if not isinstance(artifact.metadata.get("task"), dict):
         raise DataError(f"{artifact.path} has no task in its metadata (e.g. a PEFT adapter imported without "
-                        f"--task): re-import it with `softprompt import-peft ADAPTER --out {artifact.path} --task NAME`")
+                        f"--task): name it with --task NAME (or --template and --label-words), or re-import it with "
+                        f"`softprompt import-peft ADAPTER --out {artifact.path} --task NAME --overwrite`")
     return Task.from_dict(artifact.metadata["task"])
 
 

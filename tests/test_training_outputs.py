@@ -234,6 +234,8 @@ def test_an_unwritable_out_is_refused_before_the_model_loads(tiny_model_dirs, to
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "is not writable" in err and "Traceback" not in err
+    with pytest.raises(ConfigError, match=f"--out {tmp_path / 'a-file'} is a file, not a folder"):
+        training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, out=str(tmp_path / "a-file")))
 
 
 def test_a_full_out_is_refused_before_the_model_loads(tiny_model_dirs, toy_data, tmp_path, no_model, monkeypatch):
@@ -278,3 +280,18 @@ def test_a_rerun_with_another_method_replaces_the_old_files(tmp_path):
     method.save(tmp_path / "best", {"step": 0})
     assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["softprompt.json"]  # no stale prompt left
     assert read_saved_metadata(tmp_path / "best")["method"] == "in-context"
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_saved_files_and_folders_take_the_umask_like_any_new_file(tmp_path, mask):
+    """Not mkstemp's 0600 / mkdtemp's 0700: a run's outputs are readable by a service or another
+    user exactly when a file made with open() would be."""
+    old = os.umask(mask)
+    try:
+        atomic.atomic_write_text(tmp_path / "results.json", "{}")
+        with atomic.atomic_dir(tmp_path / "best") as d:
+            (d / "x.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "best").stat().st_mode & 0o777 == 0o777 & ~mask

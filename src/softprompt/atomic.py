@@ -25,6 +25,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # as open() would create it: mkstemp's 0600 hid outputs from other users
     try:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
@@ -33,6 +34,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _umask() -> int:
+    """The process's file mode creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -75,6 +83,7 @@ def atomic_dir(path: str | os.PathLike, owned: Collection[str] | None = None) ->
             raise ConfigError(f"{path} holds other files ({', '.join(foreign[:5])}) that saving here would delete: "
                               "save into a new or empty directory")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{_TMP}", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it, not mkdtemp's 0700
     try:
         yield tmp
         _fsync_tree(tmp)

@@ -34,6 +34,8 @@ def check_out_dir(out: str | Path, option: str = "--out", min_free: int = MIN_FR
     Raises :class:`ConfigError` naming ``option`` (the command's option for the folder).
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{option} {out} is a file, not a folder: choose a folder for {option} (it is created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)

@@ -75,3 +75,15 @@ def test_every_option_says_what_resume_does_with_it():
     assert {n for n, m in marks.items() if m is None} == {"device", "device_map", "offload_folder", "out", "resume",
                                                           "overwrite", "progress"}
     assert PretrainConfig.__dataclass_fields__["init"].metadata["resume"] == RESUME_KEPT
+
+
+def test_the_method_help_names_every_registered_method():
+    """--method's help lists the methods by hand (config cannot import the registry): it must not drift."""
+    import dataclasses
+
+    from softprompt.config import TrainConfig
+    from softprompt.methods import METHODS
+
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "method")
+    shown = field.metadata["help"]
+    assert all(name in shown for name in METHODS), [n for n in METHODS if n not in shown]

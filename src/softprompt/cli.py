@@ -29,7 +29,8 @@ def cmd_train(cfg: TrainConfig) -> int:
     from .training import train
 
     result = train(cfg)
-    print(f"best prompt: {result.best_prompt}  (dev {json.dumps(result.dev)})")
+    dev = {k: round(v, 6) if isinstance(v, float) else v for k, v in result.dev.items()}  # 0.6 for 0.6000000000000001
+    print(f"best {'prompt' if cfg.method == 'prompt-tuning' else 'state'}: {result.best_prompt}  (dev {json.dumps(dev)})")
     if result.test is not None:
         primary, split = next(iter(result.test)), result.test_split
         print(f"{split} {primary} with the learned prompt: {result.test[primary]:.4f}  ({json.dumps(result.test)})")

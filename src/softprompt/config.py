@@ -194,8 +194,8 @@ class TrainConfig(RunOptions, DataConfig):
 
     task_temperature: float = opt(10.0, "multi-task runs: a batch's task is drawn with probability proportional to its training rows to the power 1/T (1: by size; the Hyperformer paper's 10: nearly even)", resume=RESUME_KEPT)
     task_sampling: str = opt("random", "multi-task runs: draw each batch's task at random with those probabilities (the paper's), or systematically: the task furthest behind its share so far, so that a short run trains every task in proportion", ("random", "systematic"), resume=RESUME_KEPT)
-    method: str = opt("prompt-tuning", "training method (see softprompt.methods.METHODS)", resume=RESUME_KEPT)
-    method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (see `softprompt methods`)", resume=RESUME_KEPT)
+    method: str = opt("prompt-tuning", "training method: prompt-tuning, prefix-tuning, full-tuning, manual, in-context, knowprompt, adapter, multitask-prompt-tuning, hyperformer, hyperprompt (docs/methods.md)", resume=RESUME_KEPT)
+    method_options: str | None = opt(None, "settings of the method's own config as key=value pairs, e.g. 'hidden=512,shots=4' (each method's settings: docs/methods.md)", resume=RESUME_KEPT)
     weight_decay: float = opt(1e-5, "weight decay (the paper: 1e-5)", resume=RESUME_KEPT)
     warmup_steps: int = opt(0, "linear learning-rate warmup steps, then constant", resume=RESUME_KEPT)
     train_limit: int | None = opt(None, "use only the first N training rows", resume=RESUME_KEPT)

@@ -104,14 +104,14 @@ def read_numbered_examples(
     row starts on, so a later check of the row (:meth:`softprompt.tasks.task.Task.read_file`) can
     name ``FILE:LINE``."""
     path = Path(path)
+    if not path.is_file():  # before its format: a missing file.txt is missing, not of an unknown format
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+        raise DataError(f"data file {what}: {path}{where}; check the path")
     fmt = _resolve_format(path, format)
     field_map = check_field_map(field_map)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise ConfigError(f"limit must be a whole number >= 0 or None, got {limit!r}")
-    if not path.is_file():
-        what = "is a folder, not a file" if path.is_dir() else "not found"
-        where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-        raise DataError(f"data file {what}: {path}{where}; check the path")
     rows: list[tuple[int, dict[str, Any]]] = []
     if limit == 0:
         return rows
@@ -151,7 +151,8 @@ def _resolve_format(path: Path, format: str | None) -> str:
     if fmt is None:
         raise ConfigError(
             f"cannot tell the format of {path} from its suffix {path.suffix!r}; supported: "
-            f"{', '.join(_SUFFIX_FORMATS)}; or pass format= (one of {', '.join(FORMATS)})"
+            f"{', '.join(_SUFFIX_FORMATS)}: rename it (or link it) with one of those suffixes, which is how the "
+            f"command line tells the format (in Python, pass format=, one of {', '.join(FORMATS)})"
         )
     return fmt
 

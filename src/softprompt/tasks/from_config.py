@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .registry import BUILTIN_TASKS, get_task, load_split
+from .registry import BUILTIN_TASKS, get_task, load_split, unknown_task
 from .task import Task
 from .template import Template
 from .verbalizer import (AnswerVectorVerbalizer, ChoiceVerbalizer, LearnedWeightsVerbalizer, Verbalizer,
@@ -117,8 +117,9 @@ def task_from_config(cfg: Any, base: Task | None = None) -> Task:
     elif name in BUILTIN_TASKS or (name and not (template and label_words)):
         try:
             task = get_task(name)  # also finds rotten-tomatoes; suggests a close name
-        except ConfigError as err:
-            raise ConfigError(f"{err}; or give --template and --label-words (and {_data_options(cfg)})") from None
+        except ConfigError:
+            raise ConfigError(f"{unknown_task(name)}; or give --template and --label-words (and {_data_options(cfg)})") \
+                from None
     elif not (template and label_words):
         raise ConfigError(f"no task given: pass --task NAME (one of `softprompt tasks`), or --template and "
                           f"--label-words (and {_data_options(cfg)}) for your own data")

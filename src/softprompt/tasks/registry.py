@@ -195,13 +195,18 @@ def get_task(name: str) -> Task:
     """A fresh copy of the built-in task ``name`` (``rotten-tomatoes`` also finds ``rotten_tomatoes``)."""
     key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
     if key not in BUILTIN_TASKS:
-        close = difflib.get_close_matches(str(key), list(BUILTIN_TASKS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(
-            f"unknown task {name!r}{hint}; built-in tasks: {', '.join(list_tasks())}. For your own "
-            "data, build a Task (template + verbalizer) with splits pointing at your files"
-        )
+        raise ConfigError(f"{unknown_task(name)}. For your own data, build a Task (template + verbalizer) with "
+                          "splits pointing at your files")
     return copy.deepcopy(BUILTIN_TASKS[key])
+
+
+def unknown_task(name: str) -> str:
+    """What is wrong with a task name that is not built in, with the closest built-in name: the
+    start of each caller's message, which adds the fix its own interface offers."""
+    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    close = difflib.get_close_matches(str(key), list(BUILTIN_TASKS), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"unknown task {name!r}{hint}; built-in tasks: {', '.join(list_tasks())}"
 
 
 def load_split(
@@ -259,7 +264,7 @@ def load_split(
             return _checked(task, rows, f"hub {hub.path}/{hub.config or ''}:{hub.splits[split]}", labelled)
     raise DataError(
         f"no {split!r} data found for task {task.name!r}; looked at: " + "; ".join(looked)
-        + f". Pass --data-dir /path/with/{task.name}/{split}.jsonl (or set ${DATA_DIR_ENV})"
+        + f". Pass --data-dir DIR, the folder that holds {task.name}/{split}.jsonl (or set ${DATA_DIR_ENV})"
     )
 
 
@@ -292,7 +297,7 @@ def _load_hub(datasets: Any, task: Task, hub: HubSource, split: str, limit: int 
             f"no local copy of {task.name}/{split} was found and the Hugging Face hub could not "
             f"provide it ({hub.path} {hub.config or ''} split {hub_split!r}: "
             f"{type(err).__name__}: {err}); download the data and pass "
-            f"--data-dir /path/with/{task.name}/{split}.jsonl"
+            f"--data-dir DIR, the folder that holds {task.name}/{split}.jsonl"
         ) from err
     return rows
 

@@ -314,3 +314,15 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 1
     assert err == ""
+
+
+def test_a_misspelt_option_gets_its_command_s_usage_and_the_nearest_option(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--promt-length", "5"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.startswith("usage: softprompt train ")
+    assert "softprompt train: error: unrecognized arguments: --promt-length (did you mean --prompt-length?) 5" in err
+    with pytest.raises(SystemExit):
+        main(["eval", "--limt=3"])
+    assert "--limt=3 (did you mean --limit?)" in capsys.readouterr().err

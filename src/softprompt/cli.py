@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import logging
 import os
@@ -373,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="softprompt", description="Prompt tuning on frozen language models.")
     parser.add_argument(*VERBOSE, action="store_true", help=_VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.set_defaults(command_parsers=sub.choices)  # main() names an unknown option against its command's
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.description or cmd.help)
         # the same flag after the command (softprompt train ... -v); left out, it keeps the value given before it
@@ -384,7 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one ``softprompt`` command; returns the exit status (2 for a usage or input error)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # the command's usage and the nearest option, not the top-level usage
+        command = args.command_parsers[args.command]
+        flags = [s for action in command._actions for s in action.option_strings]
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u.split("=")[0], flags, n=1))
+                 else u for u in unknown]
+        command.error(f"unrecognized arguments: {' '.join(hints)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         cmd = COMMANDS[args.command]

@@ -123,6 +123,20 @@ def test_from_dir_refuses_another_models_prompt_and_loads_the_rest(backbone, tmp
     assert "pickled" not in mpm.refused
 
 
+def test_a_run_folder_given_as_the_prompts_dir_is_served_with_a_warning(backbone, tmp_path, caplog):
+    """--prompts runs/rt serves best and last as two tasks; the log says so and how to name runs."""
+    save_prompt(tmp_path, "best", backbone, SENTIMENT)
+    save_prompt(tmp_path, "last", backbone, SENTIMENT, seed=1)
+    with caplog.at_level("WARNING"):
+        MultiPromptModel.from_dir(backbone, tmp_path)
+    assert "training run" not in caplog.text  # a folder of prompts named best and last: nothing to say
+    (tmp_path / "results.json").write_text("{}")
+    with caplog.at_level("WARNING"):
+        mpm = MultiPromptModel.from_dir(backbone, tmp_path)
+    assert [t["name"] for t in mpm.tasks()] == ["best", "last"]
+    assert "is one training run's folder" in caplog.text and "best/ as NAME/" in caplog.text
+
+
 def test_names_and_paths_must_stay_inside_the_prompts_dir(backbone, tmp_path):
     root = tmp_path / "prompts"
     save_prompt(root, "ok", backbone, SENTIMENT)

@@ -152,6 +152,10 @@ class MultiPromptModel:
         if not root.is_dir():
             raise ConfigError(f"prompts directory {root} does not exist; create it and put saved prompts in it")
         mpm = cls(backbone, root)
+        if (root / "results.json").is_file() or (root / "checkpoint").is_dir():
+            log.warning("%s is one training run's folder: its best/ and last/ are served as two tasks named 'best' "
+                        "and 'last'. To serve runs by name, give a folder holding each run's best/ as NAME/ "
+                        "(a copy or a link)", root)
         for sub in sorted(root.iterdir()):
             if not _holds_output(sub):
                 continue

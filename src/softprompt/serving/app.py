@@ -510,13 +510,12 @@ def serve(config: ServeConfig) -> int:
     except BaseException:
         sock.close()
         raise
-    for name, reason in engine.refused.items():
-        print(f"softprompt serve: refused {name}: {reason}", file=sys.stderr)
     token = os.environ.get(config.admin_token_env) or None
     app = create_app(engine, config, admin_token=token)
     port = sock.getsockname()[1]  # --port 0: the port the system chose
+    refused = f", {len(engine.refused)} refused: the warnings above say why (also GET /v1/tasks)" if engine.refused else ""
     print(f"softprompt serve: {len(engine.tasks())} task(s) on http://{config.host}:{port}/ "
-          f"(admin {'on' if token else 'off'})", file=sys.stderr)
+          f"(admin {'on' if token else 'off'}{refused})", file=sys.stderr)  # each refusal was logged once, as loaded
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=port, log_level="warning",
                                            http=timed_protocol(config.read_timeout_s),
                                            timeout_graceful_shutdown=config.shutdown_timeout_s))

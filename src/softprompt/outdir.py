@@ -20,6 +20,11 @@ from typing import Iterator
 
 from .errors import ConfigError
 
+# what a run writes into its --out (anything else there is someone else's): train's files, KPT's
+# expanded label words, and pretrain-prompt's record of its corpus (ppt.pretrain.INFO_FILE)
+RUN_FILES = frozenset({"best", "last", "checkpoint", "checkpoint.old", "checkpoint.tmp", "metrics.jsonl", "results.json",
+                       "label_words.txt", "ppt.json"})
+
 LOCK_FILE = ".softprompt.lock"
 MIN_FREE_BYTES = 64 * 2**20
 """Free space a run needs in its output folder to start (checkpoints of a prompt are small; a

@@ -29,6 +29,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .artifacts import SAVED_OUTPUT_FILES
+from .outdir import RUN_FILES
 from .atomic import atomic_path, atomic_write_text
 from .errors import ConfigError, ModelMismatchError, PromptFileError
 from .prompt import SoftPrompt
@@ -246,7 +247,7 @@ def export_command(cfg) -> int:
     if not model_id:
         raise ConfigError(f"{cfg.prompt} does not name its model: pass --model")
     with _writing(cfg.out, cfg.overwrite, (ADAPTER_CONFIG, ADAPTER_WEIGHTS), "a PEFT adapter",
-                  foreign=(*SAVED_OUTPUT_FILES, "results.json", "best", "last", "checkpoint")):
+                  foreign=(*SAVED_OUTPUT_FILES, *sorted(RUN_FILES))):
         backbone = load_model(model_id)
         out = export_peft(prompt, cfg.out, backbone, fold_bos=cfg.fold_bos)
     print(f"wrote PEFT adapter to {out}")

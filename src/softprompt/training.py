@@ -43,7 +43,7 @@ from .methods import embedding_rms, with_method_defaults
 from .methods.configs import method_config_from, parse_method_options  # noqa: F401  (built beside the registry)
 from .modeling import check_device, load_model
 from .multitask import MEAN, TaskSampler, evaluate_runs, sampled_batches, task_runs
-from .outdir import check_out_dir, out_lock, output_errors
+from .outdir import RUN_FILES, check_out_dir, out_lock, output_errors
 from .scoring import EvalResult, evaluate, predict, score_predictions
 from .splits import final_rows
 from .value_types import KINDS, describe, fits
@@ -148,12 +148,6 @@ def _clean_outputs(out: Path) -> None:
         else:
             shutil.rmtree(out / "checkpoint", ignore_errors=True)
             os.replace(out / "checkpoint.old", out / "checkpoint")
-
-
-# what a run writes into its --out (anything else there is someone else's): train's files, KPT's
-# expanded label words, and pretrain-prompt's record of its corpus (ppt.pretrain.INFO_FILE)
-RUN_FILES = frozenset({"best", "last", "checkpoint", "checkpoint.old", "checkpoint.tmp", "metrics.jsonl", "results.json",
-                       "label_words.txt", "ppt.json"})
 
 
 def _check_fresh_out(out: Path, overwrite: bool) -> None:

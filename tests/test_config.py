@@ -87,3 +87,13 @@ def test_the_method_help_names_every_registered_method():
     field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "method")
     shown = field.metadata["help"]
     assert all(name in shown for name in METHODS), [n for n in METHODS if n not in shown]
+
+
+def test_a_misspelt_option_in_a_config_file_is_named_with_the_nearest(tmp_path):
+    from softprompt.config import build, load_yaml
+
+    path = tmp_path / "run.yaml"
+    path.write_text("max-step: 3\nbatch_size: 4\nxyz: 1\n")
+    with pytest.raises(ConfigError, match=rf"unknown option\(s\) 'max_step' \(did you mean 'max_steps'\?\), 'xyz' in {path} "
+                                          r"for TrainConfig; valid: \["):
+        build(TrainConfig, load_yaml(path), path)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, with_suggestions
 from .modeling import DEFAULT_MODEL
 from .value_types import KINDS, describe, fits
 
@@ -541,7 +541,8 @@ def build(cls, values: dict[str, Any], source: str | Path | None = None):
     unknown = sorted(set(values) - known)
     if unknown:
         where = f" in {source}" if source else ""
-        raise ConfigError(f"unknown option(s) {unknown}{where} for {cls.__name__}; valid: {sorted(known)}")
+        raise ConfigError(f"unknown option(s) {with_suggestions(unknown, known)}{where} for {cls.__name__}; "
+                          f"valid: {sorted(known)}")
     check_types(cls, values, source)
     return mark_given(cls(**values), values)
 

@@ -47,3 +47,16 @@ class RequestTooLargeError(SoftPromptError, ValueError):
 class ArtifactError(PromptFileError):
     """A saved artifact (prompt, prefix, demonstrations, model, checkpoint) is malformed, holds
     values that cannot be used (NaN, integers, the wrong shape), or lies outside the allowed folder."""
+
+
+def with_suggestions(unknown, known) -> str:
+    """``unknown`` names joined for a message, each followed by the nearest of ``known`` where one
+    is close: ``'lerning_rate' (did you mean 'learning_rate'?), 'foo'``."""
+    import difflib
+
+    known = [str(k) for k in known]
+    parts = []
+    for name in unknown:
+        close = difflib.get_close_matches(str(name), known, n=1)
+        parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
+    return ", ".join(parts)

@@ -59,8 +59,17 @@ def test_expansion_collapses_axes_and_shares_runs(tmp_path, tiny_model_dirs, toy
 def test_bad_experiment_files_are_named(tmp_path, tiny_model_dirs, toy_data):
     with pytest.raises(ConfigError, match="unknown key"):
         load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, grid=[]))
-    with pytest.raises(ConfigError, match="unknown option"):
+    with pytest.raises(ConfigError, match=r"defaults: unknown option\(s\) 'max_step' \(did you mean 'max_steps'\?\)"):
         load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, defaults={"max_step": 3}))
+    with pytest.raises(ConfigError, match=r"grids\[0\] \(g\).options: unknown option\(s\) 'eval_evry' \(did you mean "
+                                          r"'eval_every'\?\)"):
+        load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, ensembles=[], transfer=[], inspect=None, grids=[
+            {"name": "g", "tasks": ["rotten_tomatoes"], "methods": ["manual"], "options": {"eval_evry": 2}}]))
+    with pytest.raises(ConfigError, match=r"grids\[0\]: unknown key\(s\) 'sed' \(did you mean 'seeds'\?\)"):
+        load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, ensembles=[], transfer=[], inspect=None, grids=[
+            {"name": "g", "tasks": ["rotten_tomatoes"], "methods": ["manual"], "sed": [1]}]))
+    with pytest.raises(ConfigError, match=r"methods.manual: unknown option\(s\) 'promt_length' \(did you mean"):
+        load_experiment(_write(tmp_path, tiny_model_dirs, toy_data, methods={"manual": {"promt_length": 3}}))
     with pytest.raises(ConfigError, match="unknown method"):
         load_experiment(_write(tmp_path, tiny_model_dirs, toy_data,
                                grids=[{"name": "g", "tasks": ["rotten_tomatoes"], "methods": ["nope"]}]))

@@ -66,7 +66,7 @@ def test_an_axis_of_method_options_collapses_for_a_method_that_ignores_them(tmp_
 
 
 @pytest.mark.parametrize("vary, message", [
-    ({"verbalizer": {"kpt": {"refyne": "none"}}}, r"grids\[0\] \(g\): vary.verbalizer.kpt: unknown option\(s\) \['refyne'\]"),
+    ({"verbalizer": {"kpt": {"refyne": "none"}}}, r"grids\[0\] \(g\): vary.verbalizer.kpt: unknown option\(s\) 'refyne' \(did you mean 'refine'\?\)"),
     ({"template": {"per_task": {"other": ["{text}"]}}}, r"vary.template.per_task: .*missing \['rotten_tomatoes'\]"),
     ({"style": ["plain"]}, r"vary.style.plain: style is not an option"),
     ({"shots": [1, 1]}, r"vary.shots: value names must be unique"),

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig, build, field_default, load_yaml
-from ..errors import ConfigError
+from ..errors import ConfigError, with_suggestions
 from ..methods import METHODS, get_method, with_method_defaults
 from ..methods.base import task_names
 
@@ -164,7 +164,7 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
     raw = load_yaml(path)
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {unknown}; valid: {sorted(_TOP_KEYS)}")
+        raise ConfigError(f"{path}: unknown key(s) {with_suggestions(unknown, _TOP_KEYS)}; valid: {sorted(_TOP_KEYS)}")
     if not raw.get("grids"):
         raise ConfigError(f"{path}: no grids; add e.g. grids: [{{name: main, tasks: [rotten_tomatoes], methods: [prompt-tuning]}}]")
     grids = []
@@ -173,9 +173,11 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
         if not isinstance(g, dict):
             raise ConfigError(f"{where} must be a mapping")
         g = {str(k).replace("-", "_"): v for k, v in g.items()}
-        extra = sorted(set(g) - {f.name for f in dataclasses.fields(Grid)})
+        grid_keys = {f.name for f in dataclasses.fields(Grid)}
+        extra = sorted(set(g) - grid_keys)
         if extra:
-            raise ConfigError(f"{where}: unknown key(s) {extra}; put run options under 'options:'")
+            raise ConfigError(f"{where}: unknown key(s) {with_suggestions(extra, grid_keys)}; "
+                              f"put run options under 'options:'")
         name = str(g.get("name") or f"grid{i}")
         tasks, methods = _as_list(g.get("tasks"), "tasks", where), _as_list(g.get("methods"), "methods", where)
         if not tasks or not methods:
@@ -184,7 +186,7 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
                           prompt_length=[int(x) for x in _as_list(g.get("prompt_length"), "prompt_length", where)] or None,
                           init=[str(x) for x in _as_list(g.get("init"), "init", where)] or None,
                           seeds=[int(x) for x in _as_list(g.get("seeds", [0]), "seeds", where)] or [0],
-                          options=_norm(g.get("options") or {}),
+                          options=_norm(g.get("options") or {}, f"{where} ({name}).options"),
                           base=_base(g.get("base"), f"{where} ({name})", [x.name for x in grids]),
                           vary=_vary(g.get("vary"), f"{where} ({name})", [str(t) for t in tasks])))
     if len({g.name for g in grids}) != len(grids):
@@ -193,9 +195,9 @@ def load_experiment(path: str | Path, out: str | Path | None = None) -> Experime
     inspect = raw.get("inspect")
     exp = Experiment(
         name=str(raw.get("name") or path.stem), out=Path(out or raw.get("out") or default_out), path=path,
-        defaults=_norm(raw.get("defaults") or {}),
-        tasks={str(k): _norm(v or {}) for k, v in (raw.get("tasks") or {}).items()},
-        methods={str(k): _norm(v or {}) for k, v in (raw.get("methods") or {}).items()},
+        defaults=_norm(raw.get("defaults") or {}, f"{path}: defaults"),
+        tasks={str(k): _norm(v or {}, f"{path}: tasks.{k}") for k, v in (raw.get("tasks") or {}).items()},
+        methods={str(k): _norm(v or {}, f"{path}: methods.{k}") for k, v in (raw.get("methods") or {}).items()},
         grids=grids, ensembles=list(raw.get("ensembles") or []), transfer=list(raw.get("transfer") or []),
         inspect=({} if inspect is True else dict(inspect)) if inspect else None,
         description=str(raw.get("description") or ""),
@@ -262,7 +264,7 @@ def _axis_values(axis: str, spec: Any, at: str) -> list[tuple[str, dict[str, Any
                               f"a mapping of options, e.g. {name}: {{label_words: ...}}")
         unknown = sorted(set(bundle) - _FIELDS)
         if unknown:
-            raise ConfigError(f"{at}.{name}: unknown option(s) {unknown}; see `softprompt train --help`")
+            raise ConfigError(f"{at}.{name}: unknown option(s) {with_suggestions(unknown, _FIELDS)}; see `softprompt train --help`")
         if _slug(name) != name or not name:
             raise ConfigError(f"{at}: value name {name!r} is used in run folders; use letters, digits, '-', '_' or '.'")
         values.append((name, bundle))
@@ -410,10 +412,16 @@ def _gap_entry(g: Any, at: str, names: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def _norm(d: dict[str, Any]) -> dict[str, Any]:
+def _norm(d: dict[str, Any], where: str | None = None) -> dict[str, Any]:
+    """``d``'s keys with ``-`` read as ``_``; with ``where`` (the place in the file, for the
+    message), a key that is not an option of ``softprompt train`` is refused, with the nearest."""
     if not isinstance(d, dict):
-        raise ConfigError(f"expected a mapping of options, got {d!r}")
-    return {str(k).replace("-", "_"): v for k, v in d.items()}
+        raise ConfigError(f"{where + ': ' if where else ''}expected a mapping of options, got {d!r}")
+    out = {str(k).replace("-", "_"): v for k, v in d.items()}
+    unknown = sorted(set(out) - _FIELDS) if where else []
+    if unknown:
+        raise ConfigError(f"{where}: unknown option(s) {with_suggestions(unknown, _FIELDS)}; see `softprompt train --help`")
+    return out
 
 
 def _method_fields(method: str) -> set[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from ..errors import ConfigError
+from ..errors import ConfigError, with_suggestions
 from .base import get_method
 
 
@@ -48,7 +48,7 @@ def method_config(method: str, options: Mapping[str, Any]):
     extra = parse_method_options(options.get("method_options"))
     unknown = sorted(set(extra) - names)
     if unknown:
-        raise ConfigError(f"--method-options: method {method!r} has no setting(s) {unknown}; "
+        raise ConfigError(f"--method-options: method {method!r} has no setting(s) {with_suggestions(unknown, names)}; "
                           f"its settings: {sorted(names) or 'none'}")
     values.update(extra)
     try:

@@ -238,6 +238,30 @@ def test_an_unwritable_out_is_refused_before_the_model_loads(tiny_model_dirs, to
         training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, out=str(tmp_path / "a-file")))
 
 
+def test_a_run_refused_before_writing_leaves_no_folder_it_made(tiny_model_dirs, toy_data, tmp_path, no_model):
+    made = tmp_path / "new" / "run"  # two levels made by the command
+    with pytest.raises(ConfigError, match=r"has no setting\(s\) 'botleneck' \(did you mean 'bottleneck'\?\)"):
+        training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, out=str(made), method="hyperformer",
+                            method_options="botleneck=3"))
+    assert not (tmp_path / "new").exists()
+    mine = tmp_path / "mine"  # a folder the user made is left, even empty
+    mine.mkdir()
+    with pytest.raises(ConfigError):
+        training.train(_cfg(tiny_model_dirs, toy_data, tmp_path, out=str(mine), method_options="nope=1"))
+    assert mine.is_dir()
+
+
+def test_a_run_that_fails_after_writing_keeps_its_folder(tiny_model_dirs, toy_data, tmp_path, monkeypatch):
+    def fail(*a, **k):
+        raise RuntimeError("stopped")
+
+    cfg = _cfg(tiny_model_dirs, toy_data, tmp_path, out=str(tmp_path / "made"))
+    monkeypatch.setattr(training, "atomic_write_text", fail)  # results.json: after metrics and prompts are written
+    with pytest.raises(RuntimeError):
+        training.train(cfg)
+    assert (tmp_path / "made").is_dir() and {p.name for p in (tmp_path / "made").iterdir()} - {LOCK_FILE}
+
+
 def test_a_full_out_is_refused_before_the_model_loads(tiny_model_dirs, toy_data, tmp_path, no_model, monkeypatch):
     import softprompt.outdir as outdir
 

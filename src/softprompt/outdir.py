@@ -31,6 +31,7 @@ MIN_FREE_BYTES = 64 * 2**20
 full-tuning run needs more, which a full disk later reports with :func:`output_errors`)."""
 
 _held: dict[Path, tuple[int, int]] = {}  # resolved folder -> (lock fd, depth): re-entrant per process
+_created: set[Path] = set()  # folders check_out_dir made in this process: a failed command removes them again
 
 
 def check_out_dir(out: str | Path, option: str = "--out", min_free: int = MIN_FREE_BYTES) -> Path:
@@ -41,8 +42,10 @@ def check_out_dir(out: str | Path, option: str = "--out", min_free: int = MIN_FR
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{option} {out} is a file, not a folder: choose a folder for {option} (it is created if missing)")
+    missing = [d for d in (out, *out.parents) if not d.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _created.update(d.resolve() for d in missing)
         fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
         try:
             os.write(fd, b"softprompt")
@@ -95,9 +98,26 @@ def out_lock(out: str | Path, enabled: bool = True, option: str = "--out") -> It
     _held[key] = (fd, 1)
     try:
         yield
+    except BaseException:
+        _remove_if_unused(key)  # a command that failed before writing anything leaves no folder behind
+        raise
     finally:
         del _held[key]
         os.close(fd)  # releases the lock; the file stays (removing it would race with a new holder)
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """Remove ``folder`` (and the parents made with it) if this process created it and it holds
+    nothing but the lock file; called with the lock still held, so no other run is inside."""
+    if folder not in _created or {p.name for p in folder.iterdir()} - {LOCK_FILE}:
+        return
+    with contextlib.suppress(OSError):
+        (folder / LOCK_FILE).unlink()
+        folder.rmdir()
+        for parent in folder.parents:
+            if parent not in _created or any(parent.iterdir()):
+                break
+            parent.rmdir()
 
 
 @contextlib.contextmanager

@@ -359,6 +359,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
     started = time.time()
     check_device(cfg.device)  # a --device this machine lacks is refused, not silently replaced by the CPU
+    method_config_from(cfg)  # a misspelt or refused --method-options setting: before data and model load
     acc = Accelerator(cpu=_device(cfg.device) == "cpu")  # one process, or one per rank under accelerate/torchrun
     world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     wanted = torch.device(_device(cfg.device))

@@ -116,3 +116,35 @@ def test_a_device_this_machine_lacks_is_refused_before_the_model_loads(device, m
         train(model=str(tiny_model_dirs["causal"]), device=device, out=str(tmp_path / "run"), progress=False)
     modeling.check_device("cpu")
     modeling.check_device(None)
+
+
+@pytest.mark.parametrize("argv", [
+    ["eval", "--prompt", "RUN"],
+    ["predict", "--prompt", "RUN", '{"text": "fine"}'],
+    ["inspect", "RUN"],
+])
+def test_every_command_takes_the_gpu_by_default_where_there_is_one(argv, tiny_model_dirs, toy_data, tmp_path, monkeypatch):
+    """eval, predict, inspect (and serve, which shares the loader) default as train does: cuda when
+    torch sees a GPU, so a run trained on the GPU is not evaluated on the CPU by surprise."""
+    from softprompt import modeling
+    from softprompt.cli import main
+    from softprompt.training import train
+
+    train(task="rotten_tomatoes", data_dir=str(toy_data), model=str(tiny_model_dirs["causal"]), prompt_length=2,
+          batch_size=4, max_steps=1, eval_every=1, out=str(tmp_path / "run"), progress=False, zero_shot_baseline=False,
+          test_split="", device="cpu")
+    seen = []
+
+    def record(model=None, dtype=None, device=None, **kw):
+        seen.append(device)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(modeling, "load_model", record)
+    monkeypatch.setattr("softprompt.api.load_model", record)
+    argv = [str(tmp_path / "run" / "best") if a == "RUN" else a for a in argv]
+    for available, expected in ((True, "cuda"), (False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+        assert main(argv + ["--no-progress"]) == 2
+        assert seen.pop() == expected
+    main(argv + ["--no-progress", "--device", "cpu"])
+    assert seen.pop() == "cpu"

@@ -21,7 +21,7 @@ from .config import (COMMAND_CONFIGS, COMMAND_HELP, KNOWLEDGEABLE, EvalConfig, E
                      InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ProgressOptions, ServeConfig, TasksConfig,
                      TrainConfig, field_default, options_in)
 from .errors import SoftPromptError
-from .modeling import progress_bars
+from .modeling import default_device, progress_bars
 
 __all__ = ["COMMANDS", "VERBOSE", "Command", "build_parser", "config_from_args", "entry", "main"]
 
@@ -104,15 +104,15 @@ def _prompted_model(cfg: EvalConfig | PredictConfig, task, artifact):
              "word_scoring": cfg.word_scoring}
     if cfg.prompt:
         if not _has_task(artifact):
-            return _with_knowledgeable(cfg, PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device,
+            return _with_knowledgeable(cfg, PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=default_device(cfg.device),
                                                                      task=task, **given))
-        pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=cfg.device, **given)
+        pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=default_device(cfg.device), **given)
         if _reformats(cfg):  # another task's format, or your own, over the restored task
             pm.task = task_from_config(cfg, base=pm.task)
             pm.method.use_task(pm.task.name)  # one task of a multi-task run (a per-task method refuses another)
         return _with_knowledgeable(cfg, pm)
     settings = ScoringSettings().override(**given)
-    backbone = load_model(cfg.model or DEFAULT_MODEL, device=cfg.device, max_length=settings.max_length)
+    backbone = load_model(cfg.model or DEFAULT_MODEL, device=default_device(cfg.device), max_length=settings.max_length)
     return _with_knowledgeable(cfg, PromptedModel(backbone, None, task, settings=settings))
 
 
@@ -220,7 +220,7 @@ def cmd_inspect(cfg: InspectConfig) -> int:
 
     art = load_artifact(cfg.prompt)
     meta = art.metadata
-    backbone = load_model(cfg.model or meta.get("model_id"), device=cfg.device)
+    backbone = load_model(cfg.model or meta.get("model_id"), device=default_device(cfg.device))
     vectors = {n: t for n, t in art.tensors.items() if t.dim() == 2 and t.shape[1] == backbone.dim}
     prompt_only = set(vectors) == {"prompt"}
     if prompt_only:
@@ -325,7 +325,7 @@ def cmd_label_words(cfg: LabelWordsConfig) -> int:
     from .tasks.label_words import write_label_words
 
     task = task_from_config(cfg)
-    backbone = load_model(cfg.model, device=cfg.device)
+    backbone = load_model(cfg.model, device=default_device(cfg.device))
     names = {label: ws[0] for label, ws in zip(task.verbalizer.labels, task.verbalizer.candidates())}
     words = expand_label_words(backbone, names, cfg.per_label, task.verbalizer.prefix)
     path = write_label_words(cfg.out, words)

@@ -90,7 +90,7 @@ class ModelOptions(ProgressOptions):
     """The frozen model and where it runs (commands that read a saved prompt: the prompt's model)."""
 
     model: str | None = opt(None, "model: an embedded name, a local model directory or a Hugging Face id (default: the one the prompt was trained for)")
-    device: str | None = opt(None, "torch device, e.g. cuda (default: cpu)")
+    device: str | None = opt(None, "torch device, e.g. cuda:1 or cpu (default: cuda if available, else cpu)")
 
 
 @dataclass

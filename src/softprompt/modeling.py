@@ -224,6 +224,12 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def default_device(device: str | None = None) -> str:
+    """``device``, or the commands' default when it is None: ``cuda`` where torch sees a GPU, else
+    ``cpu`` (train, eval, predict, serve and the others alike)."""
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def check_device(device: str | None) -> None:
     """Refuse a ``--device`` this machine cannot run on, before any model loads: a name torch does
     not know (``gpu``), or a CUDA/MPS device this torch build or machine lacks (``cuda`` on a

@@ -41,7 +41,7 @@ from .encoding import encode
 from .errors import ArtifactError, ConfigError
 from .methods import embedding_rms, with_method_defaults
 from .methods.configs import method_config_from, parse_method_options  # noqa: F401  (built beside the registry)
-from .modeling import check_device, load_model
+from .modeling import check_device, default_device, load_model
 from .multitask import MEAN, TaskSampler, evaluate_runs, sampled_batches, task_runs
 from .outdir import RUN_FILES, check_out_dir, out_lock, output_errors
 from .scoring import EvalResult, evaluate, predict, score_predictions
@@ -102,9 +102,7 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
     raise ConfigError(f"unknown optimizer {name!r}; choose adafactor or adam")
 
 
-def _device(name: str | None) -> str:
-    return name or ("cuda" if torch.cuda.is_available() else "cpu")
-
+_device = default_device  # the name this module's callers use
 
 def _prompt_metadata(cfg: TrainConfig, backbone, task, extra: dict[str, Any]) -> dict[str, Any]:
     import transformers

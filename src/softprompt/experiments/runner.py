@@ -186,11 +186,12 @@ class _Models:
         self._cache: dict[tuple, Any] = {}
 
     def get(self, cfg: TrainConfig, fresh: bool = False):
-        from ..modeling import load_model
+        from ..modeling import default_device, load_model
 
         key = (cfg.model, cfg.dtype, cfg.device, cfg.max_length)
         if fresh or key not in self._cache:
-            backbone = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), device=cfg.device, max_length=cfg.max_length)
+            backbone = load_model(cfg.model, dtype=getattr(torch, cfg.dtype), device=default_device(cfg.device),
+                                  max_length=cfg.max_length)
             if fresh:
                 return backbone
             self._cache[key] = backbone

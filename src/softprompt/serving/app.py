@@ -465,7 +465,7 @@ def build_engine(config: ServeConfig) -> MultiPromptModel:
     """Load the model and every prompt of ``config.prompts``."""
     from pathlib import Path
 
-    from ..modeling import load_model
+    from ..modeling import default_device, load_model
 
     if not config.prompts:
         raise SoftPromptError("give --prompts DIR: a directory of saved prompts, one subdirectory each")
@@ -473,7 +473,7 @@ def build_engine(config: ServeConfig) -> MultiPromptModel:
     if not root.is_dir():
         raise SoftPromptError(f"prompts directory {root} does not exist")
     model = config.model or model_from_prompts(root, config.allowed_models)
-    backbone = load_model(model, device=config.device, max_length=config.max_length)
+    backbone = load_model(model, device=default_device(config.device), max_length=config.max_length)
     return MultiPromptModel.from_dir(backbone, root)
 
 

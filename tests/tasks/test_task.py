@@ -31,6 +31,20 @@ def test_a_bad_row_of_a_csv_file_is_named_by_the_line_it_starts_on(tmp_path):
         TASK.read_file(path, shown_as="bundled d.csv")
 
 
+def test_an_unknown_label_gets_a_label_words_example_in_the_datas_own_labels():
+    rows = [{"text": "fine", "label": "good"}, {"text": "meh", "label": "so-so"}, {"text": "dull", "label": "bad"},
+            {"text": "awful", "label": 0}]
+    with pytest.raises(UnknownLabelError) as err:
+        TASK.validate(rows)
+    assert str(err.value) == (
+        "task 'reviews': unknown label 'so-so'; the verbalizer knows 'good', 'bad'; the data's labels "
+        "are '0', 'bad', 'good', 'so-so': fix the data's labels or give every label its words, e.g. --label-words "
+        '"0=WORD;bad=bad;good=good;so-so=WORD"')
+    with pytest.raises(UnknownLabelError, match=r"'goood' \(did you mean 'good'\?\); the verbalizer knows 'good', 'bad': "
+                                                r".*--label-words \"good=good;bad=bad;goood=WORD\"$"):
+        TASK.verbalizer.gold_index({"text": "x", "label": "goood"})  # one row alone: its label beside the known ones
+
+
 def test_names_name_each_example_in_place_of_where():
     rows = [{"text": "fine"}, {"text": "  "}]
     with pytest.raises(DataError, match=r"^input 1 \(<stdin>:3\): task 'reviews': empty text in field 'text'"):

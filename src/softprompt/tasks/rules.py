@@ -144,11 +144,16 @@ class RuleVerbalizer(Verbalizer):
         :class:`DataError` naming it and the rule file to extend."""
         label = example.get("label") if isinstance(example, Mapping) else None
         if label is not None and str(label) not in self.labels:
-            idx = example.get("idx")
-            raise UnknownLabelError(f"relation {label!r}{'' if idx is None else f' (row idx={idx})'} has no rule in "
-                            f"{self.source or 'the rule file'}: add a line for it (--label-words rules:PATH), "
-                            f"or fix the row's label; the rules know {', '.join(map(repr, self.labels))}")
+            raise UnknownLabelError(self.unknown_label_message(label, example))
         return super().gold_index(example)
+
+    def unknown_label_message(self, label: Any, example: Mapping[str, Any] | None = None,
+                              data_labels: Sequence[Any] | None = None) -> str:
+        """A relation with no rule: the rule file to extend (``data_labels`` is not needed)."""
+        idx = example.get("idx") if isinstance(example, Mapping) else None
+        return (f"relation {label!r}{'' if idx is None else f' (row idx={idx})'} has no rule in "
+                f"{self.source or 'the rule file'}: add a line for it (--label-words rules:PATH), "
+                f"or fix the row's label; the rules know {', '.join(map(repr, self.labels))}")
 
     def check_rows(self, rows: Sequence[Mapping[str, Any]], where: str = "the data") -> None:
         """:func:`check_rules_cover` on the labels of ``rows`` (the training rows)."""

@@ -6,8 +6,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from softprompt.errors import ConfigError, DataError, TemplateError
-from softprompt.tasks.data import check_field_map
+from softprompt.errors import ConfigError, DataError, TemplateError, UnknownLabelError
+from softprompt.tasks.data import check_field_map, label_to_str
 from softprompt.tasks.data import read_numbered_examples
 from softprompt.tasks.metrics import check_metric_names
 from softprompt.tasks.relations import check_markers, mark_entities
@@ -113,7 +113,13 @@ class Task:
                     self.verbalizer.gold_index(example)
                 elif not self.verbalizer.is_fixed:
                     self.verbalizer.label_names(example)
-            except DataError as err:  # TemplateError, UnknownLabelError: keep the type
+            except UnknownLabelError as err:
+                if labelled and self.verbalizer.is_fixed and "label" in example:  # the example: the data's labels
+                    seen = {str(label_to_str(e["label"])) for e in examples if isinstance(e, Mapping) and "label" in e}
+                    message = self.verbalizer.unknown_label_message(label_to_str(example["label"]), example, sorted(seen))
+                    raise UnknownLabelError(f"{context}: {message}") from err
+                raise UnknownLabelError(f"{context}: {err}") from err
+            except DataError as err:  # TemplateError: keep the type
                 raise type(err)(f"{context}: {err}") from err
 
     def read_file(self, path: str | os.PathLike, field_map: Mapping[str, str] | None = None, limit: int | None = None,

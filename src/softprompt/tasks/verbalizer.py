@@ -122,14 +122,26 @@ class Verbalizer(nn.Module):
         label = _gold_label(example)
         labels = self.label_names(example)
         if label not in labels:
-            close = _same_number(label, labels) or difflib.get_close_matches(str(label), labels, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UnknownLabelError(
-                f"unknown label {label!r}{example_ref(example)}{hint}; the verbalizer knows "
-                f"{', '.join(map(repr, labels))}; fix the data's labels or give words for this "
-                f"label, e.g. --label-words {_LABEL_WORDS_SYNTAX}"
-            )
+            raise UnknownLabelError(self.unknown_label_message(label, example))
         return labels.index(label)
+
+    def unknown_label_message(self, label: Any, example: Mapping[str, Any] | None = None,
+                              data_labels: Sequence[Any] | None = None) -> str:
+        """What :meth:`gold_index` says of ``label``, which the verbalizer lacks: the nearest label
+        it knows, and a ``--label-words`` example for ``data_labels`` (the data's whole label set,
+        where the caller has it; else the known labels and ``label``) that keeps the words of the
+        labels it knows and leaves ``WORD`` for the others."""
+        labels = self.label_names(example)
+        close = _same_number(label, labels) or difflib.get_close_matches(str(label), labels, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        words = dict(zip(labels, self.candidates(example)))
+        wanted = list(dict.fromkeys(map(str, data_labels))) if data_labels else [*labels, str(label)]
+        shown = ", ".join(map(repr, wanted[:12])) + (f" and {len(wanted) - 12} more" if len(wanted) > 12 else "")
+        data = f"; the data's labels are {shown}" if data_labels else ""
+        syntax = ";".join(f"{name}={','.join(words.get(name) or ['WORD'])}" for name in wanted[:12])
+        return (f"unknown label {label!r}{example_ref(example)}{hint}; the verbalizer knows "
+                f"{', '.join(map(repr, labels))}{data}: fix the data's labels or give every label its words, "
+                f"e.g. --label-words \"{syntax}\"")
 
     def flat_words(
         self, example: Mapping[str, Any] | None = None

@@ -171,6 +171,13 @@ def test_a_multitask_run_trains_every_task_and_reports_each_and_the_mean(method,
         assert main(["eval", "--prompt", str(out / "best"), "--task", "rte", "--data-dir", str(two_tasks),
                      "--split", "test", "--no-progress"]) == 2
         assert "trained for tasks ['rotten_tomatoes', 'boolq'], not 'rte'" in capsys.readouterr().err
+    # inspect titles each task's prompt (and HyperPrompt's global prompt) instead of printing tensor names alone
+    titles = {"multitask-prompt-tuning": ["prompts.0.weight (rotten_tomatoes's prompt):", "prompts.1.weight (boolq's prompt):"],
+              "hyperprompt": ["hyper.embedding (the global prompt E, shared by every task):"]}.get(method)
+    if titles:
+        assert main(["inspect", str(out / "best"), "--k", "2", "--no-progress"]) == 0
+        shown = [ln for ln in capsys.readouterr().out.splitlines() if ln.endswith(":")]
+        assert shown == titles
 
 
 @pytest.mark.parametrize("sampling", ["random", "systematic"])

@@ -50,6 +50,8 @@ FIELD_TYPES: dict[str, Any] = {
     "shots": int, "balanced": bool, "separator": str, "demonstrations": list, "text": str, "token_ids": list,
     # adapters, Hyperformer; a multi-task run's tasks
     "adapter": dict, "hyperformer": dict, "hyperprompt": dict, "tasks": list, "task_prompts": dict,
+    # what `softprompt inspect` calls a saved tensor, and each of its rows
+    "tensor_titles": dict, "row_names": dict,
 }
 """The type each metadata field must have when present (checked by :func:`~softprompt.value_types.fits`)."""
 

@@ -235,18 +235,18 @@ def cmd_inspect(cfg: InspectConfig) -> int:
         raise PromptFileError(f"{cfg.prompt} holds a {art.kind} output with no vectors of the model's width "
                               f"({backbone.dim}) to read: inspect a prompt or a method's vectors")
     cfg.check_k(backbone.model.get_input_embeddings().weight.shape[0])
-    row_names = meta.get("row_names") or {}
+    row_names, titles = meta.get("row_names") or {}, meta.get("tensor_titles") or {}
     order = [n for n in vectors if not n.startswith("init.")]
     order = [m for n in order for m in (f"init.{n}", n) if m in vectors] + [n for n in vectors if n.startswith("init.")
                                                                             and n[len("init."):] not in vectors]
     for name in order:
-        names = row_names.get(name) or []
+        names, title = row_names.get(name) or [], titles.get(name.removeprefix("init."))
         if not prompt_only and not cfg.json:
-            print(f"{name}{' (at the start)' if name.startswith('init.') else ''}:")
+            print(f"{name}{f' ({title})' if title else ''}{' (at the start)' if name.startswith('init.') else ''}:")
         for nb in nearest_tokens(backbone, vectors[name], cfg.k):
             row = names[nb.position] if nb.position < len(names) else None
             if cfg.json:
-                print(json.dumps(nb.__dict__ if prompt_only else {"tensor": name, "row": row, **nb.__dict__}))
+                print(json.dumps(nb.__dict__ if prompt_only else {"tensor": name, "title": title, "row": row, **nb.__dict__}))
             else:
                 label = f"{row}  " if row else ""
                 print(f"{nb.position:4d}  {label}" + "  ".join(f"{t!r}:{s:.2f}" for t, s in zip(nb.tokens, nb.similarities)))

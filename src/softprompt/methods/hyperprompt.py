@@ -114,7 +114,8 @@ class HyperPrompt(PerTaskMethod):
 
     def state_metadata(self):
         c = self.config
-        return {"length": c.prompt_length, "layer_shapes": self.layer_shapes, "hyperprompt": {
+        return {"length": c.prompt_length, "layer_shapes": self.layer_shapes,
+                "tensor_titles": {"hyper.embedding": "the global prompt E, shared by every task"}, "hyperprompt": {
             "bottleneck": c.bottleneck, "task_embedding_dim": c.task_embedding_dim, "hidden": c.hidden,
             "projected_dim": c.projected_dim, "tasks": list(self.task_names)}}
 

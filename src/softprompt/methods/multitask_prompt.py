@@ -71,7 +71,11 @@ class MultiTaskPromptTuning(PerTaskMethod):
         return {**super().state_tensors(), **{k: t.detach().float() for k, t in self._learnt().state_dict().items()}}
 
     def state_metadata(self):
-        return {"length": self.prompt_length, "dim": self.prompts[0].dim,
+        """The lengths and tasks, and each tensor's title for ``softprompt inspect`` (``tensor_titles``)."""
+        titles = {f"prompts.{i}.weight": f"{name}'s prompt" for i, name in enumerate(self.task_names)}
+        if self.shared is not None:
+            titles["shared.weight"] = "the prompt shared by every task"
+        return {"length": self.prompt_length, "dim": self.prompts[0].dim, "tensor_titles": titles,
                 "task_prompts": {"prompt_length": self.config.prompt_length, "shared_length": self.config.shared_length,
                                  "names": list(self.task_names)}}
 

@@ -1,8 +1,10 @@
 """Metrics over predicted and gold label strings, written out by hand.
 
 Each metric is a function ``(preds, golds, labels, positive_label) -> float`` in
-``METRICS``, chosen by name. F1 follows scikit-learn's convention with
-``zero_division=0``: a class that is never predicted and never gold has F1 0.
+``METRICS``, chosen by name. F1 follows scikit-learn's ``f1_score`` with ``zero_division=0``;
+macro-F1 averages over the classes that are gold or predicted at least once (scikit-learn's
+default label set, as SuperGLUE scores CB), so a class absent from a small evaluation sample
+(``--limit``) and never predicted does not count as an F1 of 0.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ def f1(preds: Sequence[str], golds: Sequence[str], labels: Sequence[str], positi
 
 
 def macro_f1(preds: Sequence[str], golds: Sequence[str], labels: Sequence[str], positive_label: str | None) -> float:
-    """Unweighted mean of the per-class F1 over ``labels``."""
+    """Unweighted mean of the per-class F1 over the ``labels`` that are gold or predicted at least
+    once (a class with neither has no defined F1; a label outside ``labels`` still counts)."""
     if not labels:
         raise ConfigError("macro_f1 needs the list of labels to average over")
-    return sum(_class_f1(preds, golds, label) for label in labels) / len(labels)
+    seen = set(golds) | set(preds)
+    present = [label for label in labels if label in seen] + sorted(seen - set(labels), key=str)
+    return sum(_class_f1(preds, golds, label) for label in present) / len(present)
 
 
 METRICS: dict[str, MetricFn] = {"accuracy": accuracy, "f1": f1, "macro_f1": macro_f1}

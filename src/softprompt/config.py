@@ -147,7 +147,7 @@ class RunOptions(ModelOptions):
     prompt_length: int = opt(100, "number of soft prompt vectors (the paper's default: 100)", resume=RESUME_KEPT)
     init: str = opt("class-labels", "initialiser: random-uniform, vocab, class-labels, text:WORDS, file:PATH, pretrained:PATH", resume=RESUME_KEPT)
     optimizer: str | None = opt(None, "optimizer (default: the method's: Adafactor with no relative step or parameter scaling for prompt tuning, as the paper; Adam for full and prefix tuning)", ("adafactor", "adam"), resume=RESUME_KEPT)
-    lr: float | None = opt(None, "learning rate (default: the method's: for prompt tuning 0.075 x the RMS of the model's embedding entries, 0.01 on SmolLM2 (the paper's T5 setting is --lr 0.3); 1e-5 for full tuning; 1e-3 for prefix tuning)", resume=RESUME_KEPT)
+    lr: float | None = opt(None, "learning rate (default: the method's: for prompt tuning 0.075 x the RMS of the model's embedding entries, 0.01 on SmolLM2 (the paper's T5 setting is --lr 0.3); 1e-5 for full tuning; 1e-3 for prefix tuning and adapters; 3e-4 for Hyperformer and HyperPrompt)", resume=RESUME_KEPT)
     batch_size: int = opt(8, "training batch size (the paper: 32)", resume=RESUME_KEPT)
     eval_batch_size: int = opt(32, "evaluation batch size", resume=RESUME_DEFAULT)
     max_steps: int = opt(1000, "training steps (the paper: 30,000 on TPUs)", resume=RESUME_DEFAULT)

@@ -46,7 +46,8 @@ def test_adam_prompt_tuning_gets_the_same_model_following_lr():
     assert (cfg.optimizer, cfg.lr) == ("adam", 0.015)
 
 
-@pytest.mark.parametrize("method, lr", [("full-tuning", 1e-5), ("prefix-tuning", 1e-3)])
+@pytest.mark.parametrize("method, lr", [("full-tuning", 1e-5), ("prefix-tuning", 1e-3), ("hyperformer", 3e-4),
+                                        ("hyperprompt", 3e-4)])
 def test_other_methods_keep_their_own_fixed_defaults(method, lr):
     for backbone in (None, make_backbone("causal")):
         cfg = with_method_defaults(TrainConfig(method=method), backbone)

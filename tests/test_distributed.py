@@ -76,6 +76,34 @@ def test_resume_under_two_processes(tiny_model_dirs, toy_data, tmp_path):
     assert float((a - b).norm() / b.norm()) < TOLERANCE
 
 
+@pytest.mark.parametrize("method, options", [("multitask-prompt-tuning", []),
+                                             ("hyperformer", ["--method-options", "bottleneck=4,task_embedding_dim=6"])])
+def test_a_multitask_run_under_two_processes_matches_one(method, options, tiny_model_dirs, tmp_path):
+    """Each drawn batch (one task's) is split over the ranks: the same tasks in the same order, the
+    same learnt weights, per-task dev metrics gathered over both ranks."""
+    from conftest import write_boolq, write_toy_data
+
+    data = write_boolq(write_toy_data(tmp_path / "data", "rotten_tomatoes"))
+    for nproc in (1, 2):
+        _run(nproc, ["train", "--task", "rotten_tomatoes,boolq", "--data-dir", str(data), "--model",
+                     str(tiny_model_dirs["causal"]), "--method", method, *options, "--prompt-length", "3", "--init",
+                     "vocab", "--batch-size", "4", "--max-steps", "6", "--eval-every", "3", "--dev-from-train", "4",
+                     "--task-sampling", "systematic", "--optimizer", "adam", "--lr", "0.01", "--out",
+                     str(tmp_path / f"p{nproc}"), "--no-progress"])
+    one, two = (load_file(str(tmp_path / f"p{n}" / "last" / "tensors.safetensors")) for n in (1, 2))
+    assert one.keys() == two.keys() and one
+    for key in one:
+        diff = float((one[key] - two[key]).norm() / one[key].norm().clamp(min=1e-12))
+        assert diff < TOLERANCE, (key, diff)
+    r1, r2 = (json.loads((tmp_path / f"p{n}" / "results.json").read_text()) for n in (1, 2))
+    assert (r1["processes"], r2["processes"]) == (1, 2)
+    assert r1["task_batches"] == r2["task_batches"] and sum(r2["task_batches"].values()) == 6
+    for name in ("rotten_tomatoes", "boolq"):
+        assert r1["dev"][name] == r2["dev"][name] and r1["test"][name]["n"] == r2["test"][name]["n"]
+    logs = [[json.loads(ln) for ln in (tmp_path / f"p{n}" / "metrics.jsonl").read_text().splitlines()] for n in (1, 2)]
+    assert [ln["task"] for ln in logs[0] if "loss" in ln] == [ln["task"] for ln in logs[1] if "loss" in ln]
+
+
 def test_knowprompt_counts_are_summed_over_processes(tiny_model_dirs, tmp_path):
     """KnowPrompt counts the training rows truncation leaves out of its knowledge term (all of
     them at --max-length 11): two processes, each seeing half of every batch, report the sum,

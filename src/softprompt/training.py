@@ -40,6 +40,7 @@ from .config import TrainConfig, given_options, mark_given, resumed_config
 from .encoding import encode
 from .errors import ArtifactError, ConfigError
 from .methods import embedding_rms, with_method_defaults
+from .methods.base import task_names
 from .methods.configs import method_config_from, parse_method_options  # noqa: F401  (built beside the registry)
 from .modeling import check_device, default_device, load_model
 from .multitask import MEAN, TaskSampler, evaluate_runs, sampled_batches, task_runs
@@ -354,11 +355,15 @@ def _train(cfg: TrainConfig) -> TrainResult:
     cfg = _resumed(cfg)  # before the method's defaults: an option left unset is the run's
     cfg = with_method_defaults(cfg)  # --optimizer / --lr left unset: the method's own
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     started = time.time()
     check_device(cfg.device)  # a --device this machine lacks is refused, not silently replaced by the CPU
     method_config_from(cfg)  # a misspelt or refused --method-options setting: before data and model load
-    acc = Accelerator(cpu=_device(cfg.device) == "cpu")  # one process, or one per rank under accelerate/torchrun
+    # one process, or one per rank under accelerate/torchrun; a multi-task step trains the drawn task's own
+    # part (its prompt) and leaves the other tasks' without gradient, which DDP must be told to expect
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=len(task_names(cfg.task)) > 1)
+    acc = Accelerator(cpu=_device(cfg.device) == "cpu", kwargs_handlers=[ddp])
     world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     wanted = torch.device(_device(cfg.device))
     if wanted.index is not None and wanted.index != (acc.device.index or 0):

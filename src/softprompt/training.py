@@ -383,6 +383,8 @@ def _train(cfg: TrainConfig) -> TrainResult:
         raise ConfigError(f"--resume: no checkpoint in {out}; start without --resume")
     if not cfg.resume:
         _check_fresh_out(out, cfg.overwrite)
+        if cfg.overwrite and is_main:  # the replaced run's results go now: a run under way holds no results.json,
+            (out / "results.json").unlink(missing_ok=True)  # so an interrupted redo resumes, never reads as finished
     if cfg.batch_size < world:
         raise ConfigError(f"--batch-size {cfg.batch_size} is the global batch: it must be at least the {world} processes")
     checkpoint = _read_checkpoint(ckpt) if cfg.resume else None  # a damaged or unsafe one refused before work

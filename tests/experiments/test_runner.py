@@ -220,3 +220,35 @@ def test_an_analysis_of_runs_that_were_redone_is_redone(tmp_path, tiny_model_dir
     summary = run_experiment(path, progress=False, report=False)
     assert summary["ran"] == 2 and summary["analysed"] == 1
     assert run_experiment(path, dry_run=True)["analyses_todo"] == 0
+
+
+def test_a_redone_run_interrupted_midway_resumes_instead_of_starting_again(tmp_path, tiny_model_dirs, toy_data,
+                                                                           monkeypatch):
+    """A run redone with other options drops the old results.json as it starts, so a redo killed
+    after its first checkpoint is resumed by the next `softprompt experiment`, not begun afresh
+    (and the report never reads the old run's numbers as the new one's)."""
+    from conftest import crash_at_call
+    from softprompt.methods import PromptTuning
+    import softprompt.training as training
+
+    grid = {"name": "main", "tasks": ["rotten_tomatoes"], "methods": ["prompt-tuning"], "prompt_length": [2],
+            "init": ["class-labels"], "seeds": [0]}
+    path = _write(tmp_path, tiny_model_dirs, toy_data, ensembles=[], transfer=[], inspect=None, grids=[grid])
+    assert run_experiment(path, progress=False, report=False)["ran"] == 1
+    data = yaml.safe_load(path.read_text())
+    data["defaults"].update(lr=0.02, max_steps=6, eval_every=3)
+    path.write_text(yaml.safe_dump(data))
+    spec = expand(load_experiment(path))[0]
+    assert run_done(spec) is None  # other options: to redo
+    restore = crash_at_call(monkeypatch, PromptTuning, 5)  # dies in step 5, after the step-3 checkpoint
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment(path, progress=False, report=False)
+    restore()
+    assert not (spec.out / "results.json").exists() and (spec.out / "checkpoint" / "state.json").exists()
+    starts = []
+    real = training._train
+    monkeypatch.setattr(training, "_train", lambda cfg: starts.append(cfg.resume) or real(cfg))
+    assert run_experiment(path, progress=False, report=False)["ran"] == 1
+    assert starts == [True]  # resumed from step 3
+    stored = json.loads((spec.out / "results.json").read_text())
+    assert stored["config"]["lr"] == 0.02 and stored["steps"] == 6

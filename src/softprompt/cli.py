@@ -12,6 +12,7 @@ import difflib
 import json
 import logging
 import os
+import re
 import sys
 import traceback
 from typing import Any, Callable, NamedTuple
@@ -209,6 +210,11 @@ def cmd_predict(cfg: PredictConfig) -> int:
     return 0
 
 
+def _natural(name: str) -> list:
+    """Sort key reading digit runs as numbers: ``prompts.2.weight`` before ``prompts.10.weight``."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name)]
+
+
 def cmd_inspect(cfg: InspectConfig) -> int:
     """Nearest vocabulary tokens of each vector of a saved output: a prompt's positions, or every
     ``[n, dim]`` tensor a method saved (KnowPrompt's answer and type words), each beside its
@@ -221,7 +227,8 @@ def cmd_inspect(cfg: InspectConfig) -> int:
     art = load_artifact(cfg.prompt)
     meta = art.metadata
     backbone = load_model(cfg.model or meta.get("model_id"), device=default_device(cfg.device))
-    vectors = {n: t for n, t in art.tensors.items() if t.dim() == 2 and t.shape[1] == backbone.dim}
+    vectors = {n: art.tensors[n] for n in sorted(art.tensors, key=_natural)  # the file's order is not the tasks'
+               if art.tensors[n].dim() == 2 and art.tensors[n].shape[1] == backbone.dim}
     prompt_only = set(vectors) == {"prompt"}
     if prompt_only:
         from .prompt import SoftPrompt

@@ -154,6 +154,22 @@ def test_runs_go_seed_by_seed(tmp_path, tiny_model_dirs, toy_data, monkeypatch):
                        "rotten_tomatoes/full-tuning/seed0"]
 
 
+def test_each_run_is_logged_when_it_starts_and_finishes(tmp_path, tiny_model_dirs, toy_data, monkeypatch, caplog):
+    """Without bars (--no-progress, a background job), -v still says which run is going: its place
+    among all runs and analyses, its key, and its time."""
+    import logging
+
+    import softprompt.experiments.runner as runner
+
+    monkeypatch.setattr(runner, "run_one", lambda spec: None)
+    with caplog.at_level(logging.INFO, logger="softprompt.experiments.runner"):
+        run_experiment(_write(tmp_path, tiny_model_dirs, toy_data), only=["main"], report=False, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "softprompt.experiments.runner"]
+    assert lines[0] == "[1/5] rotten_tomatoes/prompt-tuning/len4-class-labels/seed0: started"
+    assert lines[1].startswith("[1/5] rotten_tomatoes/prompt-tuning/len4-class-labels/seed0: finished in ")
+    assert lines[-1].startswith("[5/5] rotten_tomatoes/full-tuning/seed1: finished in ") and len(lines) == 10
+
+
 def test_a_multitask_grid_runs_and_reports_the_mean_over_its_tasks(tmp_path, tiny_model_dirs, toy_data):
     from conftest import write_boolq
 

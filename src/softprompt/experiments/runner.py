@@ -346,13 +346,16 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
         bar = tqdm(total=total, initial=total - len(todo) - len(todo_a), desc=f"experiment {exp.name}",
                    unit="run", dynamic_ncols=True)
     started = time.time()
-    for s in todo:
+    for i, s in enumerate(todo, start=total - len(todo) - len(todo_a) + 1):
         if bar is not None:
             bar.set_postfix_str(s.key)
+        log.info("[%d/%d] %s: %s", i, total, s.key, "resumed" if _has_checkpoint(s.out) else "started")
+        t0 = time.time()
         run_one(s)
         state.wait_for_everyone()  # results.json is written by the main process after train()'s last barrier
         if state.is_main_process:
             _record_axes(s)
+        log.info("[%d/%d] %s: finished in %.0f s", i, total, s.key, time.time() - t0)
         if bar is not None:
             bar.update(1)
     models = _Models()

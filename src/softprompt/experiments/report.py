@@ -99,7 +99,7 @@ def write_report(exp: Experiment) -> Path:
     for t in exp.report.get("per_task", []):
         lines += _per_task_section(exp, specs, results, t)
     for i, g in enumerate(exp.report.get("gap", [])):
-            lines += gap_section(exp, specs, results, g, out, i)
+        lines += gap_section(exp, specs, results, g, out, i)
     lines += _ensemble_section(exp, out)
     lines += _transfer_section(exp, specs, out)
     lines += _inspect_section(exp, out)

@@ -315,10 +315,10 @@ def run_experiment(experiment: str | Path | Experiment, out: str | Path | None =
             raise ConfigError(f"--tasks: no runs of {unknown}; tasks: {sorted(known)}")
         specs = [s for s in specs if s.config.task in tasks]
     analyses = plan_analyses(exp, specs) if not (only or tasks) else []
-    from ..training import _device
+    from ..modeling import default_device
 
     # the same process state train() will use (it is shared): on CPU, gloo across processes
-    state = PartialState(cpu=_device(specs[0].config.device if specs else None) == "cpu")
+    state = PartialState(cpu=default_device(specs[0].config.device if specs else None) == "cpu")
     # seed by seed (stable within a seed): an experiment stopped part-way has every column of its
     # first seeds, which the report can compare paired, rather than all seeds of a few columns;
     # a run that starts from another (a grid's base:) after it, which --only/--tasks bring along

@@ -256,15 +256,12 @@ def _axis_values(axis: str, spec: Any, at: str) -> list[tuple[str, dict[str, Any
     values = []
     for name, v in items:
         if isinstance(v, dict):
-            bundle = _norm(v)
+            bundle = _norm(v, f"{at}.{name}")  # refuses an option softprompt train lacks
         elif axis in _FIELDS:
             bundle = {axis: v}
         else:
             raise ConfigError(f"{at}.{name}: {axis} is not an option of softprompt train, so each value must be "
                               f"a mapping of options, e.g. {name}: {{label_words: ...}}")
-        unknown = sorted(set(bundle) - _FIELDS)
-        if unknown:
-            raise ConfigError(f"{at}.{name}: unknown option(s) {with_suggestions(unknown, _FIELDS)}; see `softprompt train --help`")
         if _slug(name) != name or not name:
             raise ConfigError(f"{at}: value name {name!r} is used in run folders; use letters, digits, '-', '_' or '.'")
         values.append((name, bundle))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import difflib
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from .arguments import add_options, config_from_args
 from .config import (COMMAND_CONFIGS, COMMAND_HELP, KNOWLEDGEABLE, EvalConfig, ExperimentConfig, ExportPeftConfig, ImportPeftConfig,
                      InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ProgressOptions, ServeConfig, TasksConfig,
                      TrainConfig, field_default, options_in)
-from .errors import SoftPromptError
+from .errors import SoftPromptError, nearest
 from .modeling import default_device, progress_bars
 
 __all__ = ["COMMANDS", "VERBOSE", "Command", "build_parser", "config_from_args", "entry", "main"]
@@ -397,8 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:  # the command's usage and the nearest option, not the top-level usage
         command = args.command_parsers[args.command]
         flags = [s for action in command._actions for s in action.option_strings]
-        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u.split("=")[0], flags, n=1))
-                 else u for u in unknown]
+        hints = [f"{u} (did you mean {close}?)" if (close := nearest(u.split("=")[0], flags)) else u for u in unknown]
         command.error(f"unrecognized arguments: {' '.join(hints)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:

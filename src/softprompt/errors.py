@@ -49,14 +49,17 @@ class ArtifactError(PromptFileError):
     values that cannot be used (NaN, integers, the wrong shape), or lies outside the allowed folder."""
 
 
+def nearest(name, known) -> str | None:
+    """The one of ``known`` closest to ``name`` (difflib's ratio, at least 0.6), or None: what a
+    message offers as "did you mean"."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return close[0] if close else None
+
+
 def with_suggestions(unknown, known) -> str:
     """``unknown`` names joined for a message, each followed by the nearest of ``known`` where one
     is close: ``'lerning_rate' (did you mean 'learning_rate'?), 'foo'``."""
-    import difflib
-
-    known = [str(k) for k in known]
-    parts = []
-    for name in unknown:
-        close = difflib.get_close_matches(str(name), known, n=1)
-        parts.append(f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name))
-    return ", ".join(parts)
+    return ", ".join(f"{name!r} (did you mean {close!r}?)" if (close := nearest(name, known)) else repr(name)
+                     for name in unknown)

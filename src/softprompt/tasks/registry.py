@@ -14,7 +14,6 @@ and raises :class:`DataError` naming every place it looked when none has the spl
 from __future__ import annotations
 
 import copy
-import difflib
 import importlib
 import importlib.resources
 import os
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from softprompt.errors import ConfigError, DataError
+from softprompt.errors import ConfigError, DataError, nearest
 from softprompt.tasks.task import Task
 from softprompt.tasks.template import Template
 from softprompt.tasks.verbalizer import ChoiceVerbalizer, Verbalizer
@@ -204,8 +203,8 @@ def unknown_task(name: str) -> str:
     """What is wrong with a task name that is not built in, with the closest built-in name: the
     start of each caller's message, which adds the fix its own interface offers."""
     key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
-    close = difflib.get_close_matches(str(key), list(BUILTIN_TASKS), n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    close = nearest(key, BUILTIN_TASKS)
+    hint = f" (did you mean {close!r}?)" if close else ""
     return f"unknown task {name!r}{hint}; built-in tasks: {', '.join(list_tasks())}"
 
 

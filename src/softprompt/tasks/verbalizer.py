@@ -30,14 +30,13 @@ rebuilds it.
 
 from __future__ import annotations
 
-import difflib
 import math
 from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from softprompt.errors import ConfigError, DataError, UnknownLabelError
+from softprompt.errors import ConfigError, DataError, UnknownLabelError, nearest
 from softprompt.saved_parts import load_part_tensors, part_tensors
 from softprompt.tasks.data import example_ref, label_to_str
 
@@ -132,8 +131,8 @@ class Verbalizer(nn.Module):
         where the caller has it; else the known labels and ``label``) that keeps the words of the
         labels it knows and leaves ``WORD`` for the others."""
         labels = self.label_names(example)
-        close = _same_number(label, labels) or difflib.get_close_matches(str(label), labels, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        close = next(iter(_same_number(label, labels)), None) or nearest(label, labels)
+        hint = f" (did you mean {close!r}?)" if close else ""
         words = dict(zip(labels, self.candidates(example)))
         wanted = list(dict.fromkeys(map(str, data_labels))) if data_labels else [*labels, str(label)]
         shown = ", ".join(map(repr, wanted[:12])) + (f" and {len(wanted) - 12} more" if len(wanted) > 12 else "")

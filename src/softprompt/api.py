@@ -135,11 +135,11 @@ class PromptedModel:
         (no task saved), :class:`ModelMismatchError`.
         """
         from .artifacts import load_artifact
-        from .methods.loading import restore_artifact, saved_task
+        from .methods.loading import has_saved_task, restore_artifact, saved_task
 
         artifact = load_artifact(path)
         meta = artifact.metadata
-        if task is None or isinstance(meta.get("task"), dict):
+        if task is None or has_saved_task(artifact):
             task = saved_task(artifact)
         settings = ScoringSettings.from_metadata(meta).override(
             scoring=scoring, length_normalize=length_normalize, max_length=max_length, word_scoring=word_scoring)

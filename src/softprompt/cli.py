@@ -57,10 +57,10 @@ def _scored_task(cfg: EvalConfig | PredictConfig):
 
     if cfg.prompt:
         from .artifacts import load_artifact
-        from .methods.loading import check_saved_task, saved_task
+        from .methods.loading import check_saved_task, has_saved_task, saved_task
 
         artifact = load_artifact(cfg.prompt)
-        if not _has_task(artifact) and (cfg.task or (cfg.template and cfg.label_words)):
+        if not has_saved_task(artifact) and (cfg.task or (cfg.template and cfg.label_words)):
             return task_from_config(cfg), artifact  # saved without a task (a PEFT import): scored as told
         saved = saved_task(artifact)
         task = task_from_config(cfg, base=saved) if _reformats(cfg) else saved
@@ -71,11 +71,6 @@ def _scored_task(cfg: EvalConfig | PredictConfig):
         raise SoftPromptError("give --prompt DIR (a saved prompt, e.g. runs/rt/best), or for zero-shot scoring "
                               "--task NAME, or --template and --label-words (and --model)")
     return task_from_config(cfg), None
-
-
-def _has_task(artifact) -> bool:
-    """Whether a saved output records its task (a PEFT adapter imported without --task does not)."""
-    return isinstance(artifact.metadata.get("task"), dict)
 
 
 def _log_field_map(cfg: EvalConfig | PredictConfig, saved, task) -> None:
@@ -103,11 +98,11 @@ def _prompted_model(cfg: EvalConfig | PredictConfig, task, artifact):
     given = {"scoring": cfg.scoring, "length_normalize": cfg.length_normalize, "max_length": cfg.max_length,
              "word_scoring": cfg.word_scoring}
     if cfg.prompt:
-        if not _has_task(artifact):
-            return _with_knowledgeable(cfg, PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=default_device(cfg.device),
-                                                                     task=task, **given))
-        pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=default_device(cfg.device), **given)
-        if _reformats(cfg):  # another task's format, or your own, over the restored task
+        from .methods.loading import has_saved_task
+
+        # ``task`` is used only where the output saved none; a saved task is restored with it
+        pm = PromptedModel.from_saved(cfg.prompt, model=cfg.model, device=default_device(cfg.device), task=task, **given)
+        if has_saved_task(artifact) and _reformats(cfg):  # another task's format, or your own, over the restored task
             pm.task = task_from_config(cfg, base=pm.task)
             pm.method.use_task(pm.task.name)  # one task of a multi-task run (a per-task method refuses another)
         return _with_knowledgeable(cfg, pm)

@@ -33,11 +33,16 @@ def read_saved_metadata(path: str | Path, root: str | Path | None = None) -> dic
     return read_metadata_file(file, root)
 
 
+def has_saved_task(artifact: Artifact) -> bool:
+    """Whether ``artifact`` records its task (a PEFT adapter imported without ``--task`` does not)."""
+    return isinstance(artifact.metadata.get("task"), dict)
+
+
 def saved_task(artifact: Artifact):
     """The :class:`~softprompt.tasks.task.Task` saved with ``artifact`` (:class:`DataError` if none was)."""
     from ..tasks.task import Task
 
-    if not isinstance(artifact.metadata.get("task"), dict):
+    if not has_saved_task(artifact):
         raise DataError(f"{artifact.path} has no task in its metadata (e.g. a PEFT adapter imported without "
                         f"--task): name it with --task NAME (or --template and --label-words), or re-import it with "
                         f"`softprompt import-peft ADAPTER --out {artifact.path} --task NAME --overwrite`")

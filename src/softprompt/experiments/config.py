@@ -541,12 +541,12 @@ def _spec_checked(exp: Experiment, grid: Grid, task: str, method: str, length, i
 def _check_task(cfg: TrainConfig, grid: str) -> None:
     """Refuse a run whose task (each task of a multi-task run) is neither built in nor given a
     template and label words, when the file is read rather than when its turn comes, hours in."""
-    from ..tasks.registry import BUILTIN_TASKS, unknown_task
+    from ..tasks.registry import is_builtin_task, unknown_task
 
     if not cfg.task or (cfg.template and cfg.label_words):
         return
     for name in task_names(cfg.task) or (cfg.task,):
-        if name.strip().lower().replace("-", "_") not in BUILTIN_TASKS:
+        if not is_builtin_task(name):
             raise ConfigError(f"grid {grid!r}: {unknown_task(name)}; or define the task under tasks: with "
                               "template and label_words")
 

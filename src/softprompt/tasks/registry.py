@@ -192,18 +192,27 @@ def list_tasks() -> list[str]:
 
 def get_task(name: str) -> Task:
     """A fresh copy of the built-in task ``name`` (``rotten-tomatoes`` also finds ``rotten_tomatoes``)."""
-    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    key = _builtin_key(name)
     if key not in BUILTIN_TASKS:
         raise ConfigError(f"{unknown_task(name)}. For your own data, build a Task (template + verbalizer) with "
                           "splits pointing at your files")
     return copy.deepcopy(BUILTIN_TASKS[key])
 
 
+def _builtin_key(name):
+    """How a built-in task is looked up: ``Rotten-Tomatoes`` finds ``rotten_tomatoes``."""
+    return name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+
+
+def is_builtin_task(name: str) -> bool:
+    """Whether :func:`get_task` finds ``name``."""
+    return _builtin_key(name) in BUILTIN_TASKS
+
+
 def unknown_task(name: str) -> str:
     """What is wrong with a task name that is not built in, with the closest built-in name: the
     start of each caller's message, which adds the fix its own interface offers."""
-    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
-    close = nearest(key, BUILTIN_TASKS)
+    close = nearest(_builtin_key(name), BUILTIN_TASKS)
     hint = f" (did you mean {close!r}?)" if close else ""
     return f"unknown task {name!r}{hint}; built-in tasks: {', '.join(list_tasks())}"
 

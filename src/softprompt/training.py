@@ -361,9 +361,9 @@ def _train(cfg: TrainConfig) -> TrainResult:
     # one process, or one per rank under accelerate/torchrun; a multi-task step trains the drawn task's own
     # part (its prompt) and leaves the other tasks' without gradient, which DDP must be told to expect
     ddp = DistributedDataParallelKwargs(find_unused_parameters=len(task_names(cfg.task)) > 1)
-    acc = Accelerator(cpu=default_device(cfg.device) == "cpu", kwargs_handlers=[ddp])
-    world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     wanted = torch.device(default_device(cfg.device))
+    acc = Accelerator(cpu=wanted.type == "cpu", kwargs_handlers=[ddp])
+    world, rank, is_main = acc.num_processes, acc.process_index, acc.is_main_process
     if wanted.index is not None and wanted.index != (acc.device.index or 0):
         raise ConfigError(f"--device {cfg.device}: train places each process on its device through accelerate "
                           f"(here {acc.device}); pick the GPU with CUDA_VISIBLE_DEVICES={wanted.index} and --device cuda")

@@ -202,3 +202,48 @@ def test_pretrain_prompt_runs_unchanged_under_two_processes(tiny_model_dirs, tmp
     assert b.metadata["ppt"]["format"] == "unified"
     wa, wb = a.weight.detach(), b.weight.detach()
     assert float((wa - wb).norm() / wa.norm()) < TOLERANCE
+
+
+def _children(pid: int) -> list[int]:
+    path = f"/proc/{pid}/task/{pid}/children"
+    if not os.path.exists(path):
+        pytest.skip("needs Linux's /proc/PID/task/PID/children to find torchrun's workers")
+    with open(path) as fh:
+        return [int(p) for p in fh.read().split()]
+
+
+def test_a_signal_to_one_process_stops_both_after_the_same_step_and_the_run_resumes(tiny_model_dirs, toy_data, tmp_path):
+    """SIGTERM to one worker of two: both finish the step they are in, the checkpoint holds it,
+    and a resumed run under two processes ends where one uninterrupted process does."""
+    import signal
+    import time
+
+    out = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "softprompt.cli", "train", "--data-dir", str(toy_data), "--model",
+           str(tiny_model_dirs["causal"]), "--prompt-length", "3", "--init", "vocab", "--batch-size", "4",
+           "--max-steps", "100000", "--eval-every", "100000", "--optimizer", "adam", "--lr", "0.01",
+           "--test-split", "", "--out", str(out), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    log = out / "metrics.jsonl"
+    deadline = time.time() + 200
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    workers = _children(proc.pid)
+    assert len(workers) == 2, workers
+    os.kill(workers[-1], signal.SIGTERM)
+    _, err = proc.communicate(timeout=200)
+    assert proc.returncode != 0 and err.count("SIGTERM: stopped after step") == 2, err[-3000:]
+    step = json.loads((out / "checkpoint" / "state.json").read_text())["state"]["step"]
+    assert f"SIGTERM: stopped after step {step} of 100000" in err  # the step of both processes, and saved
+    assert [r["step"] for r in map(json.loads, log.read_text().splitlines()) if "loss" in r] == list(range(1, step + 1))
+
+    _train(2, out, tiny_model_dirs, toy_data, "prompt-tuning", ["--resume", "--max-steps", str(step + 2),
+                                                                  "--eval-every", "100000", "--test-split", ""])
+    _train(1, tmp_path / "straight", tiny_model_dirs, toy_data, "prompt-tuning", ["--max-steps", str(step + 2),
+                                                                                  "--test-split", ""])
+    a = _weights(out / "last", "prompt-tuning")["prompt"]
+    b = _weights(tmp_path / "straight" / "last", "prompt-tuning")["prompt"]
+    assert float((a - b).norm() / b.norm()) < TOLERANCE

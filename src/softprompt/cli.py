@@ -21,6 +21,7 @@ from .config import (COMMAND_CONFIGS, COMMAND_HELP, KNOWLEDGEABLE, EvalConfig, E
                      InspectConfig, LabelWordsConfig, PredictConfig, PretrainConfig, ProgressOptions, ServeConfig, TasksConfig,
                      TrainConfig, field_default, options_in)
 from .errors import SoftPromptError, nearest
+from .interrupts import TrainingInterrupted
 from .modeling import default_device, progress_bars
 
 __all__ = ["COMMANDS", "VERBOSE", "Command", "build_parser", "config_from_args", "entry", "main"]
@@ -406,12 +407,22 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"softprompt: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("softprompt: interrupted; a training run continues with --resume", file=sys.stderr)
+    except TrainingInterrupted as exc:  # asked to stop: the step ended and its checkpoint was saved
+        print(f"softprompt: {exc}; {_resume_hint(args.command)}", file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training steps
+        print(f"softprompt: interrupted; {_resume_hint(args.command)} (from its last checkpoint)", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader left (`softprompt predict ... | head`): stop quietly, as a Unix tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
         return 1
+
+
+def _resume_hint(command: str) -> str:
+    """How an interrupted ``command`` goes on."""
+    if command == "experiment":
+        return "run the same command again: finished runs are kept and the interrupted one resumes"
+    return "a training run continues with the same command and --resume"
 
 
 def entry() -> None:

@@ -24,6 +24,7 @@ import logging
 import os
 import random
 import shutil
+import signal
 import time
 import typing
 from collections import Counter
@@ -39,6 +40,7 @@ from .batching import training_batches
 from .config import TrainConfig, given_options, mark_given, resumed_config
 from .encoding import encode
 from .errors import ArtifactError, ConfigError
+from .interrupts import StopRequests, TrainingInterrupted
 from .methods import embedding_rms, with_method_defaults
 from .methods.base import task_names
 from .methods.configs import method_config_from, parse_method_options  # noqa: F401  (built beside the registry)
@@ -467,55 +469,70 @@ def _train(cfg: TrainConfig) -> TrainResult:
             with open(log_path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
-    for ti, rows in source if state.step < cfg.max_steps and not state.stopped_early else ():
-        run = runs[ti]
-        method.use_task(run.task.name)
-        mine = _shard(rows, rank, world)
-        batch = encode(backbone, run.task, [run.data.train[i] for i in mine], prompt_length=method.prompt_length)
-        # scaled so that the mean of the processes' gradients is the global batch's mean gradient
-        with mixed_precision(cfg, backbone.device):
-            loss = trainer(backbone, run.task, batch, cfg.loss, cfg.length_normalize, cfg.word_scoring) * (len(mine) * world / len(rows))
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state.step += 1
-        loss_value = float(acc.reduce(loss.detach(), reduction="mean")) if world > 1 else loss.item()
-        log_line({"step": state.step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "epoch": state.epoch,
-                  **({"task": run.task.name} if multi else {})})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_value:.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
-        if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
-            if multi:
-                state.last_dev, value = evaluate_runs(runs, method, lambda r: evaluate_sharded(
-                    acc, backbone, r.task, r.data.dev, method.inference_conditioning(), cfg))
-            else:
-                result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_conditioning(), cfg)
-                state.last_dev = result.summary()
-                value = result.metrics[primary]
-            counts = _method_counts(acc, method, state)
-            log_line({"step": state.step, "split": "validation", **state.last_dev,
-                      **({"method_counts": counts} if counts else {})})
-            if state.best_metric is None or value > state.best_metric:
-                state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
-                state.best_dev = dict(state.last_dev)
-                if is_main:
-                    method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
-                        **meta_extra, "step": state.step, "metrics": {"validation": state.last_dev}}))
-            else:
-                state.evals_since_best += 1
-                if cfg.patience and state.evals_since_best >= cfg.patience:
-                    state.stopped_early = True
+    def checkpoint() -> None:
+        state.seconds = time.time() - started
+        if is_main:
+            save_checkpoint(out, method, optimizer, scheduler, state,
+                            _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
+        acc.wait_for_everyone()
+
+    # SIGINT/SIGTERM while the steps run: the step ends, a checkpoint is saved, TrainingInterrupted
+    with StopRequests() as stop:
+        for ti, rows in source if state.step < cfg.max_steps and not state.stopped_early else ():
+            run = runs[ti]
+            method.use_task(run.task.name)
+            mine = _shard(rows, rank, world)
+            batch = encode(backbone, run.task, [run.data.train[i] for i in mine], prompt_length=method.prompt_length)
+            # scaled so that the mean of the processes' gradients is the global batch's mean gradient
+            with mixed_precision(cfg, backbone.device):
+                loss = trainer(backbone, run.task, batch, cfg.loss, cfg.length_normalize, cfg.word_scoring) * (len(mine) * world / len(rows))
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            loss_value = float(acc.reduce(loss.detach(), reduction="mean")) if world > 1 else loss.item()
+            log_line({"step": state.step, "loss": loss_value, "lr": scheduler.get_last_lr()[0], "epoch": state.epoch,
+                      **({"task": run.task.name} if multi else {})})
             if bar is not None:
-                bar.set_postfix(loss=f"{loss_value:.4f}", **{f"dev_{primary}": f"{value:.4f}"})
-            state.seconds = time.time() - started
-            if is_main:
-                save_checkpoint(out, method, optimizer, scheduler, state,
-                                _prompt_metadata(cfg, backbone, task, {**meta_extra, "step": state.step}))
-            acc.wait_for_everyone()
-        if state.step >= cfg.max_steps or state.stopped_early:
-            break
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_value:.4f}", **({f"dev_{primary}": f"{state.best_metric:.4f}"} if state.best_metric is not None else {}))
+            evaluated = state.step % cfg.eval_every == 0 or state.step == cfg.max_steps
+            if evaluated:
+                if multi:
+                    state.last_dev, value = evaluate_runs(runs, method, lambda r: evaluate_sharded(
+                        acc, backbone, r.task, r.data.dev, method.inference_conditioning(), cfg))
+                else:
+                    result = evaluate_sharded(acc, backbone, task, dev_rows, method.inference_conditioning(), cfg)
+                    state.last_dev = result.summary()
+                    value = result.metrics[primary]
+                counts = _method_counts(acc, method, state)
+                log_line({"step": state.step, "split": "validation", **state.last_dev,
+                          **({"method_counts": counts} if counts else {})})
+                if state.best_metric is None or value > state.best_metric:
+                    state.best_metric, state.best_step, state.evals_since_best = value, state.step, 0
+                    state.best_dev = dict(state.last_dev)
+                    if is_main:
+                        method.save(out / "best", _prompt_metadata(cfg, backbone, task, {
+                            **meta_extra, "step": state.step, "metrics": {"validation": state.last_dev}}))
+                else:
+                    state.evals_since_best += 1
+                    if cfg.patience and state.evals_since_best >= cfg.patience:
+                        state.stopped_early = True
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss_value:.4f}", **{f"dev_{primary}": f"{value:.4f}"})
+            asked = stop.any(acc)  # a SIGINT/SIGTERM in any process: a checkpoint of this step, then stop
+            if evaluated or asked is not None:
+                if not evaluated:
+                    _method_counts(acc, method, state)  # the counts since the last evaluation, kept in the state
+                checkpoint()
+            if asked is not None:
+                if bar is not None:
+                    bar.close()
+                raise TrainingInterrupted(f"{signal.Signals(asked).name}: stopped after step {state.step} of "
+                                          f"{cfg.max_steps}, saved in {out / 'checkpoint'}", asked, state.step)
+            if state.step >= cfg.max_steps or state.stopped_early:
+                break
     if bar is not None:
         bar.close()
     if is_main:

@@ -268,3 +268,44 @@ def test_a_redone_run_interrupted_midway_resumes_instead_of_starting_again(tmp_p
     assert starts == [True]  # resumed from step 3
     stored = json.loads((spec.out / "results.json").read_text())
     assert stored["config"]["lr"] == 0.02 and stored["steps"] == 6
+
+
+def test_softprompt_experiment_stopped_by_a_signal_keeps_the_step_and_a_rerun_resumes(tmp_path, tiny_model_dirs,
+                                                                                       toy_data):
+    """SIGINT to `softprompt experiment`: the run in progress saves the step it is in and the
+    command exits 130, saying a rerun resumes; the rerun continues that run from its checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    grid = {"name": "main", "tasks": ["rotten_tomatoes"], "methods": ["prompt-tuning"], "prompt_length": [2],
+            "init": ["class-labels"], "seeds": [0]}
+    path = _write(tmp_path, tiny_model_dirs, toy_data, ensembles=[], transfer=[], inspect=None, grids=[grid])
+    data = yaml.safe_load(path.read_text())
+    data["defaults"].update(max_steps=150, eval_every=1000, test_split="")
+    path.write_text(yaml.safe_dump(data))
+    spec = expand(load_experiment(path))[0]
+    cmd = [sys.executable, "-m", "softprompt.cli", "experiment", str(path), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    log = spec.out / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and len(log.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    step = json.loads((spec.out / "checkpoint" / "state.json").read_text())["state"]["step"]
+    assert 3 <= step < 150 and f"SIGINT: stopped after step {step} of 150" in err
+    assert "run the same command again: finished runs are kept and the interrupted one resumes" in err
+    assert not (spec.out / "results.json").exists()
+
+    again = subprocess.run([*cmd, "-v"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resumed from {spec.out / 'checkpoint'} at step {step}" in again.stderr  # continued, not begun again
+    lines = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [ln["step"] for ln in lines if "loss" in ln] == list(range(1, 151))
+    assert json.loads((spec.out / "results.json").read_text())["steps"] == 150

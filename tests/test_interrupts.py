@@ -121,3 +121,18 @@ def test_softprompt_train_stopped_by_sigterm_exits_143_and_resumes(tiny_model_di
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["steps"] == step + 2
+
+
+@pytest.mark.parametrize("command, args, hint", [
+    ("tasks", [], ""),
+    ("train", ["--task", "rte"], "; a training run continues with the same command and --resume (from its last checkpoint)"),
+])
+def test_ctrl_c_outside_the_steps_exits_130_with_a_hint_only_where_a_run_resumes(command, args, hint, monkeypatch, capsys):
+    from softprompt import cli
+
+    def stopped(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(cli.COMMANDS, command, cli.COMMANDS[command]._replace(handler=stopped))
+    assert cli.main([command, *args]) == 130
+    assert capsys.readouterr().err == f"softprompt: interrupted{hint}\n"

@@ -411,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"softprompt: {exc}; {_resume_hint(args.command)}", file=sys.stderr)
         return 128 + exc.signum
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training steps
-        print(f"softprompt: interrupted; {_resume_hint(args.command)} (from its last checkpoint)", file=sys.stderr)
+        hint = _resume_hint(args.command)
+        print(f"softprompt: interrupted{f'; {hint} (from its last checkpoint)' if hint else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader left (`softprompt predict ... | head`): stop quietly, as a Unix tool does
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail again
@@ -419,10 +420,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _resume_hint(command: str) -> str:
-    """How an interrupted ``command`` goes on."""
+    """How an interrupted ``command`` goes on: empty for a command that trains nothing."""
     if command == "experiment":
         return "run the same command again: finished runs are kept and the interrupted one resumes"
-    return "a training run continues with the same command and --resume"
+    if command in ("train", "pretrain-prompt"):
+        return "a training run continues with the same command and --resume"
+    return ""
 
 
 def entry() -> None:

@@ -94,14 +94,27 @@ def test_rows_with_and_without_adapters_or_of_another_shape_are_scored_group_by_
             assert torch.allclose(mixed, want, atol=1e-5, rtol=1e-5)
 
 
-def test_a_model_with_a_lead_token_scores_mixed_adapters_exactly_group_by_group():
-    bb = make_backbone("causal-bos")  # the lead token's keys/values are shared by rows: per-row hooks would not see it
-    conds = _conditionings("hyperformer", bb)
+@pytest.mark.parametrize("kind", ["adapter", "hyperformer"])
+def test_a_model_with_a_lead_token_scores_mixed_adapters_exactly_in_one_pass(kind):
+    """A BOS model computes the lead token's keys/values apart, once, shared by rows, where per-row
+    hooks would not meet it: under per-row hooks the lead goes with each row's text instead."""
+    bb = make_backbone("causal-bos")
+    assert bb.lead_ids and bb.shared_prefix
+    conds = _conditionings(kind, bb)
     batch = encode(bb, TASK, ROWS, with_labels=False)
+    gold = encode(bb, TASK, [{**r, "label": "positive"} for r in ROWS])
+    per_row = PerRow(tuple(conds[i % 3] for i in range(len(ROWS))))
     with torch.no_grad():
-        mixed = bb.word_scores(PerRow(tuple(conds[i % 3] for i in range(len(ROWS)))), batch)
+        calls, handle = _passes(bb)
+        mixed = bb.word_scores(per_row, batch)
+        handle.remove()
+        mixed_gold = bb.gold_nll(per_row, gold)
         want = torch.stack([bb.word_scores(conds[i % 3], batch)[i] for i in range(len(ROWS))])
+        want_gold = torch.stack([bb.gold_nll(conds[i % 3], gold)[i] for i in range(len(ROWS))])
+    assert calls == [len(ROWS)]  # one pass over all rows, the lead token in it
+    assert bb.shared_prefix  # put back after the call
     assert torch.allclose(mixed, want, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(mixed_gold, want_gold, atol=1e-5, rtol=1e-5)
 
 
 def test_per_row_hooks_refuse_a_call_over_part_of_the_batch():

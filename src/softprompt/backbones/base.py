@@ -378,8 +378,8 @@ class Backbone(ABC):
             if len(self._groups(rest)) == 1:
                 rest = rest.items[0]
             if (isinstance(rest, Conditioning) or (self.mixes_rows and not any(
-                    c.answer_vectors is not None for c in rest.items))) and self._one_call(rest):
-                with self.hooked(merged):
+                    c.answer_vectors is not None for c in rest.items))) and self._one_call(rest, prefix_with_text=True):
+                with self.hooked(merged), self.prefix_with_text():  # a shared prefix would miss the rows' hooks
                     return fn(rest, batch, *args)
         results = [(rows, self._grouped(fn, cond.items[rows[0]], batch.select(rows), *args))
                    for rows in self._groups(cond)]
@@ -402,12 +402,21 @@ class Backbone(ABC):
                 merged[idx, : t.shape[1]] = t
         return merged
 
-    def _one_call(self, cond) -> bool:
+    def _one_call(self, cond, prefix_with_text: bool = False) -> bool:
         """Whether scoring a batch under ``cond`` (a hook-free :class:`Conditioning` or
         :class:`PerRow`) runs every model call over all of the batch's rows, none over a part of
         them or a prefix the rows share: what per-row hooks (:func:`~softprompt.conditioning.row_hooks`)
-        need. Here yes; a family that computes shared prefixes apart says when it does."""
+        need; with ``prefix_with_text``, inside :meth:`prefix_with_text`. Here yes; a family that
+        computes shared prefixes apart says when it does."""
         return True
+
+    @contextlib.contextmanager
+    def prefix_with_text(self):
+        """For the ``with`` block, a prefix the rows share (lead specials, input vectors) goes
+        through the model with each row's text, in the pass over all rows, not apart and once:
+        what per-row hooks need, since a prefix computed apart would not meet each row's hooks.
+        Here nothing changes (no family but the decoder's computes a prefix apart)."""
+        yield
 
     @staticmethod
     def _flatten(batch: EncodedBatch) -> tuple[list[int], list[list[int]]]:

@@ -114,3 +114,40 @@ def test_generation_for_a_mixed_request_of_a_runs_tasks_equals_each_task_alone(e
     mixed = engine.generate(inputs, names, max_new_tokens=3)
     alone = [engine.generate([x], [n], max_new_tokens=3)[0] for x, n in zip(inputs, names)]
     assert [g.text for g in mixed] == [g.text for g in alone]
+
+
+PAIRS = [{"premise": "the film was great fun", "hypothesis": "it was fun", "label": "entailment"},
+         {"premise": "the film was awful", "hypothesis": "it was good", "label": "contradiction"},
+         {"premise": "a witty story", "hypothesis": "it was long", "label": "neutral"}] * 3
+
+
+@pytest.mark.parametrize("family", ["causal", "masked"])
+def test_tasks_with_other_numbers_of_labels_share_the_mixed_pass(family, tiny_model_dirs, tmp_path, monkeypatch):
+    """Rotten Tomatoes' two labels beside CB's three (one token each): one ``word_scores`` call, a
+    CB row scored over its three words, a Rotten Tomatoes row over its two, each as its task alone."""
+    import json
+
+    from softprompt.modeling import load_model
+
+    data = write_toy_data(tmp_path / "data", "rotten_tomatoes")
+    (data / "cb").mkdir()
+    for split in ("train", "validation", "test"):
+        (data / "cb" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in PAIRS))
+    method, extra = RUNS["hyper"]
+    train(task="rotten_tomatoes,cb", data_dir=str(data), model=str(tiny_model_dirs[family]), method=method,
+          batch_size=4, max_steps=4, eval_every=4, out=str(tmp_path / "run"), progress=False, optimizer="adam",
+          zero_shot_baseline=False, test_split="", **extra)
+    shutil.copytree(tmp_path / "run" / "best", tmp_path / "prompts" / "mt")
+    engine = MultiPromptModel.from_dir(load_model(str(tiny_model_dirs[family]), device="cpu"), tmp_path / "prompts")
+    inputs = [TEXTS[0], PAIRS[0], TEXTS[1], PAIRS[1], PAIRS[2]]
+    names = ["mt.rotten_tomatoes", "mt.cb", "mt.rotten_tomatoes", "mt.cb", "mt.cb"]
+    alone = [engine.model(n).classify([x])[0] for x, n in zip(inputs, names)]
+    calls = []
+    real = engine.backbone.word_scores
+    monkeypatch.setattr(engine.backbone, "word_scores", lambda p, b, *a: calls.append(p) or real(p, b, *a))
+    mixed = engine.classify(inputs, names)
+    monkeypatch.undo()
+    assert len(calls) == 1 and len(calls[0]) == len(inputs)  # one batch, though the tasks' label counts differ
+    for got, want in zip(mixed, alone):
+        assert got.label == want.label and got.scores == pytest.approx(want.scores, abs=1e-5)
+    assert set(mixed[1].scores) == {"entailment", "contradiction", "neutral"} and len(mixed[0].scores) == 2

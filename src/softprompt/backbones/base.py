@@ -685,11 +685,23 @@ def _replacing(fn):
 
 def _single_token_rows(batch: EncodedBatch, device) -> torch.Tensor:
     """The one token of each word of a :attr:`~EncodedBatch.single_token` batch: ``[k]`` when
-    every row has the same ids, else ``[batch, k]`` (rows whose contexts end differently)."""
+    every row has the same ids, else ``[batch, k]`` (rows whose contexts end differently, or the
+    tasks of a mixed batch), a row with fewer words padded with its first word's id (its scores
+    there set to ``-inf`` by :func:`_without_padding`)."""
     firsts = [[w[0] for w in ws] for ws in batch.words]
     if all(f == firsts[0] for f in firsts):
         return torch.tensor(firsts[0], device=device)
-    return torch.tensor(firsts, device=device)
+    width = max(map(len, firsts))
+    return torch.tensor([f + f[:1] * (width - len(f)) for f in firsts], device=device)
+
+
+def _without_padding(scores: torch.Tensor, batch: EncodedBatch) -> torch.Tensor:
+    """``scores [batch, k]`` with the positions past each row's own words set to ``-inf``, as
+    :meth:`Backbone._unflatten` pads (rows of tasks with fewer labels in a mixed batch)."""
+    counts = torch.tensor([len(ws) for ws in batch.words], device=scores.device)
+    if scores.dim() == 1 or bool((counts == scores.shape[1]).all()):
+        return scores
+    return scores.masked_fill(torch.arange(scores.shape[1], device=scores.device)[None] >= counts[:, None], float("-inf"))
 
 
 def _find(haystack: list[int], needle: list[int]) -> int:

@@ -44,7 +44,7 @@ from ..conditioning import Conditioning, LayerKV, PerRow
 from ..conditioning import PrefixKV  # noqa: F401  (importable from here, as before)
 from ..encoding import EncodedBatch
 from ..errors import ConfigError
-from .base import Backbone, Block, _single_token_rows, find_child
+from .base import Backbone, Block, _single_token_rows, _without_padding, find_child
 
 
 class CausalBackbone(Backbone):
@@ -586,7 +586,8 @@ class CausalBackbone(Backbone):
             return self.slot_word_scores(cond, batch, batch.word_slot, length_normalize=length_normalize)
         if batch.single_token:
             h = self._last_hidden(cond, batch)
-            return self._head(h, _single_token_rows(batch, self.model.get_output_embeddings().weight.device))
+            return _without_padding(self._head(h, _single_token_rows(batch, self.model.get_output_embeddings().weight.device)),
+                                    batch)
         return self._continuation_scores(cond, batch, length_normalize)
 
     def _gold_nll(self, cond, batch: EncodedBatch) -> torch.Tensor:

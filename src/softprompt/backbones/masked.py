@@ -19,7 +19,7 @@ from ..answer_tokens import answer_ids
 from ..conditioning import KINDS
 from ..encoding import EncodedBatch
 from ..errors import ConfigError
-from .base import Backbone, Block, _single_token_rows, find_child
+from .base import Backbone, Block, _single_token_rows, _without_padding, find_child
 
 
 class MaskedBackbone(Backbone):
@@ -126,7 +126,7 @@ class MaskedBackbone(Backbone):
             lps = self._mask_logprobs(cond, batch.context, [[m] for m in batch.mask_pos], batch.virtual or None)
             vocab_rows = _single_token_rows(batch, self.device)
             lp = torch.cat(lps, 0)
-            return lp[:, vocab_rows] if vocab_rows.dim() == 1 else lp.gather(1, vocab_rows)
+            return lp[:, vocab_rows] if vocab_rows.dim() == 1 else _without_padding(lp.gather(1, vocab_rows), batch)
         rows, words = self._flatten(batch)
         return self._unflatten(batch, self._pair_scores(cond, batch, rows, words, length_normalize))
 

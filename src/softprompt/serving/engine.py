@@ -611,14 +611,15 @@ def _by_input(units: list[_Unit], n: int) -> list[list[_Unit]]:
 def _word_key(batch: EncodedBatch, run: str | None) -> tuple | None:
     """What rows must share to be scored in one ``word_scores`` call as rows of shared words:
     their candidates' token ids; for the tasks of one multi-task run (``run``, its name) whose
-    candidates are each one token, only how many there are (the backbones' one-position path
-    reads each row's own ids), so the run's tasks share a pass though their label words differ.
-    None for rows scored with words of their own."""
+    candidates are each one token, only that (the backbones' one-position path reads each row's
+    own ids, padding a row of fewer labels), so the run's tasks share a pass though their label
+    words differ, in number too (CB's three beside RTE's two). None for rows scored with words
+    of their own."""
     if not batch.shared_words:
         return None
     words = batch.words[0]
     if run is not None and all(len(w) == 1 for w in words):
-        return ("one-token", len(words), run)
+        return ("one-token", run)
     return tuple(map(tuple, words))
 
 

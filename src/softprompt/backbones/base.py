@@ -377,10 +377,12 @@ class Backbone(ABC):
             rest = PerRow(tuple(dataclasses.replace(c, layer_hooks=()) for c in cond.items))
             if len(self._groups(rest)) == 1:
                 rest = rest.items[0]
-            if (isinstance(rest, Conditioning) or (self.mixes_rows and not any(
-                    c.answer_vectors is not None for c in rest.items))) and self._one_call(rest, prefix_with_text=True):
-                with self.hooked(merged), self.prefix_with_text():  # a shared prefix would miss the rows' hooks
-                    return fn(rest, batch, *args)
+            if isinstance(rest, Conditioning) or (self.mixes_rows and not any(
+                    c.answer_vectors is not None for c in rest.items)):
+                with self.prefix_with_text():  # a prefix computed apart would miss the rows' hooks
+                    if self._one_call(rest):
+                        with self.hooked(merged):
+                            return fn(rest, batch, *args)
         results = [(rows, self._grouped(fn, cond.items[rows[0]], batch.select(rows), *args))
                    for rows in self._groups(cond)]
         first = results[0][1]
@@ -402,12 +404,11 @@ class Backbone(ABC):
                 merged[idx, : t.shape[1]] = t
         return merged
 
-    def _one_call(self, cond, prefix_with_text: bool = False) -> bool:
+    def _one_call(self, cond) -> bool:
         """Whether scoring a batch under ``cond`` (a hook-free :class:`Conditioning` or
         :class:`PerRow`) runs every model call over all of the batch's rows, none over a part of
         them or a prefix the rows share: what per-row hooks (:func:`~softprompt.conditioning.row_hooks`)
-        need; with ``prefix_with_text``, inside :meth:`prefix_with_text`. Here yes; a family that
-        computes shared prefixes apart says when it does."""
+        need. Here yes; a family that computes shared prefixes apart says when it does."""
         return True
 
     @contextlib.contextmanager
@@ -699,7 +700,7 @@ def _without_padding(scores: torch.Tensor, batch: EncodedBatch) -> torch.Tensor:
     """``scores [batch, k]`` with the positions past each row's own words set to ``-inf``, as
     :meth:`Backbone._unflatten` pads (rows of tasks with fewer labels in a mixed batch)."""
     counts = torch.tensor([len(ws) for ws in batch.words], device=scores.device)
-    if scores.dim() == 1 or bool((counts == scores.shape[1]).all()):
+    if bool((counts == scores.shape[1]).all()):
         return scores
     return scores.masked_fill(torch.arange(scores.shape[1], device=scores.device)[None] >= counts[:, None], float("-inf"))
 

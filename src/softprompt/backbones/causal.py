@@ -223,16 +223,15 @@ class CausalBackbone(Backbone):
                               "give one of them")
         return cond.layer_kv if cond.layer_kv is not None else cond.input_vectors
 
-    def _one_call(self, cond, prefix_with_text: bool = False) -> bool:
+    def _one_call(self, cond) -> bool:
         """No when a prefix (the lead specials, input vectors, layer keys/values) goes through the
         model apart from the text, shared by rows (:meth:`_prefix_cache`); yes without one, or
-        when one conditioning's prefix runs with the text (``shared_prefix=False``, or inside
-        :meth:`prefix_with_text` where ``prefix_with_text``). Layer keys/values always go apart."""
+        when one conditioning's prefix runs with the text (``shared_prefix=False``, as inside
+        :meth:`prefix_with_text`). Layer keys/values always go apart."""
         sources = [self._source(c) for c in (cond.items if isinstance(cond, PerRow) else (cond,))]
         if all(s is None for s in sources) and not self.lead_ids:
             return True
-        return isinstance(cond, Conditioning) and (prefix_with_text or not self.shared_prefix) \
-            and not isinstance(sources[0], LayerKV)
+        return isinstance(cond, Conditioning) and not self.shared_prefix and not isinstance(sources[0], LayerKV)
 
     @contextlib.contextmanager
     def prefix_with_text(self):
